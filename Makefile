@@ -1,0 +1,53 @@
+# legato-edge. `make test` and `make demo` are the only commands a newcomer types:
+# both run `setup` first when the virtual environment is missing or stale.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+LEGATO := $(VENV)/bin/legato
+STAMP  := $(VENV)/.installed-stamp
+# Training is CPU-bound on 2 cores; the budget per method is documented in README.md.
+TRAIN_STEPS ?= 2400
+DEMOS       ?= data/demos.npz
+
+.PHONY: setup test test-slow demo train demos lint format bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[train,dev]'
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest
+
+test-slow: setup
+	$(PY) -m pytest -m slow -q
+
+demo: setup
+	$(LEGATO) demo
+
+$(DEMOS): | setup
+	$(LEGATO) sim demos --episodes 1200 --seed 0 --out $(DEMOS)
+
+demos: $(DEMOS)
+
+train: setup $(DEMOS)
+	for m in legato rtc-train plain; do \
+	  $(LEGATO) train --data $(DEMOS) --method $$m --steps $(TRAIN_STEPS) --out runs/$$m || exit 1; \
+	  $(LEGATO) checkpoint publish runs/$$m --to models/$$m || exit 1; \
+	done
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: setup
+	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

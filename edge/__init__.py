@@ -1,0 +1,1 @@
+"""On-device runtime: numpy + onnxruntime (or TensorRT + pycuda). Never imports torch."""
