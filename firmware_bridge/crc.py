@@ -1,0 +1,38 @@
+"""CRC-32C (Castagnoli), the frame check of the protocol.
+
+Why CRC-32C rather than CRC-16/CCITT (binascii.crc_hqx): a motor link runs for days at 1 kHz. With
+a 16-bit check about 1 in 65,536 corrupted frames passes undetected, i.e. one wrong setpoint
+applied every few days on a marginal cable; with 32 bits it is 1 in 4.3e9. CRC-32C also keeps
+Hamming distance 6 for every frame this protocol can send (HD 6 up to 5,243 bits, Koopman),
+it is the polynomial of iSCSI, ext4 and Btrfs, and ARMv8 (Jetson) and SSE4.2 have an instruction
+for it. The cost here is a table lookup per byte (a few microseconds per frame in CPython).
+
+Parameters (Rocksoft model): width 32, poly 0x1EDC6F41 (reflected 0x82F63B78), init 0xFFFFFFFF,
+refin/refout true, xorout 0xFFFFFFFF, check("123456789") = 0xE3069283.
+"""
+
+from __future__ import annotations
+
+_POLY_REFLECTED = 0x82F63B78
+
+
+def _make_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ _POLY_REFLECTED if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_TABLE = _make_table()
+
+
+def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
+    """CRC-32C of ``data``; pass a previous result as ``crc`` to continue over several pieces."""
+    table = _TABLE
+    c = crc ^ 0xFFFFFFFF
+    for b in bytes(data):
+        c = table[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF

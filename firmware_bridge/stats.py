@@ -1,0 +1,95 @@
+"""Link statistics: frame counters, sequence gaps, and the setpoint round trip.
+
+Threading: every counter has exactly one writer (the reader thread or the streamer thread, as
+noted), so increments need no lock; readers take snapshots that may be a frame apart.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from firmware_bridge.seq import SEQ_MOD, seq_distance, seq_newer
+
+
+@dataclass
+class RxCounters:
+    """Written by the reader thread only."""
+
+    frames: int = 0
+    bytes: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # ProtocolError.kind -> count
+    overflows: int = 0  # packets longer than MAX_FRAME discarded by the splitter
+    seq_gaps: int = 0  # controller sequence numbers never received
+    seq_late: int = 0  # frames older than one already received (duplicated or reordered)
+    callback_errors: int = 0  # exceptions raised by frame handlers (kept apart from I/O errors)
+    disconnects: int = 0
+    _last_seq: int | None = None
+
+    def count_error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    @property
+    def decode_errors(self) -> int:
+        return sum(self.errors.values()) + self.overflows
+
+    def track_seq(self, seq: int) -> None:
+        last = self._last_seq
+        if last is None or seq_newer(seq, last):
+            if last is not None:
+                self.seq_gaps += seq_distance(seq, last) - 1
+            self._last_seq = seq
+        else:
+            self.seq_late += 1
+
+    def restart_seq(self) -> None:
+        """After a reconnect: frames lost while unplugged are counted as disconnects, not gaps."""
+        self._last_seq = None
+
+
+@dataclass
+class TxCounters:
+    """Written under the link's write lock."""
+
+    frames: int = 0
+    bytes: int = 0
+    write_errors: int = 0
+    by_type: dict[int, int] = field(default_factory=dict)
+
+
+class RoundTrip:
+    """Setpoint send time by sequence number -> round trip when telemetry echoes that number.
+
+    ``sent`` is written by the streamer, ``echo`` by the reader; a slot is only read after its
+    sequence number was echoed, i.e. after it was written.
+    """
+
+    def __init__(self, keep: int = 200_000) -> None:
+        self._sent = np.full(SEQ_MOD, math.nan)  # host monotonic seconds, indexed by seq
+        self._last_echo: int | None = None
+        self.samples: collections.deque[float] = collections.deque(maxlen=keep)  # seconds
+
+    def sent(self, seq: int, t: float) -> None:
+        self._sent[seq] = t
+
+    def echo(self, seq: int, t: float) -> None:
+        if seq == self._last_echo:
+            return  # the same applied setpoint reported again: not a new round trip
+        self._last_echo = seq
+        t0 = self._sent[seq]
+        if not math.isnan(t0):
+            self.samples.append(t - t0)
+            self._sent[seq] = math.nan  # a later echo of a wrapped seq must not reuse it
+
+    def percentiles(self, qs: tuple[float, ...] = (50.0, 99.0)) -> tuple[float, ...] | None:
+        """Round-trip percentiles in milliseconds, or None without samples."""
+        if not self.samples:
+            return None
+        return tuple(float(v) * 1e3 for v in np.percentile(np.fromiter(self.samples, float), qs))
+
+    def reset(self) -> None:
+        self._sent.fill(math.nan)
+        self._last_echo = None
