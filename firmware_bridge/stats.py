@@ -27,6 +27,8 @@ class RxCounters:
     seq_late: int = 0  # frames older than one already received (duplicated or reordered)
     callback_errors: int = 0  # exceptions raised by frame handlers (kept apart from I/O errors)
     disconnects: int = 0
+    session_frames: int = 0  # frames since the last (re)connect
+    first_seq: int | None = None  # first controller sequence number of this connection
     _last_seq: int | None = None
 
     def count_error(self, kind: str) -> None:
@@ -37,7 +39,10 @@ class RxCounters:
         return sum(self.errors.values()) + self.overflows
 
     def track_seq(self, seq: int) -> None:
+        self.session_frames += 1
         last = self._last_seq
+        if last is None:
+            self.first_seq = seq
         if last is None or seq_newer(seq, last):
             if last is not None:
                 self.seq_gaps += seq_distance(seq, last) - 1
@@ -48,6 +53,15 @@ class RxCounters:
     def restart_seq(self) -> None:
         """After a reconnect: frames lost while unplugged are counted as disconnects, not gaps."""
         self._last_seq = None
+        self.first_seq = None
+        self.session_frames = 0
+
+    @property
+    def session_span(self) -> int:
+        """Controller frames sent from the first to the newest seen on this connection."""
+        if self.first_seq is None or self._last_seq is None:
+            return 0
+        return seq_distance(self._last_seq, self.first_seq) + 1
 
 
 @dataclass
