@@ -94,7 +94,7 @@ class FirmwareCore:
         self.last_feed_us = 0
         self.applied_age = 0
         self.ticks = 0
-        self._tel_acc = 0.0
+        self._tel_acc = 0
         self.rx_good = 0
         self.rx_bad = 0
         self.rx_gap = 0
@@ -242,9 +242,10 @@ class FirmwareCore:
             if out.size:
                 self.latch(Fault.POSITION_LIMIT, int(out[0]), float(self.motor.q[out[0]]))
         out_msgs, self._pending = self._pending, []
-        self._tel_acc += self.telemetry_hz / self.tick_hz
-        if self._tel_acc >= 1.0:
-            self._tel_acc -= 1.0
+        # integer accumulator (Bresenham): exactly telemetry_hz frames per tick_hz ticks, no float creep
+        self._tel_acc += self.telemetry_hz
+        if self._tel_acc >= self.tick_hz:
+            self._tel_acc -= self.tick_hz
             out_msgs.append(self.telemetry())
         return out_msgs
 
