@@ -2,7 +2,8 @@
 
 Conventions (docs/method.md): flow time t in [0, 1], t = 0 is noise, t = 1 is data;
 N Euler steps with dt = 1 / N at t_k = k * dt; x_{k+1} = x_k + dt * v.
-Shapes: b batch, h chunk length (H), a action dim. Everything is float32.
+Shapes: b batch, h chunk length (H), a action dim. The samplers keep the dtype of eps: the
+runtime passes float32, the numerical checks float64.
 
 A velocity function has the signature ``v = f(y, t, omega)`` with y (b, h, a), t (b, h)
 per-token flow time and omega (b, h); the observation is bound into f by the caller (the
@@ -74,8 +75,8 @@ def legato_sample(
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     dt = 1.0 / num_steps
-    x = eps.astype(np.float32, copy=True)
-    t = np.empty(omega.shape, dtype=np.float32)
+    x = eps.copy()
+    t = np.empty(omega.shape, dtype=eps.dtype)
     for k in range(num_steps):
         y = blend(x, a_ref, omega)
         t.fill(k * dt)
@@ -94,12 +95,12 @@ def hard_prefix_sample(
     flow time 1 at every step; the postfix is denoised as usual. The omega channel carries the
     prefix mask (1 on the prefix), exactly as in training.
     """
-    mask = np.zeros(eps.shape[:2], dtype=np.float32)
+    mask = np.zeros(eps.shape[:2], dtype=eps.dtype)
     mask[:, :d] = 1.0
     _check(eps, a_ref, mask)
     dt = 1.0 / num_steps
-    x = eps.astype(np.float32, copy=True)
-    t = np.empty(mask.shape, dtype=np.float32)
+    x = eps.copy()
+    t = np.empty(mask.shape, dtype=eps.dtype)
     for k in range(num_steps):
         x[:, :d] = a_ref[:, :d]
         t.fill(k * dt)

@@ -31,7 +31,9 @@ class ArmConfig:
             raise ValueError("q_min and q_max need one entry per joint")
         ratio = self.physics_hz / self.control_hz
         if ratio < 1 or abs(ratio - round(ratio)) > 1e-9:
-            raise ValueError(f"physics_hz {self.physics_hz} must be a multiple of control_hz {self.control_hz}")
+            raise ValueError(
+                f"physics_hz {self.physics_hz} must be a multiple of control_hz {self.control_hz}"
+            )
 
     @property
     def num_joints(self) -> int:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.env import ReachEnv
 from sim.episodes import sample_episodes
 from sim.expert import expert_actions
-from sim.env import ReachEnv
 from sim.scene import FIELDS, Scenes
 from sim.task import TaskConfig
 
@@ -83,7 +83,9 @@ def generate(task: TaskConfig, seed: int, episodes: int, batch: int = 200, progr
         parts.append((spec, env.success.copy(), lengths, q_a, qd_a, act_a))
         if progress is not None:
             progress(first + count)
-    rows = [(p[3][i, : p[2][i]], p[4][i, : p[2][i]], p[5][i, : p[2][i]]) for p in parts for i in range(len(p[2]))]
+    rows = [
+        (p[3][i, : p[2][i]], p[4][i, : p[2][i]], p[5][i, : p[2][i]]) for p in parts for i in range(len(p[2]))
+    ]
     lengths = np.array([len(r[0]) for r in rows])
     return Demos(
         task=task,
@@ -108,6 +110,9 @@ def atomic_write_bytes(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -122,7 +127,8 @@ def save(demos: Demos, path: str | Path) -> None:
         q=demos.q, qd=demos.qd, action=demos.action,
     )  # fmt: skip
     atomic_write_bytes(
-        Path(path), lambda f: np.savez_compressed(f, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+        Path(path),
+        lambda f: np.savez_compressed(f, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays),
     )
 
 
@@ -138,7 +144,9 @@ def load(path: str | Path) -> Demos:
     except Exception as e:  # zipfile, json and numpy each raise their own types on corrupt files
         raise DatasetError(f"dataset {path} is unreadable or corrupt: {type(e).__name__}: {e}") from None
     if meta.get("format_version") != FORMAT_VERSION:
-        raise DatasetError(f"dataset {path} has format {meta.get('format_version')}, expected {FORMAT_VERSION}")
+        raise DatasetError(
+            f"dataset {path} has format {meta.get('format_version')}, expected {FORMAT_VERSION}"
+        )
     need = [f"scene_{f}" for f in FIELDS] + ["side", "template", "success", "offsets", "q", "qd", "action"]
     missing = [k for k in need if k not in data]
     if missing:

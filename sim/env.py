@@ -30,7 +30,9 @@ class Observation:
 
 def instruction_tokens(scenes: Scenes, templates: np.ndarray) -> np.ndarray:
     """Token ids of each scene's instruction: (b, l) int64."""
-    return np.stack([tokenize(instruction(COLORS[k], int(t))) for k, t in zip(scenes.instructed, templates)])
+    return np.stack(
+        [tokenize(instruction(COLORS[k], int(t))) for k, t in zip(scenes.instructed, templates, strict=True)]
+    )
 
 
 class ReachEnv:

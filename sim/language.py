@@ -15,7 +15,12 @@ VOCAB: tuple[str, ...] = (
     "<pad>", "<unk>", "reach", "go", "to", "the", "move", "touch", "target", "one", "dot",
     *COLORS,
 )  # fmt: skip
-TEMPLATES: tuple[str, ...] = ("reach the {} target", "go to the {} one", "touch the {} dot", "move to the {} target")
+TEMPLATES: tuple[str, ...] = (
+    "reach the {} target",
+    "go to the {} one",
+    "touch the {} dot",
+    "move to the {} target",
+)
 MAX_TOKENS = 6
 _INDEX = {w: i for i, w in enumerate(VOCAB)}
 

@@ -14,7 +14,11 @@ import numpy as np
 from sim.arm import ArmConfig, end_effector, joint_positions
 
 COLORS: tuple[str, ...] = ("red", "green", "blue")
-COLOR_RGB: dict[str, tuple[int, int, int]] = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240)}
+COLOR_RGB: dict[str, tuple[int, int, int]] = {
+    "red": (230, 40, 40),
+    "green": (40, 200, 60),
+    "blue": (50, 90, 240),
+}
 
 
 @dataclass(frozen=True)

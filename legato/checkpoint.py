@@ -1,0 +1,187 @@
+"""Checkpoints: a folder with config.json and model.safetensors (no pickle anywhere).
+
+config.json records everything needed to rebuild and run the policy: method, policy and
+training configs (H, N, schedule shape, d_max, r_max), normalisation statistics, the task,
+the data it was trained on, and training statistics. Training folders also hold
+optimizer.safetensors and trainer.json for resuming. Folders are written to a temporary
+sibling and renamed into place, so a crash never leaves half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from legato.config import PolicyConfig, TrainConfig, from_dict, to_dict
+from legato.data import Normalizer
+from legato.errors import CheckpointError
+from legato.model import Policy
+from sim.task import TaskConfig
+
+FORMAT_VERSION = 1
+CONFIG, WEIGHTS, OPTIMIZER, TRAINER = (
+    "config.json",
+    "model.safetensors",
+    "optimizer.safetensors",
+    "trainer.json",
+)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    policy_cfg: PolicyConfig
+    train_cfg: TrainConfig
+    norm: Normalizer
+    task: TaskConfig
+    meta: dict[str, Any]  # data description, training statistics
+    model: Policy
+
+    @property
+    def method(self) -> str:
+        return self.train_cfg.method
+
+
+def write_folder(path: Path, files: dict[str, Any]) -> None:
+    """Write {name: bytes | callable(path)} into a fresh folder that replaces `path` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        for name, content in files.items():
+            if callable(content):
+                content(tmp / name)
+            else:
+                (tmp / name).write_bytes(content)
+        old = path.with_name(f".{path.name}.old")
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def config_dict(policy_cfg, train_cfg, norm, task, meta) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "method": train_cfg.method,
+        "policy": to_dict(policy_cfg),
+        "train": to_dict(train_cfg),
+        "schedule": {"shape": train_cfg.schedule_shape, "d_max": train_cfg.d_max, "r_max": train_cfg.r_max},
+        "normalization": norm.to_dict(),
+        "task": task.to_dict(),
+        **meta,
+    }
+
+
+def save(
+    path: str | Path,
+    model: Policy,
+    train_cfg: TrainConfig,
+    norm: Normalizer,
+    task: TaskConfig,
+    meta: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None = None,
+    trainer_state: dict[str, Any] | None = None,
+) -> None:
+    cfg = config_dict(model.cfg, train_cfg, norm, task, meta)
+    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    files: dict[str, Any] = {
+        CONFIG: json.dumps(cfg, indent=1).encode(),
+        WEIGHTS: lambda p: save_file(weights, str(p)),
+    }
+    if optimizer is not None:
+        files[OPTIMIZER] = lambda p: save_file(flatten_optimizer(optimizer), str(p))
+        files[TRAINER] = json.dumps(trainer_state or {}).encode()
+    write_folder(Path(path), files)
+
+
+def flatten_optimizer(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for idx, st in opt.state_dict()["state"].items():
+        for name, val in st.items():
+            out[f"{idx}.{name}"] = torch.as_tensor(val).detach().clone().contiguous()
+    return out
+
+
+def restore_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    flat = load_file(str(path))
+    sd = opt.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, val in flat.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = val
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    cfg_path = path / CONFIG
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint not found: {path} (expected a folder with {CONFIG} and {WEIGHTS})")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} has no {CONFIG}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"checkpoint {path}: {CONFIG} is corrupt ({e})") from None
+    if cfg.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format {cfg.get('format_version')}, expected {FORMAT_VERSION}"
+        )
+    return cfg
+
+
+def load(path: str | Path) -> Checkpoint:
+    """Load a checkpoint; any problem raises CheckpointError with a one-line reason."""
+    path = Path(path)
+    cfg = read_config(path)
+    try:
+        policy_cfg = from_dict(PolicyConfig, cfg["policy"])
+        train_cfg = from_dict(TrainConfig, cfg["train"])
+        norm = Normalizer.from_dict(cfg["normalization"])
+        task = TaskConfig.from_dict(cfg["task"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: {CONFIG} is invalid ({type(e).__name__}: {e})") from None
+    try:
+        weights = load_file(str(path / WEIGHTS))
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} has no {WEIGHTS}") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: {WEIGHTS} is corrupt ({e})") from None
+    model = Policy(policy_cfg)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    extra = sorted(set(weights) - set(expected))
+    if missing or extra:
+        raise CheckpointError(
+            f"checkpoint {path}: weights do not match the config (missing {missing[:3]}, extra {extra[:3]})"
+        )
+    for k, v in expected.items():
+        if weights[k].shape != v.shape:
+            raise CheckpointError(
+                f"checkpoint {path}: {k} has shape {tuple(weights[k].shape)}, config implies {tuple(v.shape)}"
+            )
+    model.load_state_dict(weights)
+    model.eval()
+    meta = {k: v for k, v in cfg.items() if k not in ("policy", "train", "normalization", "task", "schedule")}
+    return Checkpoint(path, policy_cfg, train_cfg, norm, task, meta, model)
+
+
+def publish(src: str | Path, dst: str | Path) -> Path:
+    """Copy a checkpoint's config and weights (not the optimizer) into dst, verified by loading."""
+    src, dst = Path(src), Path(dst)
+    load(src)
+    write_folder(dst, {CONFIG: (src / CONFIG).read_bytes(), WEIGHTS: (src / WEIGHTS).read_bytes()})
+    return dst

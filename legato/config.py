@@ -1,0 +1,87 @@
+"""Frozen configs of the policy and its training, each field commented.
+
+Shape vocabulary used across legato/ and edge/: b batch, h chunk length (H), a action dim,
+p prefix tokens, l instruction tokens, n denoising steps (N), c model width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+Method = Literal["legato", "rtc-train", "plain"]
+METHODS: tuple[str, ...] = ("legato", "rtc-train", "plain")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    action_dim: int = 3  # a: one joint-position target per joint
+    state_dim: int = 6  # proprio: joint positions then velocities
+    horizon: int = 16  # h: actions per chunk (H)
+    num_steps: int = 5  # n: Euler steps per chunk (N); baked into Legato's target
+    image_hw: tuple[int, int] = (48, 64)  # camera height, width in pixels
+    vocab_size: int = 14  # fixed tokenizer vocabulary (sim.language.VOCAB)
+    max_tokens: int = 6  # l: instruction length after padding
+    width: int = 96  # c: token width of both encoders
+    heads: int = 4  # attention heads
+    prefix_layers: int = 2  # self-attention blocks of the prefix encoder ("VLM")
+    head_layers: int = 3  # blocks of the flow head; each cross-attends to its own prefix K/V
+    mlp_ratio: int = 2  # MLP hidden width = mlp_ratio * width
+
+    def __post_init__(self) -> None:
+        h, w = self.image_hw
+        if h % 8 or w % 8:
+            raise ValueError(f"image_hw {self.image_hw} must be multiples of 8 (the stem downsamples by 8)")
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
+        if self.horizon < 2 or self.num_steps < 1:
+            raise ValueError(f"need horizon >= 2 and num_steps >= 1, got {self.horizon}, {self.num_steps}")
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        h, w = self.image_hw
+        return (h // 8) * (w // 8) + self.max_tokens + 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: Method = "legato"  # objective: legato | rtc-train | plain
+    steps: int = 2400  # optimizer steps
+    batch_obs: int = 32  # observations per step (prefix encoder batch)
+    draws: int = 4  # (t, eps, d, r) draws per observation: the flow head sees batch_obs * draws
+    lr: float = 1e-3  # peak AdamW learning rate
+    warmup: int = 150  # linear warmup steps, then cosine decay to lr / 10
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    d_max: int = 4  # delays d ~ U{0..d_max} (legato, rtc-train); the runtime refuses larger d
+    r_max: int = 8  # ramp lengths r ~ U{0..r_max} (legato)
+    schedule_shape: str = "linear"  # omega ramp shape; must match inference
+    t_sampling: Literal["grid", "continuous"] = "grid"  # flow time on t_k = k / N, or U[0, 1)
+    loss_weighting: Literal["omega2", "mean"] = "omega2"  # (1 - omega)^2 weights, or plain mean
+    seed: int = 0
+    log_every: int = 20  # steps between progress-bar loss updates
+    ckpt_every: int = 500  # steps between checkpoints
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.t_sampling not in ("grid", "continuous"):
+            raise ValueError(f"t_sampling must be 'grid' or 'continuous', got {self.t_sampling!r}")
+        if self.loss_weighting not in ("omega2", "mean"):
+            raise ValueError(f"loss_weighting must be 'omega2' or 'mean', got {self.loss_weighting!r}")
+        if self.d_max < 0 or self.r_max < 0:
+            raise ValueError(f"d_max and r_max must be >= 0, got {self.d_max}, {self.r_max}")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return asdict(cfg)
+
+
+def from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """Build a config dataclass from JSON, rejecting unknown keys with a clear message."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})

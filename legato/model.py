@@ -1,0 +1,177 @@
+"""The reference flow VLA, split the way the device runs it.
+
+PrefixEncoder ("VLM", once per chunk): image + instruction tokens + proprio state -> the
+cross-attention keys and values of every flow-head layer, (b, L, 2, p, c). Computing K/V here
+means the flow head never re-projects the prefix inside the denoising loop.
+
+FlowHead (N times per chunk): (y, t, omega, kv) -> velocity. y (b, h, a) the current chunk
+estimate, t (b, h) per-token flow time (t = 0 noise, t = 1 data), omega (b, h) the per-token
+schedule channel. Inputs and outputs are in normalised action units.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from legato.config import PolicyConfig
+
+
+def sinusoidal(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of flow time t (...,) in [0, 1] -> (..., dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, dtype=t.dtype, device=t.device) / half)
+    ang = 100.0 * t[..., None] * freqs  # t in [0, 1]: scale so the fastest frequency spans ~100 rad
+    return torch.cat([torch.sin(ang), torch.cos(ang)], -1)
+
+
+class Attention(nn.Module):
+    """Multi-head attention on given queries and keys/values (both already projected)."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.out = nn.Linear(width, width)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        b, n, c = q.shape
+        split = lambda x: x.reshape(b, x.shape[1], self.heads, c // self.heads).transpose(1, 2)  # noqa: E731
+        o = F.scaled_dot_product_attention(split(q), split(k), split(v))  # (b, heads, n, c / heads)
+        return self.out(o.transpose(1, 2).reshape(b, n, c))
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, width: int, heads: int, mlp_ratio: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.attn = Attention(width, heads)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, -1)
+        x = x + self.attn(q, k, v)
+        return x + self.mlp(self.norm2(x))
+
+
+class PrefixEncoder(nn.Module):
+    def __init__(self, cfg: PolicyConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.width
+        h, w = cfg.image_hw
+        # A strided conv stem instead of a 2-layer-deep patchify ViT: 8x8 patches in two stages,
+        # with x/y coordinate channels so positions are easy to read off (localising targets).
+        self.stem = nn.Sequential(nn.Conv2d(5, 48, 4, stride=4), nn.GELU(), nn.Conv2d(48, c, 2, stride=2))
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        self.register_buffer("coords", torch.stack([xs, ys])[None], persistent=False)  # (1, 2, H, W)
+        n_img = (h // 8) * (w // 8)
+        self.img_pos = nn.Parameter(0.02 * torch.randn(1, n_img, c))
+        self.tok_emb = nn.Embedding(cfg.vocab_size, c)
+        self.tok_pos = nn.Parameter(0.02 * torch.randn(1, cfg.max_tokens, c))
+        self.state_proj = nn.Linear(cfg.state_dim, c)
+        self.blocks = nn.ModuleList(
+            EncoderBlock(c, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.prefix_layers)
+        )
+        self.norm = nn.LayerNorm(c)
+        self.kv = nn.Linear(c, cfg.head_layers * 2 * c)
+
+    def forward(self, image: torch.Tensor, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """image (b, H, W, 3) uint8, tokens (b, l) int64, state (b, s) normalised -> kv (b, L, 2, p, c)."""
+        b = image.shape[0]
+        x = image.permute(0, 3, 1, 2).float() / 255.0  # (b, 3, H, W)
+        x = torch.cat([x, self.coords.expand(b, -1, -1, -1)], 1)
+        img = self.stem(x).flatten(2).transpose(1, 2) + self.img_pos  # (b, H/8 * W/8, c)
+        txt = self.tok_emb(tokens) + self.tok_pos  # (b, l, c)
+        st = self.state_proj(state)[:, None]  # (b, 1, c)
+        x = torch.cat([img, txt, st], 1)  # (b, p, c)
+        for blk in self.blocks:
+            x = blk(x)
+        kv = self.kv(self.norm(x))  # (b, p, L * 2 * c)
+        return kv.reshape(b, x.shape[1], self.cfg.head_layers, 2, self.cfg.width).permute(0, 2, 3, 1, 4)
+
+
+class HeadBlock(nn.Module):
+    """Self-attention over action tokens, cross-attention to the prefix, MLP; flow time enters
+    through per-token adaptive LayerNorm (shift, scale, gate), as in DiT."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False)
+        self.norm2 = nn.LayerNorm(width)
+        self.norm3 = nn.LayerNorm(width, elementwise_affine=False)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.self_attn = Attention(width, heads)
+        self.q_cross = nn.Linear(width, width)
+        self.cross_attn = Attention(width, heads)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width)
+        )
+        self.mod = nn.Linear(width, 6 * width)
+        nn.init.zeros_(self.mod.weight)
+        nn.init.zeros_(self.mod.bias)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        s1, c1, g1, s3, c3, g3 = self.mod(temb).chunk(6, -1)  # each (b, h, c)
+        q, k_s, v_s = self.qkv(self.norm1(x) * (1 + c1) + s1).chunk(3, -1)
+        x = x + (1 + g1) * self.self_attn(q, k_s, v_s)
+        x = x + self.cross_attn(self.q_cross(self.norm2(x)), k, v)
+        return x + (1 + g3) * self.mlp(self.norm3(x) * (1 + c3) + s3)
+
+
+class FlowHead(nn.Module):
+    def __init__(self, cfg: PolicyConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.width
+        self.in_proj = nn.Linear(cfg.action_dim + 1, c)  # action channels + the omega channel
+        self.pos = nn.Parameter(0.02 * torch.randn(1, cfg.horizon, c))
+        self.time_mlp = nn.Sequential(nn.Linear(c, c), nn.GELU(), nn.Linear(c, c))
+        self.blocks = nn.ModuleList(HeadBlock(c, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.head_layers))
+        self.norm = nn.LayerNorm(c)
+        self.out = nn.Linear(c, cfg.action_dim)
+
+    def forward(
+        self, y: torch.Tensor, t: torch.Tensor, omega: torch.Tensor, kv: torch.Tensor
+    ) -> torch.Tensor:
+        """y (b, h, a), t (b, h), omega (b, h), kv (b, L, 2, p, c) -> velocity (b, h, a)."""
+        x = self.in_proj(torch.cat([y, omega[..., None]], -1)) + self.pos  # (b, h, c)
+        temb = self.time_mlp(sinusoidal(t, self.cfg.width))  # (b, h, c)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, temb, kv[:, i, 0], kv[:, i, 1])
+        return self.out(self.norm(x))
+
+
+class Policy(nn.Module):
+    """Both halves together, for training and checkpoints."""
+
+    def __init__(self, cfg: PolicyConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.prefix = PrefixEncoder(cfg)
+        self.head = FlowHead(cfg)
+
+    def num_params(self) -> dict[str, int]:
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        return {"prefix": count(self.prefix), "head": count(self.head), "total": count(self)}
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        tokens: torch.Tensor,
+        state: torch.Tensor,
+        y: torch.Tensor,
+        t: torch.Tensor,
+        omega: torch.Tensor,
+    ) -> torch.Tensor:
+        """Training forward: the prefix of b observations is encoded once and shared by the
+        n = b * draws flow-head inputs that follow it in order (draws consecutive rows per
+        observation). Returns velocity (n, h, a)."""
+        kv = self.prefix(image, tokens, state)  # (b, L, 2, p, c)
+        kv = kv.repeat_interleave(y.shape[0] // image.shape[0], 0)  # (n, L, 2, p, c)
+        return self.head(y, t, omega, kv)

@@ -1,0 +1,102 @@
+"""The three training objectives on one architecture (docs/method.md has the derivations).
+
+All work in normalised action units on a flattened batch of n = batch_obs * draws chunks.
+Conventions: x_t = (1 - t) eps + t A, t = 0 noise, t = 1 data; dt = 1 / N.
+
+- plain: ordinary flow matching, omega = 0, target A - eps.
+- legato: per example d ~ U{0..d_max}, r ~ U{0..r_max}, omega from edge.schedule; input
+  Y_t = (1 - omega) x_t + omega A; target u = (1 - (omega / dt)(1 - t)) (A - eps); loss over
+  tokens with omega < 1 weighted by (1 - omega)^2 (or a plain mean, for the ablation).
+- rtc-train: per example d ~ U{0..d_max}; the first d tokens are clean (A) with flow time 1
+  and carry 1 in the omega channel; target A - eps; loss on the postfix only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from edge.schedule import omega_batch
+from legato.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class FlowExample:
+    y: torch.Tensor  # (n, h, a) model input
+    t: torch.Tensor  # (n, h) per-token flow time
+    omega: torch.Tensor  # (n, h) schedule channel
+    target: torch.Tensor  # (n, h, a) velocity target
+    weight: torch.Tensor  # (n, h) per-token loss weight
+
+
+def sample_time(n: int, num_steps: int, mode: str, rng: np.random.Generator) -> np.ndarray:
+    """Flow time per example, (n,): on the Euler grid k / N or continuous U[0, 1)."""
+    if mode == "grid":
+        return rng.integers(num_steps, size=n) / num_steps
+    return rng.random(n)
+
+
+def plain_example(actions: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> FlowExample:
+    """Ordinary flow matching. actions, eps (n, h, a); t (n,)."""
+    n, h, _ = actions.shape
+    tt = t[:, None, None]
+    x_t = (1 - tt) * eps + tt * actions
+    return FlowExample(x_t, t[:, None].expand(n, h), torch.zeros(n, h), actions - eps, torch.ones(n, h))
+
+
+def legato_example(
+    actions: torch.Tensor,
+    eps: torch.Tensor,
+    t: torch.Tensor,
+    omega: torch.Tensor,
+    num_steps: int,
+    weighting: str,
+) -> FlowExample:
+    """Legato: schedule-shaped mixture input and reshaped target with N baked in.
+    actions, eps (n, h, a); t (n,); omega (n, h)."""
+    n, h, _ = actions.shape
+    tt = t[:, None, None]
+    x_t = (1 - tt) * eps + tt * actions
+    w = omega[..., None]
+    y = (1 - w) * x_t + w * actions
+    kappa = omega * num_steps  # omega / dt
+    target = (1 - kappa * (1 - t[:, None]))[..., None] * (actions - eps)
+    weight = (1 - omega) ** 2 if weighting == "omega2" else (omega < 1).to(omega.dtype)
+    return FlowExample(y, t[:, None].expand(n, h), omega, target, weight)
+
+
+def rtc_train_example(
+    actions: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, d: np.ndarray
+) -> FlowExample:
+    """Training-time RTC: clean prefix of d (n,) tokens at flow time 1, loss on the postfix."""
+    n, h, _ = actions.shape
+    prefix = torch.from_numpy((np.arange(h)[None] < np.asarray(d)[:, None]).astype(np.float32))  # (n, h)
+    tt = t[:, None, None]
+    x_t = (1 - tt) * eps + tt * actions
+    y = torch.where(prefix[..., None] > 0, actions, x_t)
+    t_tok = torch.where(prefix > 0, torch.ones(n, h), t[:, None].expand(n, h))
+    return FlowExample(y, t_tok, prefix, actions - eps, 1 - prefix)
+
+
+def build_example(
+    actions: torch.Tensor, eps: torch.Tensor, cfg: TrainConfig, num_steps: int, rng: np.random.Generator
+) -> FlowExample:
+    """Draw t (and d, r) per example and build cfg.method's input, target and weights."""
+    n, h, _ = actions.shape
+    t = torch.from_numpy(sample_time(n, num_steps, cfg.t_sampling, rng).astype(np.float32))
+    if cfg.method == "plain":
+        return plain_example(actions, eps, t)
+    d = rng.integers(cfg.d_max + 1, size=n)
+    if cfg.method == "rtc-train":
+        return rtc_train_example(actions, eps, t, d)
+    r = rng.integers(cfg.r_max + 1, size=n)
+    omega = torch.from_numpy(omega_batch(d, r, h))
+    return legato_example(actions, eps, t, omega, num_steps, cfg.loss_weighting)
+
+
+def weighted_mse(pred: torch.Tensor, ex: FlowExample) -> torch.Tensor:
+    """sum(w * |pred - target|^2) / (sum(w) * a): a mean over the weighted tokens."""
+    err = ((pred - ex.target) ** 2).sum(-1)  # (n, h)
+    return (ex.weight * err).sum() / (ex.weight.sum().clamp_min(1e-8) * pred.shape[-1])

@@ -1,0 +1,124 @@
+"""Closed-loop rollouts with a simulated inference delay (RTC's protocol), batched.
+
+Timeline (t in control steps). Inference for chunk c starts at T_c and sees the observation
+at T_c; chunk index i corresponds to time origin_c + i.
+- Asynchronous methods (naive, rtc, rtc-train, legato): origin_c = T_c; the old chunk keeps
+  executing for d steps, the new chunk takes over at index d (time T_c + d); the next
+  inference starts at T_c + s, when the active chunk has reached index s, so the reference
+  for the next chunk is active[s:]. Each chunk executes indices d..s+d-1.
+- Synchronous: the arm holds its last target for d steps while the chunk is computed, then
+  executes indices 0..s-1 (origin_c = T_c + d); the next inference starts at origin_c + s.
+- The first chunk of every method is synchronous (no previous chunk to continue): the arm
+  holds its start posture for d steps, then executes indices 0..s+d-1 (async) or 0..s-1.
+All episodes of a batch share the schedule, so one batched inference serves them all.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from legato.runner import ChunkRequest, TorchPolicyRunner
+from sim.env import ReachEnv
+from sim.scene import Scenes
+from sim.task import TaskConfig
+
+
+@dataclass
+class ChunkRecord:
+    origin: int  # time of chunk index 0
+    start: int  # time the chunk took over
+    chunk: np.ndarray  # (b, h, a) raw joint targets
+    alive: np.ndarray  # (b,) episodes still running when inference started
+    ee_start: np.ndarray  # (b, 2) end effector at inference start
+
+
+@dataclass
+class RolloutResult:
+    method: str
+    d: int
+    s: int
+    r: int
+    success: np.ndarray  # (b,)
+    collided: np.ndarray  # (b,)
+    steps_to_success: np.ndarray  # (b,) -1 where not reached
+    commanded: np.ndarray  # (b, T, a) executed joint targets, NaN after the episode ended
+    joints: np.ndarray  # (b, T + 1, j) joint positions
+    ee: np.ndarray  # (b, T + 1, 2) end-effector positions
+    scenes: Scenes | None = None
+    chunks: list[ChunkRecord] = field(default_factory=list)
+    infer_seconds: list[float] = field(default_factory=list)  # wall time of each batched inference
+    rejected_actions: int = 0
+
+
+def rollout(
+    runner: TorchPolicyRunner,
+    method: str,
+    task: TaskConfig,
+    scenes: Scenes,
+    templates: np.ndarray,
+    req: ChunkRequest,
+    seed: int,
+    max_steps: int | None = None,
+) -> RolloutResult:
+    env = ReachEnv(task, scenes, templates)
+    b, a, h = len(scenes), runner.cfg.action_dim, runner.cfg.horizon
+    steps = max_steps or task.max_steps
+    rng = np.random.default_rng(seed)
+    d, s = req.d, req.s
+    commanded = np.full((b, steps, a), np.nan, dtype=np.float32)
+    joints = np.full((b, steps + 1, task.arm.num_joints), np.nan)
+    ee = np.full((b, steps + 1, 2), np.nan)
+    joints[:, 0], ee[:, 0] = env.q, env.end_effector()
+    result = RolloutResult(
+        method, d, s, req.r, env.success, env.collided, env.steps_to_success, commanded, joints, ee, scenes
+    )
+
+    last_cmd = env.q.astype(np.float32).copy()
+    active: ChunkRecord | None = None
+    pending: ChunkRecord | None = None
+    next_infer = 0
+    for t in range(steps):
+        if env.all_done:
+            break
+        if t == next_infer:
+            obs = env.observe()
+            eps = rng.standard_normal((b, h, a)).astype(np.float32)
+            first = active is None
+            prev = None if first or method == "sync" else active.chunk
+            tic = time.perf_counter()
+            new = runner.chunk(method, obs, prev, req, eps)
+            result.infer_seconds.append(time.perf_counter() - tic)
+            origin = t + d if (first or method == "sync") else t
+            pending = ChunkRecord(origin, t + d, new, ~env.done, env.end_effector())
+            next_infer = origin + s
+            if method == "sync":
+                active = None  # hold while computing
+        if pending is not None and t == pending.start:
+            active, pending = pending, None
+            result.chunks.append(active)
+        if active is not None:
+            last_cmd = active.chunk[:, t - active.origin]
+        alive = ~env.done
+        commanded[alive, t] = last_cmd[alive]
+        env.step(last_cmd.astype(np.float64))
+        joints[alive, t + 1], ee[alive, t + 1] = env.q[alive], env.end_effector()[alive]
+    result.success, result.collided = env.success.copy(), env.collided.copy()
+    result.steps_to_success = env.steps_to_success.copy()
+    result.rejected_actions = env.rejected_actions
+    return result
+
+
+def summarize(res: RolloutResult, control_hz: float) -> dict[str, float]:
+    """Success rate and completion time (control steps and seconds, over successes)."""
+    ok = res.success
+    steps = res.steps_to_success[ok]
+    return {
+        "episodes": len(ok),
+        "success_rate": float(ok.mean()),
+        "collision_rate": float(res.collided.mean()),
+        "completion_steps": float(steps.mean()) if len(steps) else float("nan"),
+        "completion_s": float(steps.mean() / control_hz) if len(steps) else float("nan"),
+    }

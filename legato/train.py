@@ -1,0 +1,156 @@
+"""Training loop for all three methods: same architecture, data, optimiser and step budget.
+
+Single process by default; under `torchrun --nproc_per_node K -m legato.train ...` it runs
+DistributedDataParallel with the gloo backend (CPU), each rank drawing its own batches and
+rank 0 writing checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from legato import checkpoint
+from legato.config import PolicyConfig, TrainConfig
+from legato.data import ChunkSampler, Normalizer
+from legato.model import Policy
+from legato.objectives import build_example, weighted_mse
+from legato.train_args import add_arguments, config_from_args
+from sim import demos as demo_io
+from sim.language import MAX_TOKENS, VOCAB
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to cfg.lr, then cosine decay to cfg.lr / 10 at cfg.steps."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def policy_config_for(demos: demo_io.Demos, base: PolicyConfig | None = None) -> PolicyConfig:
+    """The policy config implied by a dataset (action/state dims, image size, vocabulary)."""
+    base = base or PolicyConfig()
+    j = demos.task.arm.num_joints
+    cam = demos.task.camera
+    fields = {**base.__dict__, "action_dim": j, "state_dim": 2 * j, "image_hw": (cam.height, cam.width),
+              "vocab_size": len(VOCAB), "max_tokens": MAX_TOKENS}  # fmt: skip
+    return PolicyConfig(**fields)
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    cfg: TrainConfig,
+    policy_cfg: PolicyConfig | None = None,
+    resume: bool = False,
+    show_progress: bool = True,
+) -> Path:
+    """Train one method and return the checkpoint folder. resume=True continues from `out`."""
+    out = Path(out)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        dist.init_process_group("gloo")
+    rank = dist.get_rank() if distributed else 0
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    demos = demo_io.load(data)
+    norm = Normalizer.fit(demos)
+    pcfg = policy_config_for(demos, policy_cfg)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = Policy(pcfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, log_path = 0, out / "log.jsonl"
+    if resume:
+        ck = checkpoint.load(out)
+        if ck.train_cfg.method != cfg.method:
+            raise ValueError(f"cannot resume a {ck.train_cfg.method} run as {cfg.method}")
+        model.load_state_dict(ck.model.state_dict())
+        checkpoint.restore_optimizer(opt, out / checkpoint.OPTIMIZER)
+        start = json.loads((out / checkpoint.TRAINER).read_text())["step"]
+        log_text = log_path.read_text() if log_path.exists() else ""
+    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    sampler = ChunkSampler(demos, norm, pcfg.horizon, seed=cfg.seed * 1000 + rank + start)
+    rng = np.random.default_rng([cfg.seed, rank, start])
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank + start)
+    meta = {
+        "data": {"path": str(data), "sha256": demo_io.file_digest(data), **demos.describe()},
+        "params": model.num_params(),
+    }
+    log_lines: list[str] = [log_text] if resume and log_text else []
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {cfg.method}",
+               disable=not show_progress or rank != 0, dynamic_ncols=True)  # fmt: skip
+    t0, ema, seen = time.time(), None, 0
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        b = sampler.sample(cfg.batch_obs)
+        actions = torch.from_numpy(b.actions).repeat_interleave(cfg.draws, 0)  # (n, h, a)
+        eps = torch.randn(actions.shape, generator=gen)
+        ex = build_example(actions, eps, cfg, pcfg.num_steps, rng)
+        v = net(
+            torch.from_numpy(b.image),
+            torch.from_numpy(b.tokens),
+            torch.from_numpy(b.state),
+            ex.y,
+            ex.t,
+            ex.omega,
+        )
+        loss = weighted_mse(v, ex)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        seen += actions.shape[0]
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps - 1):
+            rate = seen / max(time.time() - t0, 1e-9)
+            bar.set_postfix(loss=f"{ema:.4f}", chunks_per_s=f"{rate:.0f}", lr=f"{lr_at(step, cfg):.1e}")
+            rec = {"step": step, "loss": loss.item(), "loss_ema": ema, "lr": lr_at(step, cfg)}
+            log_lines.append(json.dumps({**rec, "elapsed_s": time.time() - t0}) + "\n")
+        last = step == cfg.steps - 1
+        if rank == 0 and ((step + 1) % cfg.ckpt_every == 0 or last):
+            stats = {"step": step + 1, "loss_ema": ema, "wall_s": time.time() - t0, "world_size": _world()}
+            checkpoint.save(
+                out, model, cfg, norm, demos.task, {**meta, "training": stats}, opt, {"step": step + 1}
+            )
+            (out / "log.jsonl").write_text("".join(log_lines))
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return out
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def run(a: argparse.Namespace) -> int:
+    cfg = config_from_args(a)
+    out = train(a.data, a.out, cfg, resume=a.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"checkpoint: {out}")
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m legato.train", description="train a flow policy (torchrun-able)"
+    )
+    add_arguments(p)
+    return run(p.parse_args())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

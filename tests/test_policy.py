@@ -1,0 +1,173 @@
+"""The torch policy, its training objectives and checkpoints, against the numpy sampler."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edge.sampler import legato_sample  # noqa: E402
+from edge.schedule import omega_batch  # noqa: E402
+from legato import checkpoint  # noqa: E402
+from legato.baselines import guidance_weight, rtc_soft_mask  # noqa: E402
+from legato.config import TrainConfig  # noqa: E402
+from legato.errors import CheckpointError, MethodError  # noqa: E402
+from legato.objectives import legato_example, rtc_train_example  # noqa: E402
+from legato.runner import ChunkRequest, TorchPolicyRunner, check_request  # noqa: E402
+from legato.torch_sampler import legato_sample_torch  # noqa: E402
+from legato.train import train  # noqa: E402
+from sim.env import ReachEnv  # noqa: E402
+from sim.episodes import sample_episodes  # noqa: E402
+
+
+def _obs(ck, b=3):
+    spec = sample_episodes(ck.task, seed=1000, count=b)
+    return ReachEnv(ck.task, spec.scenes, spec.template).observe()
+
+
+def test_torch_rollout_and_numpy_sampler_with_the_model_agree(tiny_checkpoints):
+    ck = checkpoint.load(tiny_checkpoints["legato"])
+    runner = TorchPolicyRunner(ck)
+    kv = runner.encode(_obs(ck))
+    rng = np.random.default_rng(0)
+    h, a = ck.policy_cfg.horizon, ck.policy_cfg.action_dim
+    eps = rng.standard_normal((3, h, a)).astype(np.float32)
+    ref = rng.standard_normal((3, h, a)).astype(np.float32)
+    omega = omega_batch(np.array([0, 2, 4]), np.array([3, 5, 0]), h)
+    ours = legato_sample(runner.velocity(kv), eps, ref, omega, ck.policy_cfg.num_steps)
+    theirs = legato_sample_torch(
+        ck.model.head, kv, torch.from_numpy(eps), torch.from_numpy(ref), torch.from_numpy(omega), 5
+    ).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("weighting", ["omega2", "mean"])
+def test_training_inputs_and_targets_are_what_the_sampler_sees(weighting):
+    """Feed the torch training target at each t_k to the numpy sampler as its velocity: the
+    sampler's inputs Y_k equal the training inputs and the chunk lands on A."""
+    g = torch.Generator().manual_seed(0)
+    n, h, a, steps = 4, 16, 3, 5
+    A, eps = (
+        torch.randn(n, h, a, generator=g, dtype=torch.float64),
+        torch.randn(n, h, a, generator=g, dtype=torch.float64),
+    )
+    omega = torch.from_numpy(omega_batch(np.array([0, 1, 3, 4]), np.array([8, 0, 4, 2]), h)).double()
+    t_k = [torch.full((n,), k / steps, dtype=torch.float64) for k in range(steps)]
+    examples = [legato_example(A, eps, t_k[k], omega, steps, weighting)
+                for k in range(steps)]  # fmt: skip
+    calls = []
+
+    def v(y, t, om):
+        ex = examples[len(calls)]
+        np.testing.assert_allclose(y, ex.y.numpy(), atol=1e-12)
+        np.testing.assert_allclose(t, ex.t.numpy(), atol=1e-12)
+        calls.append(1)
+        return ex.target.numpy()
+
+    out = legato_sample(v, eps.numpy(), A.numpy(), omega.numpy(), steps)
+    np.testing.assert_allclose(out, A.numpy(), atol=1e-12)
+    assert len(calls) == steps
+    w = examples[0].weight
+    if weighting == "omega2":
+        torch.testing.assert_close(w, (1 - omega) ** 2)
+    else:
+        torch.testing.assert_close(w, (omega < 1).double())
+
+
+def test_rtc_train_example_has_a_clean_prefix_at_time_one():
+    A, eps = torch.randn(2, 8, 2), torch.randn(2, 8, 2)
+    ex = rtc_train_example(A, eps, torch.tensor([0.2, 0.6]), np.array([3, 0]))
+    torch.testing.assert_close(ex.y[0, :3], A[0, :3])
+    torch.testing.assert_close(ex.t[0], torch.tensor([1, 1, 1, 0.2, 0.2, 0.2, 0.2, 0.2]))
+    torch.testing.assert_close(ex.weight[0], torch.tensor([0, 0, 0, 1, 1, 1, 1, 1.0]))
+    torch.testing.assert_close(ex.y[1], 0.4 * eps[1] + 0.6 * A[1])
+
+
+def test_rtc_soft_mask_and_guidance_weight():
+    w = rtc_soft_mask(d=2, s=8, horizon=16)
+    np.testing.assert_allclose(w[:2], 1.0)
+    np.testing.assert_allclose(w[8:], 0.0)
+    c = (16 - 8 - 2) / (16 - 8 - 2 + 1)
+    np.testing.assert_allclose(w[2], c * (np.exp(c) - 1) / (np.e - 1), rtol=1e-6)
+    assert np.all(np.diff(w[2:8]) < 0)
+    assert guidance_weight(0.0, 5.0) == 5.0
+    assert guidance_weight(0.8, 5.0) == pytest.approx(0.2 / 0.8 * (0.64 + 0.04) / 0.04)
+
+
+def test_short_training_run_lowers_the_loss(demos_path, tmp_path, tiny):
+    cfg = TrainConfig(
+        method="legato", steps=80, batch_obs=8, draws=4, lr=3e-3, warmup=5, log_every=1, ckpt_every=1000
+    )
+    out = train(demos_path, tmp_path / "run", cfg, tiny, show_progress=False)
+    losses = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(losses) == 80
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10]), (losses[:10], losses[-10:])
+
+
+def test_checkpoint_round_trips_and_resume_continues(demos_path, tmp_path, tiny):
+    cfg = TrainConfig(method="plain", steps=6, batch_obs=4, draws=2, warmup=2, ckpt_every=3)
+    out = train(demos_path, tmp_path / "run", cfg, tiny, show_progress=False)
+    ck = checkpoint.load(out)
+    assert ck.method == "plain" and ck.policy_cfg.width == 32 and ck.meta["training"]["step"] == 6
+    pub = checkpoint.publish(out, tmp_path / "pub")
+    ck2 = checkpoint.load(pub)
+    for (k, v), (k2, v2) in zip(ck.model.state_dict().items(), ck2.model.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(v, v2)
+    assert ck2.norm.action_mean.tolist() == pytest.approx(ck.norm.action_mean.tolist())
+    assert sorted(p.name for p in pub.iterdir()) == ["config.json", "model.safetensors"]
+    longer = TrainConfig(method="plain", steps=9, batch_obs=4, draws=2, warmup=2, ckpt_every=3)
+    train(demos_path, out, longer, tiny, resume=True, show_progress=False)
+    assert checkpoint.load(out).meta["training"]["step"] == 9
+
+
+def test_broken_checkpoints_get_one_line_errors(tiny_checkpoints, tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        checkpoint.load(tmp_path / "missing")
+    bad = checkpoint.publish(tiny_checkpoints["plain"], tmp_path / "bad")
+    (bad / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        checkpoint.load(bad)
+    wrong = checkpoint.publish(tiny_checkpoints["plain"], tmp_path / "wrong")
+    cfg = json.loads((wrong / "config.json").read_text())
+    cfg["policy"]["width"] = 48
+    (wrong / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="shape"):
+        checkpoint.load(wrong)
+    (wrong / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        checkpoint.load(wrong)
+
+
+def test_runner_refuses_what_the_checkpoint_was_not_trained_for(tiny_checkpoints):
+    legato_ck = checkpoint.load(tiny_checkpoints["legato"])
+    plain_ck = checkpoint.load(tiny_checkpoints["plain"])
+    ok = ChunkRequest(d=2, s=8, r=4)
+    check_request("legato", legato_ck, ok)
+    with pytest.raises(MethodError, match="d_max"):
+        check_request("legato", legato_ck, ChunkRequest(d=5, s=8, r=0))
+    with pytest.raises(MethodError, match="N=3"):
+        check_request("legato", legato_ck, ok, num_steps=3)
+    with pytest.raises(MethodError, match="trained with 'legato'"):
+        check_request("legato", plain_ck, ok)
+    with pytest.raises(MethodError, match="d <= s"):
+        check_request("naive", plain_ck, ChunkRequest(d=3, s=2, r=0))
+    with pytest.raises(MethodError, match="overlap"):
+        check_request("legato", legato_ck, ChunkRequest(d=2, s=8, r=7))
+
+
+def test_every_method_produces_finite_chunks_in_a_rollout(tiny_checkpoints):
+    from legato.rollout import rollout
+
+    for method, name in [("naive", "plain"), ("sync", "plain"), ("rtc", "plain"), ("rtc-train", "rtc-train"),
+                         ("legato", "legato")]:  # fmt: skip
+        ck = checkpoint.load(tiny_checkpoints[name])
+        spec = sample_episodes(ck.task, seed=1000, count=2)
+        res = rollout(TorchPolicyRunner(ck), method, ck.task, spec.scenes, spec.template,
+                      ChunkRequest(d=2, s=6, r=4), seed=0, max_steps=40)  # fmt: skip
+        assert len(res.chunks) >= 3
+        assert all(np.all(np.isfinite(c.chunk)) for c in res.chunks)
+        first_switch = res.chunks[1].start
+        # Before the first chunk arrives, every method holds the start posture for d steps.
+        np.testing.assert_allclose(res.commanded[:, :2], np.repeat(spec.scenes.q0[:, None], 2, 1), atol=1e-6)
+        assert first_switch == (2 + 6 + 2 if method != "sync" else 2 + 6 + 2)
