@@ -1,11 +1,11 @@
 """CRC-32C (Castagnoli), the frame check of the protocol.
 
-Why CRC-32C rather than CRC-16/CCITT (binascii.crc_hqx): a motor link runs for days at 1 kHz. With
-a 16-bit check about 1 in 65,536 corrupted frames passes undetected, i.e. one wrong setpoint
-applied every few days on a marginal cable; with 32 bits it is 1 in 4.3e9. CRC-32C also keeps
-Hamming distance 6 for every frame this protocol can send (HD 6 up to 5,243 bits, Koopman),
-it is the polynomial of iSCSI, ext4 and Btrfs, and ARMv8 (Jetson) and SSE4.2 have an instruction
-for it. The cost here is a table lookup per byte (a few microseconds per frame in CPython).
+Why CRC-32C rather than CRC-16/CCITT (binascii.crc_hqx): a motor link runs for days at 1 kHz.
+Errors that COBS turns into multi-byte garbage (a hit code byte or delimiter) pass a 16-bit check
+1 time in 65,536, i.e. a wrong setpoint applied every few days on a marginal cable; with 32 bits
+it is 1 in 4.3e9. CRC-32C keeps Hamming distance 6 up to 5,243 bits, longer than any message of
+this protocol, and ARMv8 (CRC extension, Jetson) and SSE4.2 compute it in one instruction. The
+cost here is a table lookup per byte (a few microseconds per frame in CPython).
 
 Parameters (Rocksoft model): width 32, poly 0x1EDC6F41 (reflected 0x82F63B78), init 0xFFFFFFFF,
 refin/refout true, xorout 0xFFFFFFFF, check("123456789") = 0xE3069283.
