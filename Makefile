@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 LEGATO := $(VENV)/bin/legato
 STAMP  := $(VENV)/.installed-stamp
 # Training is CPU-bound on 2 cores; the budget per method is documented in README.md.
-TRAIN_STEPS ?= 2400
+TRAIN_STEPS ?= 6000
 DEMOS       ?= data/demos.npz
 
 .PHONY: setup test test-slow demo train demos lint format bench clean
@@ -28,7 +28,7 @@ demo: setup
 	$(LEGATO) demo
 
 $(DEMOS): | setup
-	$(LEGATO) sim demos --episodes 1200 --seed 0 --out $(DEMOS)
+	$(LEGATO) sim demos --episodes 2000 --seed 0 --out $(DEMOS)
 
 demos: $(DEMOS)
 

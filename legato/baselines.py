@@ -34,13 +34,15 @@ def guidance_weight(t: float, beta: float) -> float:
 def rtc_sample(
     head: FlowHead,
     kv: torch.Tensor,
+    state: torch.Tensor,
     eps: torch.Tensor,
     a_ref: torch.Tensor,
     mask: torch.Tensor,
     num_steps: int,
     beta: float = 5.0,
 ) -> torch.Tensor:
-    """Guided Euler sampling. eps, a_ref (b, h, a) normalised; mask (h,) soft weights W.
+    """Guided Euler sampling. eps, a_ref (b, h, a) normalised; state (b, s) normalised; kv the
+    prefix K/V; mask (h,) soft weights W.
 
     denoise(x, t) = x + (1 - t) v(x, t); g = VJP of denoise w.r.t. x applied to
     (a_ref - denoise) * W; v_guided = v + weight(t) * g.
@@ -53,7 +55,7 @@ def rtc_sample(
         t = k * dt
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            v = head(x, torch.full((b, h), t), omega, kv)
+            v = head(x, torch.full((b, h), t), omega, state, kv)
             x1 = x + (1 - t) * v
             err = (a_ref - x1) * mask[None, :, None]
             (g,) = torch.autograd.grad(x1, x, grad_outputs=err)

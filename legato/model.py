@@ -4,9 +4,12 @@ PrefixEncoder ("VLM", once per chunk): image + instruction tokens + proprio stat
 cross-attention keys and values of every flow-head layer, (b, L, 2, p, c). Computing K/V here
 means the flow head never re-projects the prefix inside the denoising loop.
 
-FlowHead (N times per chunk): (y, t, omega, kv) -> velocity. y (b, h, a) the current chunk
-estimate, t (b, h) per-token flow time (t = 0 noise, t = 1 data), omega (b, h) the per-token
-schedule channel. Inputs and outputs are in normalised action units.
+FlowHead (N times per chunk): (y, t, omega, state, kv) -> velocity. y (b, h, a) the current
+chunk estimate, t (b, h) per-token flow time (t = 0 noise, t = 1 data), omega (b, h) the
+per-token schedule channel, state (b, s) normalised proprio. Inputs and outputs are in
+normalised action units. The state also enters the head directly (with the flow time, through
+adaptive LayerNorm): absolute joint targets sit close to the current joint positions, and
+reading them through cross-attention alone was the slowest thing for the model to learn.
 """
 
 from __future__ import annotations
@@ -132,16 +135,18 @@ class FlowHead(nn.Module):
         self.in_proj = nn.Linear(cfg.action_dim + 1, c)  # action channels + the omega channel
         self.pos = nn.Parameter(0.02 * torch.randn(1, cfg.horizon, c))
         self.time_mlp = nn.Sequential(nn.Linear(c, c), nn.GELU(), nn.Linear(c, c))
+        self.state_mlp = nn.Sequential(nn.Linear(cfg.state_dim, c), nn.GELU(), nn.Linear(c, c))
+        self.state_in = nn.Linear(cfg.state_dim, c)
         self.blocks = nn.ModuleList(HeadBlock(c, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.head_layers))
         self.norm = nn.LayerNorm(c)
         self.out = nn.Linear(c, cfg.action_dim)
 
     def forward(
-        self, y: torch.Tensor, t: torch.Tensor, omega: torch.Tensor, kv: torch.Tensor
+        self, y: torch.Tensor, t: torch.Tensor, omega: torch.Tensor, state: torch.Tensor, kv: torch.Tensor
     ) -> torch.Tensor:
-        """y (b, h, a), t (b, h), omega (b, h), kv (b, L, 2, p, c) -> velocity (b, h, a)."""
-        x = self.in_proj(torch.cat([y, omega[..., None]], -1)) + self.pos  # (b, h, c)
-        temb = self.time_mlp(sinusoidal(t, self.cfg.width))  # (b, h, c)
+        """y (b, h, a), t (b, h), omega (b, h), state (b, s), kv (b, L, 2, p, c) -> velocity (b, h, a)."""
+        x = self.in_proj(torch.cat([y, omega[..., None]], -1)) + self.pos + self.state_in(state)[:, None]
+        temb = self.time_mlp(sinusoidal(t, self.cfg.width)) + self.state_mlp(state)[:, None]  # (b, h, c)
         for i, blk in enumerate(self.blocks):
             x = blk(x, temb, kv[:, i, 0], kv[:, i, 1])
         return self.out(self.norm(x))
@@ -172,6 +177,6 @@ class Policy(nn.Module):
         """Training forward: the prefix of b observations is encoded once and shared by the
         n = b * draws flow-head inputs that follow it in order (draws consecutive rows per
         observation). Returns velocity (n, h, a)."""
-        kv = self.prefix(image, tokens, state)  # (b, L, 2, p, c)
-        kv = kv.repeat_interleave(y.shape[0] // image.shape[0], 0)  # (n, L, 2, p, c)
-        return self.head(y, t, omega, kv)
+        draws = y.shape[0] // image.shape[0]
+        kv = self.prefix(image, tokens, state).repeat_interleave(draws, 0)  # (n, L, 2, p, c)
+        return self.head(y, t, omega, state.repeat_interleave(draws, 0), kv)

@@ -38,24 +38,69 @@ def plot_episode(res: RolloutResult, task: TaskConfig, i: int, path: str | Path,
     ax0.plot(ee[0, 0], ee[0, 1], "ko")
     outcome = "success" if res.success[i] else ("collision" if res.collided[i] else "timeout")
     ax0.set_title(f"episode {i}: {outcome}")
-    dt = 1.0 / task.arm.control_hz
+    draw_chunks(ax1, res, i, 1.0 / task.arm.control_hz)
+    ax1.set_title(title or f"{res.method}, d={res.d}, s={res.s}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def draw_chunks(ax, res: RolloutResult, i: int, dt: float) -> None:
+    """Commanded joint targets of episode i (bold), every chunk's whole plan (faint) and the
+    times at which chunks took over (grey lines)."""
     cmd = res.commanded[i]
-    steps = np.arange(len(cmd)) * dt
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for c in res.chunks:
         if not c.alive[i]:
             continue
         tt = (c.origin + np.arange(c.chunk.shape[1])) * dt
         for j in range(cmd.shape[1]):
-            ax1.plot(tt, c.chunk[i, :, j], color=colors[j], alpha=0.18, lw=1)
-        ax1.axvline(c.start * dt, color="0.8", lw=0.8, zorder=0)
+            ax.plot(tt, c.chunk[i, :, j], color=colors[j], alpha=0.2, lw=1)
+        ax.axvline(c.start * dt, color="0.8", lw=0.8, zorder=0)
     for j in range(cmd.shape[1]):
-        ax1.plot(steps, cmd[:, j], color=colors[j], lw=1.8, label=f"joint {j}")
-    ax1.set_xlabel("time (s)")
-    ax1.set_ylabel("commanded joint target (rad)")
-    ax1.set_title(title or f"{res.method}, d={res.d}, s={res.s}")
-    ax1.legend(loc="best", fontsize=8)
+        ax.plot(np.arange(len(cmd)) * dt, cmd[:, j], color=colors[j], lw=1.8, label=f"joint {j}")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("joint target (rad)")
+    ax.legend(loc="best", fontsize=7)
+
+
+def plot_examples(results: dict[str, RolloutResult], task: TaskConfig, i: int, path: str | Path) -> Path:
+    """One row per method: the same held-out episode under each chunking method."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = len(results)
+    fig, axes = plt.subplots(n, 1, figsize=(10, 2.4 * n), sharex=True, squeeze=False)
+    dt = 1.0 / task.arm.control_hz
+    for ax, (method, res) in zip(axes[:, 0], results.items(), strict=True):
+        draw_chunks(ax, res, i, dt)
+        outcome = "success" if res.success[i] else ("collision" if res.collided[i] else "timeout")
+        ax.set_title(f"{method} (d={res.d}, s={res.s}): {outcome}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def plot_metric_vs_delay(
+    cells: list[dict], metric: str, label: str, horizons: list[int], path: str | Path
+) -> Path:
+    """The metric against delay, one line per method, one panel per execution horizon."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, len(horizons), figsize=(5 * len(horizons), 3.6), squeeze=False)
+    methods = list(dict.fromkeys(c["method"] for c in cells))
+    for ax, s in zip(axes[0], horizons, strict=True):
+        for m in methods:
+            pts = sorted((c["d"], c[metric]) for c in cells if c["method"] == m and c["s"] == s)
+            if pts:
+                ax.plot(*zip(*pts, strict=True), "o-", label=m)
+        ax.set_title(f"s = {s}")
+        ax.set_xlabel("inference delay d (steps)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return path

@@ -62,6 +62,14 @@ def check_request(method: str, ck: Checkpoint, req: ChunkRequest, num_steps: int
         raise MethodError(f"ramp must stay in the overlap: d + r = {req.d + req.r} > H - s = {h - req.s}")
 
 
+@dataclass(frozen=True)
+class Prefix:
+    """What the flow head needs from an observation, computed once per chunk."""
+
+    kv: torch.Tensor  # (b, L, 2, p, c) cross-attention keys and values
+    state: torch.Tensor  # (b, s) normalised proprio
+
+
 class TorchPolicyRunner:
     def __init__(self, ck: Checkpoint, threads: int = 0) -> None:
         self.ck = ck
@@ -71,20 +79,21 @@ class TorchPolicyRunner:
             torch.set_num_threads(threads)
 
     @torch.no_grad()
-    def encode(self, obs: Observation) -> torch.Tensor:
-        """Prefix K/V for a batch of observations, (b, L, 2, p, c)."""
-        return self.ck.model.prefix(
-            torch.from_numpy(obs.image),
-            torch.from_numpy(obs.tokens),
-            torch.from_numpy(self.norm.state(obs.state)),
-        )
+    def encode(self, obs: Observation) -> Prefix:
+        """Run the prefix encoder once: K/V (b, L, 2, p, c) and the normalised state (b, s)."""
+        state = torch.from_numpy(self.norm.state(obs.state))
+        kv = self.ck.model.prefix(torch.from_numpy(obs.image), torch.from_numpy(obs.tokens), state)
+        return Prefix(kv, state)
 
-    def velocity(self, kv: torch.Tensor) -> VelocityFn:
+    def velocity(self, prefix: Prefix) -> VelocityFn:
         head = self.ck.model.head
 
         @torch.no_grad()
         def f(y: np.ndarray, t: np.ndarray, omega: np.ndarray) -> np.ndarray:
-            return head(torch.from_numpy(y), torch.from_numpy(t), torch.from_numpy(omega), kv).numpy()
+            v = head(
+                torch.from_numpy(y), torch.from_numpy(t), torch.from_numpy(omega), prefix.state, prefix.kv
+            )
+            return v.numpy()
 
         return f
 
@@ -95,22 +104,23 @@ class TorchPolicyRunner:
         req.s is the new chunk's index 0; None for the first chunk (plain sampling)."""
         check_request(method, self.ck, req)
         h = self.cfg.horizon
-        kv = self.encode(obs)
+        prefix = self.encode(obs)
         b = eps.shape[0]
         if prev is None or method in ("naive", "sync"):
             zeros = np.zeros((b, h), np.float32)
-            x = legato_sample(self.velocity(kv), eps, np.zeros_like(eps), zeros, self.cfg.num_steps)
+            x = legato_sample(self.velocity(prefix), eps, np.zeros_like(eps), zeros, self.cfg.num_steps)
             return self.norm.unaction(x)
         a_ref = pad_reference(self.norm.action(prev[:, req.s :]), h)
         if method == "legato":
             omega = np.broadcast_to(omega_schedule(req.d, req.r, h), (b, h)).copy()
-            x = legato_sample(self.velocity(kv), eps, a_ref, omega, self.cfg.num_steps, req.final_blend)
+            x = legato_sample(self.velocity(prefix), eps, a_ref, omega, self.cfg.num_steps, req.final_blend)
         elif method == "rtc-train":
-            x = hard_prefix_sample(self.velocity(kv), eps, a_ref, req.d, self.cfg.num_steps)
+            x = hard_prefix_sample(self.velocity(prefix), eps, a_ref, req.d, self.cfg.num_steps)
         else:  # rtc
             mask = torch.from_numpy(rtc_soft_mask(req.d, req.s, h))
             x = rtc_sample(
-                self.ck.model.head, kv, torch.from_numpy(eps), torch.from_numpy(a_ref), mask,
+                self.ck.model.head, prefix.kv, prefix.state,
+                torch.from_numpy(eps), torch.from_numpy(a_ref), mask,
                 self.cfg.num_steps, req.beta,
             ).numpy()  # fmt: skip
         return self.norm.unaction(x)

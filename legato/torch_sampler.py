@@ -15,17 +15,19 @@ from legato.model import FlowHead
 def legato_sample_torch(
     head: FlowHead,
     kv: torch.Tensor,
+    state: torch.Tensor,
     eps: torch.Tensor,
     a_ref: torch.Tensor,
     omega: torch.Tensor,
     num_steps: int,
     final_blend: bool = True,
 ) -> torch.Tensor:
-    """eps, a_ref (b, h, a); omega (b, h); kv from the prefix encoder. Returns (b, h, a)."""
+    """eps, a_ref (b, h, a); omega (b, h); state (b, s) normalised; kv from the prefix encoder.
+    Returns (b, h, a)."""
     dt = 1.0 / num_steps
     w = omega[..., None]
     x = eps
     for k in range(num_steps):
         y = (1 - w) * x + w * a_ref
-        x = y + dt * head(y, torch.full_like(omega, k * dt), omega, kv)
+        x = y + dt * head(y, torch.full_like(omega, k * dt), omega, state, kv)
     return (1 - w) * x + w * a_ref if final_blend else x

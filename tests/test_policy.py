@@ -37,7 +37,13 @@ def test_torch_rollout_and_numpy_sampler_with_the_model_agree(tiny_checkpoints):
     omega = omega_batch(np.array([0, 2, 4]), np.array([3, 5, 0]), h)
     ours = legato_sample(runner.velocity(kv), eps, ref, omega, ck.policy_cfg.num_steps)
     theirs = legato_sample_torch(
-        ck.model.head, kv, torch.from_numpy(eps), torch.from_numpy(ref), torch.from_numpy(omega), 5
+        ck.model.head,
+        kv.kv,
+        kv.state,
+        torch.from_numpy(eps),
+        torch.from_numpy(ref),
+        torch.from_numpy(omega),
+        5,
     ).numpy()
     np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
 
