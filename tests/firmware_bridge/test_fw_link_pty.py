@@ -249,3 +249,17 @@ def test_clock_offset_and_drift_estimated_from_time_sync(emulator, host) -> None
     tel = br.latest_telemetry()
     assert tel is not None and tel.sent_at is not None
     assert 0 <= tel.received_at - tel.sent_at < 0.5
+
+
+def test_start_on_a_missing_port_fails_cleanly(no_leaks, tmp_path) -> None:
+    """No controller: start() raises LinkError after its timeout and leaves no thread or fd."""
+    from conftest import make_host
+
+    from firmware_bridge.errors import LinkError
+
+    h = make_host(str(tmp_path / "no-such-tty"), 2)
+    t0 = time.monotonic()
+    with pytest.raises(LinkError, match="not configured"):
+        h.bridge.start(timeout_s=0.3)
+    assert time.monotonic() - t0 < 3.0
+    h.bridge.close()  # idempotent after the failed start
