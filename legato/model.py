@@ -70,7 +70,13 @@ class PrefixEncoder(nn.Module):
         h, w = cfg.image_hw
         # A strided conv stem instead of a 2-layer-deep patchify ViT: 8x8 patches in two stages,
         # with x/y coordinate channels so positions are easy to read off (localising targets).
-        self.stem = nn.Sequential(nn.Conv2d(5, 48, 4, stride=4), nn.GELU(), nn.Conv2d(48, c, 2, stride=2))
+        # The instruction modulates the first stage (FiLM, as in RT-1), so the stem can pick out
+        # the instructed colour before any attention has to bind words to pixels.
+        self.conv1 = nn.Conv2d(5, 48, 4, stride=4)
+        self.conv2 = nn.Conv2d(48, c, 2, stride=2)
+        self.film = nn.Linear(c, 2 * 48)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
         self.register_buffer("coords", torch.stack([xs, ys])[None], persistent=False)  # (1, 2, H, W)
         n_img = (h // 8) * (w // 8)
@@ -89,8 +95,13 @@ class PrefixEncoder(nn.Module):
         b = image.shape[0]
         x = image.permute(0, 3, 1, 2).float() / 255.0  # (b, 3, H, W)
         x = torch.cat([x, self.coords.expand(b, -1, -1, -1)], 1)
-        img = self.stem(x).flatten(2).transpose(1, 2) + self.img_pos  # (b, H/8 * W/8, c)
-        txt = self.tok_emb(tokens) + self.tok_pos  # (b, l, c)
+        words = self.tok_emb(tokens)  # (b, l, c)
+        real = (tokens != 0).to(words.dtype)[..., None]  # (b, l, 1), 0 = <pad>
+        sentence = (words * real).sum(1) / real.sum(1).clamp_min(1.0)  # (b, c)
+        gamma, beta = self.film(sentence)[:, :, None, None].chunk(2, 1)  # (b, 48, 1, 1) each
+        x = F.gelu(self.conv1(x) * (1 + gamma) + beta)  # (b, 48, H/4, W/4)
+        img = self.conv2(x).flatten(2).transpose(1, 2) + self.img_pos  # (b, H/8 * W/8, c)
+        txt = words + self.tok_pos  # (b, l, c)
         st = self.state_proj(state)[:, None]  # (b, 1, c)
         x = torch.cat([img, txt, st], 1)  # (b, p, c)
         for blk in self.blocks:
