@@ -57,7 +57,9 @@ class Batch:
 
 
 class ChunkSampler:
-    """Uniformly samples (episode, step) pairs; owns its RNG so each DDP rank can differ."""
+    """Uniformly samples (episode, step) pairs of successful expert episodes (the noisy expert
+    occasionally clips the obstacle; those episodes are not imitated). Owns its RNG so each
+    DDP rank draws differently."""
 
     def __init__(self, demos: Demos, norm: Normalizer, horizon: int, seed: int) -> None:
         self.demos, self.norm, self.horizon = demos, norm, horizon
@@ -69,9 +71,12 @@ class ChunkSampler:
         last = demos.offsets[1:][self.episode_of] - 1  # (T,) last row of each row's episode
         rows = np.arange(len(self.episode_of))
         self.chunk_rows = np.minimum(rows[:, None] + np.arange(horizon)[None], last[:, None])  # (T, h)
+        self.usable = np.flatnonzero(demos.success[self.episode_of])  # rows of successful episodes
+        if len(self.usable) == 0:
+            raise ValueError("the dataset has no successful expert episode to learn from")
 
     def sample(self, batch: int) -> Batch:
-        rows = self.rng.integers(len(self.episode_of), size=batch)
+        rows = self.usable[self.rng.integers(len(self.usable), size=batch)]
         ep = self.episode_of[rows]
         d = self.demos
         state = np.concatenate([d.q[rows], d.qd[rows]], -1)

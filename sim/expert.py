@@ -24,14 +24,14 @@ from sim.scene import Scenes
 
 @dataclass(frozen=True)
 class ExpertConfig:
-    clearance: float = 0.11  # m, via-point distance beyond the obstacle's surface
+    clearance: float = 0.12  # m, via-point distance beyond the obstacle's surface
     base_duration: float = 0.6  # s, duration = base + per_metre * path length
     per_metre: float = 1.8  # s/m
     ik_iters: int = 4  # DLS iterations per control step
     ik_damping: float = 0.05  # DLS damping lambda
     turn_until: float = 1.0  # path fraction by which the last link follows the path tangent
     heading_weight: float = 0.05  # weight of the heading task against the position task
-    noise_std: float = 0.01  # rad, stationary std of the action noise
+    noise_std: float = 0.025  # rad, stationary std of the executed action noise (DART-style)
     noise_corr: float = 0.85  # AR(1) correlation of the noise between control steps
     lead_steps: int = 3  # command the path this many steps ahead (kd / kp at 50 Hz ~ 3)
 
