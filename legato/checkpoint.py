@@ -20,8 +20,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from edge.normalize import Normalizer
 from legato.config import PolicyConfig, TrainConfig, from_dict, to_dict
-from legato.data import Normalizer
 from legato.errors import CheckpointError
 from legato.model import Policy
 from sim.task import TaskConfig

@@ -109,8 +109,8 @@ class TorchPolicyRunner:
         if prev is None or method in ("naive", "sync"):
             zeros = np.zeros((b, h), np.float32)
             x = legato_sample(self.velocity(prefix), eps, np.zeros_like(eps), zeros, self.cfg.num_steps)
-            return self.norm.unaction(x)
-        a_ref = pad_reference(self.norm.action(prev[:, req.s :]), h)
+            return self.norm.unaction(x, obs.state)
+        a_ref = self.norm.action(pad_reference(prev[:, req.s :], h), obs.state)
         if method == "legato":
             omega = np.broadcast_to(omega_schedule(req.d, req.r, h), (b, h)).copy()
             x = legato_sample(self.velocity(prefix), eps, a_ref, omega, self.cfg.num_steps, req.final_blend)
@@ -123,4 +123,4 @@ class TorchPolicyRunner:
                 torch.from_numpy(eps), torch.from_numpy(a_ref), mask,
                 self.cfg.num_steps, req.beta,
             ).numpy()  # fmt: skip
-        return self.norm.unaction(x)
+        return self.norm.unaction(x, obs.state)

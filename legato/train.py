@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from legato import checkpoint
 from legato.config import PolicyConfig, TrainConfig
-from legato.data import ChunkSampler, Normalizer
+from legato.data import ChunkSampler
 from legato.model import Policy
 from legato.objectives import build_example, weighted_mse
 from legato.train_args import add_arguments, config_from_args
@@ -64,7 +64,6 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     demos = demo_io.load(data)
-    norm = Normalizer.fit(demos)
     pcfg = policy_config_for(demos, policy_cfg)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = Policy(pcfg)
@@ -79,7 +78,8 @@ def train(
         start = json.loads((out / checkpoint.TRAINER).read_text())["step"]
         log_text = log_path.read_text() if log_path.exists() else ""
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
-    sampler = ChunkSampler(demos, norm, pcfg.horizon, seed=cfg.seed * 1000 + rank + start)
+    sampler = ChunkSampler(demos, None, pcfg.horizon, seed=cfg.seed * 1000 + rank + start)
+    norm = sampler.norm
     rng = np.random.default_rng([cfg.seed, rank, start])
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank + start)
     meta = {
