@@ -27,6 +27,7 @@ from legato.model import Policy
 from sim.task import TaskConfig
 
 FORMAT_VERSION = 1
+TRAINING_ONLY = ("aux.",)  # parameters that inference never uses
 CONFIG, WEIGHTS, OPTIMIZER, TRAINER = (
     "config.json",
     "model.safetensors",
@@ -162,18 +163,21 @@ def load(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path}: {WEIGHTS} is corrupt ({e})") from None
     model = Policy(policy_cfg)
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
+    # The auxiliary head is training-only: checkpoints trained without it load for inference.
+    missing = sorted(k for k in set(expected) - set(weights) if not k.startswith(TRAINING_ONLY))
     extra = sorted(set(weights) - set(expected))
     if missing or extra:
         raise CheckpointError(
             f"checkpoint {path}: weights do not match the config (missing {missing[:3]}, extra {extra[:3]})"
         )
     for k, v in expected.items():
+        if k not in weights:
+            continue  # training-only, checked above
         if weights[k].shape != v.shape:
             raise CheckpointError(
                 f"checkpoint {path}: {k} has shape {tuple(weights[k].shape)}, config implies {tuple(v.shape)}"
             )
-    model.load_state_dict(weights)
+    model.load_state_dict(weights, strict=False)
     model.eval()
     meta = {k: v for k, v in cfg.items() if k not in ("policy", "train", "normalization", "task", "schedule")}
     return Checkpoint(path, policy_cfg, train_cfg, norm, task, meta, model)

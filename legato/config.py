@@ -58,6 +58,7 @@ class TrainConfig:
     schedule_shape: str = "linear"  # omega ramp shape; must match inference
     t_sampling: Literal["grid", "continuous"] = "grid"  # flow time on t_k = k / N, or U[0, 1)
     loss_weighting: Literal["omega2", "mean"] = "omega2"  # (1 - omega)^2 weights, or plain mean
+    aux_weight: float = 1.0  # weight of the auxiliary target/obstacle position loss (0 = off)
     seed: int = 0
     log_every: int = 20  # steps between progress-bar loss updates
     ckpt_every: int = 500  # steps between checkpoints

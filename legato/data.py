@@ -21,6 +21,7 @@ class Batch:
     tokens: np.ndarray  # (b, l) int64
     state: np.ndarray  # (b, s) normalised
     actions: np.ndarray  # (b, h, a) normalised chunk starting at the observation's step
+    aux: np.ndarray  # (b, 4) instructed target and obstacle centres (m): auxiliary targets
 
 
 class ChunkSampler:
@@ -61,4 +62,6 @@ class ChunkSampler:
         state = self.states(rows)
         image = self.camera.render(self.demos.scenes.select(ep), self.demos.q[rows].astype(np.float64))
         norm = self.norm
-        return Batch(image, self.tokens[ep], norm.state(state), norm.action(self.chunks(rows), state))
+        scenes = self.demos.scenes.select(ep)
+        aux = np.concatenate([scenes.goal, scenes.obstacle], -1).astype(np.float32)
+        return Batch(image, self.tokens[ep], norm.state(state), norm.action(self.chunks(rows), state), aux)

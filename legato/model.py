@@ -92,6 +92,16 @@ class PrefixEncoder(nn.Module):
 
     def forward(self, image: torch.Tensor, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """image (b, H, W, 3) uint8, tokens (b, l) int64, state (b, s) normalised -> kv (b, L, 2, p, c)."""
+        return self.to_kv(self.features(image, tokens, state))
+
+    def to_kv(self, feats: torch.Tensor) -> torch.Tensor:
+        """Prefix features (b, p, c) -> per-head-layer keys and values (b, L, 2, p, c)."""
+        b, p, _ = feats.shape
+        kv = self.kv(feats)  # (b, p, L * 2 * c)
+        return kv.reshape(b, p, self.cfg.head_layers, 2, self.cfg.width).permute(0, 2, 3, 1, 4)
+
+    def features(self, image: torch.Tensor, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """The prefix tokens after the encoder, (b, p, c), layer-normed."""
         b = image.shape[0]
         x = image.permute(0, 3, 1, 2).float() / 255.0  # (b, 3, H, W)
         x = torch.cat([x, self.coords.expand(b, -1, -1, -1)], 1)
@@ -106,8 +116,7 @@ class PrefixEncoder(nn.Module):
         x = torch.cat([img, txt, st], 1)  # (b, p, c)
         for blk in self.blocks:
             x = blk(x)
-        kv = self.kv(self.norm(x))  # (b, p, L * 2 * c)
-        return kv.reshape(b, x.shape[1], self.cfg.head_layers, 2, self.cfg.width).permute(0, 2, 3, 1, 4)
+        return self.norm(x)
 
 
 class HeadBlock(nn.Module):
@@ -171,6 +180,10 @@ class Policy(nn.Module):
         self.cfg = cfg
         self.prefix = PrefixEncoder(cfg)
         self.head = FlowHead(cfg)
+        # Training-only auxiliary head: the instructed target's and the obstacle's positions
+        # (x, y each, metres) from the pooled prefix. A dense signal for the vision stem, which
+        # the flow loss alone teaches slowly on a CPU budget; never exported.
+        self.aux = nn.Linear(cfg.width, 4)
 
     def num_params(self) -> dict[str, int]:
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
@@ -184,10 +197,11 @@ class Policy(nn.Module):
         y: torch.Tensor,
         t: torch.Tensor,
         omega: torch.Tensor,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Training forward: the prefix of b observations is encoded once and shared by the
         n = b * draws flow-head inputs that follow it in order (draws consecutive rows per
-        observation). Returns velocity (n, h, a)."""
+        observation). Returns velocity (n, h, a) and the auxiliary positions (b, 4)."""
         draws = y.shape[0] // image.shape[0]
-        kv = self.prefix(image, tokens, state).repeat_interleave(draws, 0)  # (n, L, 2, p, c)
-        return self.head(y, t, omega, state.repeat_interleave(draws, 0), kv)
+        feats = self.prefix.features(image, tokens, state)  # (b, p, c)
+        kv = self.prefix.to_kv(feats).repeat_interleave(draws, 0)  # (n, L, 2, p, c)
+        return self.head(y, t, omega, state.repeat_interleave(draws, 0), kv), self.aux(feats.mean(1))

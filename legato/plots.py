@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from legato.rollout import RolloutResult  # noqa: E402
+from sim.arm import end_effector  # noqa: E402
 from sim.scene import COLOR_RGB, COLORS  # noqa: E402
 from sim.task import TaskConfig  # noqa: E402
 
@@ -34,6 +35,10 @@ def plot_episode(res: RolloutResult, task: TaskConfig, i: int, path: str | Path,
             rgb = np.array(COLOR_RGB[COLORS[k]]) / 255
             lw = 2.5 if k == sc.instructed[0] else 0
             ax0.add_patch(plt.Circle(sc.targets[0, k], task.scene.target_radius, color=rgb, ec="k", lw=lw))
+    for c in res.chunks:  # each chunk's plan, as the end-effector path it would draw
+        if c.alive[i]:
+            plan = end_effector(task.arm, c.chunk[i].astype(np.float64))
+            ax0.plot(plan[:, 0], plan[:, 1], "-", color="tab:orange", alpha=0.35, lw=0.8)
     ax0.plot(ee[:, 0], ee[:, 1], "k-", lw=1.5)
     ax0.plot(ee[0, 0], ee[0, 1], "ko")
     outcome = "success" if res.success[i] else ("collision" if res.collided[i] else "timeout")

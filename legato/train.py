@@ -97,15 +97,11 @@ def train(
         actions = torch.from_numpy(b.actions).repeat_interleave(cfg.draws, 0)  # (n, h, a)
         eps = torch.randn(actions.shape, generator=gen)
         ex = build_example(actions, eps, cfg, pcfg.num_steps, rng)
-        v = net(
-            torch.from_numpy(b.image),
-            torch.from_numpy(b.tokens),
-            torch.from_numpy(b.state),
-            ex.y,
-            ex.t,
-            ex.omega,
-        )
-        loss = weighted_mse(v, ex)
+        obs = (torch.from_numpy(b.image), torch.from_numpy(b.tokens), torch.from_numpy(b.state))
+        v, aux = net(*obs, ex.y, ex.t, ex.omega)
+        flow_loss = weighted_mse(v, ex)
+        aux_loss = torch.mean((aux - torch.from_numpy(b.aux)) ** 2)
+        loss = flow_loss + cfg.aux_weight * aux_loss
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr")
         opt.zero_grad(set_to_none=True)
@@ -117,7 +113,8 @@ def train(
         if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps - 1):
             rate = seen / max(time.time() - t0, 1e-9)
             bar.set_postfix(loss=f"{ema:.4f}", chunks_per_s=f"{rate:.0f}", lr=f"{lr_at(step, cfg):.1e}")
-            rec = {"step": step, "loss": loss.item(), "loss_ema": ema, "lr": lr_at(step, cfg)}
+            rec = {"step": step, "loss": loss.item(), "flow_loss": flow_loss.item()}
+            rec.update(aux_loss=aux_loss.item(), loss_ema=ema, lr=lr_at(step, cfg))
             log_lines.append(json.dumps({**rec, "elapsed_s": time.time() - t0}) + "\n")
         last = step == cfg.steps - 1
         if rank == 0 and ((step + 1) % cfg.ckpt_every == 0 or last):

@@ -20,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--r-max", type=int, default=d.r_max)
     p.add_argument("--t-sampling", default=d.t_sampling, choices=["grid", "continuous"])
     p.add_argument("--loss-weighting", default=d.loss_weighting, choices=["omega2", "mean"])
+    p.add_argument("--aux-weight", type=float, default=d.aux_weight, help="auxiliary position loss weight")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
     p.add_argument("--threads", type=int, default=d.threads)
@@ -29,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         method=a.method, steps=a.steps, batch_obs=a.batch_obs, draws=a.draws, lr=a.lr, d_max=a.d_max,
-        r_max=a.r_max, t_sampling=a.t_sampling, loss_weighting=a.loss_weighting, seed=a.seed,
+        r_max=a.r_max, t_sampling=a.t_sampling, loss_weighting=a.loss_weighting,
+        aux_weight=a.aux_weight, seed=a.seed,
         ckpt_every=a.ckpt_every, threads=a.threads,
     )  # fmt: skip

@@ -62,26 +62,34 @@ class Demos:
         }
 
 
-def generate(task: TaskConfig, seed: int, episodes: int, batch: int = 200, progress=None) -> Demos:
-    """Roll out the expert on `episodes` episodes of the set with this seed."""
+def generate(
+    task: TaskConfig, seed: int, episodes: int, batch: int = 200, progress=None, settle: int = 25
+) -> Demos:
+    """Roll out the expert on `episodes` episodes of the set with this seed, recording each
+    successful episode until `settle` control steps after its success."""
     parts = []
     for first in range(0, episodes, batch):
         count = min(batch, episodes - first)
         spec = sample_episodes(task, seed, count, first)
-        env = ReachEnv(task, spec.scenes, spec.template)
+        # Recording goes on for `settle` steps after success, so the chunks of the last states
+        # carry the rest of the approach to the target's centre and the hold, instead of the
+        # action at the moment the tolerance was crossed repeated.
+        env = ReachEnv(task, spec.scenes, spec.template, stop_on_success=False)
         # DART-style noise injection: the arm executes the noisy targets, the dataset records the
         # clean plan as the label, so off-path states are labelled with the way back to the path.
         executed = expert_actions(task.arm, spec.scenes, spec.side, task.max_steps, task.expert, spec.noise)
         actions = expert_actions(task.arm, spec.scenes, spec.side, task.max_steps, task.expert, None)
         qs, qds, acts, alive = [], [], [], []
         for k in range(task.max_steps):
-            alive.append(~env.done)
+            settled = env.success & (k >= env.steps_to_success + settle)
+            alive.append(~env.done & ~settled)
+            if not alive[-1].any():
+                alive.pop()
+                break
             qs.append(env.q.copy())
             qds.append(env.qd.copy())
             acts.append(actions[:, k])
             env.step(executed[:, k])
-            if env.all_done:
-                break
         alive_a = np.stack(alive, 1)  # (b, t)
         lengths = alive_a.sum(1)
         q_a, qd_a, act_a = (np.stack(x, 1) for x in (qs, qds, acts))

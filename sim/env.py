@@ -36,8 +36,11 @@ def instruction_tokens(scenes: Scenes, templates: np.ndarray) -> np.ndarray:
 
 
 class ReachEnv:
-    def __init__(self, task: TaskConfig, scenes: Scenes, templates: np.ndarray | None = None) -> None:
+    def __init__(
+        self, task: TaskConfig, scenes: Scenes, templates: np.ndarray | None = None, stop_on_success: bool = True
+    ) -> None:
         self.task, self.scenes = task, scenes
+        self.stop_on_success = stop_on_success  # False: keep stepping after success (demo recording)
         self.camera = Camera(task.arm, task.scene, task.camera)
         templates = np.zeros(len(scenes), dtype=np.int64) if templates is None else templates
         self.tokens = instruction_tokens(scenes, templates)
@@ -56,7 +59,8 @@ class ReachEnv:
 
     @property
     def done(self) -> np.ndarray:
-        return self.success | self.collided | (self.t >= self.task.max_steps)
+        finished = self.success & self.stop_on_success
+        return finished | self.collided | (self.t >= self.task.max_steps)
 
     @property
     def all_done(self) -> bool:
@@ -88,7 +92,7 @@ class ReachEnv:
         self.last_target = np.where(active[:, None], target, self.last_target)
         self.t += 1
         hit = active & collides(arm, self.task.scene, self.scenes, self.q)
-        ok = active & ~hit & reached(arm, self.task.scene, self.scenes, self.q)
+        ok = active & ~hit & ~self.success & reached(arm, self.task.scene, self.scenes, self.q)
         self.collided |= hit
         self.success |= ok
         self.steps_to_success = np.where(ok, self.t, self.steps_to_success)

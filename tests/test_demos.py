@@ -52,3 +52,33 @@ def test_a_failed_write_leaves_neither_file_nor_temporary(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write_bytes(target, explode)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demonstrations_carry_the_approach_past_the_tolerance_to_the_target(demos_path):
+    from sim.arm import end_effector
+
+    d = demo_io.load(demos_path)
+    last = d.offsets[1:] - 1
+    dist = np.linalg.norm(end_effector(d.task.arm, d.q[last].astype(float)) - d.scenes.goal, axis=-1)
+    ok = d.success
+    # Recording continues after success, so episodes end near the centre, not on the tolerance circle.
+    assert np.median(dist[ok]) < 0.5 * d.task.scene.success_tol
+
+
+def test_env_can_keep_stepping_after_success_for_recording():
+    from sim.env import ReachEnv
+    from sim.episodes import run_expert, sample_episodes
+    from sim.task import TaskConfig
+
+    task = TaskConfig()
+    spec = sample_episodes(task, seed=2, count=3)
+    stopped = run_expert(task, spec.scenes, spec.side, None)
+    assert stopped.all_done and stopped.success.all()
+    env = ReachEnv(task, spec.scenes, stop_on_success=False)
+    from sim.expert import expert_actions
+
+    acts = expert_actions(task.arm, spec.scenes, spec.side, task.max_steps, task.expert, None)
+    for k in range(int(stopped.steps_to_success.max()) + 5):
+        env.step(acts[:, k])
+    assert env.success.all() and not env.done.any()
+    np.testing.assert_array_equal(env.steps_to_success, stopped.steps_to_success)
