@@ -37,7 +37,11 @@ def instruction_tokens(scenes: Scenes, templates: np.ndarray) -> np.ndarray:
 
 class ReachEnv:
     def __init__(
-        self, task: TaskConfig, scenes: Scenes, templates: np.ndarray | None = None, stop_on_success: bool = True
+        self,
+        task: TaskConfig,
+        scenes: Scenes,
+        templates: np.ndarray | None = None,
+        stop_on_success: bool = True,
     ) -> None:
         self.task, self.scenes = task, scenes
         self.stop_on_success = stop_on_success  # False: keep stepping after success (demo recording)
