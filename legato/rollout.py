@@ -83,6 +83,12 @@ def rollout(
     for t in range(steps):
         if env.all_done:
             break
+        # Take over before and after inference: with d == s a chunk becomes active at the very
+        # step the next inference starts (which continues from it); with d == 0 the chunk
+        # computed at t is executed from t.
+        if pending is not None and t == pending.start:
+            active, pending = pending, None
+            result.chunks.append(active)
         if t == next_infer:
             obs = env.observe()
             eps = rng.standard_normal((b, h, a)).astype(np.float32)

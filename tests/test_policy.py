@@ -162,6 +162,23 @@ def test_runner_refuses_what_the_checkpoint_was_not_trained_for(tiny_checkpoints
         check_request("legato", legato_ck, ChunkRequest(d=2, s=8, r=7))
 
 
+@pytest.mark.parametrize("d, s", [(0, 8), (4, 4), (3, 8)])
+def test_chunks_switch_on_schedule_at_the_protocol_edges(tiny_checkpoints, d, s):
+    """d == 0 executes the new chunk at once; d == s infers continuously; every async chunk
+    after the first takes over at its index d and runs s steps."""
+    from legato.rollout import rollout
+
+    ck = checkpoint.load(tiny_checkpoints["legato"])
+    spec = sample_episodes(ck.task, seed=1000, count=2)
+    res = rollout(TorchPolicyRunner(ck), "legato", ck.task, spec.scenes, spec.template,
+                  ChunkRequest(d=d, s=s, r=0), seed=0, max_steps=60)  # fmt: skip
+    starts = [c.start for c in res.chunks]
+    assert starts[0] == d
+    assert all(c.start - c.origin == d for c in res.chunks[1:])
+    assert np.all(np.diff(starts[1:]) == s) and starts[1] - starts[0] == s + d
+    assert not np.isnan(res.commanded[:, :60]).any() or res.success.any() or res.collided.any()
+
+
 def test_every_method_produces_finite_chunks_in_a_rollout(tiny_checkpoints):
     from legato.rollout import rollout
 
