@@ -47,7 +47,7 @@ def check_held_out(ck, seed: int) -> None:
 
 def run_rollout(ck, method: str, episodes: int, d: int, s: int, r: int | None, seed: int):
     from legato.rollout import rollout
-    from legato.runner import ChunkRequest, TorchPolicyRunner
+    from legato.runner import ChunkRequest, TorchPolicyRunner, check_request
     from sim.episodes import sample_episodes
 
     check_held_out(ck, seed)
@@ -55,9 +55,7 @@ def run_rollout(ck, method: str, episodes: int, d: int, s: int, r: int | None, s
     # One intra-op thread: the batches are small, and two threads contending with any other
     # torch process on a 2-core machine ran 6x slower in our measurements.
     runner = TorchPolicyRunner(ck, threads=1)
-    from legato.runner import check_request
-
-    check_request(method, ck, req)
+    check_request(method, ck, req)  # refuse before sampling episodes
     spec = sample_episodes(ck.task, seed, episodes)
     return rollout(runner, method, ck.task, spec.scenes, spec.template, req, seed=seed)
 

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -117,12 +118,9 @@ def episode_metrics(res, i: int, task, horizon: int) -> dict[str, float]:
 
 def aggregate(per_episode: list[dict[str, float]], dt: float) -> dict[str, float]:
     keys = per_episode[0].keys()
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (e.g. no successes)
-            out = {k: float(np.nanmean([e[k] for e in per_episode])) for k in keys}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (e.g. no successes)
+        out = {k: float(np.nanmean([e[k] for e in per_episode])) for k in keys}
     wins = int(sum(e["success"] for e in per_episode))
     lo, hi = M.wilson_interval(wins, len(per_episode))
     out.update(
@@ -218,10 +216,10 @@ def evaluate(cfg: EvalConfig, out: str | Path, progress: bool = True) -> dict[st
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    horizon_max = 16
-    cells = [
-        (m, d, s) for s in cfg.horizons for d in cfg.delays for m in cfg.methods if d <= s <= horizon_max - d
-    ]
+    from legato.checkpoint import read_config
+
+    h = min(read_config(Path(p))["policy"]["horizon"] for p in cfg.checkpoints)  # chunk length H
+    cells = [(m, d, s) for s in cfg.horizons for d in cfg.delays for m in cfg.methods if d <= s <= h - d]
     jobs: list[tuple] = [("cell", cfg, m, d, s, (d, s) == tuple(cfg.example)) for m, d, s in cells]
     jobs += [("compute", cfg, m) for m in cfg.methods]
     t0 = time.time()

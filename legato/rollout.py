@@ -80,15 +80,20 @@ def rollout(
     active: ChunkRecord | None = None
     pending: ChunkRecord | None = None
     next_infer = 0
+
+    def take_over(t: int, active: ChunkRecord | None, pending: ChunkRecord | None):
+        if pending is not None and t == pending.start:
+            result.chunks.append(pending)
+            return pending, None
+        return active, pending
+
     for t in range(steps):
         if env.all_done:
             break
         # Take over before and after inference: with d == s a chunk becomes active at the very
         # step the next inference starts (which continues from it); with d == 0 the chunk
         # computed at t is executed from t.
-        if pending is not None and t == pending.start:
-            active, pending = pending, None
-            result.chunks.append(active)
+        active, pending = take_over(t, active, pending)
         if t == next_infer:
             obs = env.observe()
             eps = rng.standard_normal((b, h, a)).astype(np.float32)
@@ -102,9 +107,7 @@ def rollout(
             next_infer = origin + s
             if method == "sync":
                 active = None  # hold while computing
-        if pending is not None and t == pending.start:
-            active, pending = pending, None
-            result.chunks.append(active)
+        active, pending = take_over(t, active, pending)
         if active is not None:
             last_cmd = active.chunk[:, t - active.origin]
         alive = ~env.done
