@@ -73,6 +73,10 @@ def write_folder(path: Path, files: dict[str, Any]) -> None:
         raise
 
 
+# Checkpoints written before prefix augmentation existed were trained without it.
+PRE_AUGMENTATION = {"p_no_prefix": 0.0, "prefix_noise": 0.0}
+
+
 def config_dict(policy_cfg, train_cfg, norm, task, meta) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
@@ -97,7 +101,7 @@ def save(
     trainer_state: dict[str, Any] | None = None,
 ) -> None:
     cfg = config_dict(model.cfg, train_cfg, norm, task, meta)
-    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     files: dict[str, Any] = {
         CONFIG: json.dumps(cfg, indent=1).encode(),
         WEIGHTS: lambda p: save_file(weights, str(p)),
@@ -112,7 +116,7 @@ def flatten_optimizer(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     out = {}
     for idx, st in opt.state_dict()["state"].items():
         for name, val in st.items():
-            out[f"{idx}.{name}"] = torch.as_tensor(val).detach().clone().contiguous()
+            out[f"{idx}.{name}"] = torch.as_tensor(val).detach().cpu().clone().contiguous()
     return out
 
 
@@ -150,7 +154,7 @@ def load(path: str | Path) -> Checkpoint:
     cfg = read_config(path)
     try:
         policy_cfg = from_dict(PolicyConfig, cfg["policy"])
-        train_cfg = from_dict(TrainConfig, cfg["train"])
+        train_cfg = from_dict(TrainConfig, {**PRE_AUGMENTATION, **cfg["train"]})
         norm = Normalizer.from_dict(cfg["normalization"])
         task = TaskConfig.from_dict(cfg["task"])
     except (KeyError, TypeError, ValueError) as e:

@@ -59,6 +59,12 @@ class TrainConfig:
     t_sampling: Literal["grid", "continuous"] = "grid"  # flow time on t_k = k / N, or U[0, 1)
     loss_weighting: Literal["omega2", "mean"] = "omega2"  # (1 - omega)^2 weights, or plain mean
     aux_weight: float = 1.0  # weight of the auxiliary target/obstacle position loss (0 = off)
+    # Prefix augmentation (legato only; docs/training.md). At run time the reference is the
+    # policy's own earlier chunk, not the expert's: teach the head to leave a wrong one.
+    p_no_prefix: float = 0.0  # fraction of examples with d = r = 0 (a chunk with no reference)
+    prefix_noise: float = 0.0  # rad: std of the offset put on a perturbed reference (0 = off)
+    p_prefix_noise: float = 0.5  # fraction of examples whose reference is perturbed
+    recovery: int = 6  # steps after d + r over which the target returns to the expert's chunk
     seed: int = 0
     log_every: int = 20  # steps between progress-bar loss updates
     ckpt_every: int = 500  # steps between checkpoints
@@ -71,6 +77,13 @@ class TrainConfig:
             raise ValueError(f"t_sampling must be 'grid' or 'continuous', got {self.t_sampling!r}")
         if self.loss_weighting not in ("omega2", "mean"):
             raise ValueError(f"loss_weighting must be 'omega2' or 'mean', got {self.loss_weighting!r}")
+        if not (0 <= self.p_no_prefix <= 1 and 0 <= self.p_prefix_noise <= 1):
+            raise ValueError(f"p_no_prefix and p_prefix_noise are probabilities, got "
+                             f"{self.p_no_prefix}, {self.p_prefix_noise}")  # fmt: skip
+        if self.prefix_noise < 0 or self.recovery < 0:
+            raise ValueError(
+                f"prefix_noise and recovery must be >= 0, got {self.prefix_noise}, {self.recovery}"
+            )
         if self.d_max < 0 or self.r_max < 0:
             raise ValueError(f"d_max and r_max must be >= 0, got {self.d_max}, {self.r_max}")
 

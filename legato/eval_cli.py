@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-final-blend", action="store_true", help="ablation: skip Legato's final blend")
     p.add_argument("--workers", type=int, default=2, help="worker processes")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: cores / workers)")
     p.add_argument("--out", required=True, help="report folder, e.g. reports/main")
     p.set_defaults(func=run)
 
@@ -41,6 +42,7 @@ def run(a: argparse.Namespace) -> int:
     cfg = EvalConfig(
         checkpoints=tuple(a.checkpoints), methods=a.methods, delays=a.delays, horizons=a.horizons,
         episodes=a.episodes, seed=a.seed, ramp=a.ramp, final_blend=not a.no_final_blend, workers=a.workers,
+        threads=a.threads,
     )  # fmt: skip
     report = evaluate(cfg, a.out)
     print(Path(a.out, "results.md").read_text())

@@ -51,6 +51,7 @@ class EvalConfig:
     ramp: int | None = None  # Legato r; None = H - s - d capped at r_max
     final_blend: bool = True  # Legato's final blend (ablation switch)
     workers: int = 2
+    threads: int = 0  # torch intra-op threads per worker; 0 = the machine's cores / workers
     example: tuple[int, int] = (3, 8)  # (d, s) of the per-method example-episode figure
     compute_repeats: int = 30  # timed single-chunk inferences per method
 
@@ -227,7 +228,7 @@ def evaluate(cfg: EvalConfig, out: str | Path, progress: bool = True) -> dict[st
     examples: dict[str, Any] = {}
     compute: dict[str, dict[str, float]] = {}
     workers = max(1, min(cfg.workers, os.cpu_count() or 1))
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // workers)
     bar = tqdm(total=len(cells) * cfg.episodes, desc="eval episodes", unit="ep", disable=not progress)
     if workers == 1:
         _init_worker(cfg.checkpoints, threads)

@@ -7,6 +7,8 @@ Conventions: x_t = (1 - t) eps + t A, t = 0 noise, t = 1 data; dt = 1 / N.
 - legato: per example d ~ U{0..d_max}, r ~ U{0..r_max}, omega from edge.schedule; input
   Y_t = (1 - omega) x_t + omega A; target u = (1 - (omega / dt)(1 - t)) (A - eps); loss over
   tokens with omega < 1 weighted by (1 - omega)^2 (or a plain mean, for the ablation).
+  Prefix augmentation (cfg.p_no_prefix, cfg.prefix_noise): some examples get d = r = 0, and
+  some get a perturbed chunk (see `prefix_perturbation`) used as both reference and target.
 - rtc-train: per example d ~ U{0..d_max}; the first d tokens are clean (A) with flow time 1
   and carry 1 in the omega channel; target A - eps; loss on the postfix only.
 """
@@ -80,11 +82,41 @@ def rtc_train_example(
     return FlowExample(y, t_tok, prefix, actions - eps, 1 - prefix)
 
 
+def prefix_perturbation(
+    d: np.ndarray, r: np.ndarray, horizon: int, sigma: np.ndarray, recovery: int, rng: np.random.Generator
+) -> np.ndarray:
+    """A wrong reference and the way back from it, (n, h, a) in the units of sigma.
+
+    The run-time reference is the policy's own earlier chunk: offset from what the expert would
+    do now, and often too slow or too fast. The perturbation is an offset c ~ N(0, sigma^2) at
+    the last token the reference touches (k - 1, k = d + r) plus a rate error v ~ N(0, (sigma/4)^2)
+    per step before it; after k it fades to zero over `recovery` steps (raised cosine), so the
+    target leaves the wrong reference smoothly and rejoins the expert's chunk. Zero where k = 0.
+    d, r (n,) ints; sigma (a,) or scalar.
+    """
+    n, a = len(d), np.broadcast_to(sigma, (np.size(sigma),)).shape[0]
+    k = (np.asarray(d) + np.asarray(r))[:, None, None]  # (n, 1, 1)
+    c = rng.normal(size=(n, 1, a)) * sigma
+    v = rng.normal(size=(n, 1, a)) * sigma / 4
+    i = np.arange(horizon)[None, :, None]  # (1, h, 1)
+    before = c + v * (i - (k - 1))
+    j = (i - k + 1).astype(np.float64)  # 1, 2, ... after the reference
+    fade = np.where(j <= recovery, 0.5 * (1 + np.cos(np.pi * np.clip(j, 0, None) / (recovery + 1))), 0.0)
+    delta = np.where(i < k, before, c * fade)
+    return np.where(k > 0, delta, 0.0)
+
+
 def build_example(
-    actions: torch.Tensor, eps: torch.Tensor, cfg: TrainConfig, num_steps: int, rng: np.random.Generator
+    actions: torch.Tensor,
+    eps: torch.Tensor,
+    cfg: TrainConfig,
+    num_steps: int,
+    rng: np.random.Generator,
+    action_std: np.ndarray | None = None,
 ) -> FlowExample:
-    """Draw t (and d, r) per example and build cfg.method's input, target and weights."""
-    n, h, _ = actions.shape
+    """Draw t (and d, r) per example and build cfg.method's input, target and weights.
+    action_std (h, a): the normaliser's per-index std in rad, needed for cfg.prefix_noise."""
+    n, h, a = actions.shape
     t = torch.from_numpy(sample_time(n, num_steps, cfg.t_sampling, rng).astype(np.float32))
     if cfg.method == "plain":
         return plain_example(actions, eps, t)
@@ -92,8 +124,17 @@ def build_example(
     if cfg.method == "rtc-train":
         return rtc_train_example(actions, eps, t, d)
     r = rng.integers(cfg.r_max + 1, size=n)
-    omega = torch.from_numpy(omega_batch(d, r, h))
-    return legato_example(actions, eps, t, omega, num_steps, cfg.loss_weighting)
+    if cfg.p_no_prefix > 0:
+        bare = rng.random(n) < cfg.p_no_prefix
+        d, r = np.where(bare, 0, d), np.where(bare, 0, r)
+    if cfg.prefix_noise > 0:
+        if action_std is None:
+            raise ValueError("prefix_noise needs the normaliser's action_std to convert rad")
+        delta = prefix_perturbation(d, r, h, np.full(a, cfg.prefix_noise), cfg.recovery, rng)
+        delta *= (rng.random(n) < cfg.p_prefix_noise)[:, None, None]
+        actions = actions + torch.from_numpy((delta / action_std[None]).astype(np.float32)).to(actions)
+    omega = torch.from_numpy(omega_batch(d, r, h)).to(actions)
+    return legato_example(actions, eps, t.to(actions), omega, num_steps, cfg.loss_weighting)
 
 
 def weighted_mse(pred: torch.Tensor, ex: FlowExample) -> torch.Tensor:

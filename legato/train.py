@@ -23,7 +23,7 @@ from legato import checkpoint
 from legato.config import PolicyConfig, TrainConfig
 from legato.data import ChunkSampler
 from legato.model import Policy
-from legato.objectives import build_example, weighted_mse
+from legato.objectives import FlowExample, build_example, weighted_mse
 from legato.train_args import add_arguments, config_from_args
 from sim import demos as demo_io
 from sim.language import MAX_TOKENS, VOCAB
@@ -54,8 +54,10 @@ def train(
     policy_cfg: PolicyConfig | None = None,
     resume: bool = False,
     show_progress: bool = True,
+    device: str = "cpu",
 ) -> Path:
-    """Train one method and return the checkpoint folder. resume=True continues from `out`."""
+    """Train one method and return the checkpoint folder. resume=True continues from `out`.
+    device: torch device of the model ("cuda" on a GPU machine); batches are built on the CPU."""
     out = Path(out)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
@@ -67,6 +69,10 @@ def train(
     pcfg = policy_config_for(demos, policy_cfg)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = Policy(pcfg)
+    if device != "cpu" and distributed:
+        raise ValueError("distributed training runs on the CPU (gloo); drop --device")
+    dev = torch.device(device)
+    model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, log_path = 0, out / "log.jsonl"
     if resume:
@@ -74,6 +80,7 @@ def train(
         if ck.train_cfg.method != cfg.method:
             raise ValueError(f"cannot resume a {ck.train_cfg.method} run as {cfg.method}")
         model.load_state_dict(ck.model.state_dict())
+        model.to(dev)
         checkpoint.restore_optimizer(opt, out / checkpoint.OPTIMIZER)
         start = json.loads((out / checkpoint.TRAINER).read_text())["step"]
         log_text = log_path.read_text() if log_path.exists() else ""
@@ -96,11 +103,12 @@ def train(
         b = sampler.sample(cfg.batch_obs)
         actions = torch.from_numpy(b.actions).repeat_interleave(cfg.draws, 0)  # (n, h, a)
         eps = torch.randn(actions.shape, generator=gen)
-        ex = build_example(actions, eps, cfg, pcfg.num_steps, rng)
-        obs = (torch.from_numpy(b.image), torch.from_numpy(b.tokens), torch.from_numpy(b.state))
+        ex = build_example(actions, eps, cfg, pcfg.num_steps, rng, norm.action_std)
+        ex = FlowExample(*(x.to(dev) for x in (ex.y, ex.t, ex.omega, ex.target, ex.weight)))
+        obs = [torch.from_numpy(x).to(dev) for x in (b.image, b.tokens, b.state)]
         v, aux = net(*obs, ex.y, ex.t, ex.omega)
         flow_loss = weighted_mse(v, ex)
-        aux_loss = torch.mean((aux - torch.from_numpy(b.aux)) ** 2)
+        aux_loss = torch.mean((aux - torch.from_numpy(b.aux).to(dev)) ** 2)
         loss = flow_loss + cfg.aux_weight * aux_loss
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr")
@@ -135,7 +143,7 @@ def _world() -> int:
 
 def run(a: argparse.Namespace) -> int:
     cfg = config_from_args(a)
-    out = train(a.data, a.out, cfg, resume=a.resume)
+    out = train(a.data, a.out, cfg, resume=a.resume, device=a.device)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"checkpoint: {out}")
     return 0

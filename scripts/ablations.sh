@@ -1,45 +1,81 @@
 #!/usr/bin/env bash
 # Ablations of the Legato recipe (docs/evaluation.md): every variant trains the same model on
 # the same data with the same step budget, and is evaluated by the same harness on the same
-# held-out episodes. Usage: scripts/ablations.sh  (STEPS, EPISODES, DATA override the defaults)
+# held-out episodes.
+# Usage: scripts/ablations.sh   (environment overrides below; PHASES="train eval" by default)
+#   On 2 CPU cores, JOBS=2 THREADS=1 trains two variants at a time.
+#   On a GPU machine: DEVICE=cuda JOBS=8 trains all variants at once (batches are built on the CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LEGATO=${LEGATO:-.venv/bin/legato}
-STEPS=${STEPS:-3000}
-EPISODES=${EPISODES:-100}
+STEPS=${STEPS:-6000}
+EPISODES=${EPISODES:-200}
+DELAYS=${DELAYS:-0,1,2,3,4}
 DATA=${DATA:-data/demos.npz}
 THREADS=${THREADS:-1}
+DEVICE=${DEVICE:-cpu}
+JOBS=${JOBS:-1}
+EVAL_WORKERS=${EVAL_WORKERS:-2}
 OUT=${OUT:-reports/ablations}
+RUNS=${RUNS:-runs}
+OFF=(--p-no-prefix 0 --prefix-noise 0)  # the recipe before prefix augmentation
 
 train() {  # name, extra train flags...
   local name=$1; shift
-  if [ ! -f "runs/abl-$name/trainer.json" ] || ! grep -q "\"step\": $STEPS" "runs/abl-$name/trainer.json"; then
-    $LEGATO train --data "$DATA" --method legato --steps "$STEPS" --threads "$THREADS" --out "runs/abl-$name" "$@"
+  if [ -f "$RUNS/abl-$name/trainer.json" ] && grep -q "\"step\": $STEPS" "$RUNS/abl-$name/trainer.json"; then
+    return
   fi
+  $LEGATO train --data "$DATA" --method legato --steps "$STEPS" --threads "$THREADS" --device "$DEVICE" \
+    --out "$RUNS/abl-$name" "$@" > "$RUNS/abl-$name.log" 2>&1
 }
 evaluate() {  # name, checkpoint, extra eval flags...
   local name=$1 ck=$2; shift 2
-  $LEGATO eval --checkpoints "$ck" --methods legato --delays 0,1,2,3,4 --horizons 8 \
-    --episodes "$EPISODES" --workers 2 --out "$OUT/$name" "$@" > /dev/null
+  $LEGATO eval --checkpoints "$ck" --methods legato --delays "$DELAYS" --horizons 8 \
+    --episodes "$EPISODES" --workers "$EVAL_WORKERS" --threads 1 --seed 1000 --out "$OUT/$name" "$@" > /dev/null
+}
+throttle() {  # keep at most JOBS background jobs
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
 }
 
+mkdir -p "$RUNS" "$OUT"
 for phase in ${PHASES:-train eval}; do
   if [ "$phase" = train ]; then
-    train base
-    train loss-mean --loss-weighting mean
-    train t-continuous --t-sampling continuous
-    train r-max-2 --r-max 2
-    train d-max-8 --d-max 8
+    variants=(
+      "base ${OFF[*]}"
+      "loss-mean ${OFF[*]} --loss-weighting mean"
+      "t-continuous ${OFF[*]} --t-sampling continuous"
+      "r-max-2 ${OFF[*]} --r-max 2"
+      "d-max-8 ${OFF[*]} --d-max 8"
+      "no-prefix-20 --p-no-prefix 0.2 --prefix-noise 0"
+      "prefix-noise-3 --p-no-prefix 0.2 --prefix-noise 0.03"
+      "prefix-noise-6 --p-no-prefix 0.2 --prefix-noise 0.06"
+    )
+    for v in "${variants[@]}"; do
+      throttle
+      # shellcheck disable=SC2086
+      train $v &
+    done
+    wait
   else
-    evaluate base runs/abl-base
-    evaluate no-final-blend runs/abl-base --no-final-blend
-    evaluate ramp-0 runs/abl-base --ramp 0
-    evaluate ramp-2 runs/abl-base --ramp 2
-    evaluate loss-mean runs/abl-loss-mean
-    evaluate t-continuous runs/abl-t-continuous
-    evaluate r-max-2 runs/abl-r-max-2
-    evaluate d-max-8 runs/abl-d-max-8
-    .venv/bin/python scripts/collect_ablations.py "$OUT" > "$OUT/table.md"
+    while read -r name ck flags; do
+      throttle
+      # shellcheck disable=SC2086
+      evaluate "$name" "$ck" $flags &
+    done <<LIST
+base $RUNS/abl-base
+no-final-blend $RUNS/abl-base --no-final-blend
+ramp-0 $RUNS/abl-base --ramp 0
+ramp-2 $RUNS/abl-base --ramp 2
+loss-mean $RUNS/abl-loss-mean
+t-continuous $RUNS/abl-t-continuous
+r-max-2 $RUNS/abl-r-max-2
+d-max-8 $RUNS/abl-d-max-8
+no-prefix-20 $RUNS/abl-no-prefix-20
+prefix-noise-3 $RUNS/abl-prefix-noise-3
+prefix-noise-6 $RUNS/abl-prefix-noise-6
+LIST
+    wait
+    python3 scripts/collect_ablations.py "$OUT" > "$OUT/table.md"
     cat "$OUT/table.md"
   fi
 done

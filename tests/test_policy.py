@@ -13,7 +13,7 @@ from legato import checkpoint  # noqa: E402
 from legato.baselines import guidance_weight, rtc_soft_mask  # noqa: E402
 from legato.config import TrainConfig  # noqa: E402
 from legato.errors import CheckpointError, MethodError  # noqa: E402
-from legato.objectives import legato_example, rtc_train_example  # noqa: E402
+from legato.objectives import build_example, legato_example, prefix_perturbation, rtc_train_example  # noqa: E402
 from legato.runner import ChunkRequest, TorchPolicyRunner, check_request  # noqa: E402
 from legato.torch_sampler import legato_sample_torch  # noqa: E402
 from legato.train import train  # noqa: E402
@@ -79,6 +79,35 @@ def test_training_inputs_and_targets_are_what_the_sampler_sees(weighting):
         torch.testing.assert_close(w, (1 - omega) ** 2)
     else:
         torch.testing.assert_close(w, (omega < 1).double())
+
+
+def test_prefix_perturbation_offsets_the_reference_then_returns_to_the_expert():
+    rng = np.random.default_rng(0)
+    d, r = np.array([0, 2, 0, 4]), np.array([0, 3, 8, 0])
+    delta = prefix_perturbation(d, r, 16, np.full(3, 0.03), recovery=6, rng=rng)  # (4, 16, 3)
+    assert not delta[0].any()  # no reference: nothing to perturb
+    for n, k in enumerate(d + r):
+        if k == 0:
+            continue
+        assert np.abs(delta[n, :k]).max() > 0  # the reference is off ...
+        assert not delta[n, k + 6 :].any()  # ... and the target is back on the expert's chunk
+        steps = np.abs(np.diff(delta[n], axis=0)).max()
+        assert steps < 0.03  # smoothly: no step larger than the offset's scale
+
+
+def test_augmented_legato_examples_drop_or_perturb_the_reference():
+    cfg = TrainConfig(method="legato", p_no_prefix=0.5, prefix_noise=0.05, p_prefix_noise=1.0)
+    n, h, a = 256, 16, 3
+    A, eps = torch.randn(n, h, a, dtype=torch.float64), torch.randn(n, h, a, dtype=torch.float64)
+    ex = build_example(A, eps, cfg, 5, np.random.default_rng(3), np.full((h, a), 0.1))
+    bare = (ex.omega == 0).all(1)
+    assert 0.45 < bare.double().mean() < 0.65  # p_no_prefix plus the natural d = r = 0 draws
+    # Undo the mixture with the expert's chunk: what is left is the perturbation, and only
+    # examples with a reference carry one.
+    t, w = ex.t[..., None], ex.omega[..., None]
+    clean_y = (1 - w) * ((1 - t) * eps + t * A) + w * A
+    moved = (ex.y - clean_y).abs().amax((1, 2))
+    assert (moved[~bare] > 1e-4).all() and (moved[bare] < 1e-12).all()
 
 
 def test_rtc_train_example_has_a_clean_prefix_at_time_one():
