@@ -75,6 +75,8 @@ def write_folder(path: Path, files: dict[str, Any]) -> None:
 
 # Checkpoints written before prefix augmentation existed were trained without it.
 PRE_AUGMENTATION = {"p_no_prefix": 0.0, "prefix_noise": 0.0}
+# ... and those written before the factored velocity head predicted the whole target.
+PRE_FACTORED = {"velocity_form": "direct"}
 
 
 def config_dict(policy_cfg, train_cfg, norm, task, meta) -> dict[str, Any]:
@@ -153,7 +155,7 @@ def load(path: str | Path) -> Checkpoint:
     path = Path(path)
     cfg = read_config(path)
     try:
-        policy_cfg = from_dict(PolicyConfig, cfg["policy"])
+        policy_cfg = from_dict(PolicyConfig, {**PRE_FACTORED, **cfg["policy"]})
         train_cfg = from_dict(TrainConfig, {**PRE_AUGMENTATION, **cfg["train"]})
         norm = Normalizer.from_dict(cfg["normalization"])
         task = TaskConfig.from_dict(cfg["task"])

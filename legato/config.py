@@ -27,6 +27,10 @@ class PolicyConfig:
     prefix_layers: int = 2  # self-attention blocks of the prefix encoder ("VLM")
     head_layers: int = 3  # blocks of the flow head; each cross-attends to its own prefix K/V
     mlp_ratio: int = 2  # MLP hidden width = mlp_ratio * width
+    # "factored": the head's last layer predicts A - eps and the known per-token factor
+    # 1 - omega N (1 - t) of Legato's target multiplies it (docs/training.md); "direct": the
+    # head predicts the whole target. Identical ideal fields; the factored one is well scaled.
+    velocity_form: Literal["factored", "direct"] = "factored"
 
     def __post_init__(self) -> None:
         h, w = self.image_hw
@@ -34,6 +38,8 @@ class PolicyConfig:
             raise ValueError(f"image_hw {self.image_hw} must be multiples of 8 (the stem downsamples by 8)")
         if self.width % self.heads:
             raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
+        if self.velocity_form not in ("factored", "direct"):
+            raise ValueError(f"velocity_form must be 'factored' or 'direct', got {self.velocity_form!r}")
         if self.horizon < 2 or self.num_steps < 1:
             raise ValueError(f"need horizon >= 2 and num_steps >= 1, got {self.horizon}, {self.num_steps}")
 

@@ -169,7 +169,12 @@ class FlowHead(nn.Module):
         temb = self.time_mlp(sinusoidal(t, self.cfg.width)) + self.state_mlp(state)[:, None]  # (b, h, c)
         for i, blk in enumerate(self.blocks):
             x = blk(x, temb, kv[:, i, 0], kv[:, i, 1])
-        return self.out(self.norm(x))
+        v = self.out(self.norm(x))
+        if self.cfg.velocity_form == "factored":
+            # Legato's target is (1 - omega N (1 - t)) (A - eps): the factor is known from the
+            # inputs, so the network only learns A - eps (the plain flow target) for every token.
+            v = v * (1 - omega * self.cfg.num_steps * (1 - t))[..., None]
+        return v
 
 
 class Policy(nn.Module):

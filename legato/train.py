@@ -143,7 +143,8 @@ def _world() -> int:
 
 def run(a: argparse.Namespace) -> int:
     cfg = config_from_args(a)
-    out = train(a.data, a.out, cfg, resume=a.resume, device=a.device)
+    pcfg = PolicyConfig(velocity_form=a.velocity_form)
+    out = train(a.data, a.out, cfg, pcfg, resume=a.resume, device=a.device)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"checkpoint: {out}")
     return 0

@@ -45,6 +45,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=d.recovery,
         help="legato: steps over which a perturbed target returns to the expert's chunk",
     )
+    p.add_argument(
+        "--velocity-form",
+        default="factored",
+        choices=["factored", "direct"],
+        help="flow head output: A - eps times Legato's known factor, or the whole target",
+    )
     p.add_argument("--device", default="cpu", help="torch device for the model, e.g. cuda (default cpu)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
