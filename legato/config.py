@@ -52,7 +52,7 @@ class PolicyConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     method: Method = "legato"  # objective: legato | rtc-train | plain
-    steps: int = 2400  # optimizer steps
+    steps: int = 6000  # optimizer steps (the reference checkpoints' budget, ~18 min on 2 cores)
     batch_obs: int = 32  # observations per step (prefix encoder batch)
     draws: int = 4  # (t, eps, d, r) draws per observation: the flow head sees batch_obs * draws
     lr: float = 1e-3  # peak AdamW learning rate
@@ -67,8 +67,8 @@ class TrainConfig:
     aux_weight: float = 1.0  # weight of the auxiliary target/obstacle position loss (0 = off)
     # Prefix augmentation (legato only; docs/training.md). At run time the reference is the
     # policy's own earlier chunk, not the expert's: teach the head to leave a wrong one.
-    p_no_prefix: float = 0.0  # fraction of examples with d = r = 0 (a chunk with no reference)
-    prefix_noise: float = 0.0  # rad: std of the offset put on a perturbed reference (0 = off)
+    p_no_prefix: float = 0.2  # fraction of examples with d = r = 0 (a chunk with no reference)
+    prefix_noise: float = 0.1  # rad: std of the offset put on a perturbed reference (0 = off)
     p_prefix_noise: float = 0.5  # fraction of examples whose reference is perturbed
     recovery: int = 6  # steps after d + r over which the target returns to the expert's chunk
     seed: int = 0

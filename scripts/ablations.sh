@@ -2,7 +2,9 @@
 # Ablations of the Legato recipe (docs/evaluation.md): every variant trains the same model on
 # the same data with the same step budget, and is evaluated by the same harness on the same
 # held-out episodes.
-# Usage: scripts/ablations.sh   (environment overrides below; PHASES="train eval" by default)
+# Usage: ROUND=1|2 scripts/ablations.sh   (environment overrides below; PHASES="train eval")
+#   Round 1: the legato.md recipe's knobs, with the direct velocity head (docs/evaluation.md).
+#   Round 2: the factored head and the prefix augmentation that the committed recipe uses.
 #   On 2 CPU cores, JOBS=2 THREADS=1 trains two variants at a time.
 #   On a GPU machine: DEVICE=cuda JOBS=8 trains all variants at once (batches are built on the CPU).
 set -euo pipefail
@@ -18,7 +20,8 @@ JOBS=${JOBS:-1}
 EVAL_WORKERS=${EVAL_WORKERS:-2}
 OUT=${OUT:-reports/ablations}
 RUNS=${RUNS:-runs}
-OFF=(--p-no-prefix 0 --prefix-noise 0)  # the recipe before prefix augmentation
+ROUND=${ROUND:-1}
+OFF=(--velocity-form direct --p-no-prefix 0 --prefix-noise 0)  # the recipe before round 2
 
 train() {  # name, extra train flags...
   local name=$1; shift
@@ -40,16 +43,26 @@ throttle() {  # keep at most JOBS background jobs
 mkdir -p "$RUNS" "$OUT"
 for phase in ${PHASES:-train eval}; do
   if [ "$phase" = train ]; then
-    variants=(
-      "base ${OFF[*]}"
-      "loss-mean ${OFF[*]} --loss-weighting mean"
-      "t-continuous ${OFF[*]} --t-sampling continuous"
-      "r-max-2 ${OFF[*]} --r-max 2"
-      "d-max-8 ${OFF[*]} --d-max 8"
-      "no-prefix-20 --p-no-prefix 0.2 --prefix-noise 0"
-      "prefix-noise-3 --p-no-prefix 0.2 --prefix-noise 0.03"
-      "prefix-noise-6 --p-no-prefix 0.2 --prefix-noise 0.06"
-    )
+    if [ "$ROUND" = 1 ]; then
+      variants=(
+        "base ${OFF[*]}"
+        "loss-mean ${OFF[*]} --loss-weighting mean"
+        "t-continuous ${OFF[*]} --t-sampling continuous"
+        "r-max-2 ${OFF[*]} --r-max 2"
+        "d-max-8 ${OFF[*]} --d-max 8"
+        "no-prefix-20 --velocity-form direct --p-no-prefix 0.2 --prefix-noise 0"
+        "prefix-noise-3 --velocity-form direct --p-no-prefix 0.2 --prefix-noise 0.03"
+        "prefix-noise-6 --velocity-form direct --p-no-prefix 0.2 --prefix-noise 0.06"
+      )
+    else
+      variants=(
+        "factored --p-no-prefix 0 --prefix-noise 0"
+        "factored-noise-6 --p-no-prefix 0.2 --prefix-noise 0.06"
+        "factored-noise-10 --p-no-prefix 0.2 --prefix-noise 0.1"
+        "factored-noise-6-r-max-4 --p-no-prefix 0.2 --prefix-noise 0.06 --r-max 4"
+        "direct-noise-10 --velocity-form direct --p-no-prefix 0.2 --prefix-noise 0.1"
+      )
+    fi
     for v in "${variants[@]}"; do
       throttle
       # shellcheck disable=SC2086
@@ -57,12 +70,8 @@ for phase in ${PHASES:-train eval}; do
     done
     wait
   else
-    while read -r name ck flags; do
-      throttle
-      # shellcheck disable=SC2086
-      evaluate "$name" "$ck" $flags &
-    done <<LIST
-base $RUNS/abl-base
+    if [ "$ROUND" = 1 ]; then
+      list="base $RUNS/abl-base
 no-final-blend $RUNS/abl-base --no-final-blend
 ramp-0 $RUNS/abl-base --ramp 0
 ramp-2 $RUNS/abl-base --ramp 2
@@ -72,8 +81,19 @@ r-max-2 $RUNS/abl-r-max-2
 d-max-8 $RUNS/abl-d-max-8
 no-prefix-20 $RUNS/abl-no-prefix-20
 prefix-noise-3 $RUNS/abl-prefix-noise-3
-prefix-noise-6 $RUNS/abl-prefix-noise-6
-LIST
+prefix-noise-6 $RUNS/abl-prefix-noise-6"
+    else
+      list="factored $RUNS/abl-factored
+factored-noise-6 $RUNS/abl-factored-noise-6
+factored-noise-10 $RUNS/abl-factored-noise-10
+factored-noise-6-r-max-4 $RUNS/abl-factored-noise-6-r-max-4
+direct-noise-10 $RUNS/abl-direct-noise-10"
+    fi
+    while read -r name ck flags; do
+      throttle
+      # shellcheck disable=SC2086
+      evaluate "$name" "$ck" $flags &
+    done <<< "$list"
     wait
     python3 scripts/collect_ablations.py "$OUT" > "$OUT/table.md"
     cat "$OUT/table.md"

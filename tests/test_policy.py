@@ -156,6 +156,39 @@ def test_checkpoint_round_trips_and_resume_continues(demos_path, tmp_path, tiny)
     assert checkpoint.load(out).meta["training"]["step"] == 9
 
 
+def test_factored_head_scales_the_same_network_by_legatos_known_factor(tiny):
+    from dataclasses import replace
+
+    from legato.model import FlowHead
+
+    torch.manual_seed(0)
+    factored = FlowHead(tiny)
+    direct = FlowHead(replace(tiny, velocity_form="direct"))
+    direct.load_state_dict(factored.state_dict())
+    n, h, a = 3, tiny.horizon, tiny.action_dim
+    y, state = torch.randn(n, h, a), torch.randn(n, tiny.state_dim)
+    t = torch.tensor([0.0, 0.4, 0.8])[:, None].expand(n, h)
+    omega = torch.from_numpy(omega_batch(np.array([0, 2, 4]), np.array([8, 3, 0]), h))
+    kv = torch.randn(n, tiny.head_layers, 2, 5, tiny.width)
+    factor = (1 - omega * tiny.num_steps * (1 - t))[..., None]
+    torch.testing.assert_close(factored(y, t, omega, state, kv), factor * direct(y, t, omega, state, kv))
+    zero = torch.zeros(n, h)  # plain flow inputs: the factor is exactly 1
+    torch.testing.assert_close(factored(y, t, zero, state, kv), direct(y, t, zero, state, kv))
+
+
+def test_checkpoints_from_before_round_two_load_with_their_own_recipe(tiny_checkpoints, tmp_path):
+    old = checkpoint.publish(tiny_checkpoints["legato"], tmp_path / "old")
+    cfg = json.loads((old / "config.json").read_text())
+    for key in ("velocity_form",):
+        del cfg["policy"][key]
+    for key in ("p_no_prefix", "prefix_noise", "p_prefix_noise", "recovery"):
+        del cfg["train"][key]
+    (old / "config.json").write_text(json.dumps(cfg))
+    ck = checkpoint.load(old)
+    assert ck.policy_cfg.velocity_form == "direct"
+    assert ck.train_cfg.p_no_prefix == 0.0 and ck.train_cfg.prefix_noise == 0.0
+
+
 def test_broken_checkpoints_get_one_line_errors(tiny_checkpoints, tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         checkpoint.load(tmp_path / "missing")
