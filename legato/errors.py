@@ -19,4 +19,5 @@ KNOWN_ERRORS: tuple[type[BaseException], ...] = (
     MethodError,
     ValueError,
     OSError,
+    FloatingPointError,  # a diverged training run
 )

@@ -37,6 +37,17 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
+def resolve_device(name: str) -> torch.device:
+    """A torch device this build can use, or ValueError with the reason in one line."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown torch device {name!r} (try cpu or cuda)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this torch build sees no CUDA GPU; train with --device cpu")
+    return dev
+
+
 def policy_config_for(demos: demo_io.Demos, base: PolicyConfig | None = None) -> PolicyConfig:
     """The policy config implied by a dataset (action/state dims, image size, vocabulary)."""
     base = base or PolicyConfig()
@@ -65,13 +76,13 @@ def train(
     rank = dist.get_rank() if distributed else 0
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    dev = resolve_device(device)  # before any work, so a wrong device costs nothing
+    if device != "cpu" and distributed:
+        raise ValueError("distributed training runs on the CPU (gloo); drop --device")
     demos = demo_io.load(data)
     pcfg = policy_config_for(demos, policy_cfg)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = Policy(pcfg)
-    if device != "cpu" and distributed:
-        raise ValueError("distributed training runs on the CPU (gloo); drop --device")
-    dev = torch.device(device)
     model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, log_path = 0, out / "log.jsonl"

@@ -37,6 +37,15 @@ def test_missing_dataset(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_training_on_a_gpu_this_torch_cannot_see(demos_path, tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    proc = legato("train", "--data", str(demos_path), "--out", str(tmp_path / "r"), "--device", "cuda")
+    _one_line_error(proc, "sees no CUDA GPU")
+    assert not (tmp_path / "r").exists()
+
+
 def test_corrupt_dataset(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
