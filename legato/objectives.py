@@ -15,7 +15,7 @@ Conventions: x_t = (1 - t) eps + t A, t = 0 noise, t = 1 data; dt = 1 / N.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ class FlowExample:
     omega: torch.Tensor  # (n, h) schedule channel
     target: torch.Tensor  # (n, h, a) velocity target
     weight: torch.Tensor  # (n, h) per-token loss weight
+
+    def to(self, device: torch.device) -> FlowExample:
+        return FlowExample(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
 def sample_time(n: int, num_steps: int, mode: str, rng: np.random.Generator) -> np.ndarray:
@@ -94,7 +97,7 @@ def prefix_perturbation(
     target leaves the wrong reference smoothly and rejoins the expert's chunk. Zero where k = 0.
     d, r (n,) ints; sigma (a,) or scalar.
     """
-    n, a = len(d), np.broadcast_to(sigma, (np.size(sigma),)).shape[0]
+    n, a = len(d), np.size(sigma)
     k = (np.asarray(d) + np.asarray(r))[:, None, None]  # (n, 1, 1)
     c = rng.normal(size=(n, 1, a)) * sigma
     v = rng.normal(size=(n, 1, a)) * sigma / 4

@@ -23,7 +23,7 @@ from legato import checkpoint
 from legato.config import PolicyConfig, TrainConfig
 from legato.data import ChunkSampler
 from legato.model import Policy
-from legato.objectives import FlowExample, build_example, weighted_mse
+from legato.objectives import build_example, weighted_mse
 from legato.train_args import add_arguments, config_from_args
 from sim import demos as demo_io
 from sim.language import MAX_TOKENS, VOCAB
@@ -77,7 +77,7 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dev = resolve_device(device)  # before any work, so a wrong device costs nothing
-    if device != "cpu" and distributed:
+    if dev.type != "cpu" and distributed:
         raise ValueError("distributed training runs on the CPU (gloo); drop --device")
     demos = demo_io.load(data)
     pcfg = policy_config_for(demos, policy_cfg)
@@ -90,8 +90,7 @@ def train(
         ck = checkpoint.load(out)
         if ck.train_cfg.method != cfg.method:
             raise ValueError(f"cannot resume a {ck.train_cfg.method} run as {cfg.method}")
-        model.load_state_dict(ck.model.state_dict())
-        model.to(dev)
+        model.load_state_dict(ck.model.state_dict())  # copies into the parameters on dev
         checkpoint.restore_optimizer(opt, out / checkpoint.OPTIMIZER)
         start = json.loads((out / checkpoint.TRAINER).read_text())["step"]
         log_text = log_path.read_text() if log_path.exists() else ""
@@ -115,7 +114,7 @@ def train(
         actions = torch.from_numpy(b.actions).repeat_interleave(cfg.draws, 0)  # (n, h, a)
         eps = torch.randn(actions.shape, generator=gen)
         ex = build_example(actions, eps, cfg, pcfg.num_steps, rng, norm.action_std)
-        ex = FlowExample(*(x.to(dev) for x in (ex.y, ex.t, ex.omega, ex.target, ex.weight)))
+        ex = ex.to(dev)
         obs = [torch.from_numpy(x).to(dev) for x in (b.image, b.tokens, b.state)]
         v, aux = net(*obs, ex.y, ex.t, ex.omega)
         flow_loss = weighted_mse(v, ex)

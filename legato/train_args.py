@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 
-from legato.config import METHODS, TrainConfig
+from legato.config import METHODS, PolicyConfig, TrainConfig
+
+AUGMENTATION_OPTIONS = (  # (flag, help); each flag names a TrainConfig field and takes its default
+    ("--p-no-prefix", "fraction of examples trained with no reference (d = r = 0)"),
+    ("--prefix-noise", "std (rad) of the offset on a perturbed reference; 0 = off"),
+    ("--p-prefix-noise", "fraction of examples with a perturbed reference"),
+    ("--recovery", "steps over which a perturbed target returns to the expert's chunk"),
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,33 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--t-sampling", default=d.t_sampling, choices=["grid", "continuous"])
     p.add_argument("--loss-weighting", default=d.loss_weighting, choices=["omega2", "mean"])
     p.add_argument("--aux-weight", type=float, default=d.aux_weight, help="auxiliary position loss weight")
-    p.add_argument(
-        "--p-no-prefix",
-        type=float,
-        default=d.p_no_prefix,
-        help="legato: fraction of examples trained with no reference (d = r = 0)",
-    )
-    p.add_argument(
-        "--prefix-noise",
-        type=float,
-        default=d.prefix_noise,
-        help="legato: std (rad) of the offset on a perturbed reference; 0 = off",
-    )
-    p.add_argument(
-        "--p-prefix-noise",
-        type=float,
-        default=d.p_prefix_noise,
-        help="legato: fraction of examples with a perturbed reference",
-    )
-    p.add_argument(
-        "--recovery",
-        type=int,
-        default=d.recovery,
-        help="legato: steps over which a perturbed target returns to the expert's chunk",
-    )
+    for flag, text in AUGMENTATION_OPTIONS:
+        default = getattr(d, flag[2:].replace("-", "_"))
+        p.add_argument(flag, type=type(default), default=default, help=f"legato: {text}")
     p.add_argument(
         "--velocity-form",
-        default="factored",
+        default=PolicyConfig().velocity_form,
         choices=["factored", "direct"],
         help="flow head output: A - eps times Legato's known factor, or the whole target",
     )
@@ -59,10 +46,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        method=a.method, steps=a.steps, batch_obs=a.batch_obs, draws=a.draws, lr=a.lr, d_max=a.d_max,
-        r_max=a.r_max, t_sampling=a.t_sampling, loss_weighting=a.loss_weighting,
-        aux_weight=a.aux_weight, p_no_prefix=a.p_no_prefix, prefix_noise=a.prefix_noise,
-        p_prefix_noise=a.p_prefix_noise, recovery=a.recovery, seed=a.seed,
-        ckpt_every=a.ckpt_every, threads=a.threads,
-    )  # fmt: skip
+    """Every TrainConfig field the command line exposes (same name, dashes for underscores)."""
+    given = vars(a)
+    return TrainConfig(**{f.name: given[f.name] for f in fields(TrainConfig) if f.name in given})

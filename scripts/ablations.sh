@@ -40,29 +40,38 @@ throttle() {  # keep at most JOBS background jobs
   while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
 }
 
+# Trained variants ("name train-flags..."), and inference-only variants of an existing run
+# ("name run eval-flags..."). Every trained variant is also evaluated as it is.
+if [ "$ROUND" = 1 ]; then
+  variants=(
+    "base ${OFF[*]}"
+    "loss-mean ${OFF[*]} --loss-weighting mean"
+    "t-continuous ${OFF[*]} --t-sampling continuous"
+    "r-max-2 ${OFF[*]} --r-max 2"
+    "d-max-8 ${OFF[*]} --d-max 8"
+    "no-prefix-20 --velocity-form direct --p-no-prefix 0.2 --prefix-noise 0"
+    "prefix-noise-3 --velocity-form direct --p-no-prefix 0.2 --prefix-noise 0.03"
+    "prefix-noise-6 --velocity-form direct --p-no-prefix 0.2 --prefix-noise 0.06"
+  )
+  inference_variants=(
+    "no-final-blend base --no-final-blend"
+    "ramp-0 base --ramp 0"
+    "ramp-2 base --ramp 2"
+  )
+else
+  variants=(
+    "factored --p-no-prefix 0 --prefix-noise 0"
+    "factored-noise-6 --p-no-prefix 0.2 --prefix-noise 0.06"
+    "factored-noise-10 --p-no-prefix 0.2 --prefix-noise 0.1"
+    "factored-noise-6-r-max-4 --p-no-prefix 0.2 --prefix-noise 0.06 --r-max 4"
+    "direct-noise-10 --velocity-form direct --p-no-prefix 0.2 --prefix-noise 0.1"
+  )
+  inference_variants=()
+fi
+
 mkdir -p "$RUNS" "$OUT"
 for phase in ${PHASES:-train eval}; do
   if [ "$phase" = train ]; then
-    if [ "$ROUND" = 1 ]; then
-      variants=(
-        "base ${OFF[*]}"
-        "loss-mean ${OFF[*]} --loss-weighting mean"
-        "t-continuous ${OFF[*]} --t-sampling continuous"
-        "r-max-2 ${OFF[*]} --r-max 2"
-        "d-max-8 ${OFF[*]} --d-max 8"
-        "no-prefix-20 --velocity-form direct --p-no-prefix 0.2 --prefix-noise 0"
-        "prefix-noise-3 --velocity-form direct --p-no-prefix 0.2 --prefix-noise 0.03"
-        "prefix-noise-6 --velocity-form direct --p-no-prefix 0.2 --prefix-noise 0.06"
-      )
-    else
-      variants=(
-        "factored --p-no-prefix 0 --prefix-noise 0"
-        "factored-noise-6 --p-no-prefix 0.2 --prefix-noise 0.06"
-        "factored-noise-10 --p-no-prefix 0.2 --prefix-noise 0.1"
-        "factored-noise-6-r-max-4 --p-no-prefix 0.2 --prefix-noise 0.06 --r-max 4"
-        "direct-noise-10 --velocity-form direct --p-no-prefix 0.2 --prefix-noise 0.1"
-      )
-    fi
     for v in "${variants[@]}"; do
       throttle
       # shellcheck disable=SC2086
@@ -70,30 +79,16 @@ for phase in ${PHASES:-train eval}; do
     done
     wait
   else
-    if [ "$ROUND" = 1 ]; then
-      list="base $RUNS/abl-base
-no-final-blend $RUNS/abl-base --no-final-blend
-ramp-0 $RUNS/abl-base --ramp 0
-ramp-2 $RUNS/abl-base --ramp 2
-loss-mean $RUNS/abl-loss-mean
-t-continuous $RUNS/abl-t-continuous
-r-max-2 $RUNS/abl-r-max-2
-d-max-8 $RUNS/abl-d-max-8
-no-prefix-20 $RUNS/abl-no-prefix-20
-prefix-noise-3 $RUNS/abl-prefix-noise-3
-prefix-noise-6 $RUNS/abl-prefix-noise-6"
-    else
-      list="factored $RUNS/abl-factored
-factored-noise-6 $RUNS/abl-factored-noise-6
-factored-noise-10 $RUNS/abl-factored-noise-10
-factored-noise-6-r-max-4 $RUNS/abl-factored-noise-6-r-max-4
-direct-noise-10 $RUNS/abl-direct-noise-10"
-    fi
-    while read -r name ck flags; do
+    for v in "${variants[@]}"; do
+      throttle
+      evaluate "${v%% *}" "$RUNS/abl-${v%% *}" &
+    done
+    for v in "${inference_variants[@]}"; do
+      read -r name run flags <<< "$v"
       throttle
       # shellcheck disable=SC2086
-      evaluate "$name" "$ck" $flags &
-    done <<< "$list"
+      evaluate "$name" "$RUNS/abl-$run" $flags &
+    done
     wait
     python3 scripts/collect_ablations.py "$OUT" > "$OUT/table.md"
     cat "$OUT/table.md"
