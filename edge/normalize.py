@@ -60,7 +60,28 @@ class Normalizer:
 
     @staticmethod
     def from_dict(d: dict[str, list]) -> Normalizer:
-        out = Normalizer(**{k: np.asarray(v, dtype=np.float32) for k, v in d.items()})
+        """Statistics from their JSON form; ValueError (one line) unless every array is present,
+        finite, correctly shaped, and every std > 0."""
+        if not isinstance(d, dict):
+            raise ValueError(f"normalisation must be an object, got {type(d).__name__}")
+        names = list(Normalizer.__dataclass_fields__)
+        missing = [k for k in names if k not in d]
+        if missing:
+            raise ValueError(f"normalisation lacks {', '.join(missing)}")
+        try:
+            out = Normalizer(**{k: np.asarray(d[k], dtype=np.float32) for k in names})
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"normalisation arrays are malformed ({e})") from None
+        if out.state_mean.ndim != 1 or out.state_mean.shape != out.state_std.shape:
+            raise ValueError(
+                f"state statistics must be (s,), got {out.state_mean.shape}, {out.state_std.shape}"
+            )
         if out.action_mean.ndim != 2 or out.action_mean.shape != out.action_std.shape:
             raise ValueError(f"action statistics must be (h, a), got {out.action_mean.shape}")
+        for k in names:
+            v = getattr(out, k)
+            if not np.all(np.isfinite(v)):
+                raise ValueError(f"normalisation {k} has non-finite values")
+            if k.endswith("_std") and not np.all(v > 0):
+                raise ValueError(f"normalisation {k} must be > 0 everywhere (min {float(v.min())})")
         return out

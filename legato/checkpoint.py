@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from edge.errors import OutputError
 from edge.normalize import Normalizer
+from edge.outputs import atomic_folder, check_target
+from edge.policy import ModelSpec
 from legato.config import PolicyConfig, TrainConfig, from_dict, to_dict
 from legato.errors import CheckpointError
 from legato.model import Policy
@@ -28,11 +30,12 @@ from sim.task import TaskConfig
 
 FORMAT_VERSION = 1
 TRAINING_ONLY = ("aux.",)  # parameters that inference never uses
-CONFIG, WEIGHTS, OPTIMIZER, TRAINER = (
+CONFIG, WEIGHTS, OPTIMIZER, TRAINER, LOG = (
     "config.json",
     "model.safetensors",
     "optimizer.safetensors",
     "trainer.json",
+    "log.jsonl",
 )
 
 
@@ -50,27 +53,33 @@ class Checkpoint:
     def method(self) -> str:
         return self.train_cfg.method
 
+    @property
+    def spec(self) -> ModelSpec:
+        """What the checkpoint fixes for inference, torch-free (the runtime's view)."""
+        p, t = self.policy_cfg, self.train_cfg
+        return ModelSpec(
+            method=t.method, horizon=p.horizon, num_steps=p.num_steps, action_dim=p.action_dim,
+            state_dim=p.state_dim, image_hw=tuple(p.image_hw), max_tokens=p.max_tokens, d_max=t.d_max,
+            r_max=t.r_max, schedule_shape=t.schedule_shape, control_hz=self.task.arm.control_hz,
+        )  # fmt: skip
 
-def write_folder(path: Path, files: dict[str, Any]) -> None:
-    """Write {name: bytes | callable(path)} into a fresh folder that replaces `path` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
+    @property
+    def train_seed(self) -> int | None:
+        """The episode seed of the dataset it was trained on (None if unrecorded)."""
+        seed = self.meta.get("data", {}).get("seed")
+        return None if seed is None else int(seed)
+
+
+def write_folder(path: Path, files: dict[str, Any], kind: str, replace: bool, flag: str,
+                 also: tuple[str, ...] = ()) -> None:  # fmt: skip
+    """Write {name: bytes | callable(path)} as a `kind` folder that replaces `path` atomically
+    (edge.outputs: foreign targets refused, own kind replaced only when `replace`)."""
+    with atomic_folder(path, kind, replace=replace, flag=flag, also=also) as tmp:
         for name, content in files.items():
             if callable(content):
                 content(tmp / name)
             else:
                 (tmp / name).write_bytes(content)
-        old = path.with_name(f".{path.name}.old")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # Checkpoints written before prefix augmentation existed were trained without it.
@@ -101,7 +110,12 @@ def save(
     meta: dict[str, Any],
     optimizer: torch.optim.Optimizer | None = None,
     trainer_state: dict[str, Any] | None = None,
+    log: str | None = None,
+    replace: bool = True,
+    flag: str = "--force",
 ) -> None:
+    """Write a checkpoint (or, with an optimizer, a training run: + optimizer, trainer state and
+    log.jsonl, so the folder never exists without its log) in one atomic swap."""
     cfg = config_dict(model.cfg, train_cfg, norm, task, meta)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     files: dict[str, Any] = {
@@ -111,7 +125,9 @@ def save(
     if optimizer is not None:
         files[OPTIMIZER] = lambda p: save_file(flatten_optimizer(optimizer), str(p))
         files[TRAINER] = json.dumps(trainer_state or {}).encode()
-    write_folder(Path(path), files)
+        files[LOG] = (log or "").encode()
+    kind = "run" if optimizer is not None else "checkpoint"
+    write_folder(Path(path), files, kind, replace, flag, also=("checkpoint",) if kind == "run" else ())
 
 
 def flatten_optimizer(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -183,15 +199,27 @@ def load(path: str | Path) -> Checkpoint:
             raise CheckpointError(
                 f"checkpoint {path}: {k} has shape {tuple(weights[k].shape)}, config implies {tuple(v.shape)}"
             )
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"checkpoint {path}: non-finite weights in {', '.join(bad[:3])}"
+                              f"{' and more' if len(bad) > 3 else ''}")  # fmt: skip
     model.load_state_dict(weights, strict=False)
     model.eval()
     meta = {k: v for k, v in cfg.items() if k not in ("policy", "train", "normalization", "task", "schedule")}
     return Checkpoint(path, policy_cfg, train_cfg, norm, task, meta, model)
 
 
-def publish(src: str | Path, dst: str | Path) -> Path:
-    """Copy a checkpoint's config and weights (not the optimizer) into dst, verified by loading."""
+def publish(src: str | Path, dst: str | Path, replace: bool = False) -> Path:
+    """Copy a checkpoint's config and weights (not the optimizer) into dst, verified by loading
+    both the source and the copy before the swap. dst must be absent, empty, or (with
+    `replace`) a checkpoint: never a folder of other files, a file or a link."""
     src, dst = Path(src), Path(dst)
+    check_target(dst, "checkpoint", replace=replace, also=("run",))
     load(src)
-    write_folder(dst, {CONFIG: (src / CONFIG).read_bytes(), WEIGHTS: (src / WEIGHTS).read_bytes()})
+    if src.resolve() == dst.resolve():
+        raise OutputError(f"{dst} is the checkpoint being published; choose another --to")
+    with atomic_folder(dst, "checkpoint", replace=replace, also=("run",)) as tmp:
+        for name in (CONFIG, WEIGHTS):
+            shutil.copyfile(src / name, tmp / name)
+        load(tmp)  # the copy, not just the source
     return dst

@@ -1,76 +1,171 @@
-"""Implementations of the simulator, checkpoint and demo subcommands of `legato`."""
+"""The training-side subcommands of `legato`: train, sim, checkpoint, demo.
+
+``register`` is torch-free (argparse only); each command imports its heavy modules when it
+runs. Every output goes through edge.outputs (refuse foreign targets, replace own ones only
+with --force, swap atomically); every numeric option is range-checked while parsing.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from legato.errors import MethodError
-from sim.task import TaskConfig
+from edge.cliargs import int_in
+from edge.errors import LegatoError
+from edge.policy import INFERENCE_METHODS, ChunkRequest, default_method, default_ramp
+
+EVAL_SEED = 1000  # held-out episodes: training sets use other seeds (see sim.episodes)
+MAX_EPISODES = 100_000
+
+
+class PolicyFailure(LegatoError):
+    """A run that produced nonsense (non-finite actions the simulator rejected)."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from legato.train_args import add_arguments
+
+    p = sub.add_parser("train", help="train a flow policy: legato | rtc-train | plain")
+    add_arguments(p)
+    p.set_defaults(func=_lazy("legato.train", "run"))
+
+    p = sub.add_parser("sim", help="the simulated arm: demonstrations and closed-loop rollouts")
+    ss = p.add_subparsers(dest="sim_cmd", required=True, metavar="{demos,rollout}")
+    d = ss.add_parser("demos", help="write an expert demonstration dataset (.npz)")
+    d.add_argument("--episodes", type=int_in(1, MAX_EPISODES), default=2000, help="expert episodes")
+    d.add_argument("--seed", type=int_in(0), default=0, help="episode set seed (evaluation uses 1000+)")
+    d.add_argument("--out", required=True, help="dataset file (.npz)")
+    d.add_argument("--force", action="store_true", help="replace an existing dataset file")
+    d.set_defaults(func=sim_demos)
+    r = ss.add_parser("rollout", help="run a checkpoint in the simulator with a simulated inference delay")
+    r.add_argument("--checkpoint", required=True, help="checkpoint folder")
+    r.add_argument("--episodes", type=int_in(1, MAX_EPISODES), default=100, help="held-out episodes")
+    _add_chunking(r)
+    r.add_argument("--method", default=None, choices=list(INFERENCE_METHODS),
+                   help="inference method (default: the checkpoint's own)")  # fmt: skip
+    r.add_argument("--seed", type=int_in(0), default=EVAL_SEED, help="held-out episode set seed")
+    r.add_argument("--out", default=None, help="also write a report folder (summary.json + episode plot)")
+    r.add_argument("--force", action="store_true", help="replace an existing rollout report at --out")
+    r.set_defaults(func=sim_rollout)
+
+    p = sub.add_parser("checkpoint", help="inspect or publish checkpoints")
+    ss = p.add_subparsers(dest="ck_cmd", required=True, metavar="{info,publish}")
+    i = ss.add_parser("info", help="print a checkpoint's method, sizes and training statistics")
+    i.add_argument("path", help="checkpoint or training-run folder")
+    i.set_defaults(func=checkpoint_info)
+    pub = ss.add_parser("publish", help="copy weights + config (no optimizer state) to a verified folder")
+    pub.add_argument("path", help="checkpoint or training-run folder")
+    pub.add_argument("--to", required=True,
+                     help="destination checkpoint folder, e.g. models/my-legato (models/legato is the "
+                          "reference that `make demo` runs)")  # fmt: skip
+    pub.add_argument("--force", action="store_true", help="replace an existing checkpoint at --to")
+    pub.set_defaults(func=checkpoint_publish)
+
+    p = sub.add_parser("demo", help="run the committed Legato checkpoint in the simulator with a delay")
+    p.add_argument("--checkpoint", default="models/legato", help="checkpoint folder")
+    p.add_argument("--episodes", type=int_in(1, MAX_EPISODES), default=50, help="held-out episodes")
+    p.add_argument("--delay", type=int_in(0), default=2, help="inference delay d in control steps")
+    p.add_argument("--out", default="reports/demo", help="report folder (replaced if it holds a demo report)")
+    p.set_defaults(func=demo)
+
+
+def _add_chunking(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--delay", type=int_in(0), default=0, help="inference delay d in control steps")
+    p.add_argument("--horizon", type=int_in(1), default=8, help="execution horizon s")
+    p.add_argument(
+        "--ramp", type=int_in(0), default=None, help="Legato ramp r (default: H - s - d, capped at r_max)"
+    )
+
+
+def _lazy(module: str, func: str):
+    def call(args: argparse.Namespace) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(module), func)(args)
+
+    return call
 
 
 def sim_demos(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from edge.outputs import check_file_target
     from sim import demos
+    from sim.task import TaskConfig
 
-    if a.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {a.episodes}")
+    check_file_target(a.out, replace=a.force, what="dataset")  # before minutes of work
     with tqdm(total=a.episodes, desc="expert episodes", unit="ep") as bar:
         data = demos.generate(TaskConfig(), a.seed, a.episodes, progress=lambda n: bar.update(n - bar.n))
-    demos.save(data, a.out)
+    demos.save(data, a.out, replace=a.force)
     desc = data.describe()
     print(f"wrote {a.out}: {desc['episodes']} episodes, {desc['steps']} steps, "
           f"expert success {desc['expert_success']:.3f}, left {desc['left_fraction']:.3f}")  # fmt: skip
     return 0
 
 
-def default_ramp(ck, d: int, s: int) -> int:
-    """The ramp that fills the overlap with the previous chunk: H - s - d, capped at r_max."""
-    return max(0, min(ck.train_cfg.r_max, ck.policy_cfg.horizon - s - d))
-
-
-def default_method(ck) -> str:
-    return {"plain": "naive", "rtc-train": "rtc-train", "legato": "legato"}[ck.method]
-
-
-def check_held_out(ck, seed: int) -> None:
-    train_seed = ck.meta.get("data", {}).get("seed")
-    if train_seed is not None and int(train_seed) == seed:
-        raise MethodError(
-            f"episode seed {seed} is the training set's seed: evaluate on held-out seeds (e.g. 1000)"
-        )
-
-
-def run_rollout(ck, method: str, episodes: int, d: int, s: int, r: int | None, seed: int):
+def run_rollout(
+    ck, method: str, episodes: int, d: int, s: int, r: int | None, seed: int, progress: bool = False
+):
+    """Closed-loop rollout of a checkpoint on held-out episodes; refuses before any work."""
+    from edge.policy import check_held_out, check_request
     from legato.rollout import rollout
-    from legato.runner import ChunkRequest, TorchPolicyRunner, check_request
+    from legato.runner import TorchPolicyRunner
     from sim.episodes import sample_episodes
 
-    check_held_out(ck, seed)
-    req = ChunkRequest(d=d, s=s, r=default_ramp(ck, d, s) if r is None else r)
+    check_held_out(ck.train_seed, seed, str(ck.path))
+    req = ChunkRequest(d=d, s=s, r=default_ramp(ck.spec, d, s) if r is None else r)
+    check_request(method, ck.spec, req, source=str(ck.path))  # refuse before sampling episodes
     # One intra-op thread: the batches are small, and two threads contending with any other
     # torch process on a 2-core machine ran 6x slower in our measurements.
     runner = TorchPolicyRunner(ck, threads=1)
-    check_request(method, ck, req)  # refuse before sampling episodes
     spec = sample_episodes(ck.task, seed, episodes)
-    return rollout(runner, method, ck.task, spec.scenes, spec.template, req, seed=seed)
+    return rollout(runner, method, ck.task, spec.scenes, spec.template, req, seed=seed, progress=progress)
+
+
+def refuse_rejected(res, what: str) -> None:
+    """A rollout whose actions the simulator had to reject ends non-zero, in one line."""
+    if res.rejected_actions:
+        raise PolicyFailure(
+            f"{what}: the policy produced {res.rejected_actions} non-finite actions that the simulator "
+            "rejected (held instead); the model's weights or statistics are broken"
+        )
 
 
 def sim_rollout(a: argparse.Namespace) -> int:
+    from edge.outputs import atomic_folder, check_target
     from legato import checkpoint
     from legato.rollout import summarize
 
+    if a.out:
+        check_target(a.out, "rollout", replace=a.force)
     ck = checkpoint.load(a.checkpoint)
-    method = a.method or default_method(ck)
-    res = run_rollout(ck, method, a.episodes, a.delay, a.horizon, a.ramp, a.seed)
-    out = summarize(res, ck.task.arm.control_hz)
-    print(json.dumps({"checkpoint": str(a.checkpoint), "method": method, "delay": a.delay,
-                      "horizon": a.horizon, "ramp": res.r, "seed": a.seed, **out}))  # fmt: skip
+    method = a.method or default_method(ck.spec)
+    res = run_rollout(
+        ck, method, a.episodes, a.delay, a.horizon, a.ramp, a.seed, progress=sys.stderr.isatty()
+    )
+    out = {"checkpoint": str(a.checkpoint), "method": method, "delay": a.delay, "horizon": a.horizon,
+           "ramp": res.r, "seed": a.seed, "rejected_actions": res.rejected_actions,
+           **summarize(res, ck.task.arm.control_hz)}  # fmt: skip
+    print(json.dumps(out))
+    if a.out:
+        with atomic_folder(a.out, "rollout", replace=a.force) as tmp:
+            (tmp / "summary.json").write_text(json.dumps(out, indent=1) + "\n")
+            _episode_plot(res, ck, tmp / "episode.png", f"{method}, d={a.delay}")
+        print(f"wrote {a.out}/summary.json and episode.png", file=sys.stderr)
+    refuse_rejected(res, f"rollout of {a.checkpoint}")
     return 0
+
+
+def _episode_plot(res, ck, path: Path, title: str) -> Path | None:
+    try:
+        from legato.plots import plot_episode
+    except ImportError:  # matplotlib is in the train extra; the numbers stand without it
+        return None
+    return plot_episode(res, ck.task, 0, path, title=title)
 
 
 def checkpoint_info(a: argparse.Namespace) -> int:
@@ -86,31 +181,37 @@ def checkpoint_info(a: argparse.Namespace) -> int:
 def checkpoint_publish(a: argparse.Namespace) -> int:
     from legato import checkpoint
 
-    dst = checkpoint.publish(a.path, a.to)
+    dst = checkpoint.publish(a.path, a.to, replace=a.force)
     size = sum(f.stat().st_size for f in Path(dst).iterdir())
-    print(f"published {a.path} -> {dst} ({size / 1e6:.2f} MB)")
+    print(f"published {a.path} -> {dst} ({size / 1e6:.2f} MB, verified)")
     return 0
 
 
 def demo(a: argparse.Namespace) -> int:
+    from edge.outputs import atomic_folder, check_target
     from legato import checkpoint
     from legato.rollout import summarize
 
+    check_target(a.out, "demo", replace=True)
     ck = checkpoint.load(a.checkpoint)
     s, hz = 8, ck.task.arm.control_hz
     print(f"legato demo: {ck.path} ({ck.method}, H={ck.policy_cfg.horizon}, N={ck.policy_cfg.num_steps}), "
           f"{a.episodes} held-out episodes, simulated inference delay d={a.delay} steps "
           f"({1000 * a.delay / hz:.0f} ms at {hz:.0f} Hz), s={s}")  # fmt: skip
-    res = run_rollout(ck, default_method(ck), a.episodes, a.delay, s, None, 1000)
+    res = run_rollout(
+        ck, default_method(ck.spec), a.episodes, a.delay, s, None, EVAL_SEED, progress=sys.stderr.isatty()
+    )
     out = summarize(res, ck.task.arm.control_hz)
     per_chunk_ms = 1000 * np.median(res.infer_seconds) / a.episodes
     print(f"success {out['success_rate']:.1%}  collisions {out['collision_rate']:.1%}  "
           f"completion {out['completion_s']:.2f} s ({out['completion_steps']:.0f} steps)  "
           f"inference {per_chunk_ms:.2f} ms per chunk (batched over episodes, torch CPU)")  # fmt: skip
-    try:
-        from legato.plots import plot_episode
-    except ImportError:
-        return 0
-    path = plot_episode(res, ck.task, 0, Path(a.out) / "episode.png", title=f"{ck.method}, d={a.delay}")
-    print(f"example episode plot: {path}")
+    with atomic_folder(a.out, "demo", replace=True) as tmp:
+        (tmp / "summary.json").write_text(
+            json.dumps({**out, "rejected_actions": res.rejected_actions}, indent=1)
+        )
+        plotted = _episode_plot(res, ck, tmp / "episode.png", f"{ck.method}, d={a.delay}")
+    if plotted:
+        print(f"example episode plot: {Path(a.out) / 'episode.png'}")
+    refuse_rejected(res, f"demo of {a.checkpoint}")
     return 0

@@ -1,23 +1,23 @@
-"""Errors that mean bad input, not a bug: the CLI prints them as one line."""
+"""Errors that mean bad input, not a bug: the CLI prints them as one line.
+
+Every known failure derives from edge.errors.LegatoError (torch-free, shared with the robot
+side); anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
+from edge.errors import LegatoError, MethodError, OutputError, UsageError
 from sim.demos import DatasetError
 
+__all__ = ["CheckpointError", "DatasetError", "KNOWN_ERRORS", "MethodError", "OutputError", "UsageError"]
 
-class CheckpointError(ValueError):
+
+class CheckpointError(LegatoError):
     """A checkpoint is missing, corrupt, or does not match its config."""
 
 
-class MethodError(ValueError):
-    """An inference request that the checkpoint or the chunking constraints do not allow."""
+class TrainingDiverged(LegatoError):
+    """The loss became non-finite."""
 
 
-KNOWN_ERRORS: tuple[type[BaseException], ...] = (
-    DatasetError,
-    CheckpointError,
-    MethodError,
-    ValueError,
-    OSError,
-    FloatingPointError,  # a diverged training run
-)
+KNOWN_ERRORS: tuple[type[BaseException], ...] = (LegatoError,)

@@ -153,8 +153,8 @@ def _init_worker(checkpoints: tuple[str, ...], threads: int) -> None:
 
 
 def _runner_for(method: str):
+    from edge.policy import INFERENCE_METHODS
     from legato.errors import MethodError
-    from legato.runner import INFERENCE_METHODS
 
     need = INFERENCE_METHODS[method]
     if need not in _STATE["runners"]:
@@ -163,16 +163,15 @@ def _runner_for(method: str):
 
 
 def run_cell(cfg: EvalConfig, method: str, d: int, s: int, keep: bool) -> tuple[CellResult, Any]:
-    from legato.commands import default_ramp
+    from edge.policy import ChunkRequest, check_request, default_ramp
     from legato.rollout import rollout
-    from legato.runner import ChunkRequest, check_request
     from sim.episodes import sample_episodes
 
     runner = _runner_for(method)
     ck = runner.ck
-    r = default_ramp(ck, d, s) if cfg.ramp is None else min(cfg.ramp, ck.policy_cfg.horizon - s - d)
+    r = default_ramp(ck.spec, d, s) if cfg.ramp is None else min(cfg.ramp, ck.policy_cfg.horizon - s - d)
     req = ChunkRequest(d=d, s=s, r=r, final_blend=cfg.final_blend)
-    check_request(method, ck, req)
+    check_request(method, ck.spec, req, source=str(ck.path))
     spec = sample_episodes(ck.task, cfg.seed, cfg.episodes)
     res = rollout(runner, method, ck.task, spec.scenes, spec.template, req, seed=cfg.seed + 7 * d + 1000 * s)
     per_ep = [episode_metrics(res, i, ck.task, ck.policy_cfg.horizon) for i in range(cfg.episodes)]
@@ -182,7 +181,7 @@ def run_cell(cfg: EvalConfig, method: str, d: int, s: int, keep: bool) -> tuple[
 
 def chunk_compute_ms(cfg: EvalConfig, method: str) -> dict[str, float]:
     """Median wall time of one chunk (b = 1: prefix encoder + N steps, + VJPs for RTC)."""
-    from legato.runner import ChunkRequest
+    from edge.policy import ChunkRequest
     from sim.env import ReachEnv
     from sim.episodes import sample_episodes
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from legato.runner import ChunkRequest, TorchPolicyRunner
+from edge.policy import ChunkPolicy, ChunkRequest
 from sim.env import ReachEnv
 from sim.scene import Scenes
 from sim.task import TaskConfig
@@ -54,7 +54,7 @@ class RolloutResult:
 
 
 def rollout(
-    runner: TorchPolicyRunner,
+    runner: ChunkPolicy,
     method: str,
     task: TaskConfig,
     scenes: Scenes,
@@ -62,9 +62,11 @@ def rollout(
     req: ChunkRequest,
     seed: int,
     max_steps: int | None = None,
+    progress: bool = False,
 ) -> RolloutResult:
+    """Run b episodes in lockstep; progress=True shows a bar of control steps on stderr."""
     env = ReachEnv(task, scenes, templates)
-    b, a, h = len(scenes), runner.cfg.action_dim, runner.cfg.horizon
+    b, a, h = len(scenes), runner.spec.action_dim, runner.spec.horizon
     steps = max_steps or task.max_steps
     rng = np.random.default_rng(seed)
     d, s = req.d, req.s
@@ -87,7 +89,15 @@ def rollout(
             return pending, None
         return active, pending
 
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, desc=f"rollout {method} d={d}", unit="step", leave=False)
     for t in range(steps):
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(done=f"{int(env.done.sum())}/{b}")
         if env.all_done:
             break
         # Take over before and after inference: with d == s a chunk becomes active at the very
@@ -114,6 +124,8 @@ def rollout(
         commanded[alive, t] = last_cmd[alive]
         env.step(last_cmd.astype(np.float64))
         joints[alive, t + 1], ee[alive, t + 1] = env.q[alive], env.end_effector()[alive]
+    if bar is not None:
+        bar.close()
     result.success, result.collided = env.success.copy(), env.collided.copy()
     result.steps_to_success = env.steps_to_success.copy()
     result.rejected_actions = env.rejected_actions

@@ -19,9 +19,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from edge.errors import UsageError
+from edge.outputs import check_target
 from legato import checkpoint
 from legato.config import PolicyConfig, TrainConfig
 from legato.data import ChunkSampler
+from legato.errors import CheckpointError, TrainingDiverged
 from legato.model import Policy
 from legato.objectives import build_example, weighted_mse
 from legato.train_args import add_arguments, config_from_args
@@ -42,9 +45,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown torch device {name!r} (try cpu or cuda)") from None
+        raise UsageError(f"unknown torch device {name!r} (try cpu or cuda)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: this torch build sees no CUDA GPU; train with --device cpu")
+        raise UsageError(f"--device {name}: this torch build sees no CUDA GPU; train with --device cpu")
     return dev
 
 
@@ -66,8 +69,10 @@ def train(
     resume: bool = False,
     show_progress: bool = True,
     device: str = "cpu",
+    force: bool = False,
 ) -> Path:
-    """Train one method and return the checkpoint folder. resume=True continues from `out`.
+    """Train one method and return the checkpoint folder. resume=True continues from `out`;
+    force=True replaces a run or checkpoint already at `out` (anything else there is refused).
     device: torch device of the model ("cuda" on a GPU machine); batches are built on the CPU."""
     out = Path(out)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -78,29 +83,26 @@ def train(
         torch.set_num_threads(cfg.threads)
     dev = resolve_device(device)  # before any work, so a wrong device costs nothing
     if dev.type != "cpu" and distributed:
-        raise ValueError("distributed training runs on the CPU (gloo); drop --device")
+        raise UsageError("distributed training runs on the CPU (gloo); drop --device")
+    if not resume:
+        check_target(out, "run", replace=force, also=("checkpoint",))  # never train over foreign files
     demos = demo_io.load(data)
+    data_sha = demo_io.file_digest(data)
     pcfg = policy_config_for(demos, policy_cfg)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = Policy(pcfg)
     model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start, log_path = 0, out / "log.jsonl"
+    start, log_text = 0, ""
     if resume:
-        ck = checkpoint.load(out)
-        if ck.train_cfg.method != cfg.method:
-            raise ValueError(f"cannot resume a {ck.train_cfg.method} run as {cfg.method}")
-        model.load_state_dict(ck.model.state_dict())  # copies into the parameters on dev
-        checkpoint.restore_optimizer(opt, out / checkpoint.OPTIMIZER)
-        start = json.loads((out / checkpoint.TRAINER).read_text())["step"]
-        log_text = log_path.read_text() if log_path.exists() else ""
+        start, log_text = _resume_into(out, cfg, data_sha, model, opt)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     sampler = ChunkSampler(demos, None, pcfg.horizon, seed=cfg.seed * 1000 + rank + start)
     norm = sampler.norm
     rng = np.random.default_rng([cfg.seed, rank, start])
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank + start)
     meta = {
-        "data": {"path": str(data), "sha256": demo_io.file_digest(data), **demos.describe()},
+        "data": {"path": str(data), "sha256": data_sha, **demos.describe()},
         "params": model.num_params(),
     }
     log_lines: list[str] = [log_text] if resume and log_text else []
@@ -121,7 +123,7 @@ def train(
         aux_loss = torch.mean((aux - torch.from_numpy(b.aux).to(dev)) ** 2)
         loss = flow_loss + cfg.aux_weight * aux_loss
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr")
+            raise TrainingDiverged(f"loss became {loss.item()} at step {step}; lower --lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -137,14 +139,41 @@ def train(
         last = step == cfg.steps - 1
         if rank == 0 and ((step + 1) % cfg.ckpt_every == 0 or last):
             stats = {"step": step + 1, "loss_ema": ema, "wall_s": time.time() - t0, "world_size": _world()}
-            checkpoint.save(
-                out, model, cfg, norm, demos.task, {**meta, "training": stats}, opt, {"step": step + 1}
-            )
-            (out / "log.jsonl").write_text("".join(log_lines))
+            checkpoint.save(out, model, cfg, norm, demos.task, {**meta, "training": stats}, opt,
+                            {"step": step + 1}, log="".join(log_lines), replace=True)  # fmt: skip
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
     return out
+
+
+def _resume_into(out: Path, cfg: TrainConfig, data_sha: str, model: Policy, opt) -> tuple[int, str]:
+    """Load a run's weights and optimizer for --resume; returns (step, log text). Refuses a run
+    of another method, on other data, or already at or past --steps."""
+    from edge.outputs import is_kind
+
+    if not is_kind(out, "run"):
+        raise CheckpointError(f"--resume: {out} is not a training run (no {checkpoint.TRAINER}); "
+                              "start a new run without --resume")  # fmt: skip
+    ck = checkpoint.load(out)
+    if ck.train_cfg.method != cfg.method:
+        raise UsageError(
+            f"--resume: {out} is a {ck.train_cfg.method} run; it cannot continue as --method {cfg.method}"
+        )
+    recorded = ck.meta.get("data", {}).get("sha256")
+    if recorded and recorded != data_sha:
+        raise UsageError(f"--resume: {out} was trained on data with sha256 {recorded[:12]}..., "
+                         f"--data has {data_sha[:12]}...; resume with the same dataset")  # fmt: skip
+    try:
+        start = int(json.loads((out / checkpoint.TRAINER).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"--resume: {out}/{checkpoint.TRAINER} is unreadable ({e})") from None
+    if start >= cfg.steps:
+        raise UsageError(f"--resume: {out} is already at step {start}; pass --steps larger than {start}")
+    model.load_state_dict(ck.model.state_dict())  # copies into the parameters on their device
+    checkpoint.restore_optimizer(opt, out / checkpoint.OPTIMIZER)
+    log = out / checkpoint.LOG
+    return start, log.read_text() if log.exists() else ""
 
 
 def _world() -> int:
@@ -154,16 +183,16 @@ def _world() -> int:
 def run(a: argparse.Namespace) -> int:
     cfg = config_from_args(a)
     pcfg = PolicyConfig(velocity_form=a.velocity_form)
-    out = train(a.data, a.out, cfg, pcfg, resume=a.resume, device=a.device)
+    out = train(a.data, a.out, cfg, pcfg, resume=a.resume, device=a.device, force=getattr(a, "force", False))
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"checkpoint: {out}")
     return 0
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m legato.train", description="train a flow policy (torchrun-able)"
-    )
+    from edge.cliargs import Parser
+
+    p = Parser(prog="python -m legato.train", description="train a flow policy (torchrun-able)")
     add_arguments(p)
     return run(p.parse_args())
 

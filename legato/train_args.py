@@ -5,33 +5,45 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+from edge.cliargs import float_in, int_in
 from legato.config import METHODS, PolicyConfig, TrainConfig
 
-AUGMENTATION_OPTIONS = (  # (flag, help); each flag names a TrainConfig field and takes its default
-    ("--p-no-prefix", "fraction of examples trained with no reference (d = r = 0)"),
-    ("--prefix-noise", "std (rad) of the offset on a perturbed reference; 0 = off"),
-    ("--p-prefix-noise", "fraction of examples with a perturbed reference"),
-    ("--recovery", "steps over which a perturbed target returns to the expert's chunk"),
+AUGMENTATION_OPTIONS = (  # (flag, help, type); each flag names a TrainConfig field and takes its default
+    ("--p-no-prefix", "fraction of examples trained with no reference (d = r = 0)", float_in(0.0, 1.0)),
+    ("--prefix-noise", "std (rad) of the offset on a perturbed reference; 0 = off", float_in(0.0, 10.0)),
+    ("--p-prefix-noise", "fraction of examples with a perturbed reference", float_in(0.0, 1.0)),
+    ("--recovery", "steps over which a perturbed target returns to the expert's chunk", int_in(1, 1000)),
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p.add_argument("--data", required=True, help="demonstration dataset (.npz from `legato sim demos`)")
-    p.add_argument("--method", default=d.method, choices=METHODS)
+    p.add_argument("--method", default=d.method, choices=METHODS, help="training objective")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/legato")
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch-obs", type=int, default=d.batch_obs)
-    p.add_argument("--draws", type=int, default=d.draws)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--d-max", type=int, default=d.d_max)
-    p.add_argument("--r-max", type=int, default=d.r_max)
-    p.add_argument("--t-sampling", default=d.t_sampling, choices=["grid", "continuous"])
-    p.add_argument("--loss-weighting", default=d.loss_weighting, choices=["omega2", "mean"])
-    p.add_argument("--aux-weight", type=float, default=d.aux_weight, help="auxiliary position loss weight")
-    for flag, text in AUGMENTATION_OPTIONS:
+    p.add_argument(
+        "--steps",
+        type=int_in(1, 10_000_000),
+        default=d.steps,
+        help="optimizer steps (total, also with --resume)",
+    )
+    p.add_argument("--batch-obs", type=int_in(1, 4096), default=d.batch_obs, help="observations per step")
+    p.add_argument("--draws", type=int_in(1, 64), default=d.draws, help="flow draws per observation")
+    p.add_argument("--lr", type=float_in(0.0, 1.0, lo_open=True), default=d.lr, help="peak learning rate")
+    p.add_argument("--d-max", type=int_in(0, 64), default=d.d_max, help="largest training delay")
+    p.add_argument("--r-max", type=int_in(0, 64), default=d.r_max, help="largest Legato ramp")
+    p.add_argument(
+        "--t-sampling", default=d.t_sampling, choices=["grid", "continuous"], help="flow time draws"
+    )
+    p.add_argument(
+        "--loss-weighting", default=d.loss_weighting, choices=["omega2", "mean"], help="loss weights"
+    )
+    p.add_argument(
+        "--aux-weight", type=float_in(0.0), default=d.aux_weight, help="auxiliary position loss weight"
+    )
+    for flag, text, kind in AUGMENTATION_OPTIONS:
         default = getattr(d, flag[2:].replace("-", "_"))
-        p.add_argument(flag, type=type(default), default=default, help=f"legato: {text}")
+        p.add_argument(flag, type=kind, default=default, help=f"legato: {text}")
     p.add_argument(
         "--velocity-form",
         default=PolicyConfig().velocity_form,
@@ -39,10 +51,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="flow head output: A - eps times Legato's known factor, or the whole target",
     )
     p.add_argument("--device", default="cpu", help="torch device for the model, e.g. cuda (default cpu)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
-    p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--seed", type=int_in(0), default=d.seed, help="training seed")
+    p.add_argument("--ckpt-every", type=int_in(1), default=d.ckpt_every, help="steps between checkpoints")
+    p.add_argument(
+        "--threads", type=int_in(0, 256), default=d.threads, help="torch threads; 0 = torch's default"
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    mode.add_argument("--force", action="store_true", help="replace an existing run or checkpoint at --out")
 
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:

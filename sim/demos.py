@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edge.errors import LegatoError
+from edge.outputs import atomic_file
 from sim.env import ReachEnv
 from sim.episodes import sample_episodes
 from sim.expert import expert_actions
@@ -28,7 +28,7 @@ from sim.task import TaskConfig
 FORMAT_VERSION = 1
 
 
-class DatasetError(ValueError):
+class DatasetError(LegatoError, ValueError):
     """A dataset file is missing, unreadable or inconsistent."""
 
 
@@ -114,34 +114,19 @@ def generate(
     )
 
 
-def atomic_write_bytes(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save(demos: Demos, path: str | Path) -> None:
+def save(demos: Demos, path: str | Path, replace: bool = True) -> None:
+    """Write the dataset atomically (edge.outputs.atomic_file); `replace` allows overwriting."""
     meta = {"format_version": FORMAT_VERSION, "seed": demos.seed, "task": demos.task.to_dict()}
     arrays = {f"scene_{f}": getattr(demos.scenes, f) for f in FIELDS}
     arrays.update(
         side=demos.side, template=demos.template, success=demos.success, offsets=demos.offsets,
         q=demos.q, qd=demos.qd, action=demos.action,
     )  # fmt: skip
-    atomic_write_bytes(
-        Path(path),
+    atomic_file(
+        path,
         lambda f: np.savez_compressed(f, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays),
+        replace=replace,
+        what="dataset",
     )
 
 

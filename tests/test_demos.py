@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from sim import demos as demo_io
-from sim.demos import DatasetError, atomic_write_bytes
+from edge.outputs import atomic_file
+from sim.demos import DatasetError
 
 
 def test_dataset_round_trips(demos_path):
@@ -50,7 +51,7 @@ def test_a_failed_write_leaves_neither_file_nor_temporary(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        atomic_write_bytes(target, explode)
+        atomic_file(target, explode)
     assert list(tmp_path.iterdir()) == []
 
 

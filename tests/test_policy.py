@@ -150,7 +150,7 @@ def test_checkpoint_round_trips_and_resume_continues(demos_path, tmp_path, tiny)
     for (k, v), (k2, v2) in zip(ck.model.state_dict().items(), ck2.model.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(v, v2)
     np.testing.assert_array_equal(ck2.norm.action_mean, ck.norm.action_mean)
-    assert sorted(p.name for p in pub.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in pub.iterdir()) == [".legato-output.json", "config.json", "model.safetensors"]
     longer = TrainConfig(method="plain", steps=9, batch_obs=4, draws=2, warmup=2, ckpt_every=3)
     train(demos_path, out, longer, tiny, resume=True, show_progress=False)
     assert checkpoint.load(out).meta["training"]["step"] == 9
@@ -211,17 +211,17 @@ def test_runner_refuses_what_the_checkpoint_was_not_trained_for(tiny_checkpoints
     legato_ck = checkpoint.load(tiny_checkpoints["legato"])
     plain_ck = checkpoint.load(tiny_checkpoints["plain"])
     ok = ChunkRequest(d=2, s=8, r=4)
-    check_request("legato", legato_ck, ok)
+    check_request("legato", legato_ck.spec, ok)
     with pytest.raises(MethodError, match="d_max"):
-        check_request("legato", legato_ck, ChunkRequest(d=5, s=8, r=0))
+        check_request("legato", legato_ck.spec, ChunkRequest(d=5, s=8, r=0))
     with pytest.raises(MethodError, match="N=3"):
-        check_request("legato", legato_ck, ok, num_steps=3)
+        check_request("legato", legato_ck.spec, ok, num_steps=3)
     with pytest.raises(MethodError, match="trained with 'legato'"):
-        check_request("legato", plain_ck, ok)
+        check_request("legato", plain_ck.spec, ok)
     with pytest.raises(MethodError, match="d <= s"):
-        check_request("naive", plain_ck, ChunkRequest(d=3, s=2, r=0))
+        check_request("naive", plain_ck.spec, ChunkRequest(d=3, s=2, r=0))
     with pytest.raises(MethodError, match="overlap"):
-        check_request("legato", legato_ck, ChunkRequest(d=2, s=8, r=7))
+        check_request("legato", legato_ck.spec, ChunkRequest(d=2, s=8, r=7))
 
 
 @pytest.mark.parametrize("d, s", [(0, 8), (4, 4), (3, 8)])
