@@ -125,7 +125,8 @@ class Engine:
             spec = self.input_specs[n]
             x = np.asarray(x)
             if x.shape != spec.shape:
-                raise ValueError(f"{self.name}: input {n!r} has shape {x.shape}, the engine needs {spec.shape}")
+                raise ValueError(f"{self.name}: input {n!r} has shape {x.shape}, "
+                                 f"the engine needs {spec.shape}")
             self.inputs[n][...] = x
         self.run()
         return {n: v.copy() for n, v in self.outputs.items()}
@@ -147,14 +148,16 @@ _ORT_DTYPES = {
 }  # fmt: skip
 
 
-def _static_shape(name: str, shape: list[Any], override: tuple[int, ...] | None, source: str) -> tuple[int, ...]:
+def _static_shape(name: str, shape: list[Any], override: tuple[int, ...] | None,
+                  source: str) -> tuple[int, ...]:  # fmt: skip
     if override is not None:
         if len(override) != len(shape):
             raise BundleError(f"{source}: shape {override} for {name!r} has rank {len(override)}, "
                               f"the graph's is {len(shape)}")  # fmt: skip
         for want, have in zip(override, shape, strict=True):
             if isinstance(have, int) and have > 0 and have != want:
-                raise BundleError(f"{source}: {name!r} is fixed at {tuple(shape)} in the graph, not {override}")
+                raise BundleError(f"{source}: {name!r} is fixed at {tuple(shape)} in the graph, "
+                                  f"not {override}")
         return tuple(int(x) for x in override)
     # A symbolic or unknown dimension (batch) defaults to 1: the robot runs one observation.
     return tuple(int(x) if isinstance(x, int) and x > 0 else 1 for x in shape)
@@ -169,7 +172,8 @@ class OrtEngine(Engine):
     """
 
     def __init__(self, path: str | os.PathLike[str], options: EngineOptions | None = None,
-                 shapes: Mapping[str, tuple[int, ...]] | None = None, name: str | None = None) -> None:  # fmt: skip
+                 shapes: Mapping[str, tuple[int, ...]] | None = None,
+                 name: str | None = None) -> None:  # fmt: skip
         import onnxruntime as ort
 
         opts = options or EngineOptions()
@@ -192,8 +196,8 @@ class OrtEngine(Engine):
         available = set(ort.get_available_providers())
         missing = [p for p in opts.providers if p not in available]
         if missing:
-            raise ProfileError(f"onnxruntime here lacks provider(s) {', '.join(missing)} "
-                               f"(available: {', '.join(sorted(available))}); pick another profile")  # fmt: skip
+            raise ProfileError(f"onnxruntime here lacks provider(s) {', '.join(missing)} (available: "
+                               f"{', '.join(sorted(available))}); pick another profile")  # fmt: skip
         providers = [(p, dict(opts.provider_options.get(p, {}))) for p in opts.providers]
         try:
             self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
+from rt_graphs import affine_graph
 
 from edge.engine import EngineOptions, OrtEngine, open_engine
 from edge.errors import BundleError, ProfileError
-from rt_graphs import affine_graph
 
 
 def test_ort_engine_writes_into_preallocated_outputs(tmp_path):
