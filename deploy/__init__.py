@@ -1,0 +1,1 @@
+"""Putting bundles on robots: flash (local or ssh targets), the systemd service, doctor."""
