@@ -43,8 +43,8 @@ class RangeHelpFormatter(argparse.HelpFormatter):
             extra.append(valid)
         elif action.choices:
             extra.append("one of " + ", ".join(map(str, action.choices)))
-        if action.default not in (None, argparse.SUPPRESS, False) and "default" not in text:
-            d = action.default
+        d = action.default
+        if d is not None and d is not argparse.SUPPRESS and d is not False and "default" not in text:
             extra.append(f"default {','.join(map(str, d)) if isinstance(d, tuple | list) else d}")
         return f"{text} [{'; '.join(extra)}]" if extra else text
 

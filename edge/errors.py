@@ -28,5 +28,5 @@ class ProfileError(LegatoError):
     """A device profile that does not load: unknown key, wrong type, impossible combination."""
 
 
-class UsageError(LegatoError):
+class UsageError(LegatoError, ValueError):
     """A command-line value outside its valid range, named by the flag the user typed."""

@@ -159,6 +159,15 @@ def read_config(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} has no {CONFIG}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"checkpoint {path}: {CONFIG} is corrupt ({e})") from None
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path}: cannot read {CONFIG} ({e.strerror})") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(
+            f"checkpoint {path}: {CONFIG} must hold a JSON object, not {type(cfg).__name__}"
+        )
+    for key, kind in (("policy", dict), ("train", dict), ("normalization", dict), ("task", dict)):
+        if not isinstance(cfg.get(key), kind):
+            raise CheckpointError(f"checkpoint {path}: {CONFIG} lacks the {key!r} object")
     if cfg.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {path} has format {cfg.get('format_version')}, expected {FORMAT_VERSION}"
@@ -175,7 +184,7 @@ def load(path: str | Path) -> Checkpoint:
         train_cfg = from_dict(TrainConfig, {**PRE_AUGMENTATION, **cfg["train"]})
         norm = Normalizer.from_dict(cfg["normalization"])
         task = TaskConfig.from_dict(cfg["task"])
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
         raise CheckpointError(f"checkpoint {path}: {CONFIG} is invalid ({type(e).__name__}: {e})") from None
     try:
         weights = load_file(str(path / WEIGHTS))

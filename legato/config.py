@@ -104,4 +104,24 @@ def from_dict(cls: type, d: dict[str, Any]) -> Any:
     unknown = sorted(set(d) - names)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    out = {}
+    for f in fields(cls):
+        if f.name not in d:
+            continue
+        v, default = d[f.name], f.default
+        if isinstance(default, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(default, int):
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif isinstance(default, float):
+            ok = isinstance(v, int | float) and not isinstance(v, bool)
+        elif isinstance(default, str):
+            ok = isinstance(v, str)
+        elif isinstance(default, tuple):
+            ok = isinstance(v, list | tuple)
+        else:
+            ok = True
+        if not ok:
+            raise ValueError(f"{cls.__name__}.{f.name} must be {type(default).__name__}, got {v!r}")
+        out[f.name] = tuple(v) if isinstance(v, list) else v
+    return cls(**out)

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from edge.errors import MethodError, UsageError
+from edge.policy import default_ramp
 from legato import metrics as M
 from sim.arm import end_effector
 from sim.scene import side_of_path
@@ -56,10 +58,21 @@ class EvalConfig:
     compute_repeats: int = 30  # timed single-chunk inferences per method
 
     def __post_init__(self) -> None:
+        from edge.policy import INFERENCE_METHODS
+
         if self.episodes < 1:
-            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+            raise UsageError(f"--episodes must be >= 1, got {self.episodes}")
         if self.seed < 1000:
-            raise ValueError(f"seed {self.seed} may overlap training sets; use held-out seeds >= 1000")
+            raise UsageError(f"--seed {self.seed} may overlap training sets (seeds 0..999); use a held-out "
+                             "seed >= 1000")  # fmt: skip
+        for name in ("methods", "delays", "horizons", "checkpoints"):
+            if not getattr(self, name):
+                raise UsageError(f"--{name} is empty")
+        bad = [m for m in self.methods if m not in INFERENCE_METHODS]
+        if bad:
+            raise UsageError(
+                f"--methods: unknown {', '.join(bad)}; choose from {', '.join(INFERENCE_METHODS)}"
+            )
 
 
 @dataclass
@@ -154,7 +167,6 @@ def _init_worker(checkpoints: tuple[str, ...], threads: int) -> None:
 
 def _runner_for(method: str):
     from edge.policy import INFERENCE_METHODS
-    from legato.errors import MethodError
 
     need = INFERENCE_METHODS[method]
     if need not in _STATE["runners"]:
@@ -163,13 +175,13 @@ def _runner_for(method: str):
 
 
 def run_cell(cfg: EvalConfig, method: str, d: int, s: int, keep: bool) -> tuple[CellResult, Any]:
-    from edge.policy import ChunkRequest, check_request, default_ramp
+    from edge.policy import ChunkRequest, check_request
     from legato.rollout import rollout
     from sim.episodes import sample_episodes
 
     runner = _runner_for(method)
     ck = runner.ck
-    r = default_ramp(ck.spec, d, s) if cfg.ramp is None else min(cfg.ramp, ck.policy_cfg.horizon - s - d)
+    r = default_ramp(ck.spec, d, s) if cfg.ramp is None else cfg.ramp  # plan_cells checked it fits
     req = ChunkRequest(d=d, s=s, r=r, final_blend=cfg.final_blend)
     check_request(method, ck.spec, req, source=str(ck.path))
     spec = sample_episodes(ck.task, cfg.seed, cfg.episodes)
@@ -211,24 +223,101 @@ def _task(args):
 
 
 # --- driver ---------------------------------------------------------------------------------
-def evaluate(cfg: EvalConfig, out: str | Path, progress: bool = True) -> dict[str, Any]:
-    from tqdm import tqdm
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+def plan_cells(cfg: EvalConfig) -> list[tuple[str, int, int]]:
+    """Every (method, d, s) cell, each checked against its checkpoint before any work: a cell
+    that cannot run (a delay beyond the horizon or d_max, a method with no checkpoint, the
+    training seed) is refused up front with the flags that name it, never skipped."""
+    from edge.policy import INFERENCE_METHODS, ChunkRequest, ModelSpec, check_held_out, check_request
     from legato.checkpoint import read_config
 
-    h = min(read_config(Path(p))["policy"]["horizon"] for p in cfg.checkpoints)  # chunk length H
-    cells = [(m, d, s) for s in cfg.horizons for d in cfg.delays for m in cfg.methods if d <= s <= h - d]
-    jobs: list[tuple] = [("cell", cfg, m, d, s, (d, s) == tuple(cfg.example)) for m, d, s in cells]
+    specs: dict[str, tuple[str, ModelSpec, int | None]] = {}
+    for path in cfg.checkpoints:
+        conf = read_config(Path(path))
+        spec = ModelSpec.from_config(conf, source=str(path))
+        train_seed = conf.get("data", {}).get("seed") if isinstance(conf.get("data"), dict) else None
+        check_held_out(train_seed, cfg.seed, str(path))
+        specs[spec.method] = (str(path), spec, train_seed)
+    cells, bad = [], []
+    for s in cfg.horizons:
+        for d in cfg.delays:
+            for m in cfg.methods:
+                need = INFERENCE_METHODS[m]
+                if need not in specs:
+                    raise MethodError(f"--methods {m} needs a checkpoint trained with {need!r}; none among "
+                                      f"--checkpoints ({', '.join(cfg.checkpoints)})")  # fmt: skip
+                path, spec, _ = specs[need]
+                r = default_ramp(spec, d, s) if cfg.ramp is None else cfg.ramp
+                try:
+                    check_request(m, spec, ChunkRequest(d=d, s=s, r=r), source=path)
+                except MethodError as e:
+                    bad.append(f"{m} d={d} s={s}: {e}")
+                    continue
+                cells.append((m, d, s))
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise MethodError(f"--delays/--horizons/--ramp ask for cells that cannot run: {bad[0]}{more}")
+    return cells
+
+
+def _fingerprint(cfg: EvalConfig) -> str:
+    """What a finished cell depends on: a resumed run reuses only cells of the same setup."""
+    import hashlib
+
+    from legato.checkpoint import CONFIG, WEIGHTS
+
+    h = hashlib.sha256()
+    h.update(json.dumps([cfg.episodes, cfg.seed, cfg.ramp, cfg.final_blend]).encode())
+    for path in sorted(cfg.checkpoints):
+        for name in (CONFIG, WEIGHTS):
+            h.update((Path(path) / name).read_bytes())
+    return h.hexdigest()
+
+
+def partial_path(out: Path) -> Path:
+    """Where finished cells are kept until the report is complete (for --resume)."""
+    return out.with_name(f".{out.name}.partial.jsonl")
+
+
+def evaluate(cfg: EvalConfig, out: str | Path, progress: bool = True, replace: bool = False,
+             resume: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Run every cell and write the report folder `out` in one atomic swap.
+
+    Finished cells are appended to a hidden partial file beside `out`, so an interrupted run
+    continues with resume=True; the previous report stays whole until the new one is complete.
+    """
+    from tqdm import tqdm
+
+    from edge.outputs import atomic_folder, check_target
+
+    out = Path(out)
+    check_target(out, "report", replace=replace or resume, flag="--force (or --resume)")
+    cells = plan_cells(cfg)
+    key = _fingerprint(cfg)
+    part = partial_path(out)
+    done: dict[tuple[str, int, int], CellResult] = {}
+    if resume and part.exists():
+        for line in part.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a line cut by the interruption
+            if rec.get("key") == key:
+                c = CellResult(rec["method"], rec["d"], rec["s"], rec["r"], rec["values"])
+                done[(c.method, c.d, c.s)] = c
+    elif part.exists():
+        part.unlink()
+    example = tuple(cfg.example)
+    todo = [c for c in cells if c not in done or c[1:] == example]  # example cells re-run for their plots
+    jobs: list[tuple] = [("cell", cfg, m, d, s, (d, s) == example) for m, d, s in todo]
     jobs += [("compute", cfg, m) for m in cfg.methods]
     t0 = time.time()
-    results: list[CellResult] = []
+    results: list[CellResult] = [c for k, c in done.items() if k not in todo]
     examples: dict[str, Any] = {}
     compute: dict[str, dict[str, float]] = {}
     workers = max(1, min(cfg.workers, os.cpu_count() or 1))
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // workers)
-    bar = tqdm(total=len(cells) * cfg.episodes, desc="eval episodes", unit="ep", disable=not progress)
+    bar = tqdm(total=len(cells) * cfg.episodes, initial=len(results) * cfg.episodes, desc="eval episodes",
+               unit="ep", disable=not progress)  # fmt: skip
     if workers == 1:
         _init_worker(cfg.checkpoints, threads)
         outputs = (_task(j) for j in jobs)
@@ -237,16 +326,20 @@ def evaluate(cfg: EvalConfig, out: str | Path, progress: bool = True) -> dict[st
 
         pool = ProcessPoolExecutor(workers, mp.get_context("spawn"), _init_worker, (cfg.checkpoints, threads))
         outputs = (f.result() for f in as_completed([pool.submit(_task, j) for j in jobs]))
+    out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        for kind, payload in outputs:
-            if kind == "cell":
-                cell, res = payload
-                results.append(cell)
-                if res is not None:
-                    examples[cell.method] = res
-                bar.update(cfg.episodes)
-            else:
-                compute[payload[0]] = payload[1]
+        with open(part, "a") as log:
+            for kind, payload in outputs:
+                if kind == "cell":
+                    cell, res = payload
+                    results.append(cell)
+                    log.write(json.dumps({"key": key, **asdict(cell)}, default=float) + "\n")
+                    log.flush()
+                    if res is not None:
+                        examples[cell.method] = res
+                    bar.update(cfg.episodes)
+                else:
+                    compute[payload[0]] = payload[1]
     finally:
         bar.close()
         if workers > 1:
@@ -258,13 +351,16 @@ def evaluate(cfg: EvalConfig, out: str | Path, progress: bool = True) -> dict[st
     report = {
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
         "wall_s": wall,
+        "resumed_cells": len(cells) - len(todo),
         "machine": machine_description(),
         "chunk_compute": compute,
         "cells": rows,
     }
-    (out / "results.json").write_text(json.dumps(report, indent=1, default=float))
-    (out / "results.md").write_text(markdown_table(report))
-    write_plots(report, examples, out)
+    with atomic_folder(out, "report", replace=True) as tmp:
+        (tmp / "results.json").write_text(json.dumps(report, indent=1, default=float))
+        (tmp / "results.md").write_text(markdown_table(report))
+        write_plots(report, examples, tmp)
+    part.unlink(missing_ok=True)
     return report
 
 

@@ -141,6 +141,8 @@ def load(path: str | Path) -> Demos:
         meta = json.loads(bytes(data.pop("meta")).decode())
     except Exception as e:  # zipfile, json and numpy each raise their own types on corrupt files
         raise DatasetError(f"dataset {path} is unreadable or corrupt: {type(e).__name__}: {e}") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"dataset {path}: meta must be a JSON object, not {type(meta).__name__}")
     if meta.get("format_version") != FORMAT_VERSION:
         raise DatasetError(
             f"dataset {path} has format {meta.get('format_version')}, expected {FORMAT_VERSION}"
@@ -149,8 +151,22 @@ def load(path: str | Path) -> Demos:
     missing = [k for k in need if k not in data]
     if missing:
         raise DatasetError(f"dataset {path} lacks arrays: {', '.join(missing)}")
-    task = TaskConfig.from_dict(meta["task"])
-    e, t, j = len(data["side"]), int(data["offsets"][-1]), task.arm.num_joints
+    try:
+        task = TaskConfig.from_dict(meta["task"])
+        seed = int(meta["seed"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise DatasetError(f"dataset {path}: meta is invalid ({type(e).__name__}: {e})") from None
+    offsets = data["offsets"]
+    if offsets.ndim != 1 or offsets.dtype.kind not in "iu" or len(offsets) < 2 or offsets[0] != 0:
+        raise DatasetError(
+            f"dataset {path}: offsets must be integers starting at 0, one per episode plus one"
+        )
+    e, t, j = len(data["side"]), int(offsets[-1]), task.arm.num_joints
+    for k in ("side", "template", "success"):
+        if data[k].shape != (e,):
+            raise DatasetError(f"dataset {path}: {k} has shape {data[k].shape}, expected {(e,)}")
+    if data["template"].dtype.kind not in "iu" or data["success"].dtype != bool:
+        raise DatasetError(f"dataset {path}: template must be integers and success booleans")
     for k in ("q", "qd", "action"):
         if data[k].shape != (t, j):
             raise DatasetError(f"dataset {path}: {k} has shape {data[k].shape}, expected {(t, j)}")
@@ -159,8 +175,15 @@ def load(path: str | Path) -> Demos:
     if not all(np.all(np.isfinite(data[k])) for k in ("q", "qd", "action")):
         raise DatasetError(f"dataset {path}: non-finite values in states or actions")
     scenes = Scenes(*(data[f"scene_{f}"] for f in FIELDS))
+    bad = [f for f in FIELDS if len(getattr(scenes, f)) != e]
+    if bad:
+        raise DatasetError(
+            f"dataset {path}: scene arrays {', '.join(bad)} do not have one row per episode ({e})"
+        )
+    if np.any(scenes.instructed < 0) or np.any(scenes.instructed >= scenes.targets.shape[1]):
+        raise DatasetError(f"dataset {path}: instructed target index out of range")
     return Demos(
-        task=task, seed=int(meta["seed"]), scenes=scenes, side=data["side"], template=data["template"],
+        task=task, seed=seed, scenes=scenes, side=data["side"], template=data["template"],
         success=data["success"], offsets=data["offsets"], q=data["q"], qd=data["qd"], action=data["action"],
     )  # fmt: skip
 
