@@ -1,0 +1,385 @@
+"""Device profiles: one TOML file per target (profiles/*.toml), loaded without torch.
+
+``load_profile(name_or_path)`` returns a frozen :class:`Profile`. The schema (SCHEMA below,
+documented in profiles/README.md) is checked on load: an unknown key, a wrong type, a value
+out of range or an impossible combination raises :class:`edge.errors.ProfileError` naming the
+file, the key and what is allowed. Impossible combinations refused:
+- fp8 on a device without FP8 (Orin: compute capability 8.7; FP8 needs 8.9+);
+- a DLA core on a device without DLA (or an index beyond its cores);
+- a TensorRT engine on a device without TensorRT / a GPU;
+- a precision the device does not list in ``device.precisions``;
+- chunking that breaks d <= s <= H - d or puts the ramp outside the overlap;
+- a stream rate whose setpoint frames (plus, on a half-duplex bus, the status reads) do not
+  fit the serial line's baud rate (10 bits a byte, 8N1, at most 80 % of the line).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from edge.errors import ProfileError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # JetPack 6: Python 3.10
+    import tomli as tomllib
+
+PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
+DEFAULT_PROFILE = "x86-cpu"
+BACKENDS = ("onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8", "fp8")
+PROTOCOLS = ("firmware", "feetech", "dynamixel")
+SOCS = ("x86", "orin", "thor")
+ENGINE_GRAPHS = ("prefix", "flow_head", "fused")
+LINE_SHARE = 0.8  # at most this share of the serial line's bit rate is planned for
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    soc: str  # x86 | orin | thor
+    model: str  # human-readable board name
+    memory_gb: float  # RAM (unified on Jetson)
+    precisions: tuple[str, ...]  # what this target can run: fp32 fp16 int8 fp8
+    compute_capability: str | None = None  # "8.7"; None without a CUDA GPU
+    jetpack: str | None = None  # JetPack the profile was written for
+    l4t: str | None = None  # L4T release, e.g. "36.4.3"
+    tensorrt: str | None = None  # TensorRT version the profile was written for
+    cuda: str | None = None  # CUDA version
+    dla_cores: int = 0  # DLA cores (0: none)
+    fp8: bool = False  # tensor cores with FP8
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    backend: str  # onnxruntime | tensorrt
+    precision: str  # fp32 | fp16 | int8 | fp8
+    workspace_mb: int = 1024  # TensorRT workspace pool limit
+    dla_core: int | None = None  # DLA core with GPU fallback; None = GPU only
+    cuda_graphs: bool = False  # capture the engine call in a CUDA graph (runtime option)
+    intra_op_threads: int = 1  # onnxruntime intra-op threads
+    inter_op_threads: int = 1  # onnxruntime inter-op threads
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)  # onnxruntime providers, in order
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    rate_hz: float  # control clock
+    horizon: int  # H, actions per chunk (must match the model)
+    execution_horizon: int  # s, actions executed per chunk
+    num_steps: int  # N (must match the model)
+    d_max: int  # largest delay the runtime will use (<= the model's)
+    ramp: int  # r, Legato ramp length
+    latency_window: int = 10  # b: delay estimate = ceil(max of the last b latencies / period)
+
+
+@dataclass(frozen=True)
+class SerialSettings:
+    port: str  # /dev/ttyTHS0, /dev/ttyUSB0, ...
+    baud: int
+    protocol: str  # firmware | feetech | dynamixel
+    watchdog_ms: int  # controller-side hold when the host goes silent
+    ids: tuple[int, ...] = (1, 2, 3)  # motor ids, joint order
+    stream_hz: float | None = None  # setpoint stream rate; None = control rate
+
+
+@dataclass(frozen=True)
+class PowerSettings:
+    nvpmodel: str | None = None  # power mode name (read ids from /etc/nvpmodel.conf)
+    jetson_clocks: bool = False
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    path: Path
+    description: str
+    device: DeviceFacts
+    engines: dict[str, EngineSettings]  # prefix, flow_head (fused optional: defaults to flow_head's)
+    control: ControlSettings
+    serial: SerialSettings
+    power: PowerSettings
+
+    def engine(self, graph: str) -> EngineSettings:
+        return self.engines.get(graph) or self.engines["flow_head"]
+
+    @property
+    def uses_tensorrt(self) -> bool:
+        return any(e.backend == "tensorrt" for e in self.engines.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        def d(obj: Any) -> dict[str, Any]:
+            out = {}
+            for f in fields(obj):
+                v = getattr(obj, f.name)
+                if v is not None:
+                    out[f.name] = list(v) if isinstance(v, tuple) else v
+            return out
+
+        return {
+            "name": self.name,
+            "description": self.description,
+            "device": d(self.device),
+            "engine": {k: d(v) for k, v in self.engines.items()},
+            "control": d(self.control),
+            "serial": d(self.serial),
+            "power": d(self.power),
+        }
+
+
+# Schema: table -> (dataclass, required keys). Types come from the dataclass fields.
+_TABLES: dict[str, tuple[type, tuple[str, ...]]] = {
+    "device": (DeviceFacts, ("soc", "model", "memory_gb", "precisions")),
+    "control": (ControlSettings, ("rate_hz", "horizon", "execution_horizon", "num_steps", "d_max", "ramp")),
+    "serial": (SerialSettings, ("port", "baud", "protocol", "watchdog_ms")),
+    "power": (PowerSettings, ()),
+}
+_ENGINE_REQUIRED = ("backend", "precision")
+_CHOICES = {"soc": SOCS, "backend": BACKENDS, "precision": PRECISIONS, "protocol": PROTOCOLS}
+_RANGES = {  # key -> (lo, hi) inclusive
+    "memory_gb": (0.5, 4096),
+    "dla_cores": (0, 4),
+    "workspace_mb": (16, 65536),
+    "dla_core": (0, 3),
+    "intra_op_threads": (0, 256),
+    "inter_op_threads": (0, 256),
+    "rate_hz": (1, 2000),
+    "horizon": (1, 1024),
+    "execution_horizon": (1, 1024),
+    "num_steps": (1, 100),
+    "d_max": (0, 1024),
+    "ramp": (0, 1024),
+    "latency_window": (1, 1000),
+    "baud": (1200, 12_000_000),
+    "watchdog_ms": (1, 60_000),
+    "stream_hz": (1, 5000),
+}
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: str, where: str, key: str) -> Any:
+    """Check `value` against a dataclass field annotation string (from __future__ annotations)."""
+    optional = tp.endswith("| None")
+    base = tp.replace("| None", "").strip()
+
+    def bad(allowed: str) -> ProfileError:
+        return ProfileError(f"{where}: key {key!r} must be {allowed}, got {value!r} ({type(value).__name__})")
+
+    if base == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if base == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if base == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if base == "str":
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if base.startswith("tuple[int"):
+        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+            raise bad("a list of integers")
+        return tuple(value)
+    if base.startswith("tuple[str"):
+        if not isinstance(value, list) or any(not isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+        return tuple(value)
+    raise AssertionError(f"schema type {tp} for {key} ({optional})")  # internal invariant
+
+
+def _table(cls: type, raw: Any, required: tuple[str, ...], where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{where}: must be a table, got {type(raw).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = [k for k in raw if k not in known]
+    if unknown:
+        raise ProfileError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(known)})")
+    missing = [k for k in required if k not in raw]
+    if missing:
+        raise ProfileError(f"{where}: missing key {missing[0]!r} (required: {', '.join(required)})")
+    kw = {}
+    for k, v in raw.items():
+        val = _convert(v, str(known[k].type), where, k)
+        if k in _CHOICES:
+            for item in val if isinstance(val, tuple) else (val,):
+                if item not in _CHOICES[k]:
+                    raise ProfileError(
+                        f"{where}: key {k!r} = {item!r} is not allowed (allowed: {', '.join(_CHOICES[k])})"
+                    )
+        if k == "precisions":
+            for item in val:
+                if item not in PRECISIONS:
+                    raise ProfileError(
+                        f"{where}: key 'precisions' has {item!r} (allowed: {', '.join(PRECISIONS)})"
+                    )
+        if k in _RANGES:
+            lo, hi = _RANGES[k]
+            if not lo <= val <= hi:
+                raise ProfileError(f"{where}: key {k!r} = {val} is out of range (allowed: {lo} to {hi})")
+        kw[k] = val
+    return cls(**kw)
+
+
+def setpoint_bytes(protocol: str, joints: int) -> int:
+    """Bytes on the wire per control tick for `joints` motors (see docs/protocol.md):
+    firmware: one SETPOINT frame (8 header + 1 + 4 n payload + 4 CRC-32C, COBS +1, delimiter +1);
+    its telemetry returns on the other wire (full duplex).
+    feetech: SYNC WRITE (7 + 3 n) then a SYNC READ of position (8 + n) answered by n status
+    packets of 8 bytes, all on one half-duplex wire.
+    dynamixel: SYNC WRITE (14 + 5 n) then SYNC READ (14 + n) with n status packets of 15 bytes."""
+    if protocol == "firmware":
+        return 8 + 1 + 4 * joints + 4 + 2
+    if protocol == "feetech":
+        return (7 + 3 * joints) + (8 + joints) + 8 * joints
+    if protocol == "dynamixel":
+        return (14 + 5 * joints) + (14 + joints) + 15 * joints
+    raise AssertionError(protocol)
+
+
+def _check_combinations(p: Profile, where: str) -> None:
+    dev = p.device
+    if "fp8" in dev.precisions and not dev.fp8:
+        raise ProfileError(
+            f"{where}: key 'device.precisions' lists fp8 but device.fp8 is false "
+            f"({dev.soc} has no FP8; it needs compute capability 8.9+)"
+        )
+    if dev.fp8 and dev.soc == "orin":
+        raise ProfileError(
+            f"{where}: key 'device.fp8' = true is impossible on Orin (compute capability 8.7 "
+            "has no FP8; allowed: false)"
+        )
+    for graph, e in p.engines.items():
+        at = f"{where}: key 'engine.{graph}"
+        if e.precision not in dev.precisions:
+            extra = " (Orin has no FP8)" if e.precision == "fp8" and dev.soc == "orin" else ""
+            raise ProfileError(
+                f"{at}.precision' = {e.precision!r} cannot run on {dev.model}{extra} "
+                f"(allowed: {', '.join(dev.precisions)})"
+            )
+        if e.precision == "fp8" and not dev.fp8:
+            raise ProfileError(f"{at}.precision' = 'fp8' needs FP8 tensor cores; {dev.model} has none")
+        if e.backend == "tensorrt" and (dev.tensorrt is None or dev.compute_capability is None):
+            raise ProfileError(
+                f"{at}.backend' = 'tensorrt' needs device.tensorrt and "
+                f"device.compute_capability (a CUDA GPU); allowed here: onnxruntime"
+            )
+        if e.dla_core is not None:
+            if dev.dla_cores == 0:
+                raise ProfileError(f"{at}.dla_core' = {e.dla_core}: {dev.model} has no DLA (remove the key)")
+            if e.dla_core >= dev.dla_cores:
+                raise ProfileError(
+                    f"{at}.dla_core' = {e.dla_core} but the device has {dev.dla_cores} DLA "
+                    f"cores (allowed: 0 to {dev.dla_cores - 1})"
+                )
+            if e.backend != "tensorrt":
+                raise ProfileError(f"{at}.dla_core' needs backend 'tensorrt' (DLA runs TensorRT engines)")
+    c = p.control
+    h, s = c.horizon, c.execution_horizon
+    if not c.d_max <= s <= h - c.d_max:
+        raise ProfileError(
+            f"{where}: keys 'control.execution_horizon' = {s} and 'control.d_max' = {c.d_max} "
+            f"break d <= s <= H - d with H = {h}"
+        )
+    if c.d_max + c.ramp > h - s:
+        raise ProfileError(
+            f"{where}: key 'control.ramp' = {c.ramp}: d_max + ramp = {c.d_max + c.ramp} exceeds "
+            f"the overlap H - s = {h - s} (allowed: 0 to {max(0, h - s - c.d_max)})"
+        )
+    sr = p.serial
+    hz = sr.stream_hz or c.rate_hz
+    if hz < c.rate_hz:
+        raise ProfileError(
+            f"{where}: key 'serial.stream_hz' = {hz:g} is below control.rate_hz = {c.rate_hz:g}"
+        )
+    need = setpoint_bytes(sr.protocol, len(sr.ids)) * 10 * hz  # 8N1: 10 bits a byte
+    if need > LINE_SHARE * sr.baud:
+        raise ProfileError(
+            f"{where}: key 'serial.baud' = {sr.baud}: {len(sr.ids)}-joint {sr.protocol} setpoint frames at "
+            f"{hz:g} Hz need {need:.0f} bit/s, more than {LINE_SHARE:.0%} of the line "
+            f"(allowed: baud >= {need / LINE_SHARE:.0f} or a lower rate)"
+        )
+    if sr.watchdog_ms * 1e-3 * hz < 2:
+        raise ProfileError(
+            f"{where}: key 'serial.watchdog_ms' = {sr.watchdog_ms} is shorter than two stream "
+            f"periods at {hz:g} Hz (allowed: >= {2000 / hz:.0f})"
+        )
+
+
+def profile_path(name_or_path: str | Path) -> Path:
+    """A profile name (profiles/NAME.toml, or $LEGATO_PROFILES/NAME.toml) or a path to a TOML file."""
+    text = str(name_or_path)
+    if text.endswith(".toml") or os.sep in text or Path(text).is_file():
+        p = Path(text)
+        if not p.is_file():
+            raise ProfileError(f"{p}: no such profile file")
+        return p
+    for d in [Path(x) for x in os.environ.get("LEGATO_PROFILES", "").split(os.pathsep) if x] + [PROFILE_DIR]:
+        if (d / f"{text}.toml").is_file():
+            return d / f"{text}.toml"
+    raise ProfileError(
+        f"unknown profile {text!r} (known: {', '.join(list_profiles()) or 'none'}; "
+        "or give a path to a .toml file)"
+    )
+
+
+def list_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml")) if PROFILE_DIR.is_dir() else []
+
+
+def load_profile(name_or_path: str | Path = DEFAULT_PROFILE) -> Profile:
+    path = profile_path(name_or_path)
+    where = str(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ProfileError(f"{where}: cannot read ({e.strerror or e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(f"{where}: not valid TOML ({e})") from None
+    top = ("name", "description", "device", "engine", "control", "serial", "power")
+    unknown = [k for k in raw if k not in top]
+    if unknown:
+        raise ProfileError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(top)})")
+    for k in ("device", "engine", "control", "serial"):
+        if k not in raw:
+            raise ProfileError(f"{where}: missing table [{k}] (required: device, engine, control, serial)")
+    for k in ("name", "description"):
+        if k in raw and not isinstance(raw[k], str):
+            raise ProfileError(f"{where}: key {k!r} must be a string")
+    tables = {k: _table(cls, raw.get(k, {}), req, f"{where} [{k}]") for k, (cls, req) in _TABLES.items()}
+    eng_raw = raw["engine"]
+    if not isinstance(eng_raw, dict):
+        raise ProfileError(f"{where}: [engine] must hold tables [engine.prefix] and [engine.flow_head]")
+    unknown = [k for k in eng_raw if k not in ENGINE_GRAPHS]
+    if unknown:
+        raise ProfileError(
+            f"{where}: unknown key 'engine.{unknown[0]}' (allowed: {', '.join(ENGINE_GRAPHS)})"
+        )
+    for g in ("prefix", "flow_head"):
+        if g not in eng_raw:
+            raise ProfileError(f"{where}: missing table [engine.{g}]")
+    engines = {
+        g: _table(EngineSettings, v, _ENGINE_REQUIRED, f"{where} [engine.{g}]") for g, v in eng_raw.items()
+    }
+    prof = Profile(
+        name=str(raw.get("name", path.stem)),
+        path=path,
+        description=str(raw.get("description", "")),
+        device=tables["device"],
+        engines=engines,
+        control=tables["control"],
+        serial=tables["serial"],
+        power=tables["power"],
+    )
+    _check_combinations(prof, where)
+    return prof
