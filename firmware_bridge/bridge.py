@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from firmware_bridge.bus_base import BusBase
 from firmware_bridge.config import BridgeConfig, LinkConfig
 from firmware_bridge.errors import LinkError
 from firmware_bridge.interface import LinkHealth, Telemetry
@@ -47,7 +48,7 @@ from firmware_bridge.transport import Transport
 log = logging.getLogger(__name__)
 
 
-class FirmwareBridge:
+class FirmwareBridge(BusBase):
     """Streams setpoints to one controller over one port. Use as a context manager or close()."""
 
     def __init__(
@@ -58,13 +59,9 @@ class FirmwareBridge:
         open_transport: Callable[[], Transport] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(config.limits)
         self.config = config
         self._clock = clock
-        lim = config.limits
-        self._n = lim.n_joints
-        # float32, exactly the values the controller receives, so both sides clamp identically
-        self._lo = np.asarray(lim.position_min, dtype=np.float32)
-        self._hi = np.asarray(lim.position_max, dtype=np.float32)
         self._target: tuple[float, ...] | None = None  # immutable: handed to the stream without a lock
         self._telemetry: Telemetry | None = None
         self._last_tel: TelemetryMsg | None = None
@@ -80,10 +77,10 @@ class FirmwareBridge:
         self.rtt = RoundTrip()
         self.clock_sync = ClockSync()
         self.setpoints_sent = 0
-        self.setpoints_rejected = 0
-        self.setpoints_clamped = 0
         self.stream_errors = 0
         self.reconnects = 0
+        # telemetry older than this marks every joint stale (4 telemetry periods, at least 20 ms)
+        self._stale_after_s = max(4.0 / config.telemetry_hz, 0.02)
         self.link = SerialLink(link, open_transport, on_frame=self._on_frame, clock=clock)
         self.stream = PeriodicThread(config.rate_hz, self._tick, clock=clock, name="fw-stream")
 
@@ -137,21 +134,8 @@ class FirmwareBridge:
         self._enabled = False
 
     # ---- MotorBus --------------------------------------------------------------------------
-    def send_setpoint(self, positions: np.ndarray) -> None:
-        """Store ``positions`` (a,) rad, clamped to the limits, for the next stream tick.
-
-        A wrong shape is a programming error (ValueError). A non-finite value is a runtime event:
-        the setpoint is refused, counted, and the previous target keeps being sent (hold)."""
-        a = np.asarray(positions, dtype=np.float32)
-        if a.shape != (self._n,):
-            raise ValueError(f"positions must have shape ({self._n},), got {a.shape}")
-        if not np.isfinite(a).all():
-            self.setpoints_rejected += 1
-            return
-        c = np.clip(a, self._lo, self._hi)
-        if (c != a).any():
-            self.setpoints_clamped += 1
-        self._target = tuple(c.tolist())
+    def _store_target_impl(self, target: tuple[float, ...]) -> None:
+        self._target = target  # the stream sends it at the next tick
 
     def latest_telemetry(self) -> Telemetry | None:
         return self._telemetry
@@ -184,6 +168,7 @@ class FirmwareBridge:
             clock_offset_us=est.offset_us if est else None,
             clock_drift_ppm=est.drift_ppm if est else None,
             telemetry_age_s=(self._clock() - t.received_at) if t else None,
+            stale_joints=0 if t is None or self._clock() - t.received_at < self._stale_after_s else self._n,
         )
 
     # ---- extra controls (not part of MotorBus) ---------------------------------------------

@@ -1,14 +1,39 @@
-"""`legato firmware ...`: run the emulated controller, ping a controller.
+"""`legato firmware ...`: run an emulated controller or servo bus, ping a controller.
 
 ``register(subparsers)`` adds the ``firmware`` command to the main CLI's subparsers; every leaf
 sets ``func(args) -> int``. Module-level imports stay light (argparse only): the heavy modules
 load when a command runs. ``python -m firmware_bridge.cli firmware ...`` works on its own.
+
+Every known failure prints one line, ``legato: error: ...``, and exits 2 (``LEGATO_DEBUG=1``
+re-raises it for the traceback); the errors name the flag and the path.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import math
+import os
 import sys
+from collections.abc import Callable
+
+
+def _one_line_errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Known failures of a firmware command -> ``legato: error: ...`` and exit status 2."""
+
+    @functools.wraps(fn)
+    def run(args: argparse.Namespace) -> int:
+        from firmware_bridge.errors import LinkError, TransportError
+
+        try:
+            return fn(args)
+        except (ValueError, TransportError, LinkError) as exc:  # LinkPathError, PortError included
+            if os.environ.get("LEGATO_DEBUG"):
+                raise
+            print(f"legato: error: {exc}", file=sys.stderr)
+            return 2
+
+    return run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,27 +42,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = fw.add_subparsers(dest="firmware_command", metavar="{emulate,ping}")
     sub.required = True
 
-    emu = sub.add_parser("emulate", help="run an emulated motor controller on a pseudo-terminal")
-    emu.add_argument("--joints", type=int, required=True, help="number of joints (1..32)")
+    emu = sub.add_parser("emulate", help="run an emulated motor controller or servo bus on a pseudo-terminal")
+    emu.add_argument("--joints", type=int, default=None, help="joints of the emulated controller (1..32)")
+    emu.add_argument("--bus", choices=("feetech", "dynamixel"), default=None,
+                     help="emulate a servo bus instead of the controller (needs --ids)")  # fmt: skip
+    emu.add_argument("--ids", default=None, help="servo ids on the emulated bus, e.g. 1-6 or 1,2,5")
     emu.add_argument("--rate-hz", type=float, default=1000.0, help="control tick rate (default 1000)")
     emu.add_argument("--telemetry-hz", type=int, default=250, help="telemetry rate until the host sets one")
     emu.add_argument("--watchdog-ms", type=int, default=100, help="watchdog timeout until the host sets one")
-    emu.add_argument("--link", default=None, help="also make this path a symlink to the pty (stable name)")
+    emu.add_argument("--link", default=None,
+                     help="also make this path a symlink to the pty (stable name); never replaces a file, "
+                     "a folder or another live emulator's link")  # fmt: skip
     emu.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until ^C)")
-    emu.set_defaults(func=cmd_emulate)
+    emu.set_defaults(func=_one_line_errors(cmd_emulate))
 
     ping = sub.add_parser("ping", help="HELLO and time-sync round trips to a controller")
     ping.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyACM0 or a pty")
-    ping.add_argument("--baud", type=int, default=1_000_000)
-    ping.add_argument("--count", type=int, default=10, help="time-sync exchanges")
-    ping.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for the port, each reply")
-    ping.set_defaults(func=cmd_ping)
+    ping.add_argument("--baud", type=int, default=1_000_000, help="bits/s (default 1000000; > 0)")
+    ping.add_argument("--count", type=int, default=10, help="time-sync exchanges (default 10; >= 0)")
+    ping.add_argument("--timeout", type=float, default=1.0,
+                      help="seconds to wait for the port and for each reply (default 1.0; > 0)")  # fmt: skip
+    ping.set_defaults(func=_one_line_errors(cmd_ping))
 
 
-def cmd_emulate(args: argparse.Namespace) -> int:
+def _serve(ctrl: object, stop_after: float, banner: str) -> None:
+    """Print the port (the first stdout line: scripts read it), then run until ^C, SIGTERM or
+    ``stop_after`` seconds; always close."""
     import signal
     import threading
 
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        print(ctrl.port, flush=True)  # type: ignore[attr-defined]
+        print(banner, file=sys.stderr)
+        stop.wait(stop_after if stop_after > 0 else None)
+    except KeyboardInterrupt:
+        pass  # ^C is the normal way to stop
+    finally:
+        ctrl.close()  # type: ignore[attr-defined]
+        signal.signal(signal.SIGTERM, previous)
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    if not (math.isfinite(args.duration) and args.duration >= 0):
+        raise ValueError(f"--duration must be >= 0 seconds, got {args.duration}")
+    if args.bus is not None:
+        return _emulate_bus(args)
+    if args.ids is not None:
+        raise ValueError("--ids needs --bus feetech|dynamixel")
+    if args.joints is None:
+        raise ValueError("give --joints N (an emulated controller) or --bus feetech|dynamixel --ids 1-6")
     from firmware_bridge.emulator import EmulatedController, EmulatorConfig, describe
 
     try:
@@ -45,22 +100,28 @@ def cmd_emulate(args: argparse.Namespace) -> int:
             args.joints, tick_hz=args.rate_hz, telemetry_hz=args.telemetry_hz, watchdog_ms=args.watchdog_ms
         )
     except ValueError as exc:
-        print(f"legato firmware emulate: {exc}", file=sys.stderr)
-        return 2
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        raise ValueError(f"firmware emulate: {exc}") from None
     ctrl = EmulatedController(cfg, link_path=args.link).start()
-    try:
-        print(ctrl.port, flush=True)  # the first stdout line is the port: scripts read it
-        msg = f"emulating {args.joints} joints at {args.rate_hz:g} Hz on {ctrl.port}; ^C to stop"
-        print(msg, file=sys.stderr)
-        stop.wait(args.duration if args.duration > 0 else None)
-    except KeyboardInterrupt:
-        pass  # ^C is the normal way to stop
-    finally:
-        ctrl.close()
-        signal.signal(signal.SIGTERM, previous)
+    _serve(
+        ctrl,
+        args.duration,
+        f"emulating {args.joints} joints at {args.rate_hz:g} Hz on {ctrl.port}; ^C to stop",
+    )
     print(describe(ctrl), file=sys.stderr)
+    return 0
+
+
+def _emulate_bus(args: argparse.Namespace) -> int:
+    from firmware_bridge.servo_emulator import EmulatedServoBus, ServoEmulatorConfig, parse_ids
+
+    if args.ids is None:
+        raise ValueError(f"--bus {args.bus} needs --ids, e.g. --ids 1-6")
+    if args.joints is not None:
+        raise ValueError("--joints is for the emulated controller; a servo bus has one joint per --ids entry")
+    cfg = ServoEmulatorConfig(args.bus, parse_ids(args.ids))
+    bus = EmulatedServoBus(cfg, link_path=args.link).start()
+    _serve(bus, args.duration, f"emulating {args.bus} servos {list(cfg.ids)} on {bus.port}; ^C to stop")
+    print(f"replies={bus.replies}", file=sys.stderr)
     return 0
 
 
@@ -74,6 +135,15 @@ def cmd_ping(args: argparse.Namespace) -> int:
     from firmware_bridge.messages import Capabilities, Frame, Hello, TimeSyncRequest, TimeSyncResponse
     from firmware_bridge.timesync import ClockSync
 
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise ValueError(f"--timeout must be a number of seconds > 0, got {args.timeout}")
+    if args.count < 0:
+        raise ValueError(f"--count must be >= 0, got {args.count}")
+    if args.baud <= 0:
+        raise ValueError(f"--baud must be > 0, got {args.baud}")
+    from firmware_bridge.portcheck import check_port
+
+    check_port(args.port)  # missing, busy (naming the holder), not a tty, not permitted: PortError
     caps: list[Capabilities] = []
     got = threading.Event()
     sync = ClockSync()
@@ -93,13 +163,13 @@ def cmd_ping(args: argparse.Namespace) -> int:
     link = SerialLink(LinkConfig(args.port, args.baud), on_frame=on_frame)
     try:
         if not link.start(wait_s=args.timeout):
-            print(f"cannot open {args.port}", file=sys.stderr)
-            return 1
+            check_port(args.port)  # taken or gone since the check: say which
+            raise LinkError(f"cannot open {args.port} within {args.timeout} s")
         got.clear()
         link.send(Hello())
         if not got.wait(args.timeout) or not caps:
-            print(f"no CAPABILITIES reply from {args.port} within {args.timeout} s", file=sys.stderr)
-            return 1
+            raise LinkError(f"no CAPABILITIES reply from {args.port} within --timeout {args.timeout} s "
+                            "(not a legato controller, wrong --baud, or a servo bus?)")  # fmt: skip
         c = caps[-1]
         print(f"{c.name.decode(errors='replace')}: protocol v{c.version}, {c.n_joints} joints, "
               f"tick {c.tick_hz} Hz, telemetry {c.telemetry_hz} Hz, watchdog {c.watchdog_ms} ms")  # fmt: skip
@@ -114,9 +184,6 @@ def cmd_ping(args: argparse.Namespace) -> int:
             print(f"round trip min/median/max {rtts[0]:.3f}/{rtts[len(rtts) // 2]:.3f}/{rtts[-1]:.3f} ms; "
                   f"clock offset {est.offset_us / 1e3:+.3f} ms")  # fmt: skip
         return 0
-    except LinkError as exc:
-        print(f"ping failed: {exc}", file=sys.stderr)
-        return 1
     finally:
         link.close()
 

@@ -28,7 +28,7 @@ from firmware_bridge.framing import FrameSplitter
 from firmware_bridge.fwcore import FirmwareCore
 from firmware_bridge.messages import Message, MsgType, decode, encode
 from firmware_bridge.motor import MotorParams
-from firmware_bridge.ptyport import Pty, open_pty, point_link, remove_link
+from firmware_bridge.ptyport import LinkGuard, Pty, open_pty
 from firmware_bridge.transport import FdTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ class EmulatedController:
         if config.record_applied:
             self.core.on_applied = lambda s, p, t: self.applied.append((s, tuple(p.tolist()), t))
         self._link_path = link_path
+        self._guard: LinkGuard | None = None
         self._wrap = wrap
         self._pty: Pty | None = None
         self._transport: Transport | None = None
@@ -119,16 +120,24 @@ class EmulatedController:
         return self._transport
 
     def _plug(self) -> None:
-        self._pty = open_pty()
-        t: Transport = FdTransport(self._pty.master, owns_fd=False)
+        pty = open_pty()
+        if self._link_path is not None:
+            try:  # refuses (LinkPathError) to replace anything that is not a stale emulator link
+                if self._guard is None:
+                    self._guard = LinkGuard(self._link_path, pty.path)
+                else:
+                    self._guard.claim(pty.path)
+            except BaseException:
+                pty.close()
+                raise
+        self._pty = pty
+        t: Transport = FdTransport(pty.master, owns_fd=False)
         self._transport = self._wrap(t) if self._wrap else t
         self._splitter.reset()
-        if self._link_path is not None:
-            point_link(self._link_path, self._pty.path)
 
     def _unplug(self) -> None:
-        if self._link_path is not None:
-            remove_link(self._link_path)
+        if self._guard is not None:
+            self._guard.release()  # only while it still points at our pty
         if self._transport is not None:
             self._transport.close()
             self._transport = None

@@ -1,8 +1,12 @@
 """The one interface the edge runtime uses to reach the motors.
 
-Any transport implements :class:`MotorBus`: this package's own protocol (``FirmwareBridge``) and,
-later, vendor buses (Feetech STS, Dynamixel 2.0 sync write/read) behind the same four methods.
-The runtime never sees frames, ports or sequence numbers.
+Every transport implements :class:`MotorBus`: this package's own protocol (``FirmwareBridge``) and
+the vendor buses (``ServoBus``: Feetech STS/SCS, Dynamixel 2.0), built by ``open_bus``. The
+runtime never sees frames, ports or sequence numbers.
+
+Health comes in two layers: :class:`BusHealth` is what every bus has (frames, stale joints, round
+trip, faults); :class:`LinkHealth` (this package's protocol: CRC counters, controller sequence,
+clock offset) and ``ServoHealth`` (vendor buses: reply timeouts, per-servo error bits) extend it.
 
 Conventions: arrays are shape (a,) float32, a = number of joints, in the controller's joint
 order; positions in rad, velocities in rad/s, efforts in Nm (or the bus's native torque unit
@@ -31,42 +35,59 @@ class Telemetry:
     torque_enabled: bool
     holding: bool  # safe hold engaged (watchdog or fault)
     faults: int  # latched fault bits (firmware_bridge.messages.Fault)
+    # (a,) bool, read-only: True where this joint was not read in the newest cycle and its values
+    # are the last good ones (vendor buses; None where the bus reads all joints in one frame)
+    stale: np.ndarray | None = None
+    servo_errors: tuple[int, ...] | None = None  # per joint ServoError bits (vendor buses), else None
 
 
 @dataclass(frozen=True)
-class LinkHealth:
-    """Counters and estimates; cheap to take, safe to log."""
+class BusHealth:
+    """What every bus reports; cheap to take, safe to log."""
 
     connected: bool
-    configured: bool  # limits and watchdog acknowledged since the last (re)connect
+    configured: bool  # limits (and watchdog) in place since the last (re)connect
     torque_enabled: bool
-    faults: int
+    faults: int  # Fault bits now latched or reported (any joint)
     frames_sent: int
     frames_received: int
-    decode_errors: int  # all packets the host decoder dropped, CRC errors included
+    decode_errors: int  # all packets the host decoder dropped, CRC/checksum errors included
+    setpoints_sent: int
+    setpoints_rejected: int  # non-finite setpoints refused (the last good one held)
+    setpoints_clamped: int  # setpoints that had at least one joint clamped to its limits
+    reconnects: int
+    stream_overruns: int  # stream ticks skipped because the streamer ran late
+    rtt_p50_ms: float | None  # firmware: setpoint -> its echo; servo bus: one write + read cycle
+    rtt_p99_ms: float | None
+    telemetry_age_s: float | None  # time since the last telemetry
+    stale_joints: int  # joints whose newest values are the last good ones, not fresh
+
+
+@dataclass(frozen=True)
+class LinkHealth(BusHealth):
+    """This package's own protocol adds its CRC, sequence and clock estimates."""
+
     crc_errors: int
     rx_seq_gaps: int  # controller frames lost on the way to the host
     controller_rx_bad: int  # host frames the controller dropped as corrupt
     controller_rx_gaps: int  # host frames that never reached the controller
     controller_rx_stale: int  # setpoints the controller refused as duplicate or out of order
-    setpoints_sent: int
-    setpoints_rejected: int  # non-finite or wrongly shaped setpoints refused (the last good one held)
-    setpoints_clamped: int  # setpoints that had at least one joint clamped to its limits
-    reconnects: int
-    stream_overruns: int  # stream ticks skipped because the streamer ran late
-    rtt_p50_ms: float | None  # setpoint send -> telemetry echo of its sequence number
-    rtt_p99_ms: float | None
     clock_offset_us: float | None  # controller clock minus host clock
     clock_drift_ppm: float | None  # controller clock rate minus host clock rate
-    telemetry_age_s: float | None  # time since the last telemetry frame
 
 
 @runtime_checkable
 class MotorBus(Protocol):
-    """Send setpoints, read the latest telemetry, check health, close with the motors made safe."""
+    """Start, send setpoints, read the latest telemetry, check health, close with the motors safe."""
+
+    def start(self) -> None:
+        """Open the port, configure the motors and (with auto-enable) enable torque holding where
+        they are. Raises TransportError (port) or LinkError (motors) after releasing everything."""
+        ...
 
     def send_setpoint(self, positions: np.ndarray) -> None:
-        """Queue a (a,) joint position target. Clamped to limits; non-finite input is refused and
+        """Store a (a,) joint position target; the bus sends the newest one every period (it keeps
+        only the latest target, never a queue). Clamped to limits; non-finite input is refused and
         the previous target held. Never blocks on the port."""
         ...
 
@@ -74,8 +95,16 @@ class MotorBus(Protocol):
         """The newest telemetry, or None before the first frame."""
         ...
 
-    def health(self) -> LinkHealth:
-        """A snapshot of counters and estimates."""
+    def health(self) -> BusHealth:
+        """A snapshot of counters and estimates (a subclass of BusHealth per bus kind)."""
+        ...
+
+    def set_torque(self, enable: bool) -> None:
+        """Enable (holding where the motors are) or disable torque. Raises LinkError."""
+        ...
+
+    def clear_faults(self) -> None:
+        """Clear latched faults (re-enabling torque with auto-enable). Raises LinkError."""
         ...
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ import time
 from typing import Protocol
 
 from firmware_bridge.errors import TransportError
+from firmware_bridge.portcheck import explain_open_failure
 
 
 class Transport(Protocol):
@@ -56,7 +57,7 @@ class SerialTransport:
                 port, baudrate, timeout=self._timeout, write_timeout=write_timeout_s, exclusive=True
             )
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise TransportError(f"cannot open {port!r}: {exc}") from exc
+            raise explain_open_failure(port, exc) from exc
         self.port = port
 
     def read(self, max_bytes: int, timeout_s: float) -> bytes:

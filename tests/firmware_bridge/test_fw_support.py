@@ -166,9 +166,9 @@ def test_cli_register_adds_leaf_commands_with_func() -> None:
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["firmware", "emulate", "--joints", "4", "--rate-hz", "500"])
-    assert args.func is cli.cmd_emulate and args.joints == 4 and args.rate_hz == 500.0
+    assert args.func.__wrapped__ is cli.cmd_emulate and args.joints == 4 and args.rate_hz == 500.0
     args = parser.parse_args(["firmware", "ping", "--port", "/dev/ttyX"])
-    assert args.func is cli.cmd_ping
+    assert args.func.__wrapped__ is cli.cmd_ping
 
 
 def test_cli_emulate_prints_its_port_and_ping_talks_to_it() -> None:

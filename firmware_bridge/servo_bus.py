@@ -1,0 +1,495 @@
+"""ServoBus: Feetech STS/SCS or Dynamixel 2.0 servos as a :class:`~firmware_bridge.interface.MotorBus`.
+
+One thread owns the port. Every control period it runs one cycle on absolute monotonic deadlines
+(``PeriodicThread``): sync write the newest goal positions (no replies), then sync read the state
+block of every servo. The time a cycle may wait for replies comes from what is known, not from a
+vendor's fixed timeout::
+
+    reply deadline = send time + wire time of request and expected replies + reply_timeout_s
+    hard deadline  = cycle start + cycle_budget * period
+
+A servo that does not answer by the reply deadline is re-read (only the missing ones, at most
+``retries`` times, never past the hard deadline); after that the cycle ends with that joint's last
+good values marked stale (``Telemetry.stale``). Every other servo's reply is used whatever its
+position in the chain, so one silent servo costs a few milliseconds, never the whole state.
+
+Error bits in a status packet are data (``Telemetry.servo_errors``, folded into ``faults``); they
+never raise. ``close()`` always sends torque-off, broadcast twice, whatever bits are set.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from firmware_bridge import dynamixel as dx
+from firmware_bridge.bus_base import BusBase
+from firmware_bridge.calibration import Calibration
+from firmware_bridge.config import JointLimits
+from firmware_bridge.errors import LinkError, TransportError
+from firmware_bridge.interface import BusHealth, Telemetry
+from firmware_bridge.servo_common import Packet, ServoError, fault_bits, wire_time_s
+from firmware_bridge.servo_dialects import dialect
+from firmware_bridge.servo_port import BytePort, ServoPort
+from firmware_bridge.streamer import PeriodicThread
+
+log = logging.getLogger(__name__)
+
+SETUP_TIMEOUT_S = 0.05  # per request while starting (not in the control loop)
+
+
+@dataclass(frozen=True)
+class ServoBusConfig:
+    """One bus of servos: what a device profile's ``[serial]`` table gives."""
+
+    port: str  # /dev/ttyACM0, /dev/ttyUSB0, or the emulator's pty
+    ids: tuple[int, ...]  # servo IDs in joint order
+    baudrate: int = 1_000_000  # bits/s; used for the wire-time part of the reply deadline
+    period_s: float = 0.02  # control period: one sync write + sync read per period
+    calibration: Calibration | None = None  # None: whole range, joint zero at the middle tick
+    limits: JointLimits | None = None  # None: the calibration's range
+    reply_timeout_s: float = 0.003  # allowance beyond the replies' wire time (adapter + return delay)
+    retries: int = 1  # re-reads of the servos that did not answer, within the same period
+    cycle_budget: float = 0.8  # fraction of the period one write + read cycle may take
+    watchdog_ms: int = 100  # Dynamixel Bus Watchdog (20 ms units, rounded up); 0 off. Feetech has none
+    goal_speed: int | None = None  # raw speed limit written with every goal (Feetech GOAL_SPEED,
+    #   ticks/s; Dynamixel PROFILE_VELOCITY, 0.229 rpm); None: the goal position alone
+    acceleration: int | None = None  # raw acceleration written with every goal (None: not written)
+    effort_scale: float = 0.0019  # Nm per native effort unit (STS3215 load 0.1 % of ~1.9 Nm)
+    big_endian: bool = False  # Feetech SCS series (STS is little-endian)
+    fast_sync_read: bool = False  # Dynamixel: one combined reply instead of one per servo
+    auto_enable: bool = True  # torque on at start(), holding where the servos are
+    write_homing: bool = True  # write the calibration's homing offsets where the servos differ
+
+    def __post_init__(self) -> None:
+        ids = tuple(int(i) for i in self.ids)
+        object.__setattr__(self, "ids", ids)
+        if not ids or len(set(ids)) != len(ids) or not all(0 <= i <= 252 for i in ids):
+            raise ValueError(f"ids must be distinct servo IDs in 0..252, got {list(ids)}")
+        if not self.port:
+            raise ValueError("port must be a non-empty path")
+        if self.baudrate <= 0:
+            raise ValueError(f"baudrate must be > 0, got {self.baudrate}")
+        for name in ("period_s", "reply_timeout_s"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        if not 0 < self.cycle_budget <= 1:
+            raise ValueError(f"cycle_budget must be in (0, 1], got {self.cycle_budget}")
+        if not 0 <= self.retries <= 5:
+            raise ValueError(f"retries must be in 0..5, got {self.retries}")
+        if self.watchdog_ms and not 2 * self.period_s * 1000 <= self.watchdog_ms <= 2540:
+            raise ValueError(
+                f"watchdog_ms {self.watchdog_ms} must be 0 (off) or in {2 * self.period_s * 1000:g}..2540 "
+                "(two control periods .. 127 x 20 ms)"
+            )
+        if self.calibration is not None and self.calibration.ids != ids:
+            raise ValueError(f"calibration is for ids {list(self.calibration.ids)}, the bus has {list(ids)}")
+        if self.limits is not None and self.limits.n_joints != len(ids):
+            raise ValueError(f"limits are for {self.limits.n_joints} joints, the bus has {len(ids)} servos")
+
+
+@dataclass(frozen=True)
+class ServoHealth(BusHealth):
+    """A vendor bus adds what only it has: replies that never came, checksums, per-servo errors."""
+
+    reply_timeouts: tuple[int, ...]  # per joint: cycles in which the servo did not answer in time
+    retries_used: int  # re-reads of missing servos
+    checksum_errors: int
+    servo_errors: tuple[int, ...]  # per joint: ServoError bits of the newest status packet
+    watchdog_ms: int | None  # the Dynamixel Bus Watchdog in force; None: the servos have none
+
+
+@dataclass
+class _Counters:
+    cycles: int = 0
+    frames_sent: int = 0
+    frames_received: int = 0
+    retries_used: int = 0
+    reconnects: int = 0
+    transport_errors: int = 0
+    cycle_s: list[float] = field(default_factory=list)
+
+
+class ServoBus(BusBase):
+    """Feetech or Dynamixel servos behind MotorBus. ``kind``: "feetech" or "dynamixel"."""
+
+    def __init__(
+        self,
+        kind: str,
+        config: ServoBusConfig,
+        *,
+        open_port: Callable[[], BytePort] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.kind = kind
+        self.d = dialect(kind, big_endian=config.big_endian, fast_sync_read=config.fast_sync_read)
+        self.config = config
+        self.cal = config.calibration or Calibration.centered(config.ids)
+        if config.limits is not None:
+            limits = config.limits
+        else:
+            lo, hi = self.cal.limits()
+            n = len(config.ids)
+            limits = JointLimits(lo, hi, (6.0,) * n, (1.0,) * n)
+        super().__init__(limits)
+        self._ids = list(config.ids)
+        self._open_port = open_port or (lambda: ServoPort(config.port, config.baudrate))
+        self._clock = clock
+        self._port: BytePort | None = None
+        self._parser = self.d.parser()
+        n = len(self._ids)
+        self._pos = np.zeros(n)  # raw ticks, last good
+        self._vel = np.zeros(n)
+        self._eff = np.zeros(n)
+        self._fresh = np.zeros(n, dtype=bool)
+        self._seen = np.zeros(n, dtype=bool)  # ever read
+        self._errors = [0] * n
+        self._timeouts = [0] * n
+        self._wd_tripped = False
+        self._wd_check_every = max(1, round(1.0 / config.period_s))  # cycles between watchdog checks
+        self._target: tuple[float, ...] | None = None
+        self._telemetry: Telemetry | None = None
+        self._enabled = False
+        self._configured = False
+        self._closed = False
+        self.setpoints_sent = 0
+        self.stats = _Counters()
+        self._commands: queue.Queue[tuple[Callable[[], None], threading.Event, list[BaseException]]] = (
+            queue.Queue()
+        )
+        self.stream = PeriodicThread(1.0 / config.period_s, self._tick, clock=clock, name=f"{kind}-bus")
+        self._streaming = False
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self, stream: bool = True) -> None:
+        """Open the port, find every servo, apply the calibration, read where they are and (with
+        ``auto_enable``) enable torque holding there; then run one cycle per period (``stream``).
+        Raises TransportError or LinkError after releasing the port."""
+        try:
+            self._port = self._open_port()
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+        if stream:
+            self._streaming = True
+            self.stream.start()
+
+    def __enter__(self) -> ServoBus:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the cycle, send torque-off to every servo (broadcast, twice: it needs no reply, so
+        no error bit and no silent servo can stop it), release the port. Never raises."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.stream.stop()
+        finally:
+            port = self._port
+            self._port = None
+            if port is not None:
+                for _ in range(2):
+                    try:
+                        port.write(self.d.torque(self.d.broadcast, False), self._clock() + 0.05)
+                        self.stats.frames_sent += 1
+                    except TransportError:
+                        log.warning("torque-off not sent on %s: port gone", self.config.port)
+                        break
+                self._enabled = False
+                port.close()
+
+    def set_torque(self, enable: bool) -> None:
+        """Enable (goal = present position first, so nothing jumps) or disable torque."""
+        self._run(lambda: self._torque(enable))
+
+    def clear_faults(self) -> None:
+        """Clear a tripped Dynamixel bus watchdog (write 0, then the setting again) and forget error
+        bits; enables torque again with ``auto_enable``. Servo error bits that persist come back."""
+
+        def clear() -> None:
+            if self.d.has_watchdog:
+                for sid in self._ids:
+                    self._request(self.d.watchdog(sid, 0), [sid], 0, SETUP_TIMEOUT_S)
+            self._wd_tripped = False
+            self._errors = [0] * len(self._ids)
+            if self.config.auto_enable:
+                self._torque(True)
+
+        self._run(clear)
+
+    def _run(self, fn: Callable[[], None], timeout_s: float = 2.0) -> None:
+        """Run ``fn`` on the thread that owns the port (between two cycles)."""
+        if self._port is None:
+            raise LinkError(f"bus on {self.config.port} is not started")
+        if not self._streaming:
+            fn()
+            return
+        done, err = threading.Event(), []
+        self._commands.put((fn, done, err))
+        if not done.wait(timeout_s):
+            raise LinkError(f"bus on {self.config.port}: command not run within {timeout_s} s")
+        if err:
+            raise err[0]
+
+    # ---- MotorBus --------------------------------------------------------------------------
+    def _store_target_impl(self, target: tuple[float, ...]) -> None:
+        self._target = target
+
+    def latest_telemetry(self) -> Telemetry | None:
+        return self._telemetry
+
+    def health(self) -> ServoHealth:
+        t = self._telemetry
+        cyc = np.array(self.stats.cycle_s[-10_000:]) * 1e3 if self.stats.cycle_s else None
+        err = 0
+        for e in self._errors:
+            err |= fault_bits(ServoError(e))
+        return ServoHealth(
+            connected=self._port is not None,
+            configured=self._configured,
+            torque_enabled=self._enabled,
+            faults=err,
+            frames_sent=self.stats.frames_sent,
+            frames_received=self.stats.frames_received,
+            decode_errors=self._parser_errors(),
+            setpoints_sent=self.setpoints_sent,
+            setpoints_rejected=self.setpoints_rejected,
+            setpoints_clamped=self.setpoints_clamped,
+            reconnects=self.stats.reconnects,
+            stream_overruns=self.stream.overruns,
+            rtt_p50_ms=float(np.percentile(cyc, 50)) if cyc is not None else None,
+            rtt_p99_ms=float(np.percentile(cyc, 99)) if cyc is not None else None,
+            telemetry_age_s=(self._clock() - t.received_at) if t else None,
+            stale_joints=int((~self._fresh).sum()),
+            reply_timeouts=tuple(self._timeouts),
+            retries_used=self.stats.retries_used,
+            checksum_errors=self._parser_errors(),
+            servo_errors=tuple(self._errors),
+            watchdog_ms=self.config.watchdog_ms if self.d.has_watchdog else None,
+        )
+
+    def _parser_errors(self) -> int:
+        return self._parser.checksum_errors
+
+    # ---- requests (bus thread only) --------------------------------------------------------
+    def _exchange(self, request: bytes, ids: Sequence[int], n_params: int, timeout_s: float,
+                  hard_deadline: float) -> dict[int, Packet]:  # fmt: skip
+        """Send ``request``, collect the status packets of ``ids`` until all came, the reply
+        deadline passed, or ``hard_deadline``. Returns id -> packet (those that came)."""
+        port = self._port
+        assert port is not None  # internal invariant: only called while started
+        port.discard_input()  # late replies of an earlier request must not be taken for these
+        self._parser.reset()
+        sent = self._clock()
+        port.write(request, hard_deadline)
+        self.stats.frames_sent += 1
+        expect = len(request) + len(ids) * self.d.status_size(n_params)
+        deadline = min(sent + wire_time_s(expect, self.config.baudrate) + timeout_s, hard_deadline)
+        want = set(ids)
+        got: dict[int, Packet] = {}
+        while want and self._clock() < deadline:
+            data = port.read(deadline)
+            if not data:
+                continue
+            for pkt in self._parser.feed(data):
+                for p in self.d.split(pkt):
+                    if p.servo_id in want:
+                        want.discard(p.servo_id)
+                        got[p.servo_id] = p
+                        self.stats.frames_received += 1
+        return got
+
+    def _request(
+        self, request: bytes, ids: Sequence[int], n_params: int, timeout_s: float
+    ) -> dict[int, Packet]:
+        return self._exchange(request, ids, n_params, timeout_s, self._clock() + timeout_s + 0.05)
+
+    def _read_state(self, ids: Sequence[int], hard_deadline: float) -> None:
+        """Sync read ``ids``; re-read the missing ones while retries and time are left."""
+        d, cfg = self.d, self.config
+        missing = list(ids)
+        for attempt in range(cfg.retries + 1):
+            if attempt:
+                if self._clock() >= hard_deadline:
+                    break
+                self.stats.retries_used += 1
+            req = d.read_state(missing, fast=attempt == 0)
+            got = self._exchange(req, missing, d.state_len, cfg.reply_timeout_s, hard_deadline)
+            for sid, pkt in got.items():
+                j = self._ids.index(sid)
+                self._errors[j] = int(d.error(pkt.code)) | (ServoError.WATCHDOG if self._wd_tripped else 0)
+                if len(pkt.params) < d.state_len:
+                    continue  # an error status without data: the values stay stale
+                s = d.decode(pkt.params)
+                self._pos[j], self._vel[j], self._eff[j] = s.position, s.speed, s.effort
+                self._fresh[j] = self._seen[j] = True
+            missing = [i for i in missing if i not in got]
+            if not missing:
+                return
+        for sid in missing:
+            self._timeouts[self._ids.index(sid)] += 1
+
+    def _torque(self, enable: bool) -> None:
+        d = self.d
+        if not enable:
+            for _ in range(2):
+                self._port.write(d.torque(d.broadcast, False), self._clock() + 0.05)  # type: ignore[union-attr]
+                self.stats.frames_sent += 1
+            self._enabled = False
+            return
+        if not self._seen.all():
+            self._read_state(self._ids, self._clock() + SETUP_TIMEOUT_S * 4)
+        if not self._seen.all():
+            raise LinkError(f"cannot enable torque: no position from servos {self._missing_ids()}")
+        # hold where the servos are: goal = present position, before torque goes on
+        self._port.write(d.goals(self._ids, self._pos.astype(int).tolist(), self.config.goal_speed,  # type: ignore[union-attr]
+                                 self.config.acceleration), self._clock() + 0.05)  # fmt: skip
+        self._target = tuple(self.cal.to_radians(self._pos).tolist())
+        for sid in self._ids:
+            got = self._request(d.torque(sid, True), [sid], 0, SETUP_TIMEOUT_S)
+            if sid in got:
+                self._errors[self._ids.index(sid)] = int(d.error(got[sid].code))
+        if d.has_watchdog and self.config.watchdog_ms:
+            for sid in self._ids:
+                self._request(d.watchdog(sid, self.config.watchdog_ms), [sid], 0, SETUP_TIMEOUT_S)
+        self._enabled = True
+
+    def _missing_ids(self) -> list[int]:
+        return [i for i, s in zip(self._ids, self._seen, strict=True) if not s]
+
+    def _setup(self) -> None:
+        d, cfg = self.d, self.config
+        missing = []
+        for sid in self._ids:
+            for _ in range(3):
+                if sid in self._request(d.ping(sid), [sid], 3, SETUP_TIMEOUT_S):
+                    break
+            else:
+                missing.append(sid)
+        if missing:
+            raise LinkError(
+                f"no reply to ping from servo ids {missing} on {cfg.port} (wiring, id, baud rate?)"
+            )
+        if d.has_watchdog:  # a trip left from an earlier session refuses every goal: clear it
+            for sid in self._ids:
+                self._request(d.watchdog(sid, 0), [sid], 0, SETUP_TIMEOUT_S)
+        if cfg.calibration is not None and cfg.write_homing:
+            self._apply_homing()
+        self._read_state(self._ids, self._clock() + SETUP_TIMEOUT_S * 4)
+        self._publish(self._clock())
+        self._configured = True
+        if cfg.auto_enable:
+            self._torque(True)
+
+    def _apply_homing(self) -> None:
+        d = self.d
+        for m in self.cal.motors:
+            req, n, decode = d.read_homing(m.servo_id)
+            got = self._request(req, [m.servo_id], n, SETUP_TIMEOUT_S)
+            if m.servo_id not in got or len(got[m.servo_id].params) < n:
+                raise LinkError(f"servo {m.servo_id}: homing offset not readable")
+            if decode(got[m.servo_id].params) == m.homing_offset:
+                continue
+            log.info("servo %d: writing homing offset %d from the calibration", m.servo_id, m.homing_offset)
+            for pkt in d.write_homing(m.servo_id, m.homing_offset):
+                self._request(pkt, [m.servo_id], 0, SETUP_TIMEOUT_S)
+
+    # ---- the cycle -------------------------------------------------------------------------
+    def cycle(self, start: float | None = None) -> float:
+        """One sync write + sync read; returns its duration in seconds. The stream thread calls it
+        every period; a benchmark or a test without the thread may call it directly."""
+        t0 = self._clock() if start is None else start
+        hard = t0 + self.config.cycle_budget * self.config.period_s
+        self._fresh[:] = False
+        target = self._target
+        if self._enabled and target is not None and not self._wd_tripped:
+            ticks = self.cal.to_ticks(np.asarray(target)).tolist()
+            self._port.write(self.d.goals(self._ids, ticks, self.config.goal_speed,  # type: ignore[union-attr]
+                                          self.config.acceleration), hard)  # fmt: skip
+            self.stats.frames_sent += 1
+            self.setpoints_sent += 1
+        self._read_state(self._ids, hard)
+        if self.d.has_watchdog and self._enabled and self.stats.cycles % self._wd_check_every == 0:
+            self._check_watchdog(hard)
+        now = self._clock()
+        self._publish(now)
+        self.stats.cycles += 1
+        dt = now - t0
+        self.stats.cycle_s.append(dt)
+        if len(self.stats.cycle_s) > 20_000:
+            del self.stats.cycle_s[:10_000]
+        return dt
+
+    def _check_watchdog(self, hard_deadline: float) -> None:
+        """Once a second, in the cycle's spare time: has a servo's Bus Watchdog tripped (register 98
+        reads 0xFF)? Then the servo refuses goals until clear_faults(); report it as a fault."""
+        if self._clock() + self.config.reply_timeout_s >= hard_deadline:
+            return
+        req = dx.sync_read(dx.BUS_WATCHDOG, 1, self._ids)
+        got = self._exchange(req, self._ids, 1, self.config.reply_timeout_s, hard_deadline)
+        for sid, pkt in got.items():
+            if pkt.params[:1] == b"\xff":
+                self._wd_tripped = True
+                self._errors[self._ids.index(sid)] |= ServoError.WATCHDOG
+
+    def _tick(self, k: int, deadline: float) -> None:
+        while not self._commands.empty():
+            fn, done, err = self._commands.get_nowait()
+            try:
+                fn()
+            except Exception as exc:  # handed to the caller, who raises it
+                err.append(exc)
+            finally:
+                done.set()
+        if self._port is None:
+            return
+        try:
+            self.cycle(deadline)
+        except TransportError as exc:
+            self.stats.transport_errors += 1
+            self._fresh[:] = False
+            self._publish(self._clock())
+            if self.stats.transport_errors == 1 or self.stats.transport_errors % 100 == 0:
+                log.warning("%s bus on %s: %s", self.kind, self.config.port, exc)
+
+    def _publish(self, now: float) -> None:
+        stale = ~self._fresh
+        stale.setflags(write=False)
+        errs = tuple(self._errors)
+        faults = 0
+        for e in errs:
+            faults |= fault_bits(ServoError(e))
+        self._telemetry = Telemetry(
+            positions=_frozen(self.cal.to_radians(self._pos)),
+            velocities=_frozen(self.cal.speed_to_radians(self._vel)),
+            efforts=_frozen(self._eff * self.config.effort_scale),
+            last_applied_seq=self.setpoints_sent & 0xFFFF,  # goals written so far (no echo on these buses)
+            controller_time_us=int(now * 1e6) & 0xFFFFFFFF,  # servos have no clock: host time of the read
+            received_at=now,
+            sent_at=None,
+            torque_enabled=self._enabled,
+            holding=self._wd_tripped,
+            faults=faults,
+            stale=stale,
+            servo_errors=errs,
+        )
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    out = np.array(a, dtype=np.float32)
+    out.setflags(write=False)
+    return out
