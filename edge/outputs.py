@@ -210,28 +210,43 @@ def atomic_folder(path: str | Path, kind: str, *, replace: bool = False, flag: s
 
 
 def check_file_target(
-    path: str | Path, *, replace: bool = False, flag: str = "--force", what: str = "file"
+    path: str | Path,
+    *,
+    replace: bool = False,
+    flag: str = "--force",
+    what: str = "file",
+    own: Callable[[Path], bool] | None = None,
 ) -> None:
-    """Refuse a file target that must not be touched: a link, a folder, or an existing file
-    without `flag`."""
+    """Refuse a file target that must not be touched: a link, a folder, an existing file that
+    `own` does not recognise as this command's kind, or any existing file without `flag`."""
     target = Path(path)
     if target.is_symlink():
         raise OutputError(f"{target} is a symbolic link; refusing to replace it (choose another path)")
     if target.is_dir():
         raise OutputError(f"{target} is a folder; a {what} is a file and the folder will not be replaced")
+    if target.exists() and own is not None and not own(target):
+        raise OutputError(f"{target} exists and is not a {what} written by legato; refusing to replace it "
+                          "(choose another path)")  # fmt: skip
     if target.exists() and not replace:
         raise OutputError(f"{target} exists; pass {flag} to replace it")
     if target.parent.exists() and not target.parent.is_dir():
         raise OutputError(f"{target.parent} is a file, not a folder; cannot write {target}")
 
 
-def atomic_file(path: str | Path, write: bytes | Callable[[BinaryIO], object], *, replace: bool = False,
-                flag: str = "--force", what: str = "file") -> Path:  # fmt: skip
+def atomic_file(
+    path: str | Path,
+    write: bytes | Callable[[BinaryIO], object],
+    *,
+    replace: bool = False,
+    flag: str = "--force",
+    what: str = "file",
+    own: Callable[[Path], bool] | None = None,
+) -> Path:
     """Write one file through a temporary sibling and os.replace: never half a file.
 
     An existing file is replaced only with `replace`; a folder or a symlink never is."""
     target = Path(path)
-    check_file_target(target, replace=replace, flag=flag, what=what)
+    check_file_target(target, replace=replace, flag=flag, what=what, own=own)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.tmp-")

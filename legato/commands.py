@@ -97,7 +97,7 @@ def sim_demos(a: argparse.Namespace) -> int:
     from sim import demos
     from sim.task import TaskConfig
 
-    check_file_target(a.out, replace=a.force, what="dataset")  # before minutes of work
+    check_file_target(a.out, replace=a.force, what="dataset", own=demos.is_dataset)  # before minutes of work
     with tqdm(total=a.episodes, desc="expert episodes", unit="ep") as bar:
         data = demos.generate(TaskConfig(), a.seed, a.episodes, progress=lambda n: bar.update(n - bar.n))
     demos.save(data, a.out, replace=a.force)

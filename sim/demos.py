@@ -127,7 +127,18 @@ def save(demos: Demos, path: str | Path, replace: bool = True) -> None:
         lambda f: np.savez_compressed(f, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays),
         replace=replace,
         what="dataset",
+        own=is_dataset,
     )
+
+
+def is_dataset(path: str | Path) -> bool:
+    """True if `path` is a readable .npz written by save() (so it may be replaced)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+        return isinstance(meta, dict) and meta.get("format_version") == FORMAT_VERSION
+    except Exception:  # any unreadable file is foreign
+        return False
 
 
 def load(path: str | Path) -> Demos:

@@ -1,0 +1,465 @@
+"""Nothing the user points the CLI at is destroyed (issue 8): every output-writing command
+against every kind of target, through the real entry point (legato.cli.main)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from edge.outputs import MARKER  # noqa: E402
+from legato.cli import main  # noqa: E402
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run `legato ARGV` in this process; returns (exit code, stdout, stderr)."""
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse refusals
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code: int, err: str, *needles: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("legato: error:"), err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, str]]:
+    """Every path under root: (kind, content hash or link target); symlinks are not followed."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in dirnames + filenames:
+            p = Path(dirpath, name)
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = ("link", os.readlink(p))
+            elif p.is_dir():
+                out[rel] = ("dir", "")
+            else:
+                out[rel] = ("file", hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
+
+
+def without(snap: dict, prefix: str) -> dict:
+    return {k: v for k, v in snap.items() if k != prefix and not k.startswith(prefix + os.sep)}
+
+
+# --- the property test: every command x every kind of target ---------------------------------
+TARGET_KINDS = ("absent", "empty", "own", "foreign", "file", "symlink")
+
+
+def _own_folder(kind: str):
+    def make(p: Path, ctx) -> None:
+        p.mkdir()
+        (p / MARKER).write_text(json.dumps({"kind": kind}))
+        (p / "stale.png").write_bytes(b"an earlier run's plot")
+
+    return make
+
+
+def _own_checkpoint(p: Path, ctx) -> None:
+    shutil.copytree(ctx["ck"]["legato"], p)
+
+
+def _own_dataset(p: Path, ctx) -> None:
+    shutil.copyfile(ctx["demos"], p)
+
+
+COMMANDS = {
+    # name: (argv with {out}, make an own-kind target, output is a folder)
+    "checkpoint publish": (
+        ["checkpoint", "publish", "{legato}", "--to", "{out}", "--force"],
+        _own_checkpoint,
+        True,
+    ),
+    "train": (
+        [
+            "train",
+            "--data",
+            "{demos}",
+            "--out",
+            "{out}",
+            "--steps",
+            "1",
+            "--batch-obs",
+            "2",
+            "--draws",
+            "1",
+            "--force",
+        ],
+        _own_checkpoint,
+        True,
+    ),  # fmt: skip
+    "sim demos": (
+        ["sim", "demos", "--episodes", "1", "--seed", "3", "--out", "{out}", "--force"],
+        _own_dataset,
+        False,
+    ),
+    "sim rollout": (
+        ["sim", "rollout", "--checkpoint", "{legato}", "--episodes", "1", "--out", "{out}", "--force"],
+        _own_folder("rollout"),
+        True,
+    ),  # fmt: skip
+    "eval": (
+        [
+            "eval",
+            "--checkpoints",
+            "{plain}",
+            "--methods",
+            "naive",
+            "--delays",
+            "0",
+            "--horizons",
+            "4",
+            "--episodes",
+            "1",
+            "--workers",
+            "1",
+            "--out",
+            "{out}",
+            "--force",
+        ],
+        _own_folder("report"),
+        True,
+    ),  # fmt: skip
+    "demo": (
+        ["demo", "--checkpoint", "{legato}", "--episodes", "1", "--out", "{out}"],
+        _own_folder("demo"),
+        True,
+    ),
+}
+
+
+def make_target(kind: str, path: Path, own, ctx, elsewhere: Path) -> None:
+    if kind == "empty":
+        path.mkdir()
+    elif kind == "own":
+        own(path, ctx)
+    elif kind == "foreign":
+        path.mkdir()
+        (path / "notes.txt").write_text("the user's own work")
+        (path / "sub").mkdir()
+        (path / "sub" / "data.bin").write_bytes(os.urandom(64))
+    elif kind == "file":
+        path.write_text("a file the user keeps here")
+    elif kind == "symlink":
+        elsewhere.mkdir()
+        (elsewhere / "keep.txt").write_text("behind the link")
+        path.symlink_to(elsewhere)
+
+
+@pytest.mark.parametrize("kind", TARGET_KINDS)
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_output_command_against_every_kind_of_target(command, kind, tmp_path, tiny_checkpoints,
+                                                           demos_path, capsys):  # fmt: skip
+    argv, own, is_folder = COMMANDS[command]
+    root = tmp_path / "root"
+    root.mkdir()
+    out = root / ("target.npz" if not is_folder else "target")
+    ctx = {"ck": tiny_checkpoints, "demos": demos_path}
+    make_target(kind, out, own, ctx, root / "elsewhere")
+    before = snapshot(root)
+    names = {
+        "out": out,
+        "demos": demos_path,
+        "legato": tiny_checkpoints["legato"],
+        "plain": tiny_checkpoints["plain"],
+    }
+    args = [a.format(**names) for a in argv]
+    code, _, err = cli(capsys, *args)
+    allowed = kind in ("absent", "own") or (kind == "empty" and is_folder)
+    after = snapshot(root)
+    if allowed:
+        assert code == 0, err
+        assert without(after, out.name) == without(before, out.name), "bytes outside the target changed"
+        if is_folder:
+            assert out.is_dir() and not out.is_symlink()
+            assert "stale.png" not in os.listdir(out), "a stale file of the earlier run survived"
+            assert (out / MARKER).exists()
+        else:
+            assert out.is_file()
+        assert not [p for p in os.listdir(root) if ".tmp-" in p], "a temporary was left behind"
+    else:
+        one_line_error(code, err, str(out))
+        assert after == before, "a refused command changed something"
+
+
+# --- known cases from the issue ---------------------------------------------------------------
+def test_publish_into_a_folder_of_checkpoints_is_refused(tmp_path, tiny_checkpoints, capsys):
+    models = tmp_path / "models"
+    for name in ("legato", "plain"):
+        shutil.copytree(tiny_checkpoints[name], models / name)
+    before = snapshot(models)
+    code, _, err = cli(capsys, "checkpoint", "publish", str(tiny_checkpoints["legato"]), "--to", str(models))
+    one_line_error(code, err, "is not a checkpoint", str(models))
+    assert snapshot(models) == before
+
+
+def test_publish_over_an_existing_checkpoint_needs_force(tmp_path, tiny_checkpoints, capsys):
+    dst = tmp_path / "mine"
+    assert cli(capsys, "checkpoint", "publish", str(tiny_checkpoints["legato"]), "--to", str(dst))[0] == 0
+    code, _, err = cli(capsys, "checkpoint", "publish", str(tiny_checkpoints["plain"]), "--to", str(dst))
+    one_line_error(code, err, "--force")
+    assert json.loads((dst / "config.json").read_text())["method"] == "legato"
+    assert (
+        cli(capsys, "checkpoint", "publish", str(tiny_checkpoints["plain"]), "--to", str(dst), "--force")[0]
+        == 0
+    )
+    assert json.loads((dst / "config.json").read_text())["method"] == "plain"
+
+
+def test_training_into_the_data_folder_is_refused(tmp_path, demos_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copyfile(demos_path, data / "demos.npz")
+    before = snapshot(data)
+    code, _, err = cli(capsys, "train", "--data", str(data / "demos.npz"), "--out", str(data), "--steps", "1")
+    one_line_error(code, err, str(data))
+    assert snapshot(data) == before
+
+
+def test_training_over_an_existing_run_needs_resume_or_force(tmp_path, tiny_checkpoints, demos_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoints["legato"], run)
+    before = snapshot(run)
+    code, _, err = cli(capsys, "train", "--data", str(demos_path), "--out", str(run), "--steps", "1")
+    one_line_error(code, err, "--force")
+    assert snapshot(run) == before
+
+
+def test_resume_refuses_other_data_and_finished_runs(tmp_path, tiny_checkpoints, demos_path, capsys):
+    from sim import demos as demo_io
+    from sim.task import TaskConfig
+
+    other = tmp_path / "other.npz"
+    demo_io.save(demo_io.generate(TaskConfig(), seed=5, episodes=2), other)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoints["legato"], run)  # at step 4
+    code, _, err = cli(capsys, "train", "--data", str(other), "--out", str(run), "--resume", "--steps", "10")
+    one_line_error(code, err, "sha256", "same dataset")
+    code, _, err = cli(
+        capsys, "train", "--data", str(demos_path), "--out", str(run), "--resume", "--steps", "3"
+    )
+    one_line_error(code, err, "already at step 4", "--steps larger than 4")
+
+
+def test_a_training_run_folder_always_holds_its_log(tiny_checkpoints):
+    assert (Path(tiny_checkpoints["legato"]) / "log.jsonl").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["train", "--data", "x.npz", "--out", "r", "--steps", "0"], "--steps"),
+        (["train", "--data", "x.npz", "--out", "r", "--draws", "0"], "--draws"),
+        (["train", "--data", "x.npz", "--out", "r", "--ckpt-every", "0"], "--ckpt-every"),
+        (["train", "--data", "x.npz", "--out", "r", "--batch-obs", "0"], "--batch-obs"),
+        (["train", "--data", "x.npz", "--out", "r", "--lr", "nan"], "--lr"),
+        (["eval", "--out", "r", "--methods", "foo"], "'foo'"),
+        (["eval", "--out", "r", "--methods", ""], "--methods"),
+        (["eval", "--out", "r", "--horizons", "0"], "--horizons"),
+        (["eval", "--out", "r", "--threads", "-1"], "--threads"),
+        (["eval", "--out", "r", "--seed", "0"], "--seed"),
+        (["sim", "rollout", "--checkpoint", "c", "--delay", "-1"], "--delay"),
+        (["sim", "rollout", "--checkpoint", "c", "--method", "foo"], "--method"),
+        (["sim", "demos", "--out", "d.npz", "--episodes", "0"], "--episodes"),
+    ],
+)
+def test_bad_option_values_are_one_line_errors_naming_the_flag(argv, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(capsys, *argv)
+    one_line_error(code, err, needle)
+    assert os.listdir(tmp_path) == []
+
+
+def test_eval_refuses_cells_that_cannot_run_and_writes_nothing(tmp_path, tiny_checkpoints, capsys):
+    ck = [str(p) for p in tiny_checkpoints.values()]
+    for delays in ("9", "0,9"):
+        code, _, err = cli(capsys, "eval", "--checkpoints", *ck, "--delays", delays, "--horizons", "8",
+                           "--out", str(tmp_path / "r"))  # fmt: skip
+        one_line_error(code, err, "d=9")
+    assert os.listdir(tmp_path) == []
+
+
+def test_eval_refuses_a_method_without_its_checkpoint(tmp_path, tiny_checkpoints, capsys):
+    code, _, err = cli(capsys, "eval", "--checkpoints", str(tiny_checkpoints["plain"]), "--methods", "legato",
+                       "--out", str(tmp_path / "r"))  # fmt: skip
+    one_line_error(code, err, "--methods legato")
+
+
+def test_config_json_that_is_not_an_object(tmp_path, tiny_checkpoints, capsys):
+    ck = tmp_path / "ck"
+    shutil.copytree(tiny_checkpoints["legato"], ck)
+    (ck / "config.json").write_text("[1, 2, 3]")
+    one_line_error(*cli(capsys, "checkpoint", "info", str(ck))[::2], "JSON object")
+    (ck / "config.json").write_text(json.dumps({"format_version": 1, "policy": {}, "train": {}}))
+    one_line_error(*cli(capsys, "checkpoint", "info", str(ck))[::2], "lacks")
+
+
+def test_config_field_of_the_wrong_type(tmp_path, tiny_checkpoints, capsys):
+    ck = tmp_path / "ck"
+    shutil.copytree(tiny_checkpoints["legato"], ck)
+    cfg = json.loads((ck / "config.json").read_text())
+    cfg["policy"]["horizon"] = "16"
+    (ck / "config.json").write_text(json.dumps(cfg))
+    one_line_error(*cli(capsys, "checkpoint", "info", str(ck))[::2], "horizon must be int")
+
+
+@pytest.mark.parametrize("break_it", ["meta", "offsets", "side"])
+def test_malformed_dataset_is_one_line(tmp_path, demos_path, capsys, break_it):
+    import numpy as np
+
+    with np.load(demos_path) as z:
+        arrays = {k: z[k] for k in z.files}
+    if break_it == "meta":
+        arrays["meta"] = np.frombuffer(json.dumps({"format_version": 1}).encode(), np.uint8)
+    elif break_it == "offsets":
+        arrays["offsets"] = np.array([], dtype=np.int64)
+    else:
+        arrays["side"] = arrays["side"][:-1]
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    code, _, err = cli(capsys, "train", "--data", str(bad), "--out", str(tmp_path / "r"), "--steps", "1")
+    one_line_error(code, err, "dataset")
+    assert not (tmp_path / "r").exists()
+
+
+def _poison(src: Path, dst: Path, what: str) -> Path:
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(src, dst)
+    if what == "weights":
+        w = load_file(str(dst / "model.safetensors"))
+        name = next(k for k in w if k.startswith("head."))
+        w[name] = w[name].copy()
+        w[name].flat[0] = float("nan")
+        save_file(w, str(dst / "model.safetensors"))
+    else:
+        cfg = json.loads((dst / "config.json").read_text())
+        cfg["normalization"]["action_std"][0][0] = 0.0
+        (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+@pytest.mark.parametrize(
+    "what, needle", [("weights", "non-finite weights"), ("stats", "action_std must be > 0")]
+)
+def test_broken_models_are_refused_everywhere(tmp_path, tiny_checkpoints, capsys, what, needle):
+    bad = _poison(Path(tiny_checkpoints["legato"]), tmp_path / "bad", what)
+    commands = (
+        ["checkpoint", "info", str(bad)],
+        ["checkpoint", "publish", str(bad), "--to", str(tmp_path / "p")],
+        ["sim", "rollout", "--checkpoint", str(bad), "--episodes", "1"],
+        ["demo", "--checkpoint", str(bad), "--episodes", "1", "--out", str(tmp_path / "demo")],
+    )
+    for argv in commands:
+        one_line_error(*cli(capsys, *argv)[::2], needle)
+    assert not (tmp_path / "p").exists() and not (tmp_path / "demo").exists()
+
+
+def test_rejected_actions_end_a_rollout_non_zero(tiny_checkpoints):
+    """A policy whose actions the simulator must reject is a failure, not 0 % success."""
+    import numpy as np
+
+    from edge.policy import ChunkRequest
+    from legato import checkpoint
+    from legato.commands import PolicyFailure, refuse_rejected
+    from legato.rollout import rollout
+    from legato.runner import TorchPolicyRunner
+    from sim.episodes import sample_episodes
+
+    class NaNPolicy(TorchPolicyRunner):
+        def velocity(self, prefix):
+            return lambda y, t, omega: np.full_like(y, np.nan)
+
+    ck = checkpoint.load(tiny_checkpoints["legato"])
+    spec = sample_episodes(ck.task, 1000, 2)
+    res = rollout(NaNPolicy(ck), "legato", ck.task, spec.scenes, spec.template, ChunkRequest(1, 8, 2), seed=1,
+                  max_steps=20)  # fmt: skip
+    assert res.rejected_actions > 0
+    with pytest.raises(PolicyFailure, match="non-finite actions"):
+        refuse_rejected(res, "test")
+
+
+def test_held_out_refusal_names_a_seed_that_is_held_out(tiny_checkpoints, capsys):
+    code, _, err = cli(
+        capsys, "sim", "rollout", "--checkpoint", str(tiny_checkpoints["plain"]), "--seed", "0"
+    )
+    line = one_line_error(code, err, "trained on", "held-out seed such as 1000")
+    from edge.policy import held_out_seed
+
+    assert held_out_seed(1000) != 1000 and "seed 0 " in line
+
+
+def test_rollout_writes_its_report_with_out(tmp_path, tiny_checkpoints, capsys):
+    out = tmp_path / "roll"
+    code, stdout, err = cli(capsys, "sim", "rollout", "--checkpoint", str(tiny_checkpoints["legato"]),
+                            "--episodes", "2", "--out", str(out))  # fmt: skip
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == json.loads(stdout) and summary["episodes"] == 2
+    assert (out / "episode.png").stat().st_size > 1000
+
+
+def test_every_option_shows_its_range_or_choices_and_default(capsys):
+    import argparse
+
+    from legato.cli import build_parser
+
+    def walk(p: argparse.ArgumentParser):
+        yield p
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for sp in a.choices.values():
+                    yield from walk(sp)
+
+    for parser in walk(build_parser()):
+        for a in parser._actions:
+            if not a.option_strings or a.nargs == 0 or isinstance(a, argparse._HelpAction):
+                continue
+            assert a.help, f"{parser.prog} {a.option_strings[0]} has no help"
+            if a.type is int or a.type is float:
+                pytest.fail(f"{parser.prog} {a.option_strings[0]}: a bare {a.type.__name__} has no range")
+
+
+def test_version(capsys):
+    code, out, _ = cli(capsys, "--version")
+    assert code == 0 and out.startswith("legato-edge ")
+
+
+def test_no_traceback_without_debug_and_one_with_it(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "legato.cli", "checkpoint", "info", str(tmp_path / "none")]
+    quiet = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 2 and "Traceback" not in quiet.stderr
+    loud = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "LEGATO_DEBUG": "1"}
+    )
+    assert loud.returncode != 0 and "Traceback" in loud.stderr
+
+
+def test_published_files_are_readable_by_the_service_user(tmp_path, tiny_checkpoints):
+    import subprocess
+    import sys
+
+    dst = tmp_path / "pub"
+    code = f"import os; os.umask(0o077); from legato.cli import main; raise SystemExit(main(['checkpoint', 'publish', {str(tiny_checkpoints['legato'])!r}, '--to', {str(dst)!r}]))"  # noqa: E501
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert dst.stat().st_mode & 0o777 == 0o755
+    for f in dst.iterdir():
+        assert f.stat().st_mode & 0o777 == 0o644, f
