@@ -463,3 +463,32 @@ def test_published_files_are_readable_by_the_service_user(tmp_path, tiny_checkpo
     assert dst.stat().st_mode & 0o777 == 0o755
     for f in dst.iterdir():
         assert f.stat().st_mode & 0o777 == 0o644, f
+
+
+def test_an_interrupted_eval_keeps_the_old_report_and_resumes_its_finished_cells(tmp_path, tiny_checkpoints,
+                                                                                monkeypatch):  # fmt: skip
+    from legato import evaluate as E
+
+    out = tmp_path / "report"
+    cfg = E.EvalConfig(checkpoints=(str(tiny_checkpoints["plain"]),), methods=("naive", "sync"), delays=(0,),
+                       horizons=(4,), episodes=1, workers=1, compute_repeats=1)  # fmt: skip
+    E.evaluate(cfg, out, progress=False)
+    first = snapshot(out)
+    calls = []
+    real = E.run_cell
+
+    def interrupted(*args):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(E, "run_cell", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        E.evaluate(cfg, out, progress=False, replace=True)
+    assert snapshot(out) == first, "Ctrl-C changed the previous report"
+    calls.clear()
+    report = E.evaluate(cfg, out, progress=False, resume=True)
+    assert calls == ["sync"] and report["resumed_cells"] == 1
+    assert {c["method"] for c in report["cells"]} == {"naive", "sync"}
+    assert not E.partial_path(out).exists()
