@@ -1,0 +1,125 @@
+"""Observation sources behind one interface: ``read() -> Frame`` (image, tokens, state, capture time).
+
+- :class:`SimSource`: the simulator's camera (rendered where the plant's arm is) and the joint
+  state from the bus telemetry, for the demo and the tests.
+- :class:`OpenCVSource` (optional extra ``camera``: opencv-python-headless): a V4L2 device
+  index, a GStreamer pipeline string (Jetson CSI cameras) or a video file (how the tests drive
+  the real OpenCV path). Frames are BGR from OpenCV, converted to RGB and resized to the model's
+  (H, W) here: preprocessing, timed as its own stage (``preprocess_s``).
+- :class:`TelemetryState`: joint positions then velocities from ``MotorBus.latest_telemetry``.
+
+Capture time: when the source takes the frame (the simulator's render, OpenCV's grab, or the
+buffer timestamp where the backend gives one), in host ``time.monotonic()`` seconds; the loop
+measures inference latency from it, so camera and preprocessing count towards the delay d.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edge.errors import UsageError
+
+
+@dataclass
+class Frame:
+    image: np.ndarray  # (H, W, 3) uint8 RGB, the model's size
+    tokens: np.ndarray  # (l,) int64 instruction tokens
+    state: np.ndarray  # (s,) float32 raw proprio: joint positions then velocities
+    capture_time: float  # host monotonic seconds
+    preprocess_s: float = 0.0  # time spent converting / resizing this frame
+
+
+class TelemetryState:
+    """Proprio from the bus: positions then velocities, written into one buffer (the worker
+    copies it before the next read)."""
+
+    def __init__(self, bus: Any, joints: int) -> None:
+        self.bus = bus
+        self.buf = np.zeros(2 * joints, np.float32)
+        self.j = joints
+        self.age_s = 0.0
+
+    def read(self) -> np.ndarray:
+        tel = self.bus.latest_telemetry()
+        if tel is None:
+            raise RuntimeError("no telemetry from the motor controller yet")
+        self.buf[: self.j] = tel.positions
+        self.buf[self.j :] = tel.velocities
+        self.age_s = time.monotonic() - tel.received_at
+        return self.buf
+
+
+class SimSource:
+    """The simulated camera + bus telemetry. ``render()`` -> (H, W, 3) uint8; ``tokens()`` -> (l,)."""
+
+    def __init__(self, render: Callable[[], np.ndarray], tokens: Callable[[], np.ndarray],
+                 state: TelemetryState, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.render, self.tokens, self.state, self.clock = render, tokens, state, clock
+
+    def read(self) -> Frame:
+        t = self.clock()
+        image = self.render()
+        return Frame(image, self.tokens(), self.state.read(), t)
+
+
+def resize_nearest(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize (H0, W0, 3) -> (H, W, 3), numpy only (OpenCV's INTER_AREA is used
+    when OpenCV is there)."""
+    h0, w0 = img.shape[:2]
+    ys = (np.arange(hw[0]) * h0 // hw[0]).clip(0, h0 - 1)
+    xs = (np.arange(hw[1]) * w0 // hw[1]).clip(0, w0 - 1)
+    return img[ys][:, xs]
+
+
+class OpenCVSource:
+    """A real camera through OpenCV. ``spec``: an integer (V4L2 index), a string containing '!'
+    (a GStreamer pipeline ending in appsink) or a file path (video file)."""
+
+    def __init__(self, spec: str, image_hw: tuple[int, int], tokens: np.ndarray, state: TelemetryState | None,
+                 state_dim: int, loop_file: bool = True) -> None:  # fmt: skip
+        try:
+            import cv2
+        except ImportError:
+            raise UsageError("--camera needs OpenCV: pip install 'legato-edge[camera]' "
+                             "(opencv-python-headless)") from None  # fmt: skip
+        self.cv2 = cv2
+        if spec.isdigit():
+            cap = cv2.VideoCapture(int(spec), cv2.CAP_V4L2)
+            self.kind = "v4l2"
+        elif "!" in spec:
+            cap = cv2.VideoCapture(spec, cv2.CAP_GSTREAMER)
+            self.kind = "gstreamer"
+        else:
+            cap = cv2.VideoCapture(spec)
+            self.kind = "file"
+        if not cap.isOpened():
+            raise UsageError(f"--camera {spec!r}: OpenCV cannot open it ({self.kind})")
+        self.cap, self.spec, self.hw, self.tok = cap, spec, image_hw, np.asarray(tokens, np.int64)
+        self.state, self.state_dim, self.loop_file = state, state_dim, loop_file
+        self._zeros = np.zeros(state_dim, np.float32)
+        self.frames = 0
+
+    def read(self) -> Frame:
+        cv2 = self.cv2
+        t = time.monotonic()
+        ok, bgr = self.cap.read()
+        if not ok and self.kind == "file" and self.loop_file:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, bgr = self.cap.read()
+        if not ok:
+            raise RuntimeError(f"camera {self.spec!r}: no frame")
+        self.frames += 1
+        t_pre = time.monotonic()
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        img = cv2.resize(rgb, (self.hw[1], self.hw[0]), interpolation=cv2.INTER_AREA)
+        pre = time.monotonic() - t_pre
+        state = self.state.read() if self.state is not None else self._zeros
+        return Frame(np.ascontiguousarray(img, np.uint8), self.tok, state, t, pre)
+
+    def close(self) -> None:
+        self.cap.release()
