@@ -34,8 +34,8 @@ demos: $(DEMOS)
 
 train: setup $(DEMOS)
 	for m in legato rtc-train plain; do \
-	  $(LEGATO) train --data $(DEMOS) --method $$m --steps $(TRAIN_STEPS) --out runs/$$m || exit 1; \
-	  $(LEGATO) checkpoint publish runs/$$m --to models/$$m || exit 1; \
+	  $(LEGATO) train --data $(DEMOS) --method $$m --steps $(TRAIN_STEPS) --out runs/$$m --force || exit 1; \
+	  $(LEGATO) checkpoint publish runs/$$m --to models/$$m --force || exit 1; \
 	done
 
 lint: setup

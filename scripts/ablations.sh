@@ -29,12 +29,12 @@ train() {  # name, extra train flags...
     return
   fi
   $LEGATO train --data "$DATA" --method legato --steps "$STEPS" --threads "$THREADS" --device "$DEVICE" \
-    --out "$RUNS/abl-$name" "$@" > "$RUNS/abl-$name.log" 2>&1
+    --out "$RUNS/abl-$name" --force "$@" > "$RUNS/abl-$name.log" 2>&1
 }
 evaluate() {  # name, checkpoint, extra eval flags...
   local name=$1 ck=$2; shift 2
   $LEGATO eval --checkpoints "$ck" --methods legato --delays "$DELAYS" --horizons 8 \
-    --episodes "$EPISODES" --workers "$EVAL_WORKERS" --threads 1 --seed 1000 --out "$OUT/$name" "$@" > /dev/null
+    --episodes "$EPISODES" --workers "$EVAL_WORKERS" --threads 1 --seed 1000 --out "$OUT/$name" --force "$@" > /dev/null
 }
 throttle() {  # keep at most JOBS background jobs
   while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
