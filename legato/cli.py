@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "legato.commands",  # train, sim, checkpoint, demo
     "legato.eval_cli",  # eval
     "firmware_bridge.cli",  # firmware
+    "deploy.cli",  # flash, service, doctor
     "export.cli",  # export (torch), profiles, bundle (robot side)
 )
 

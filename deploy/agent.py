@@ -1,0 +1,343 @@
+"""The target side of `legato flash`: the only code that changes a flashed folder.
+
+`legato flash` runs these operations on each target: in-process for a local folder, and as
+``PYTHON -m deploy.agent`` over the user's own ssh for ``ssh://`` targets (a JSON request on
+stdin, one JSON reply on stdout), so both kinds of target take exactly the same path.
+
+Layout of a flashed folder DEST::
+
+    DEST/releases/NAME-SHA12/   one folder per bundle (edge.outputs.atomic_folder, kind "release"):
+                                manifest.json, the files it lists, engines/ built here, profile.toml
+    DEST/current  -> releases/…  the release that runs (a symlink, switched with one rename)
+    DEST/previous -> releases/…  the one before, for `legato flash --rollback`
+    DEST/.incoming/NAME-SHA12/   files uploaded for a release not yet installed (resumable)
+    DEST/.flash.lock             flock held while a release is installed or switched
+
+Guarantees: `probe` changes nothing; a release is assembled in a hidden temporary folder,
+every sha256 checked there, engines built there, and only then swapped in; `current` changes
+with one rename(2) of a fresh symlink, after the release folder is complete and synced. A
+kill at any point leaves `current` naming a complete, verified release (the old one or the
+new one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from edge.errors import LegatoError
+
+RELEASE_KIND = "release"
+MANIFEST = "manifest.json"
+PROFILE_FILE = "profile.toml"
+LINKS = ("current", "previous")
+MARGIN_BYTES = 16 << 20  # never fill a disk to the last byte: logs and the journal need room
+
+
+class AgentError(LegatoError):
+    """A target-side failure, reported to the workstation as one line."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _free_bytes(dest: Path) -> int:
+    """Free bytes for an unprivileged writer on the filesystem that holds (or will hold) dest."""
+    p = dest
+    while not p.exists():
+        p = p.parent
+    st = os.statvfs(p)
+    return st.f_bavail * st.f_frsize
+
+
+def _writable_anchor(dest: Path) -> Path:
+    p = dest
+    while not p.exists():
+        p = p.parent
+    return p
+
+
+def _link_target(dest: Path, name: str) -> str | None:
+    link = dest / name
+    if not link.is_symlink():
+        return None
+    return Path(os.readlink(link)).name
+
+
+def _releases(dest: Path) -> list[str]:
+    from edge.outputs import is_kind
+
+    rel = dest / "releases"
+    if not rel.is_dir():
+        return []
+    return sorted(p.name for p in rel.iterdir() if not p.name.startswith(".") and is_kind(p, RELEASE_KIND))
+
+
+def probe(req: dict[str, Any]) -> dict[str, Any]:
+    """What the target holds, how much room it has, and its doctor facts. Writes nothing.
+
+    req: dest, release, need ([{rel, sha256, size}]). Reply `have`: sha256 -> an absolute path
+    on the target whose content hashes to it (from any release or the upload area), so the
+    workstation sends only the rest."""
+    dest = Path(req["dest"]).expanduser()
+    anchor = _writable_anchor(dest)
+    if not anchor.is_dir():
+        raise AgentError(f"{anchor} is a file, not a folder; cannot flash into {dest}")
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise AgentError(
+            f"cannot write {anchor} as {_user()} (fix: sudo mkdir -p {dest} && sudo chown {_user()} {dest})"
+        )
+    if dest.exists() and any(dest.iterdir()) and not (dest / "releases").is_dir():
+        raise AgentError(
+            f"{dest} exists and is not a flashed folder (no releases/); refusing to touch it "
+            "(choose another path)"
+        )
+    need = {n["sha256"]: n for n in req.get("need", [])}
+    have: dict[str, str] = {}
+    roots = [dest / "releases" / r for r in _releases(dest)]
+    roots.append(dest / ".incoming" / str(req.get("release", "")))
+    for root in roots:
+        for n in need.values():
+            if n["sha256"] in have:
+                continue
+            cand = root / n["rel"]
+            with contextlib.suppress(OSError):
+                if cand.is_file() and cand.stat().st_size == n["size"] and sha256_file(cand) == n["sha256"]:
+                    have[n["sha256"]] = str(cand)
+    facts: dict[str, Any] = {}
+    if req.get("facts", True):
+        from deploy import doctor
+
+        facts = doctor.facts(Path("/"))
+    return {
+        "dest": str(dest),
+        "free_bytes": _free_bytes(dest),
+        "releases": _releases(dest),
+        "current": _link_target(dest, "current"),
+        "previous": _link_target(dest, "previous"),
+        "have": have,
+        "facts": facts,
+        "python": sys.version.split()[0],
+    }
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+@contextlib.contextmanager
+def _locked(dest: Path) -> Iterator[None]:
+    dest.mkdir(parents=True, exist_ok=True)
+    fd = os.open(dest / ".flash.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AgentError(f"another flash of {dest} is running (it holds {dest}/.flash.lock)") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _set_link(dest: Path, name: str, release: str) -> None:
+    """Point DEST/name at releases/<release> with one rename of a fresh symlink (atomic)."""
+    tmp = dest / f".{name}.tmp-{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(f"releases/{release}", tmp)
+    os.replace(tmp, dest / name)
+    _fsync_dir(dest)
+
+
+def _place(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)  # same filesystem: no copy, no extra disk
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def verify_release(folder: Path) -> dict[str, Any]:
+    """Every file the manifest lists is present with its sha256 (edge.bundle's checks, no graph loading)."""
+    from edge.bundle import verify
+
+    try:
+        m = verify(folder, load_graphs=False)
+    except LegatoError as e:
+        raise AgentError(str(e)) from None
+    return {"name": m.name, "files": len(m.files) + 1}
+
+
+def _sync_tree(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            fd = os.open(os.path.join(dirpath, f), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def install(req: dict[str, Any]) -> dict[str, Any]:
+    """Assemble, verify and switch to a release.
+
+    req: dest, release, files ([{rel, sha256, src}] where src is an absolute path on the target,
+    from probe's `have` or the upload area), profile_text, profile_name, build_engines (bool),
+    keep (releases kept besides current and previous), switch (bool)."""
+    from edge.outputs import atomic_folder, is_kind
+
+    dest = Path(req["dest"]).expanduser()
+    release = str(req["release"])
+    if "/" in release or release.startswith("."):
+        raise AgentError(f"bad release name {release!r}")
+    target = dest / "releases" / release
+    with _locked(dest):
+        old = _link_target(dest, "current")
+        reuse = False
+        if is_kind(target, RELEASE_KIND):
+            try:
+                verify_release(target)
+                reuse = True
+            except AgentError:
+                reuse = False  # a damaged copy of this release: rebuild it below
+        if not reuse:
+            meta = {
+                "release": release,
+                "profile": req.get("profile_name"),
+                "flashed_by": _user(),
+                "manifest_sha256": req.get("manifest_sha256"),
+            }
+            with atomic_folder(target, RELEASE_KIND, replace=True, meta=meta) as tmp:
+                for f in req["files"]:
+                    src = Path(f["src"])
+                    if not src.is_file():
+                        raise AgentError(f"{f['rel']} did not arrive on the target ({src} is missing)")
+                    _place(src, tmp / f["rel"])
+                if req.get("profile_text") is not None:
+                    (tmp / PROFILE_FILE).write_text(req["profile_text"])
+                verify_release(tmp)
+                if req.get("build_engines"):
+                    _build_engines(tmp, tmp / PROFILE_FILE)
+                    verify_release(tmp)
+                _sync_tree(tmp)
+        if req.get("switch", True) and old != release:
+            if old is not None:
+                _set_link(dest, "previous", old)
+            _set_link(dest, "current", release)
+        shutil.rmtree(dest / ".incoming" / release, ignore_errors=True)
+        pruned = _prune(dest, int(req.get("keep", 1)))
+    return {"release": release, "previous": old, "reused": reuse, "pruned": pruned}
+
+
+def _build_engines(folder: Path, profile: Path) -> None:
+    """Run the project's own TensorRT engine builder on this device, inside the release being
+    assembled (its engines and manifest entries land before the switch)."""
+    try:
+        from export import engines as builder  # lazy: TensorRT is imported only inside
+    except ImportError as e:
+        raise AgentError(
+            f"this target cannot build TensorRT engines: the legato-edge install here lacks "
+            f"the engine builder ({e}); update legato-edge on the device"
+        ) from None
+    try:
+        builder.build_bundle_engines(folder, profile)
+    except LegatoError as e:
+        raise AgentError(f"engine build on the target failed: {e}") from None
+
+
+def _prune(dest: Path, keep: int) -> list[str]:
+    """Remove old releases beyond `keep`, never current or previous; also stale uploads."""
+    live = {_link_target(dest, n) for n in LINKS}
+    rel_dir = dest / "releases"
+    others = [r for r in _releases(dest) if r not in live]
+    others.sort(key=lambda r: (rel_dir / r).stat().st_mtime, reverse=True)
+    gone = others[keep:]
+    for r in gone:
+        shutil.rmtree(rel_dir / r, ignore_errors=True)
+    incoming = dest / ".incoming"
+    if incoming.is_dir():
+        for p in incoming.iterdir():
+            if time.time() - p.stat().st_mtime > 7 * 86400:
+                shutil.rmtree(p, ignore_errors=True)
+    return gone
+
+
+def rollback(req: dict[str, Any]) -> dict[str, Any]:
+    """Make `previous` current again (and the current one previous)."""
+    dest = Path(req["dest"]).expanduser()
+    with _locked(dest):
+        cur, prev = _link_target(dest, "current"), _link_target(dest, "previous")
+        if prev is None or not (dest / "releases" / prev).is_dir():
+            raise AgentError(f"{dest} has no previous release to roll back to")
+        verify_release(dest / "releases" / prev)
+        if cur is not None:
+            _set_link(dest, "previous", cur)
+        _set_link(dest, "current", prev)
+    return {"release": prev, "previous": cur}
+
+
+def check(req: dict[str, Any]) -> dict[str, Any]:
+    """Verify the current release on the target (every sha256)."""
+    dest = Path(req["dest"]).expanduser()
+    cur = _link_target(dest, "current")
+    if cur is None:
+        raise AgentError(f"{dest} has no current release (flash one first)")
+    info = verify_release(dest / "current")
+    return {"release": cur, "previous": _link_target(dest, "previous"), **info}
+
+
+OPS = {"probe": probe, "install": install, "rollback": rollback, "check": check}
+
+
+def handle(op: str, req: dict[str, Any]) -> dict[str, Any]:
+    """One operation; a known failure comes back as {"error": "..."} (never a traceback)."""
+    try:
+        return {"ok": True, **OPS[op](req)}
+    except LegatoError as e:
+        return {"ok": False, "error": " ".join(str(e).split())}
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        return {"ok": False, "error": f"{e.strerror or e}{where}", "errno": e.errno}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or argv[0] not in OPS:
+        print(f"usage: python -m deploy.agent {{{','.join(OPS)}}} < request.json", file=sys.stderr)
+        return 2
+    req = json.loads(sys.stdin.read() or "{}")
+    reply = handle(argv[0], req)
+    sys.stdout.write(json.dumps(reply) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
