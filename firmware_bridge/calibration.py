@@ -99,11 +99,10 @@ class Calibration:
         return tuple(np.minimum(a, b).tolist()), tuple(np.maximum(a, b).tolist())
 
     @classmethod
-    def centered(cls, ids: tuple[int, ...], ticks_per_rev: int = 4096, span: int = 4095) -> Calibration:
-        """No calibration file: the whole range, joint zero at the middle tick."""
+    def centered(cls, ids: tuple[int, ...], ticks_per_rev: int = 4096) -> Calibration:
+        """No calibration file: joint zero at the middle tick (2048), +- half a turn less a tick."""
         mid = ticks_per_rev // 2
-        lo, hi = mid - span // 2, mid - span // 2 + span
-        return cls(tuple(MotorCalibration(i, 0, lo, hi) for i in ids), ticks_per_rev)
+        return cls(tuple(MotorCalibration(i, 0, 1, 2 * mid - 1) for i in ids), ticks_per_rev)
 
     @classmethod
     def from_lerobot(cls, path: str | os.PathLike[str], ticks_per_rev: int = 4096) -> Calibration:

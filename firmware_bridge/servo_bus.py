@@ -155,6 +155,7 @@ class ServoBus(BusBase):
         self._timeouts = [0] * n
         self._wd_tripped = False
         self._wd_check_every = max(1, round(1.0 / config.period_s))  # cycles between watchdog checks
+        self._last_cycle = clock()
         self._target: tuple[float, ...] | None = None
         self._telemetry: Telemetry | None = None
         self._enabled = False
@@ -423,7 +424,14 @@ class ServoBus(BusBase):
             self.stats.frames_sent += 1
             self.setpoints_sent += 1
         self._read_state(self._ids, hard)
-        if self.d.has_watchdog and self._enabled and self.stats.cycles % self._wd_check_every == 0:
+        gap = t0 - self._last_cycle  # silent longer than the watchdog: it may have tripped, look now
+        self._last_cycle = t0
+        if (
+            self.d.has_watchdog
+            and self._enabled
+            and self.config.watchdog_ms
+            and (self.stats.cycles % self._wd_check_every == 0 or gap * 1000 > self.config.watchdog_ms)
+        ):
             self._check_watchdog(hard)
         now = self._clock()
         self._publish(now)

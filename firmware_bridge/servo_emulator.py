@@ -258,10 +258,12 @@ class EmulatedServoBus:
                 return  # a tripped watchdog refuses goals
         elif addr < ft.TORQUE_ENABLE and s.table[ft.LOCK]:
             return  # EEPROM (below address 40) is locked until LOCK is written 0
+        j = list(self.servos).index(s.id)
         was_on = s.torque
         s.table[addr : addr + len(data)] = data
         if not was_on and s.torque:
-            self._hold[list(self.servos).index(s.id)] = self.motor.q[list(self.servos).index(s.id)]
+            self._hold[j] = self.motor.q[j]
+        self._refresh(j, s)  # a new homing offset shows in the present position at once
 
     def _handle(self, pkt: Packet, now: float) -> list[bytes]:
         self.received.append(pkt)

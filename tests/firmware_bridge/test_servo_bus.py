@@ -1,0 +1,354 @@
+"""ServoBus against the emulated Feetech and Dynamixel buses on a real pty, through pyserial; the
+vendor SDKs as hosts against the same emulators; the faults users report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+from conftest import WAIT_S
+
+from firmware_bridge import dynamixel as dx
+from firmware_bridge import feetech as ft
+from firmware_bridge.config import JointLimits
+from firmware_bridge.emulator import EmulatedController
+from firmware_bridge.factory import open_bus
+from firmware_bridge.interface import BusHealth, MotorBus
+from firmware_bridge.messages import Fault
+from firmware_bridge.portcheck import PortError, check_port
+from firmware_bridge.servo_bus import ServoBus, ServoBusConfig
+from firmware_bridge.servo_common import ServoError
+from firmware_bridge.servo_emulator import EmulatedServoBus, ServoEmulatorConfig, parse_ids
+
+IDS = (1, 2, 3, 4, 5, 6)
+KINDS = ("feetech", "dynamixel")
+
+
+@pytest.fixture
+def servos(no_leaks: None) -> Iterator[Callable[..., EmulatedServoBus]]:
+    made: list[EmulatedServoBus] = []
+
+    def make(kind: str, ids: tuple[int, ...] = IDS, **kw: object) -> EmulatedServoBus:
+        emu = EmulatedServoBus(ServoEmulatorConfig(kind, ids, **kw)).start()  # type: ignore[arg-type]
+        made.append(emu)
+        return emu
+
+    try:
+        yield make
+    finally:
+        for e in made:
+            e.close()
+
+
+@pytest.fixture
+def buses() -> Iterator[Callable[..., ServoBus]]:
+    made: list[ServoBus] = []
+
+    def make(kind: str, port: str, stream: bool = False, **kw: object) -> ServoBus:
+        kw.setdefault("ids", IDS)
+        bus = ServoBus(kind, ServoBusConfig(port, **kw))  # type: ignore[arg-type]
+        made.append(bus)
+        bus.start(stream=stream)
+        return bus
+
+    try:
+        yield make
+    finally:
+        for b in made:
+            b.close()
+
+
+def _goals(emu: EmulatedServoBus) -> list[int]:
+    return [s.goal_encoder() for s in emu.servos.values()]
+
+
+def _torque(emu: EmulatedServoBus) -> list[bool]:
+    return [s.torque for s in emu.servos.values()]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_start_enables_torque_holding_where_the_servos_are_and_goals_follow_setpoints(kind, servos, buses):
+    emu = servos(kind)
+    bus = buses(kind, emu.port)
+    assert all(_torque(emu)) and bus.health().torque_enabled
+    enc = [s.goal_encoder() for s in emu.servos.values()]
+    assert enc == [2048] * 6  # goal = present: enabling does not jump
+    bus.send_setpoint(np.array([0.5, -0.5, 0.0, 1.0, -1.0, 0.25], dtype=np.float32))
+    bus.cycle()
+    expect = np.rint(np.array([0.5, -0.5, 0.0, 1.0, -1.0, 0.25]) * 4096 / (2 * np.pi) + 2048)
+    assert [s.goal_encoder() for s in emu.servos.values()] == expect.astype(int).tolist()
+    t = bus.latest_telemetry()
+    assert t is not None and t.stale is not None and not t.stale.any() and t.servo_errors == (0,) * 6
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_nan_is_never_sent_and_targets_are_clamped(kind, servos, buses):
+    emu = servos(kind)
+    bus = buses(kind, emu.port, limits=JointLimits.uniform(6, position=1.0))
+    bus.send_setpoint(np.full(6, 0.3, dtype=np.float32))
+    bus.cycle()
+    before = [s.goal_encoder() for s in emu.servos.values()]
+    bus.send_setpoint(np.array([np.nan, 0, 0, 0, 0, 0], dtype=np.float32))
+    bus.cycle()
+    assert [s.goal_encoder() for s in emu.servos.values()] == before and bus.health().setpoints_rejected == 1
+    bus.send_setpoint(np.full(6, 3.0, dtype=np.float32))
+    bus.cycle()
+    top = int(np.rint(1.0 * 4096 / (2 * np.pi) + 2048))
+    assert [s.goal_encoder() for s in emu.servos.values()] == [
+        top
+    ] * 6 and bus.health().setpoints_clamped == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_silent_servo_costs_a_few_ms_the_others_are_read_and_its_joint_is_stale(kind, servos, buses):
+    emu = servos(kind)
+    bus = buses(kind, emu.port, period_s=0.02)
+    bus.cycle()
+    emu.set_silent(3)
+    # the emulated servos move: the fresh ones must change, the silent one must keep its last value
+    bus.send_setpoint(np.full(6, 0.4, dtype=np.float32))
+    bus.cycle()
+    assert emu.wait_until(lambda e: abs(e.motor.q[0] - 0.4) < 0.05, WAIT_S)
+    durations = [bus.cycle() for _ in range(5)]
+    t = bus.latest_telemetry()
+    assert t is not None and t.stale is not None
+    assert t.stale.tolist() == [False, False, True, False, False, False]
+    assert abs(t.positions[0] - 0.4) < 0.06 and abs(t.positions[5] - 0.4) < 0.06  # servos after it too
+    assert abs(t.positions[2]) < 0.01  # the last good value, from before it went silent
+    h = bus.health()
+    assert h.stale_joints == 1 and h.reply_timeouts[2] == 6 and h.retries_used >= 6
+    assert sorted(durations)[2] < 0.02  # at most one control period (median: the machine is shared)
+    emu.set_silent(3, False)
+    bus.cycle()
+    assert not bus.latest_telemetry().stale.any()
+
+
+ERROR_CASES = [
+    ("feetech", ft.ERR_OVERLOAD, ServoError.OVERLOAD),
+    ("feetech", ft.ERR_VOLTAGE, ServoError.VOLTAGE),
+    ("dynamixel", dx.ERR_ALERT, ServoError.HARDWARE),
+]
+
+
+@pytest.mark.parametrize(("kind", "bit", "err"), ERROR_CASES)
+def test_error_bits_are_reported_and_torque_off_still_goes_out_on_close(kind, bit, err, servos):
+    emu = servos(kind)
+    bus = ServoBus(kind, ServoBusConfig(emu.port, IDS))
+    bus.start(stream=True)  # the real thread this time: close() must stop it and still send torque-off
+    try:
+        emu.set_error(2, bit)
+        assert emu.wait_until(lambda e: True, 0.0) is True
+        deadline_ok = _wait_for_telemetry(bus, lambda t: t.servo_errors[1] & err)
+        assert deadline_ok
+        t = bus.latest_telemetry()
+        assert t.faults & (Fault.OVERLOAD if err == ServoError.OVERLOAD else Fault.EXTERNAL)
+        assert t.servo_errors[0] == 0 and bus.health().servo_errors[1] & err
+        assert all(_torque(emu))
+    finally:
+        bus.close()
+    assert emu.wait_until(lambda e: not any(_torque(e)), WAIT_S), "torque-off did not reach every servo"
+
+
+def _wait_for_telemetry(bus: ServoBus, pred: Callable, timeout_s: float = WAIT_S) -> bool:
+    import threading
+    import time
+
+    ev, end = threading.Event(), time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        t = bus.latest_telemetry()
+        if t is not None and pred(t):
+            return True
+        ev.wait(0.005)
+    return False
+
+
+def test_dynamixel_bus_watchdog_is_set_trips_when_the_host_is_silent_and_clears(servos, buses):
+    emu = servos("dynamixel")
+    bus = buses("dynamixel", emu.port, period_s=0.02, watchdog_ms=100)
+    assert [s.table[dx.BUS_WATCHDOG] for s in emu.servos.values()] == [5] * 6  # 100 ms / 20 ms
+    bus.cycle()
+    # the host goes silent: the servos stop on their own
+    assert emu.wait_until(lambda e: all(s.watchdog_tripped for s in e.servos.values()), WAIT_S)
+    bus.cycle()  # the first cycle after a gap longer than the watchdog checks register 98
+    t = bus.latest_telemetry()
+    assert t.holding and t.faults & Fault.WATCHDOG and all(e & ServoError.WATCHDOG for e in t.servo_errors)
+    bus.clear_faults()
+    assert [s.table[dx.BUS_WATCHDOG] for s in emu.servos.values()] == [5] * 6
+    bus.cycle()
+    assert not bus.latest_telemetry().holding and bus.latest_telemetry().faults == 0
+
+
+def test_feetech_calibration_homing_offsets_are_written_where_the_servos_differ(servos, buses, tmp_path):
+    import json
+
+    from firmware_bridge.calibration import Calibration
+
+    emu = servos("feetech", ids=(1, 2))
+    cal = {
+        "a": {"id": 1, "drive_mode": 0, "homing_offset": -100, "range_min": 500, "range_max": 3500},
+        "b": {"id": 2, "drive_mode": 1, "homing_offset": 0, "range_min": 1000, "range_max": 3000},
+    }
+    (tmp_path / "arm.json").write_text(json.dumps(cal))
+    bus = buses("feetech", emu.port, ids=(1, 2), calibration=Calibration.from_lerobot(tmp_path / "arm.json"))
+    assert [s.homing for s in emu.servos.values()] == [-100, 0]
+    assert all(s.table[ft.LOCK] == 1 for s in emu.servos.values())  # EEPROM locked again
+    # present = encoder - offset: the middle tick 2048 reads 2148; joint 0 = (2148 - 2000) ticks
+    t = bus.latest_telemetry()
+    assert t.positions[0] == pytest.approx((2148 - 2000) * 2 * np.pi / 4096, abs=1e-5)
+
+
+@pytest.mark.parametrize("kind", [*KINDS, "firmware"])
+def test_every_bus_passes_one_contract(kind, servos, emulator):
+    """What the runtime relies on, whichever bus the profile picks."""
+    if kind == "firmware":
+        ctrl: EmulatedController | EmulatedServoBus = emulator(3)
+        bus = open_bus("firmware", port=ctrl.port, limits=JointLimits.uniform(3))
+    else:
+        ctrl = servos(kind, ids=(1, 2, 3))
+        bus = open_bus(kind, port=ctrl.port, ids="1-3", period_s=0.01)
+    assert isinstance(bus, MotorBus)
+    try:
+        bus.start()
+        target = np.array([0.3, -0.2, 0.1], dtype=np.float32)
+        for _ in range(2):
+            bus.send_setpoint(target)
+        assert _wait_for_telemetry(bus, lambda t: np.abs(t.positions - target).max() < 0.05)  # type: ignore[arg-type]
+        bus.send_setpoint(np.full(3, np.nan, dtype=np.float32))
+        with pytest.raises(ValueError, match="shape"):
+            bus.send_setpoint(np.zeros(4, dtype=np.float32))
+        h = bus.health()
+        assert isinstance(h, BusHealth) and h.connected and h.torque_enabled and h.setpoints_rejected == 1
+        assert h.stale_joints == 0 and h.telemetry_age_s is not None
+        bus.set_torque(False)
+        assert _wait_for_telemetry(bus, lambda t: not t.torque_enabled)  # type: ignore[arg-type]
+        bus.set_torque(True)
+        assert _wait_for_telemetry(bus, lambda t: t.torque_enabled)  # type: ignore[arg-type]
+    finally:
+        bus.close()
+    assert not bus.health().connected
+
+
+def test_open_bus_refuses_unknown_settings_and_kinds() -> None:
+    with pytest.raises(ValueError, match="unknown settings.*'period'"):
+        open_bus("feetech", port="/dev/x", ids=[1], period=0.02)
+    with pytest.raises(ValueError, match="allowed: firmware, feetech, dynamixel"):
+        open_bus("can")
+    with pytest.raises(ValueError, match="watchdog_ms"):
+        open_bus("dynamixel", port="/dev/x", ids=[1], period_s=0.1, watchdog_ms=100)
+    assert parse_ids("1-3,7") == (1, 2, 3, 7)
+
+
+# ---- ports -------------------------------------------------------------------------------------
+def test_a_port_in_use_names_the_process_holding_it(servos) -> None:
+    emu = servos("feetech")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import serial, sys; s = serial.Serial(sys.argv[1], exclusive=True); "
+         "print('held', flush=True); sys.stdin.read()", emu.port],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(PortError, match=f"in use: held by pid {holder.pid} \\(.*python") as exc:
+            ServoBus("feetech", ServoBusConfig(emu.port, IDS)).start()
+        assert exc.value.kind == "busy"
+    finally:
+        holder.communicate("", timeout=30)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a probe as an unprivileged user")
+def test_a_permission_error_names_the_dialout_group_and_the_udev_rule(servos) -> None:
+    import pwd
+
+    emu = servos("feetech")
+    os.chmod(emu.port, 0o600)  # a tty that is root's only, the way a fresh ttyACM is for a user
+    nobody = pwd.getpwnam("nobody")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child drops to an unprivileged user and probes the port
+        try:
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            try:
+                check_port(emu.port)
+                msg = "opened"
+            except PortError as exc:
+                msg = f"{exc.kind} {exc}"
+            os.write(w, msg.encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    assert out.startswith("permission "), out
+    assert "dialout" in out and "udev rule" in out
+
+
+def test_missing_and_not_a_tty_ports_are_told_apart(tmp_path) -> None:
+    with pytest.raises(PortError, match="does not exist") as e1:
+        check_port(str(tmp_path / "ttyNONE"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PortError, match="not a serial port") as e2:
+        check_port(str(tmp_path / "file"))
+    assert (e1.value.kind, e2.value.kind) == ("missing", "not_tty")
+
+
+# ---- the vendor SDKs as hosts against our emulated buses ---------------------------------------
+def test_the_feetech_sdk_pings_reads_and_sync_writes_our_emulated_bus(servos) -> None:
+    scs = pytest.importorskip("scservo_sdk")
+    emu = servos("feetech")
+    port = scs.PortHandler(emu.port)
+    assert port.openPort() and port.setBaudRate(1_000_000)
+    try:
+        ph = scs.PacketHandler(0)
+        for sid in IDS:
+            model, result, error = ph.ping(port, sid)
+            assert (model, result, error) == (ft.STS3215_MODEL, scs.COMM_SUCCESS, 0)
+        pos, result, _ = ph.read2ByteTxRx(port, 4, ft.PRESENT_POSITION)
+        assert result == scs.COMM_SUCCESS and pos == 2048
+        assert ph.write1ByteTxRx(port, 4, ft.TORQUE_ENABLE, 1)[0] == scs.COMM_SUCCESS
+        gsw = scs.GroupSyncWrite(port, ph, ft.GOAL_POSITION, 2)
+        for sid in IDS:
+            gsw.addParam(sid, [(2000 + sid) & 0xFF, (2000 + sid) >> 8])
+        assert gsw.txPacket() == scs.COMM_SUCCESS
+        assert emu.wait_until(lambda e: _goals(e) == [2001 + i for i in range(6)], WAIT_S)
+        gsr = scs.GroupSyncRead(port, ph, ft.PRESENT_POSITION, 8)
+        for sid in IDS:
+            gsr.addParam(sid)
+        assert gsr.txRxPacket() == scs.COMM_SUCCESS
+        assert all(gsr.isAvailable(sid, ft.PRESENT_POSITION, 2) for sid in IDS)
+        assert gsr.getData(1, ft.PRESENT_VOLTAGE, 1) == 120
+    finally:
+        port.closePort()
+
+
+def test_the_dynamixel_sdk_pings_reads_and_sync_writes_our_emulated_bus(servos) -> None:
+    sdk = pytest.importorskip("dynamixel_sdk")
+    emu = servos("dynamixel")
+    port = sdk.PortHandler(emu.port)
+    assert port.openPort() and port.setBaudRate(1_000_000)
+    try:
+        ph = sdk.PacketHandler(2.0)
+        for sid in IDS:
+            model, result, error = ph.ping(port, sid)
+            assert (model, result, error) == (dx.XM430_W350_MODEL, sdk.COMM_SUCCESS, 0)
+        pos, result, _ = ph.read4ByteTxRx(port, 2, dx.PRESENT_POSITION)
+        assert result == sdk.COMM_SUCCESS and pos == 2048
+        gsw = sdk.GroupSyncWrite(port, ph, dx.GOAL_POSITION, 4)
+        for sid in IDS:
+            gsw.addParam(sid, list((1000 + sid).to_bytes(4, "little")))
+        assert gsw.txPacket() == sdk.COMM_SUCCESS
+        assert emu.wait_until(lambda e: _goals(e) == [1001 + i for i in range(6)], WAIT_S)
+        gsr = sdk.GroupSyncRead(port, ph, dx.PRESENT_POSITION, 4)
+        for sid in IDS:
+            gsr.addParam(sid)
+        assert gsr.txRxPacket() == sdk.COMM_SUCCESS
+        assert [gsr.getData(sid, dx.PRESENT_POSITION, 4) for sid in IDS] == [2048] * 6
+        assert gsr.fastSyncRead() == sdk.COMM_SUCCESS
+        assert [gsr.getData(sid, dx.PRESENT_POSITION, 4) for sid in IDS] == [2048] * 6
+    finally:
+        port.closePort()
