@@ -78,6 +78,13 @@ def _link_target(dest: Path, name: str) -> str | None:
     return Path(os.readlink(link)).name
 
 
+def read_marker_kind(folder: Path) -> str | None:
+    from edge.outputs import read_marker
+
+    m = read_marker(folder)
+    return m.get("kind") if m else None
+
+
 def _releases(dest: Path) -> list[str]:
     from edge.outputs import is_kind
 
@@ -253,6 +260,8 @@ def install(req: dict[str, Any]) -> dict[str, Any]:
                 _set_link(dest, "previous", old)
             _set_link(dest, "current", release)
         shutil.rmtree(dest / ".incoming" / release, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (dest / ".incoming").rmdir()  # only when empty
         pruned = _prune(dest, int(req.get("keep", 1)))
     return {"release": release, "previous": old, "reused": reuse, "pruned": pruned}
 

@@ -668,6 +668,8 @@ def format_checks(checks: list[Check]) -> list[str]:
             lines.append(f"{'':<20} fix: {c.fix}")
     fails = sum(c.status == FAIL for c in checks)
     warns = sum(c.status == WARN for c in checks)
-    verdict = "ready to run" if not fails else f"{fails} problem{'s' * (fails != 1)} block running"
+    verdict = (
+        "ready to run" if not fails else f"{fails} problem{'s block' if fails != 1 else ' blocks'} running"
+    )
     lines.append(f"doctor: {verdict}" + (f"; {warns} warning{'s' * (warns != 1)}" if warns else ""))
     return lines

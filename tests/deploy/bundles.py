@@ -1,0 +1,77 @@
+"""Small hand-made bundles that pass edge.bundle.verify: real ONNX graphs with the documented I/O
+for the committed model's config (each output a constant), plus a data file whose bytes the test
+chooses, so a test can make two bundles that differ in exactly one file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto, helper
+
+from edge.bundle import expected_io
+from edge.policy import ModelSpec
+
+REPO = Path(__file__).resolve().parents[2]
+_DT = {"float32": TensorProto.FLOAT, "uint8": TensorProto.UINT8, "int64": TensorProto.INT64}
+
+
+def _graph(path: Path, name: str, ins: dict, outs: dict, salt: float) -> None:
+    nodes, outputs = [], []
+    for i, (out, (dtype, shape)) in enumerate(outs.items()):
+        value = helper.make_tensor(f"v{i}", _DT[dtype], [1], [salt])
+        shp = helper.make_tensor(f"s{i}", TensorProto.INT64, [len(shape)], list(shape))
+        nodes.append(helper.make_node("Constant", [], [f"shape{i}"], value=shp))
+        nodes.append(helper.make_node("ConstantOfShape", [f"shape{i}"], [out], value=value))
+        outputs.append(helper.make_tensor_value_info(out, _DT[dtype], list(shape)))
+    inputs = [helper.make_tensor_value_info(k, _DT[d], list(s)) for k, (d, s) in ins.items()]
+    model = helper.make_model(
+        helper.make_graph(nodes, name, inputs, outputs), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_bundle(
+    out: Path, *, name: str = "tiny", profile: str = "x86-cpu", data: bytes = b"weights v1", salt: float = 0.0
+) -> Path:
+    """A bundle folder at `out` (created): manifest.json, prefix.onnx, flow_head.onnx, data/blob.bin."""
+    cfg = json.loads((REPO / "models/legato/config.json").read_text())
+    spec = ModelSpec.from_config(cfg)
+    io = expected_io(spec, cfg)
+    out.mkdir(parents=True)
+    graphs = {}
+    for g in ("prefix", "flow_head"):
+        ins, outs = io[g]
+        _graph(out / f"{g}.onnx", g, ins, outs, salt)
+        graphs[g] = {
+            "file": f"{g}.onnx",
+            "sha256": _sha(out / f"{g}.onnx"),
+            "opset": 17,
+            "precision": "fp32",
+            "inputs": [{"name": k, "dtype": d, "shape": list(s)} for k, (d, s) in ins.items()],
+            "outputs": [{"name": k, "dtype": d, "shape": list(s)} for k, (d, s) in outs.items()],
+        }
+    (out / "data").mkdir()
+    (out / "data/blob.bin").write_bytes(data)
+    files = {f"{g}.onnx": graphs[g]["sha256"] for g in graphs}
+    files["data/blob.bin"] = _sha(out / "data/blob.bin")
+    manifest = {
+        "format": "legato-bundle",
+        "format_version": 1,
+        "name": name,
+        "model": cfg,
+        "profile": {"name": profile},
+        "precision": "fp32",
+        "graphs": graphs,
+        "files": files,
+        "engines": {},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return out

@@ -1,0 +1,152 @@
+"""`legato flash` to local folders: copy only what changed, atomic switch, rollback, fleet lines,
+and the refusals that leave the target untouched."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bundles import make_bundle
+
+from deploy import agent
+from legato.cli import main
+
+
+def flash(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main(["flash", *argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def snapshot(dest: Path) -> dict[str, object]:
+    """Every path under dest with its link target or content: a test that nothing changed."""
+    out: dict[str, object] = {}
+    for p in sorted(dest.rglob("*")):
+        rel = str(p.relative_to(dest))
+        out[rel] = os.readlink(p) if p.is_symlink() else (p.read_bytes() if p.is_file() else "dir")
+    return out
+
+
+def current(dest: Path) -> str:
+    return os.readlink(dest / "current")
+
+
+def test_flash_switch_copy_only_changed_and_rollback(tmp_path, capsys, bundles):
+    b1, b2 = bundles
+    dest = tmp_path / "robot"
+    rc, out, _ = flash(capsys, "--bundle", str(b1), "--profile", "x86-cpu", "--target", str(dest))
+    assert rc == 0 and "4 files sent" in out and "every sha256 verified" in out
+    first = current(dest)
+    assert first.startswith("releases/tiny-") and (dest / "current/profile.toml").is_file()
+    assert agent.read_marker_kind(dest / first) == "release"
+
+    rc, out, _ = flash(capsys, "--bundle", str(b2), "--profile", "x86-cpu", "--target", str(dest))
+    assert rc == 0 and "2 files sent" in out and "2 already there" in out  # manifest + the changed file
+    second = current(dest)
+    assert second != first and os.readlink(dest / "previous") == first
+    assert (dest / "current/data/blob.bin").read_bytes() == b"weights v2"
+    # unchanged files are hard links, not copies
+    assert (dest / second / "prefix.onnx").stat().st_ino == (dest / first / "prefix.onnx").stat().st_ino
+
+    rc, out, _ = flash(capsys, "--rollback", "--target", str(dest))
+    assert rc == 0 and current(dest) == first and os.readlink(dest / "previous") == second
+    assert (dest / "current/data/blob.bin").read_bytes() == b"weights v1"
+
+    rc, out, _ = flash(capsys, "--bundle", str(b1), "--profile", "x86-cpu", "--target", str(dest))
+    assert rc == 0 and "was already current" in out and "0 files sent" in out
+
+
+def test_corrupt_file_on_target_is_detected_and_repaired(tmp_path, capsys, bundles):
+    b1, _ = bundles
+    dest = tmp_path / "robot"
+    assert flash(capsys, "--bundle", str(b1), "--profile", "x86-cpu", "--target", str(dest))[0] == 0
+    blob = dest / "current/data/blob.bin"
+    blob.chmod(0o644)
+    blob.write_bytes(b"bit rot!!!")
+    rc, _, err = flash(capsys, "--check", "--target", str(dest))
+    assert rc == 2 and err.count("\n") == 1 and "data/blob.bin is corrupt" in err
+    rc, out, _ = flash(capsys, "--bundle", str(b1), "--profile", "x86-cpu", "--target", str(dest))
+    assert rc == 0 and "1 files sent" in out  # only the damaged file travels again
+    assert flash(capsys, "--check", "--target", str(dest))[0] == 0
+
+
+def test_bundle_failing_verify_is_refused_before_any_target_is_touched(tmp_path, capsys, bundles):
+    b1, _ = bundles
+    (b1 / "data/blob.bin").write_bytes(b"tampered")
+    dest = tmp_path / "robot"
+    rc, out, err = flash(capsys, "--bundle", str(b1), "--profile", "x86-cpu", "--target", str(dest))
+    assert rc == 2 and out == "" and err.startswith("legato: error: ") and err.count("\n") == 1
+    assert "corrupt" in err and not dest.exists()
+
+
+def test_full_disk_is_refused_with_nothing_changed(tmp_path, capsys, bundles, monkeypatch):
+    b1, b2 = bundles
+    dest = tmp_path / "robot"
+    assert flash(capsys, "--bundle", str(b1), "--profile", "x86-cpu", "--target", str(dest))[0] == 0
+    before = snapshot(dest)
+    monkeypatch.setattr(agent, "_free_bytes", lambda _dest: 1 << 20)  # 1 MB left on the target
+    rc, out, err = flash(capsys, "--bundle", str(b2), "--profile", "x86-cpu", "--target", str(dest))
+    assert rc == 2 and err.count("\n") == 1 and "disk is too full" in err and "nothing was changed" in err
+    assert snapshot(dest) == before
+
+
+def test_profile_not_matching_the_target_is_refused(tmp_path, capsys):
+    """A Jetson profile's [device] against this x86 machine's doctor answers."""
+    b = make_bundle(tmp_path / "nx", profile="jetson-orin-nx-16gb")
+    dest = tmp_path / "robot"
+    rc, _, err = flash(capsys, "--bundle", str(b), "--profile", "jetson-orin-nx-16gb", "--target", str(dest))
+    assert rc == 2 and err.count("\n") == 1
+    assert "does not match the target (profile soc orin, target x86)" in err and "nothing was changed" in err
+    assert not dest.exists()
+
+
+def test_foreign_folder_is_refused(tmp_path, capsys, bundles):
+    dest = tmp_path / "home"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("mine")
+    rc, _, err = flash(capsys, "--bundle", str(bundles[0]), "--profile", "x86-cpu", "--target", str(dest))
+    assert rc == 2 and "not a flashed folder" in err and sorted(os.listdir(dest)) == ["notes.txt"]
+
+
+def test_fleet_prints_one_line_per_device(tmp_path, capsys, bundles):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    targets = [str(tmp_path / "arm1"), str(tmp_path / "arm2"), str(blocker / "arm3")]
+    argv = ["--bundle", str(bundles[0]), "--profile", "x86-cpu"]
+    for t in targets:
+        argv += ["--target", t]
+    rc, out, _ = flash(capsys, *argv)
+    lines = out.strip().splitlines()
+    assert rc == 1 and len(lines) == 4 and lines[-1] == "2 of 3 targets ok, 1 failed"
+    by_target = {ln.split(": ", 1)[0]: ln for ln in lines[:-1]}
+    assert by_target[targets[0]].startswith(f"{targets[0]}: ok, current -> tiny-")
+    assert by_target[targets[1]].startswith(f"{targets[1]}: ok, current -> tiny-")
+    assert (
+        by_target[targets[2]].startswith(f"{targets[2]}: FAILED, ") and "is a file" in by_target[targets[2]]
+    )
+
+
+def test_rollback_without_previous_is_one_line(tmp_path, capsys, bundles):
+    dest = tmp_path / "robot"
+    assert flash(capsys, "--bundle", str(bundles[0]), "--profile", "x86-cpu", "--target", str(dest))[0] == 0
+    before = snapshot(dest)
+    rc, _, err = flash(capsys, "--rollback", "--target", str(dest))
+    assert rc == 2 and "no previous release" in err and snapshot(dest) == before
+
+
+def test_interrupted_install_leaves_previous_current(tmp_path, capsys, bundles, monkeypatch):
+    """A failure (here: Ctrl-C) while the release is assembled leaves the old one current and whole."""
+    b1, b2 = bundles
+    dest = tmp_path / "robot"
+    assert flash(capsys, "--bundle", str(b1), "--profile", "x86-cpu", "--target", str(dest))[0] == 0
+    first = current(dest)
+
+    def interrupted(folder):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(agent, "_sync_tree", interrupted)  # the last step before the swap
+    rc, _, err = flash(capsys, "--bundle", str(b2), "--profile", "x86-cpu", "--target", str(dest))
+    assert rc == 130 and current(dest) == first
+    assert [p.name for p in (dest / "releases").iterdir()] == [Path(first).name]  # no half release
+    monkeypatch.undo()
+    assert flash(capsys, "--check", "--target", str(dest))[0] == 0

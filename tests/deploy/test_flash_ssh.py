@@ -1,0 +1,171 @@
+"""`legato flash` over the user's OpenSSH client to a real sshd on 127.0.0.1 (see conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from bundles import make_bundle
+
+from legato.cli import main
+
+pytestmark = pytest.mark.timeout(120)
+LEGATO = [sys.executable, "-m", "legato.cli"]
+
+
+def ssh_flash(capsys, server, *argv: str, config: Path | None = None) -> tuple[int, str, str]:
+    rc = main(
+        [
+            "flash",
+            *argv,
+            "--ssh-config",
+            str(config or server.config),
+            "--target-python",
+            sys.executable,
+            "--connect-timeout",
+            "5",
+        ]
+    )
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_ssh_flash_verify_corrupt_rollback(tmp_path, capsys, sshd, bundles):
+    b1, b2 = bundles
+    dest = tmp_path / "robot"
+    url = sshd.url(dest)
+    rc, out, err = ssh_flash(capsys, sshd, "--bundle", str(b1), "--profile", "x86-cpu", "--target", url)
+    assert rc == 0, err
+    assert out.startswith(f"{url}: ok, current -> tiny-") and "4 files sent" in out
+    first = os.readlink(dest / "current")
+
+    rc, out, err = ssh_flash(capsys, sshd, "--bundle", str(b2), "--profile", "x86-cpu", "--target", url)
+    assert rc == 0 and "2 files sent" in out and "2 already there" in out, err
+    second = os.readlink(dest / "current")
+    assert (dest / "current/data/blob.bin").read_bytes() == b"weights v2"
+
+    rc, out, _ = ssh_flash(capsys, sshd, "--check", "--target", url)
+    assert rc == 0 and f"current {Path(second).name} verifies" in out
+
+    blob = dest / "current/data/blob.bin"  # a corrupted file on the target is detected
+    blob.write_bytes(b"bit rot!!!")
+    rc, out, err = ssh_flash(capsys, sshd, "--check", "--target", url)
+    assert rc == 2 and err.count("\n") == 1 and "data/blob.bin is corrupt" in err
+
+    rc, out, _ = ssh_flash(capsys, sshd, "--rollback", "--target", url)
+    assert rc == 0 and os.readlink(dest / "current") == first and os.readlink(dest / "previous") == second
+    assert (dest / "current/data/blob.bin").read_bytes() == b"weights v1"
+
+
+def test_killed_flash_leaves_previous_current(tmp_path, capsys, sshd, bundles):
+    """Kill the flash (SIGKILL, whole process group) while scp uploads: the old release stays current."""
+    b1, b2 = bundles
+    dest = tmp_path / "robot"
+    url = sshd.url(dest)
+    assert ssh_flash(capsys, sshd, "--bundle", str(b1), "--profile", "x86-cpu", "--target", url)[0] == 0
+    first = os.readlink(dest / "current")
+
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    fifo = tmp_path / "started"
+    os.mkfifo(fifo)
+    (shim / "scp").write_text(f"#!/bin/sh\necho started > {fifo}\nexec sleep 300\n")
+    (shim / "scp").chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"}
+    cmd = [
+        *LEGATO,
+        "flash",
+        "--bundle",
+        str(b2),
+        "--profile",
+        "x86-cpu",
+        "--target",
+        url,
+        "--ssh-config",
+        str(sshd.config),
+        "--target-python",
+        sys.executable,
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        got = b""
+        deadline = time.monotonic() + 60
+        while not got and proc.poll() is None and time.monotonic() < deadline:
+            if select.select([fd], [], [], 1.0)[0]:
+                got = os.read(fd, 64)
+    finally:
+        os.close(fd)
+    assert got.startswith(b"started"), proc.communicate()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert os.readlink(dest / "current") == first
+    assert [p.name for p in (dest / "releases").iterdir()] == [Path(first).name]
+    assert ssh_flash(capsys, sshd, "--check", "--target", url)[0] == 0
+    rc, out, err = ssh_flash(capsys, sshd, "--bundle", str(b2), "--profile", "x86-cpu", "--target", url)
+    assert rc == 0 and os.readlink(dest / "current") != first, err  # the next flash goes through
+
+
+def test_unknown_host_key_is_refused(tmp_path, capsys, sshd, bundles):
+    dest = tmp_path / "robot"
+    rc, out, err = ssh_flash(
+        capsys,
+        sshd,
+        "--bundle",
+        str(bundles[0]),
+        "--profile",
+        "x86-cpu",
+        "--target",
+        sshd.url(dest),
+        config=sshd.bare_config,
+    )
+    assert rc == 2 and out == "" and err.count("\n") == 1
+    assert "unknown host key for 127.0.0.1" in err and "nothing was changed" in err
+    assert not dest.exists()
+
+
+def test_target_that_does_not_answer(tmp_path, capsys, sshd, bundles):
+    """A port that accepts TCP but never speaks SSH (a hung device)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        port = silent.getsockname()[1]
+        url = f"ssh://{sshd.user}@127.0.0.1:{port}{tmp_path / 'robot'}"
+        t0 = time.monotonic()
+        rc, out, err = ssh_flash(
+            capsys, sshd, "--bundle", str(bundles[0]), "--profile", "x86-cpu", "--target", url
+        )
+    assert rc == 2 and out == "" and err.count("\n") == 1 and time.monotonic() - t0 < 60
+    assert "target does not answer" in err and "nothing was changed" in err
+
+
+def test_profile_not_matching_the_targets_doctor_answers(tmp_path, capsys, sshd):
+    b = make_bundle(tmp_path / "thor", profile="jetson-thor")
+    dest = tmp_path / "robot"
+    rc, _, err = ssh_flash(
+        capsys, sshd, "--bundle", str(b), "--profile", "jetson-thor", "--target", sshd.url(dest)
+    )
+    assert rc == 2 and err.count("\n") == 1 and "profile soc thor, target x86" in err
+    assert not dest.exists()
+
+
+def test_fleet_over_ssh_and_local(tmp_path, capsys, sshd, bundles):
+    targets = [sshd.url(tmp_path / "arm1"), sshd.url(tmp_path / "arm2"), str(tmp_path / "arm3")]
+    argv = ["--bundle", str(bundles[0]), "--profile", "x86-cpu"]
+    for t in targets:
+        argv += ["--target", t]
+    rc, out, err = ssh_flash(capsys, sshd, *argv)
+    lines = out.strip().splitlines()
+    assert rc == 0 and len(lines) == 4 and lines[-1] == "3 of 3 targets ok", err
+    assert sorted(ln.split(": ok, ")[0] for ln in lines[:-1]) == sorted(targets)
+    for name in ("arm1", "arm2", "arm3"):
+        assert (tmp_path / name / "current/manifest.json").is_file()
