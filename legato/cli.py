@@ -24,6 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "firmware_bridge.cli",  # firmware
     "deploy.cli",  # flash, service, doctor
     "export.cli",  # export (torch), profiles, bundle (robot side)
+    "edge.cli",  # run, profile (robot side)
 )
 
 
