@@ -1,0 +1,266 @@
+"""`legato profile`: where each millisecond goes, as numbers, a trace and a picture.
+
+From the loop's record rings (edge/loop.py) it derives, per stage, p50 / p90 / p99 / max:
+- control: period error (tick start - its deadline), tick duration, setpoint write time;
+- chunk: camera-to-chunk latency (capture -> ready), preprocess, prefix, each flow step,
+  blend (final blend + un-normalise), the whole chunk (compute), the swap index;
+- counts: underruns, missed ticks, faults; telemetry round trip from the bus.
+
+Outputs (written into one folder through edge.outputs.atomic_folder, kind "profile"):
+- a table on the terminal; ``summary.json`` with flat dotted keys
+  (``control.period_error_ms.p99``, ``chunk.flow_step0_ms.p50``, ``underruns``, ...);
+- ``trace.json``: Chrome trace-event format (Perfetto opens it): the clock thread's ticks and
+  the worker's chunks with their stages, on two named threads;
+- ``profile.png``: latency histograms and a timeline (matplotlib when installed; otherwise a
+  small numpy rasteriser, so the robot's core install still writes it).
+``--synthetic`` times the engines alone (the denoiser on random observations, back to back),
+like trtexec for the whole chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.loop import CHUNK_BASE_COLS, HOLD_START, TICK_COLS, UNDERRUN
+
+PCTS = (50, 90, 99)
+
+
+def stats_ms(x_s: np.ndarray) -> dict[str, float | None]:
+    """p50 / p90 / p99 / max / mean of seconds, in ms (None where there is no sample)."""
+    x = np.asarray(x_s, float) * 1e3
+    if len(x) == 0:
+        return {"p50": None, "p90": None, "p99": None, "max": None, "mean": None, "n": 0}
+    p = np.percentile(x, PCTS)
+    return {"p50": float(p[0]), "p90": float(p[1]), "p99": float(p[2]), "max": float(x.max()),
+            "mean": float(x.mean()), "n": int(len(x))}  # fmt: skip
+
+
+def _flat(prefix: str, d: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}.{k}": v for k, v in d.items()}
+
+
+def latency_summary(ticks: np.ndarray, chunks: np.ndarray, stage_names: tuple[str, ...],
+                    period: float) -> dict[str, Any]:  # fmt: skip
+    """Dotted-key statistics of a session's tick and chunk records."""
+    T = {c: i for i, c in enumerate(TICK_COLS)}  # noqa: N806
+    C = {c: i for i, c in enumerate(CHUNK_BASE_COLS)}  # noqa: N806
+    out: dict[str, Any] = {}
+    if len(ticks):
+        out.update(_flat("control.period_error_ms", stats_ms(ticks[:, T["start"]] - ticks[:, T["deadline"]])))
+        out.update(_flat("control.tick_ms", stats_ms(ticks[:, T["end"]] - ticks[:, T["start"]])))
+        out.update(_flat("control.setpoint_write_ms", stats_ms(ticks[:, T["write_s"]])))
+        modes = ticks[:, T["mode"]].astype(int)
+        out["control.underrun_ticks"] = int((modes == UNDERRUN).sum())
+        out["control.start_hold_ticks"] = int((modes == HOLD_START).sum())
+        out["control.fault_ticks"] = int(ticks[:, T["fault"]].sum())
+        out["control.period_ms"] = period * 1e3
+    if len(chunks):
+        base = len(CHUNK_BASE_COLS)
+        rest = chunks[1:] if len(chunks) > 1 else chunks  # the first chunk includes warm-up
+        out.update(_flat("chunk.latency_ms", stats_ms(rest[:, C["latency_s"]])))
+        out.update(_flat("chunk.preprocess_ms", stats_ms(rest[:, C["preprocess_s"]])))
+        for j, name in enumerate(stage_names):
+            key = "compute" if name == "chunk" else ("flow_" + name if name.startswith("step") else name)
+            out.update(_flat(f"chunk.{key}_ms", stats_ms(rest[:, base + j])))
+        r2c = rest[:, C["capture"]] - rest[:, C["request"]]
+        out.update(_flat("chunk.request_to_capture_ms", stats_ms(r2c)))
+        si = rest[:, C["start_index"]]
+        out["chunk.swap_index.mean"] = float(si.mean())
+        out["chunk.swap_index.max"] = int(si.max())
+    return out
+
+
+def print_table(summary: dict[str, Any], file: Any = None) -> None:
+    """The p50/p90/p99/max table: one row per stage."""
+    import sys
+
+    f = file or sys.stdout
+    rows = sorted({k.rsplit(".", 1)[0] for k in summary if k.endswith(".p50")},
+                  key=lambda r: (not r.startswith("control"), r))  # fmt: skip
+    print(f"{'stage (ms)':<34}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}{'n':>8}", file=f)
+    for r in rows:
+        vals = [summary.get(f"{r}.{p}") for p in ("p50", "p90", "p99", "max")]
+        cells = "".join(f"{v:9.3f}" if v is not None else f"{'-':>9}" for v in vals)
+        print(f"{r.removesuffix('_ms'):<34}{cells}{summary.get(f'{r}.n', 0):>8}", file=f)
+    for k in ("underruns", "missed_ticks", "faults", "delay_estimate"):
+        if k in summary:
+            print(f"{k:<34}{summary[k]:>9}", file=f)
+
+
+def chrome_trace(ticks: np.ndarray, chunks: np.ndarray, stage_names: tuple[str, ...],
+                 t0: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """Trace-event JSON: pid 1, tid 1 the clock (one X event per tick), tid 2 the worker (one per
+    chunk with its stages nested inside), counters for the delay estimate and period error."""
+    T = {c: i for i, c in enumerate(TICK_COLS)}  # noqa: N806
+    C = {c: i for i, c in enumerate(CHUNK_BASE_COLS)}  # noqa: N806
+    starts = [ticks[:, T["start"]].min()] if len(ticks) else []
+    if len(chunks):
+        starts.append(chunks[:, C["capture"]].min())
+    base_t = t0 if t0 is not None else (min(starts) if starts else 0.0)
+
+    def us(t: float) -> float:
+        return round((t - base_t) * 1e6, 3)
+
+    ev: list[dict[str, Any]] = [
+        {"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "legato run"}},
+        {"ph": "M", "pid": 1, "tid": 1, "name": "thread_name", "args": {"name": "control clock"}},
+        {"ph": "M", "pid": 1, "tid": 2, "name": "thread_name", "args": {"name": "inference worker"}},
+    ]
+    mode_names = {0: "tick", 1: "hold (start-up)", 2: "UNDERRUN hold", 3: "hold (stop)"}
+    for r in ticks:
+        ev.append({"ph": "X", "pid": 1, "tid": 1, "name": mode_names.get(int(r[T["mode"]]), "tick"),
+                   "ts": us(r[T["start"]]), "dur": max(0.001, round((r[T["end"]] - r[T["start"]]) * 1e6, 3)),
+                   "args": {"tick": int(r[T["tick"]]), "chunk": int(r[T["chunk"]]),
+                            "index": int(r[T["index"]]),
+                            "late_ms": round((r[T["start"]] - r[T["deadline"]]) * 1e3, 4),
+                            "fault": int(r[T["fault"]])}})  # fmt: skip
+        ev.append({"ph": "C", "pid": 1, "tid": 1, "name": "period error (ms)", "ts": us(r[T["start"]]),
+                   "args": {"ms": round((r[T["start"]] - r[T["deadline"]]) * 1e3, 4)}})  # fmt: skip
+    base = len(CHUNK_BASE_COLS)
+    for r in chunks:
+        compute = r[base + len(stage_names) - 1]
+        ready = r[C["ready"]]
+        cap = r[C["capture"]]
+        ev.append({"ph": "X", "pid": 1, "tid": 2, "name": f"chunk {int(r[C['chunk']])}", "ts": us(cap),
+                   "dur": round((ready - cap) * 1e6, 3),
+                   "args": {"d": int(r[C["d"]]), "s": int(r[C["s"]]), "r": int(r[C["r"]]),
+                            "latency_ms": round(r[C["latency_s"]] * 1e3, 3),
+                            "swap_index": int(r[C["start_index"]])}})  # fmt: skip
+        t = cap + max(0.0, r[C["preprocess_s"]])
+        ev.append({"ph": "X", "pid": 1, "tid": 2, "name": "preprocess", "ts": us(cap),
+                   "dur": round(max(0.0, r[C["preprocess_s"]]) * 1e6, 3)})  # fmt: skip
+        for j, name in enumerate(stage_names[:-1]):
+            dur = r[base + j]
+            ev.append({"ph": "X", "pid": 1, "tid": 2, "name": name, "ts": us(t), "dur": round(dur * 1e6, 3)})
+            t += dur
+        del compute
+        ev.append({"ph": "C", "pid": 1, "tid": 2, "name": "delay estimate d", "ts": us(ready),
+                   "args": {"d": int(r[C["d_est"]])}})  # fmt: skip
+    return {"traceEvents": ev, "displayTimeUnit": "ms"}
+
+
+# ---- profile.png -------------------------------------------------------------------------------
+def write_png(path: Path, ticks: np.ndarray, chunks: np.ndarray, stage_names: tuple[str, ...]) -> None:
+    """Histograms of period error, chunk latency and chunk compute, and a timeline of the period
+    error and the chunk latency."""
+    T = {c: i for i, c in enumerate(TICK_COLS)}  # noqa: N806
+    C = {c: i for i, c in enumerate(CHUNK_BASE_COLS)}  # noqa: N806
+    err = (ticks[:, T["start"]] - ticks[:, T["deadline"]]) * 1e3 if len(ticks) else np.zeros(0)
+    lat = chunks[:, C["latency_s"]] * 1e3 if len(chunks) else np.zeros(0)
+    comp = chunks[:, len(CHUNK_BASE_COLS) + len(stage_names) - 1] * 1e3 if len(chunks) else np.zeros(0)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        _png_fallback(path, [err, lat, comp])
+        return
+    fig, ax = plt.subplots(2, 3, figsize=(13, 7))
+    titles = ("control period error (ms)", "camera-to-chunk latency (ms)", "chunk compute (ms)")
+    for a, x, title in zip(ax[0], (err, lat, comp), titles, strict=True):
+        if len(x):
+            a.hist(x, bins=50, color="tab:blue")
+            for p, ls in zip(np.percentile(x, PCTS), (":", "--", "-"), strict=True):
+                a.axvline(p, color="k", ls=ls, lw=0.8)
+        a.set_title(title + "  (p50 : p90 -- p99 -)", fontsize=9)
+    t0 = ticks[0, T["start"]] if len(ticks) else 0.0
+    if len(ticks):
+        ax[1, 0].plot(ticks[:, T["start"]] - t0, err, lw=0.5)
+        ax[1, 0].set_title("period error over time (s)", fontsize=9)
+        modes = ticks[:, T["mode"]]
+        ax[1, 1].plot(ticks[:, T["start"]] - t0, modes == UNDERRUN, lw=0.7, color="tab:red")
+        ax[1, 1].set_title("underrun ticks over time (s)", fontsize=9)
+    if len(chunks):
+        ax[1, 2].plot(chunks[:, C["ready"]] - t0, lat, ".", ms=2, label="latency")
+        ax[1, 2].plot(chunks[:, C["ready"]] - t0, comp, ".", ms=2, label="compute")
+        ax[1, 2].legend(fontsize=8)
+        ax[1, 2].set_title("chunks over time (s)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _png_fallback(path: Path, series: list[np.ndarray], w: int = 240, h: int = 120) -> None:
+    """Histogram panels side by side, drawn into an RGB array and written as PNG (zlib only)."""
+    img = np.full((h, w * len(series), 3), 255, np.uint8)
+    for k, x in enumerate(series):
+        if len(x) == 0:
+            continue
+        counts, _ = np.histogram(x, bins=w // 4)
+        top = max(int(counts.max()), 1)
+        for b, c in enumerate(counts):
+            bar = int((h - 10) * c / top)
+            img[h - bar : h, k * w + 4 * b : k * w + 4 * b + 3] = (40, 90, 200)
+        img[:, k * w] = 0
+    raw = b"".join(b"\x00" + row.tobytes() for row in img)
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + tag + data + zlib.crc32(tag + data).to_bytes(4, "big")
+
+    hdr = img.shape[1].to_bytes(4, "big") + img.shape[0].to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", hdr) + chunk(b"IDAT", zlib.compress(raw)) +
+                     chunk(b"IEND", b""))  # fmt: skip
+
+
+def write_report(out: Path, summary: dict[str, Any], ticks: np.ndarray, chunks: np.ndarray,
+                 stage_names: tuple[str, ...], extra: dict[str, Any] | None = None) -> None:  # fmt: skip
+    """summary.json, trace.json and profile.png into folder `out` (already created)."""
+    doc = dict(summary)
+    if extra:
+        doc.update(extra)
+    (out / "summary.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    (out / "trace.json").write_text(json.dumps(chrome_trace(ticks, chunks, stage_names)))
+    write_png(out / "profile.png", ticks, chunks, stage_names)
+
+
+def synthetic(den: Any, seconds: float, latency_pad_s: float = 0.0, seed: int = 0,
+              observations: dict[str, np.ndarray] | None = None
+              ) -> tuple[np.ndarray, tuple[str, ...]]:  # fmt: skip
+    """Time the denoiser alone, back to back, on random (or given) observations: chunk rows in
+    the loop's chunk-record layout (so the same summary, trace and picture apply)."""
+    from edge.policy import ChunkRequest, default_ramp
+
+    spec = den.spec
+    rng = np.random.default_rng(seed)
+    hh, ww = spec.image_hw
+    h, a = spec.horizon, spec.action_dim
+    rows = []
+    s = h // 2
+    d = min(1, spec.d_max)
+    req = ChunkRequest(d=d, s=s, r=default_ramp(spec, d, s))
+    tail = np.zeros((h - s, a), np.float32)
+    eps = np.zeros((1, h, a), np.float32)
+    end = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < end or i < 3:
+        if observations is not None:
+            j = i % len(observations["image"])
+            img, tok, st = observations["image"][j], observations["tokens"][j], observations["state"][j]
+        else:
+            img = rng.integers(0, 255, (hh, ww, 3), dtype=np.uint8)
+            tok = rng.integers(0, 10, spec.max_tokens)
+            st = rng.normal(size=spec.state_dim).astype(np.float32)
+        t_cap = time.monotonic()
+        den.set_observation(img, tok, st)
+        t_pre = time.monotonic() - t_cap
+        rng.standard_normal(out=eps, dtype=np.float32)
+        first = i == 0
+        den.denoise(eps, None if first else tail + st[:a], req)
+        if latency_pad_s > 0:
+            wait = t_cap + latency_pad_s - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        ready = time.monotonic()
+        d_used = 0 if first else req.d
+        base = [i, t_cap, t_cap, t_pre, ready, ready - t_cap, d_used, req.s, req.r, req.d, 0.0, 0]
+        rows.append(np.concatenate([np.asarray(base, float), den.stage_ns * 1e-9]))
+        i += 1
+    return np.asarray(rows), den.stage_names
