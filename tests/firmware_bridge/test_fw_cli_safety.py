@@ -1,0 +1,115 @@
+"""`legato firmware ...` never destroys what the user points it at, and says what went wrong in one
+line (issue 8): --link against every kind of target, a second emulator on the same link, and ping
+telling a missing, busy, non-tty port and a bad timeout apart. Runs the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from firmware_bridge.emulator import EmulatedController, EmulatorConfig
+from firmware_bridge.ptyport import LinkGuard, LinkPathError
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "firmware_bridge.cli", "firmware"]
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("legato: error: "), proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("kind", ["file", "folder", "foreign link", "dangling foreign link"])
+def test_emulate_link_refuses_to_replace_what_is_there_and_leaves_no_temp_link(kind, tmp_path) -> None:
+    target = tmp_path / "port"
+    if kind == "file":
+        target.write_text("user data")
+    elif kind == "folder":
+        target.mkdir()
+        (target / "keep.txt").write_text("user data")
+    elif kind == "foreign link":
+        (tmp_path / "real").write_text("x")
+        target.symlink_to(tmp_path / "real")
+    else:
+        target.symlink_to("/dev/ttyUSB_not_plugged")
+    before = sorted(os.listdir(tmp_path))
+    line = one_error_line(run_cli("emulate", "--joints", "2", "--link", str(target), "--duration", "0.1"))
+    assert str(target) in line
+    assert sorted(os.listdir(tmp_path)) == before  # no temp link, nothing removed
+    if kind == "file":
+        assert target.read_text() == "user data"
+    elif kind == "folder":
+        assert (target / "keep.txt").read_text() == "user data"
+    else:
+        assert target.is_symlink()
+
+
+def test_second_emulator_refuses_a_live_link_and_the_first_removes_only_its_own(tmp_path) -> None:
+    link = str(tmp_path / "arm")
+    first = EmulatedController(EmulatorConfig(2), link_path=link)
+    try:
+        own = os.readlink(link)
+        with pytest.raises(LinkPathError, match="live pty of another emulator"):
+            EmulatedController(EmulatorConfig(2), link_path=link)
+        assert os.readlink(link) == own
+        # someone else re-points the link (by hand): the first emulator must leave it alone on exit
+        os.unlink(link)
+        os.symlink("/dev/null", link)
+    finally:
+        first.close()
+    assert os.readlink(link) == "/dev/null"
+
+
+def test_a_stale_link_of_a_dead_emulator_is_taken_over_and_removed_on_exit(tmp_path) -> None:
+    link = str(tmp_path / "arm")
+    os.symlink("/dev/pts/9999", link)  # an emulator that died without cleaning up
+    guard = LinkGuard(link, "/dev/pts/0")
+    assert os.readlink(link) == "/dev/pts/0"
+    guard.release()
+    assert not os.path.lexists(link)
+
+
+def test_ping_tells_missing_not_a_tty_busy_and_bad_timeout_apart(tmp_path, emulator) -> None:
+    assert "does not exist" in one_error_line(run_cli("ping", "--port", str(tmp_path / "none")))
+    (tmp_path / "f").write_text("")
+    assert "not a serial port" in one_error_line(run_cli("ping", "--port", str(tmp_path / "f")))
+    for bad in ("0", "-1", "nan"):
+        line = one_error_line(run_cli("ping", "--port", str(tmp_path / "f"), "--timeout", bad))
+        assert "--timeout must be" in line
+    ctrl = emulator(2)
+    import serial
+
+    with serial.Serial(ctrl.port, exclusive=True):
+        line = one_error_line(run_cli("ping", "--port", ctrl.port, "--timeout", "2"))
+    assert "in use" in line and f"pid {os.getpid()}" in line
+
+
+def test_emulate_bus_prints_its_port_and_the_feetech_sdk_pings_it() -> None:
+    scs = pytest.importorskip("scservo_sdk")
+    proc = subprocess.Popen([*CLI, "emulate", "--bus", "feetech", "--ids", "1-3", "--duration", "60"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        port = proc.stdout.readline().strip()
+        assert port.startswith("/dev/pts/"), port
+        ph, handler = scs.PortHandler(port), scs.PacketHandler(0)
+        assert ph.openPort()
+        try:
+            assert [handler.ping(ph, i)[1] for i in (1, 2, 3)] == [scs.COMM_SUCCESS] * 3
+        finally:
+            ph.closePort()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "needs --ids" in one_error_line(run_cli("emulate", "--bus", "dynamixel"))
