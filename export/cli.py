@@ -1,0 +1,123 @@
+"""`legato export` (workstation, torch), `legato profiles list|show` and `legato bundle verify|info`
+(robot side: torch-free, core install only). Importing this module imports nothing heavy; each
+command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from edge.cliargs import int_in
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="checkpoint + device profile -> verified bundle (ONNX, int8/fp16, engines)"
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder, e.g. models/legato")
+    p.add_argument("--profile", default="x86-cpu", help="profile name (legato profiles list) or a .toml path")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "int8"],
+        default=None,
+        help="graph precision (default: the profile's flow-head precision)",
+    )
+    p.add_argument(
+        "--engines",
+        action="store_true",
+        help="also build TensorRT engines (only where TensorRT is installed: on the device)",
+    )
+    p.add_argument(
+        "--episodes",
+        type=int_in(0, 10000),
+        default=100,
+        help="held-out closed-loop episodes for the fp16/int8 gate (0 skips it for fp32)",
+    )
+    p.add_argument(
+        "--parity-samples", type=int_in(1, 1000), default=16, help="held-out observations for chunk parity"
+    )
+    p.add_argument(
+        "--calibration",
+        default=None,
+        help="int8 QDQ calibration observations (.npz: image, tokens, state); default: simulator rollouts",
+    )
+    p.add_argument("--threads", type=int_in(1, 256), default=1, help="torch and onnxruntime threads")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
+    p.set_defaults(func=run_export)
+
+    p = sub.add_parser("profiles", help="device profiles: list them, show one (robot side, no torch)")
+    ss = p.add_subparsers(dest="profiles_cmd", required=True, metavar="{list,show}")
+    ss.add_parser("list", help="list the bundled profiles").set_defaults(func=profiles_list)
+    s = ss.add_parser("show", help="load (schema-check) and print a profile")
+    s.add_argument("profile", help="profile name or path to a .toml file")
+    s.set_defaults(func=profiles_show)
+
+    p = sub.add_parser("bundle", help="check or describe an exported bundle (robot side, no torch)")
+    ss = p.add_subparsers(dest="bundle_cmd", required=True, metavar="{verify,info}")
+    v = ss.add_parser("verify", help="check every sha256, load every graph, check the config")
+    v.add_argument("bundle", help="bundle folder")
+    v.set_defaults(func=bundle_verify)
+    i = ss.add_parser("info", help="print the model, graphs, precision, parity and engine keys")
+    i.add_argument("bundle", help="bundle folder")
+    i.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    i.set_defaults(func=bundle_info)
+
+
+def run_export(a: argparse.Namespace) -> int:
+    from export.pipeline import ExportOptions, export_bundle
+
+    export_bundle(
+        ExportOptions(
+            checkpoint=a.checkpoint,
+            profile=a.profile,
+            out=a.out,
+            precision=a.precision,
+            engines=a.engines,
+            force=a.force,
+            parity_samples=a.parity_samples,
+            episodes=a.episodes,
+            calibration=a.calibration,
+            threads=a.threads,
+        )
+    )
+    return 0
+
+
+def profiles_list(a: argparse.Namespace) -> int:
+    from edge.profiles import list_profiles, load_profile
+
+    for name in list_profiles():
+        p = load_profile(name)
+        e = p.engine("flow_head")
+        print(f"{name:24s} {p.device.soc:5s} {e.backend:11s} {e.precision:5s} {p.description}")
+    return 0
+
+
+def profiles_show(a: argparse.Namespace) -> int:
+    from edge.profiles import load_profile
+
+    p = load_profile(a.profile)
+    print(f"# {p.path}")
+    print(json.dumps(p.to_dict(), indent=1))
+    return 0
+
+
+def bundle_verify(a: argparse.Namespace) -> int:
+    from edge.bundle import verify
+
+    m = verify(a.bundle)
+    print(f"{m.path}: ok ({len(m.files)} files, graphs {', '.join(m.graphs)}, {m.precision})")
+    return 0
+
+
+def bundle_info(a: argparse.Namespace) -> int:
+    from edge.bundle import load_manifest, summary
+
+    m = load_manifest(a.bundle)
+    if a.json:
+        print(json.dumps(m.data, indent=1))
+    else:
+        print("\n".join(summary(m)))
+    return 0
