@@ -15,9 +15,9 @@ L4T/JetPack and the ONNX sha256.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from edge.device import engine_key, identify
@@ -32,9 +32,10 @@ class TensorRTUnavailable(LegatoError):
     """TensorRT cannot be imported here: engines are built on the device."""
 
 
-def import_tensorrt(module: str = "tensorrt") -> Any:
+def import_tensorrt() -> ModuleType:
+    """The tensorrt module (lazily; tests put a fake in sys.modules), 10.3 or later."""
     try:
-        trt = importlib.import_module(module)
+        import tensorrt as trt
     except ImportError:
         raise TensorRTUnavailable(
             "TensorRT is not installed here; engines are built on the device at flash time (legato flash)"
@@ -48,10 +49,12 @@ def import_tensorrt(module: str = "tensorrt") -> Any:
     return trt
 
 
-def build_engine(
-    trt: Any, onnx_path: Path, plan_path: Path, settings: EngineSettings, cache_path: Path
-) -> dict:
-    """Build one serialized engine; returns its builder flags for the manifest."""
+def build_engine(onnx_path: Path, plan_path: Path, settings: EngineSettings, cache_path: Path) -> dict[str, Any]:
+    """Build one serialized engine; returns its builder flags for the manifest. Type-checked
+    against the TensorRT 10.13 stubs (typings/, `make lint`)."""
+    import_tensorrt()
+    import tensorrt as trt
+
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
@@ -88,9 +91,7 @@ def build_engine(
     }
 
 
-def build_engines(
-    profile: Profile, bundle: Path, say: Callable[[str], None] = print, module: str = "tensorrt"
-) -> dict[str, Any]:
+def build_engines(profile: Profile, bundle: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Engines for every graph whose profile backend is tensorrt, into BUNDLE/engines/.
     Returns the manifest's `engines` section."""
     from edge.bundle import sha256_file
@@ -103,15 +104,15 @@ def build_engines(
     if not wanted:
         say(f"    --engines: profile {profile.name} runs every graph on onnxruntime; no engines to build")
         return {}
-    trt = import_tensorrt(module)
+    trt = import_tensorrt()
     folder = bundle / "engines"
     folder.mkdir(exist_ok=True)
-    ident = identify(trt_module=module)
+    ident = identify()
     out: dict[str, Any] = {}
     for g in wanted:
         onnx_path = bundle / f"{g}.onnx"
         say(f"    building {g} engine (TensorRT {trt.__version__})")
-        flags = build_engine(trt, onnx_path, folder / f"{g}.plan", profile.engine(g), folder / TIMING_CACHE)
+        flags = build_engine(onnx_path, folder / f"{g}.plan", profile.engine(g), folder / TIMING_CACHE)
         out[g] = {
             "file": f"engines/{g}.plan",
             "sha256": sha256_file(folder / f"{g}.plan"),
