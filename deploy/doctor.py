@@ -389,6 +389,8 @@ def _groups_file(env: Env) -> dict[int, tuple[str, list[str]]]:
 def _user_groups(env: Env, user: str) -> set[str]:
     if env.groups is not None:
         return set(env.groups)
+    if env.root.resolve() != Path("/"):  # a fake root: membership as its /etc/group lists it
+        return {name for name, members in _groups_file(env).values() if user in members}
     import grp
 
     names = set()

@@ -39,7 +39,13 @@ def _sha(path: Path) -> str:
 
 
 def make_bundle(
-    out: Path, *, name: str = "tiny", profile: str = "x86-cpu", data: bytes = b"weights v1", salt: float = 0.0
+    out: Path,
+    *,
+    name: str = "tiny",
+    profile: str = "x86-cpu",
+    data: bytes = b"weights v1",
+    salt: float = 0.0,
+    engine_key: dict | None = None,
 ) -> Path:
     """A bundle folder at `out` (created): manifest.json, prefix.onnx, flow_head.onnx, data/blob.bin."""
     cfg = json.loads((REPO / "models/legato/config.json").read_text())
@@ -62,6 +68,17 @@ def make_bundle(
     (out / "data/blob.bin").write_bytes(data)
     files = {f"{g}.onnx": graphs[g]["sha256"] for g in graphs}
     files["data/blob.bin"] = _sha(out / "data/blob.bin")
+    engines = {}
+    if engine_key is not None:  # a flow_head engine "built" for the device this key describes
+        (out / "engines").mkdir()
+        (out / "engines/flow_head.plan").write_bytes(b"plan")
+        key = {**engine_key, "onnx_sha256": graphs["flow_head"]["sha256"]}
+        engines["flow_head"] = {
+            "file": "engines/flow_head.plan",
+            "sha256": _sha(out / "engines/flow_head.plan"),
+            "key": key,
+        }
+        files["engines/flow_head.plan"] = engines["flow_head"]["sha256"]
     manifest = {
         "format": "legato-bundle",
         "format_version": 1,
@@ -71,7 +88,7 @@ def make_bundle(
         "precision": "fp32",
         "graphs": graphs,
         "files": files,
-        "engines": {},
+        "engines": engines,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return out

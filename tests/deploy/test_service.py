@@ -1,0 +1,177 @@
+"""`legato service`: the unit and rule as text, `systemd-analyze verify`, `udevadm verify`, install
+under a root, status from (injected) systemctl and journalctl answers."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from deploy import service
+from legato.cli import main
+
+USER = "robot"
+
+
+def spec(tmp_path: Path, profile: str = "jetson-orin-nano-8gb", usb_id: str | None = "0403:6014:FT8ABC"):
+    return service.spec_from_args(
+        profile, str(tmp_path / "legato"), USER, "legato", "legato-arm", usb_id, None
+    )
+
+
+def test_unit_runs_the_current_bundle_as_a_user_in_dialout(tmp_path):
+    s = spec(tmp_path)
+    unit = service.render_unit(s)
+    assert f"ExecStart={s.legato} run --bundle {tmp_path}/legato/current --profile " in unit
+    for line in (
+        "User=robot",
+        "SupplementaryGroups=dialout",
+        "Restart=on-failure",
+        "LimitRTPRIO=80",
+        "After=dev-legato\\x2darm.device network.target",
+        "BindsTo=dev-legato\\x2darm.device",
+        "KillSignal=SIGINT",
+        "ExecStartPre=-+/usr/bin/jetson_clocks",
+        "WantedBy=multi-user.target",
+    ):
+        assert line in unit.splitlines(), line
+    assert "jetson_clocks" not in service.render_unit(spec(tmp_path, "x86-cpu"))
+
+
+def test_rule_names_the_port_sets_dialout_latency_and_modemmanager(tmp_path):
+    rule = service.render_rule(spec(tmp_path))
+    tty, ftdi = [ln for ln in rule.splitlines() if not ln.startswith("#")]
+    assert tty.startswith(
+        'SUBSYSTEM=="tty", ATTRS{idVendor}=="0403", ATTRS{idProduct}=="6014", ATTRS{serial}=="FT8ABC"'
+    )
+    for part in (
+        'SYMLINK+="legato-arm"',
+        'GROUP="dialout"',
+        'MODE="0660"',
+        'ENV{ID_MM_DEVICE_IGNORE}="1"',
+        'TAG+="systemd"',
+        'ENV{SYSTEMD_WANTS}+="legato.service"',
+    ):
+        assert part in tty
+    assert 'SUBSYSTEM=="usb-serial", DRIVER=="ftdi_sio"' in ftdi and ftdi.endswith('ATTR{latency_timer}="1"')
+    by_kernel = service.render_rule(spec(tmp_path, usb_id=None))
+    assert 'KERNEL=="ttyTHS0"' in by_kernel and "--usb-id" in by_kernel
+
+
+def test_systemd_escape():
+    assert service.systemd_escape_path("/dev/legato-arm") == "dev-legato\\x2darm.device"
+    assert service.systemd_escape_path("/dev/ttyTHS0") == "dev-ttyTHS0.device"
+
+
+def test_print_shows_both_files(tmp_path, capsys):
+    rc = main(
+        [
+            "service",
+            "install",
+            "--profile",
+            "x86-cpu",
+            "--bundle-dir",
+            str(tmp_path),
+            "--user",
+            USER,
+            "--print",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert (
+        rc == 0
+        and "# /etc/systemd/system/legato.service\n" in out
+        and "# /etc/udev/rules.d/70-legato-serial.rules\n" in out
+    )
+    assert not any(tmp_path.iterdir())  # nothing installed
+
+
+def test_install_under_a_root_writes_both(tmp_path, capsys):
+    root = tmp_path / "img"
+    rc = main(
+        [
+            "service",
+            "install",
+            "--profile",
+            "x86-cpu",
+            "--bundle-dir",
+            "/opt/legato",
+            "--user",
+            USER,
+            "--root",
+            str(root),
+        ]
+    )
+    assert rc == 0
+    unit = root / "etc/systemd/system/legato.service"
+    rule = root / "etc/udev/rules.d/70-legato-serial.rules"
+    assert "User=robot" in unit.read_text() and 'GROUP="dialout"' in rule.read_text()
+    assert oct(unit.stat().st_mode & 0o777) == "0o644"
+
+
+def test_root_user_is_refused(tmp_path, capsys):
+    rc = main(["service", "install", "--profile", "x86-cpu", "--user", "root", "--print"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "must not run as root" in err and err.count("\n") == 1
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed (apt-get install systemd)"
+)
+@pytest.mark.parametrize("profile", ["x86-cpu", "jetson-orin-nano-8gb"])
+def test_unit_passes_systemd_analyze_verify(tmp_path, profile):
+    s = spec(tmp_path, profile)
+    text = service.render_unit(s)
+    if s.jetson_clocks and not Path("/usr/bin/jetson_clocks").exists():
+        # verify checks that every executable exists; this machine is not a Jetson
+        text = text.replace("ExecStartPre=-+/usr/bin/jetson_clocks", "ExecStartPre=-+/bin/true")
+    unit = tmp_path / "legato.service"
+    unit.write_text(text)
+    out = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    mine = [ln for ln in out.stderr.splitlines() if str(unit) in ln]
+    assert mine == [], mine
+
+
+def test_rule_passes_udevadm_verify(tmp_path):
+    if shutil.which("udevadm") is None:
+        pytest.skip("udevadm not installed (apt-get install udev)")
+    probe = subprocess.run(["udevadm", "verify", "--help"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"this udevadm has no 'verify' (systemd 254+): {probe.stderr.strip()[:80]}")
+    rule = tmp_path / "70-legato-serial.rules"
+    rule.write_text(service.render_rule(spec(tmp_path)))
+    out = subprocess.run(["udevadm", "verify", str(rule)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def fake_systemctl(show: str, journal: str):
+    def run(argv, **_kw):
+        if argv[0] == "systemctl":
+            return subprocess.CompletedProcess(argv, 0, show, "")
+        return subprocess.CompletedProcess(argv, 0, journal, "")
+
+    return run
+
+
+def test_status_running_and_failed():
+    show = (
+        "ActiveState=active\nSubState=running\nMainPID=812\nNRestarts=0\nResult=success\nExecMainStatus=0\n"
+        "ActiveEnterTimestamp=Thu 2026-11-26 08:00:00 UTC\nLoadState=loaded\n"
+    )
+    rc, lines = service.status("legato", fake_systemctl(show, "episode 3: success, 0 underruns\n"))
+    assert rc == 0 and lines[0].startswith("legato.service: active (running), pid 812")
+    assert lines[1] == "last status line: episode 3: success, 0 underruns"
+    show = (
+        "ActiveState=failed\nSubState=failed\nMainPID=0\nNRestarts=10\nResult=exit-code\nExecMainStatus=2\n"
+        "LoadState=loaded\n"
+    )
+    rc, lines = service.status(
+        "legato", fake_systemctl(show, "legato: error: port /dev/legato-arm does not exist\n")
+    )
+    assert rc == 3 and "restarts 10, last result exit-code (exit status 2)" in lines[0]
+    assert lines[1].endswith("port /dev/legato-arm does not exist")
+    rc, lines = service.status("legato", fake_systemctl("LoadState=not-found\nActiveState=inactive\n", ""))
+    assert rc == 3 and "is not installed" in lines[0]
