@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 TRAIN_STEPS ?= 6000
 DEMOS       ?= data/demos.npz
 
-.PHONY: setup test test-slow demo train demos lint format bench clean
+.PHONY: setup test test-slow demo train demos lint format bench clean export
 
 setup: $(STAMP)
 
@@ -41,10 +41,15 @@ train: setup $(DEMOS)
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy  # the TensorRT builder against typings/ (pyproject [tool.mypy])
 
 format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# The committed reference bundle (docs/bundle.md): fp32 for the x86-cpu profile, every gate run.
+export: setup
+	$(LEGATO) export --checkpoint models/legato --profile x86-cpu --out models/legato-x86-cpu --force
 
 bench: setup
 	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
