@@ -49,7 +49,9 @@ def import_tensorrt() -> ModuleType:
     return trt
 
 
-def build_engine(onnx_path: Path, plan_path: Path, settings: EngineSettings, cache_path: Path) -> dict[str, Any]:
+def build_engine(
+    onnx_path: Path, plan_path: Path, settings: EngineSettings, cache_path: Path
+) -> dict[str, Any]:
     """Build one serialized engine; returns its builder flags for the manifest. Type-checked
     against the TensorRT 10.13 stubs (typings/, `make lint`)."""
     import_tensorrt()
