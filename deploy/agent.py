@@ -199,7 +199,18 @@ def verify_release(folder: Path) -> dict[str, Any]:
         m = verify(folder, load_graphs=False)
     except LegatoError as e:
         raise AgentError(str(e)) from None
-    return {"name": m.name, "files": len(m.files) + 1}
+    plans = 0
+    for graph, e in m.engines.items():  # verify() checks engine keys; the plan files are hashed here
+        rel, want = e.get("file"), e.get("sha256")
+        if rel is None or want is None or rel in m.files:
+            continue
+        p = folder / rel
+        if not p.is_file():
+            raise AgentError(f"{folder}: engine {graph} ({rel}) is missing")
+        if sha256_file(p) != want:
+            raise AgentError(f"{folder}: {rel} is corrupt (sha256 differs from the manifest's engine entry)")
+        plans += 1
+    return {"name": m.name, "files": len(m.files) + 1 + plans}
 
 
 def _sync_tree(root: Path) -> None:
@@ -266,20 +277,27 @@ def install(req: dict[str, Any]) -> dict[str, Any]:
     return {"release": release, "previous": old, "reused": reuse, "pruned": pruned}
 
 
-def _build_engines(folder: Path, profile: Path) -> None:
-    """Run the project's own TensorRT engine builder on this device, inside the release being
-    assembled (its engines and manifest entries land before the switch)."""
+def _build_engines(folder: Path, profile_file: Path) -> None:
+    """Run the project's own TensorRT engine builder (export.tensorrt_build) on this device,
+    inside the release being assembled: the plans land in engines/ and their keys in the
+    manifest before the switch."""
+    from edge.profiles import load_profile
+
     try:
-        from export import engines as builder  # lazy: TensorRT is imported only inside
+        from export.tensorrt_build import build_engines  # imports tensorrt inside, never torch
     except ImportError as e:
         raise AgentError(
-            f"this target cannot build TensorRT engines: the legato-edge install here lacks "
-            f"the engine builder ({e}); update legato-edge on the device"
+            f"this target cannot build TensorRT engines: its legato-edge lacks the engine builder "
+            f"({e}); update legato-edge on the device"
         ) from None
     try:
-        builder.build_bundle_engines(folder, profile)
+        engines = build_engines(load_profile(profile_file), folder, say=lambda line: None)
     except LegatoError as e:
         raise AgentError(f"engine build on the target failed: {e}") from None
+    mpath = folder / MANIFEST
+    data = json.loads(mpath.read_text())
+    data["engines"] = engines
+    mpath.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def _prune(dest: Path, keep: int) -> list[str]:

@@ -150,3 +150,59 @@ def test_interrupted_install_leaves_previous_current(tmp_path, capsys, bundles, 
     assert [p.name for p in (dest / "releases").iterdir()] == [Path(first).name]  # no half release
     monkeypatch.undo()
     assert flash(capsys, "--check", "--target", str(dest))[0] == 0
+
+
+NX_FACTS = {
+    "soc": "orin",
+    "model": "NVIDIA Jetson Orin NX Engineering Reference Developer Kit",
+    "l4t": "36.4.3",
+    "jetpack": "6.1/6.2",
+    "tensorrt": "10.3.0",
+    "cuda": "12.6",
+    "gpu": "Orin",
+    "compute_capability": "8.7",
+}
+
+
+def test_engines_are_built_on_the_target_inside_the_release(tmp_path, capsys, monkeypatch):
+    """A TensorRT profile: the target runs the project's builder (export.tensorrt_build.build_engines,
+    faked here: no TensorRT on this machine) before the switch; the plans are hashed by --check."""
+    import export.tensorrt_build as builder
+    from deploy import doctor
+    from edge.bundle import sha256_file
+
+    calls = []
+
+    def fake_build(profile, bundle, say=print):
+        calls.append(profile.name)
+        (bundle / "engines").mkdir()
+        (bundle / "engines/flow_head.plan").write_bytes(b"serialized plan")
+        key = {k: NX_FACTS[k] for k in ("tensorrt", "cuda", "gpu", "compute_capability", "l4t", "jetpack")}
+        key["onnx_sha256"] = sha256_file(bundle / "flow_head.onnx")
+        return {
+            "flow_head": {
+                "file": "engines/flow_head.plan",
+                "sha256": sha256_file(bundle / "engines/flow_head.plan"),
+                "key": key,
+                "flags": {"strongly_typed": True},
+            }
+        }
+
+    monkeypatch.setattr(doctor, "facts", lambda *a, **k: dict(NX_FACTS))
+    monkeypatch.setattr(builder, "build_engines", fake_build)
+    b = make_bundle(tmp_path / "nx", profile="jetson-orin-nx-16gb")
+    dest = tmp_path / "robot"
+    argv = ["--bundle", str(b), "--profile", "jetson-orin-nx-16gb", "--target", str(dest)]
+    rc, out, err = flash(capsys, *argv)
+    assert rc == 0 and "engines built" in out and calls == ["jetson-orin-nx-16gb"], err
+    import json
+
+    manifest = json.loads((dest / "current/manifest.json").read_text())
+    assert manifest["engines"]["flow_head"]["key"]["compute_capability"] == "8.7"
+    rc, out, _ = flash(capsys, *argv)
+    assert rc == 0 and "was already current" in out and calls == ["jetson-orin-nx-16gb"]  # not rebuilt
+    rc, out, _ = flash(capsys, "--check", "--target", str(dest))
+    assert rc == 0 and "(5 files" in out
+    (dest / "current/engines/flow_head.plan").write_bytes(b"damaged")
+    rc, _, err = flash(capsys, "--check", "--target", str(dest))
+    assert rc == 2 and "engines/flow_head.plan is corrupt" in err
