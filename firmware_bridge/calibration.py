@@ -63,20 +63,17 @@ class Calibration:
             raise ValueError(f"servo ids repeat: {ids}")
         if self.ticks_per_rev <= 0:
             raise ValueError(f"ticks_per_rev must be > 0, got {self.ticks_per_rev}")
+        # derived once (the control cycle converts every period): middle tick, rad per tick
+        # signed by the drive mode, and the tick range
+        k = 2.0 * math.pi / self.ticks_per_rev
+        object.__setattr__(self, "_mid", np.array([(m.range_min + m.range_max) / 2.0 for m in self.motors]))
+        object.__setattr__(self, "_scale", np.array([-k if m.drive_mode else k for m in self.motors]))
+        object.__setattr__(self, "_lo", np.array([m.range_min for m in self.motors]))
+        object.__setattr__(self, "_hi", np.array([m.range_max for m in self.motors]))
 
     @property
     def ids(self) -> tuple[int, ...]:
         return tuple(m.servo_id for m in self.motors)
-
-    @property
-    def _mid(self) -> np.ndarray:
-        return np.array([(m.range_min + m.range_max) / 2.0 for m in self.motors])
-
-    @property
-    def _scale(self) -> np.ndarray:
-        """rad per tick, signed by the drive mode."""
-        k = 2.0 * math.pi / self.ticks_per_rev
-        return np.array([-k if m.drive_mode else k for m in self.motors])
 
     def to_radians(self, raw: np.ndarray) -> np.ndarray:
         """(a,) ticks -> (a,) rad."""
@@ -85,9 +82,7 @@ class Calibration:
     def to_ticks(self, rad: np.ndarray) -> np.ndarray:
         """(a,) rad -> (a,) int ticks, rounded, clipped to each servo's range."""
         raw = np.rint(np.asarray(rad, dtype=np.float64) / self._scale + self._mid)
-        lo = np.array([m.range_min for m in self.motors])
-        hi = np.array([m.range_max for m in self.motors])
-        return np.clip(raw, lo, hi).astype(np.int64)
+        return np.clip(raw, self._lo, self._hi).astype(np.int64)
 
     def speed_to_radians(self, ticks_per_s: np.ndarray) -> np.ndarray:
         return (np.asarray(ticks_per_s, dtype=np.float64) * self._scale).astype(np.float32)

@@ -73,7 +73,12 @@ def crc16(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
     return crc
 
 
+_NO_ERROR = ServoError(0)
+
+
 def servo_error(error_byte: int) -> ServoError:
+    if not error_byte:
+        return _NO_ERROR
     out = ServoError(0)
     if error_byte & ERR_ALERT:
         out |= ServoError.HARDWARE

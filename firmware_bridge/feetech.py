@@ -57,8 +57,13 @@ _ERRORS = (
 )
 
 
+_NO_ERROR = ServoError(0)
+
+
 def servo_error(error_byte: int) -> ServoError:
     """The status error byte as :class:`ServoError` bits."""
+    if not error_byte:
+        return _NO_ERROR
     out = ServoError(0)
     for bit, err in _ERRORS:
         if error_byte & bit:

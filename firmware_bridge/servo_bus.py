@@ -151,6 +151,7 @@ class ServoBus(BusBase):
         self._eff = np.zeros(n)
         self._fresh = np.zeros(n, dtype=bool)
         self._seen = np.zeros(n, dtype=bool)  # ever read
+        self._answered = np.ones(n, dtype=bool)  # answered in its latest cycle (worth a retry)
         self._errors = [0] * n
         self._timeouts = [0] * n
         self._wd_tripped = False
@@ -288,17 +289,18 @@ class ServoBus(BusBase):
 
     # ---- requests (bus thread only) --------------------------------------------------------
     def _exchange(self, request: bytes, ids: Sequence[int], n_params: int, timeout_s: float,
-                  hard_deadline: float) -> dict[int, Packet]:  # fmt: skip
-        """Send ``request``, collect the status packets of ``ids`` until all came, the reply
-        deadline passed, or ``hard_deadline``. Returns id -> packet (those that came)."""
+                  hard_deadline: float, before: bytes = b"") -> dict[int, Packet]:  # fmt: skip
+        """Send ``before`` (packets with no reply, e.g. the goals' sync write) and ``request`` in
+        one write, collect the status packets of ``ids`` until all came, the reply deadline
+        passed, or ``hard_deadline``. Returns id -> packet (those that came)."""
         port = self._port
         assert port is not None  # internal invariant: only called while started
         port.discard_input()  # late replies of an earlier request must not be taken for these
         self._parser.reset()
         sent = self._clock()
-        port.write(request, hard_deadline)
-        self.stats.frames_sent += 1
-        expect = len(request) + len(ids) * self.d.status_size(n_params)
+        port.write(before + request, hard_deadline)  # one syscall: a pty write costs tens of us
+        self.stats.frames_sent += 2 if before else 1
+        expect = len(before) + len(request) + len(ids) * self.d.status_size(n_params)
         deadline = min(sent + wire_time_s(expect, self.config.baudrate) + timeout_s, hard_deadline)
         want = set(ids)
         got: dict[int, Packet] = {}
@@ -319,17 +321,24 @@ class ServoBus(BusBase):
     ) -> dict[int, Packet]:
         return self._exchange(request, ids, n_params, timeout_s, self._clock() + timeout_s + 0.05)
 
-    def _read_state(self, ids: Sequence[int], hard_deadline: float) -> None:
-        """Sync read ``ids``; re-read the missing ones while retries and time are left."""
+    def _read_state(self, ids: Sequence[int], hard_deadline: float, goals: bytes = b"") -> None:
+        """Sync read ``ids``; re-read the missing ones while retries and time are left. A servo that
+        did not answer in the previous cycle either is not re-read: a servo that stays silent
+        costs one reply deadline per cycle, not one per attempt."""
         d, cfg = self.d, self.config
         missing = list(ids)
         for attempt in range(cfg.retries + 1):
             if attempt:
-                if self._clock() >= hard_deadline:
+                missing_now = missing
+                missing = [i for i in missing if self._answered[self._ids.index(i)]]
+                for sid in missing_now:
+                    self._answered[self._ids.index(sid)] = False
+                if not missing or self._clock() >= hard_deadline:
                     break
                 self.stats.retries_used += 1
             req = d.read_state(missing, fast=attempt == 0)
-            got = self._exchange(req, missing, d.state_len, cfg.reply_timeout_s, hard_deadline)
+            got = self._exchange(req, missing, d.state_len, cfg.reply_timeout_s, hard_deadline,
+                                 goals if attempt == 0 else b"")  # fmt: skip
             for sid, pkt in got.items():
                 j = self._ids.index(sid)
                 self._errors[j] = int(d.error(pkt.code)) | (ServoError.WATCHDOG if self._wd_tripped else 0)
@@ -337,12 +346,13 @@ class ServoBus(BusBase):
                     continue  # an error status without data: the values stay stale
                 s = d.decode(pkt.params)
                 self._pos[j], self._vel[j], self._eff[j] = s.position, s.speed, s.effort
-                self._fresh[j] = self._seen[j] = True
+                self._fresh[j] = self._seen[j] = self._answered[j] = True
             missing = [i for i in missing if i not in got]
             if not missing:
                 return
-        for sid in missing:
-            self._timeouts[self._ids.index(sid)] += 1
+        for j in np.flatnonzero(~self._fresh):
+            self._timeouts[j] += 1
+            self._answered[j] = False
 
     def _torque(self, enable: bool) -> None:
         d = self.d
@@ -417,13 +427,12 @@ class ServoBus(BusBase):
         hard = t0 + self.config.cycle_budget * self.config.period_s
         self._fresh[:] = False
         target = self._target
+        goals = b""
         if self._enabled and target is not None and not self._wd_tripped:
             ticks = self.cal.to_ticks(np.asarray(target)).tolist()
-            self._port.write(self.d.goals(self._ids, ticks, self.config.goal_speed,  # type: ignore[union-attr]
-                                          self.config.acceleration), hard)  # fmt: skip
-            self.stats.frames_sent += 1
+            goals = self.d.goals(self._ids, ticks, self.config.goal_speed, self.config.acceleration)
             self.setpoints_sent += 1
-        self._read_state(self._ids, hard)
+        self._read_state(self._ids, hard, goals)  # the goals go out in the same write as the read
         gap = t0 - self._last_cycle  # silent longer than the watchdog: it may have tripped, look now
         self._last_cycle = t0
         if (

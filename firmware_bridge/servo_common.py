@@ -54,6 +54,8 @@ class ByteParser:
 
 def fault_bits(err: ServoError) -> int:
     """Fold servo error bits into the protocol's :class:`Fault` bits (telemetry ``faults``)."""
+    if not err:
+        return 0  # the common case, every cycle: no enum arithmetic
     out = 0
     if err & (ServoError.OVERLOAD | ServoError.OVERCURRENT):
         out |= Fault.OVERLOAD
