@@ -218,6 +218,14 @@ class ControlLoop:
             self.active, self.active_id = self.pending, self.pending_id
             self.pending = -1
             self.in_flight = False
+        # Ask for the next chunk when the active one has reached index s, before its action s is
+        # sent: the observation then shows the arm after action s - 1 (legato/rollout.py's timing).
+        if (not self.in_flight and self.active >= 0 and self.index >= self.cfg.execution_horizon
+                and not self.stopping):  # fmt: skip
+            self.snapshot[0], self.snapshot[1] = k, self.executed
+            self.snapshot[2], self.snapshot[3] = self.active, self.index
+            self.in_flight = True
+            self.request.set()
         mode, fault = RUN, 0
         if self.active >= 0 and self.index < self.h and not self.stopping:
             target = self.buf[self.active, self.index]
@@ -251,12 +259,6 @@ class ControlLoop:
         self.bus.send_setpoint(sp)
         t2 = self.clock()
         last[...] = sp
-        if (not self.in_flight and self.active >= 0 and self.index >= self.cfg.execution_horizon
-                and not self.stopping):  # fmt: skip
-            self.snapshot[0], self.snapshot[1] = k, self.executed
-            self.snapshot[2], self.snapshot[3] = self.active, self.index
-            self.in_flight = True
-            self.request.set()
         self.ticks += 1
         row = self.ticks_ring.row()
         row[0], row[1], row[2], row[3], row[4] = k, deadline, t0, self.clock(), mode

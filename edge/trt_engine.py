@@ -1,0 +1,243 @@
+"""The TensorRT 10 backend of :class:`edge.engine.Engine` (pycuda for memory and the stream).
+
+tensorrt and pycuda are imported when a :class:`TrtEngine` is built, never at module import;
+their absence (or TensorRT older than 10.3, i.e. JetPack 5) is a one-line ProfileError.
+
+Load (docs/bundle.md, jetson-tensorrt notes):
+1. the engine key stored with the plan (TensorRT, CUDA, GPU, compute capability, L4T, JetPack,
+   ONNX sha256) must equal this device's (``edge.device.engine_key``), or the plan is refused
+   with the fields that differ (rebuild it on the device: `legato flash`);
+2. ``trt.Runtime.deserialize_cuda_engine``; a None is refused with TensorRT's own log lines
+   (they say "incompatible device" or "version" and what was expected);
+3. per I/O tensor (by name, ``num_io_tensors`` / ``get_tensor_name``): a pinned host buffer
+   (``pagelocked_empty``), a device buffer (``mem_alloc``), ``set_tensor_address`` once;
+4. one non-default stream. A run: H2D copies, ``execute_async_v3(stream.handle)``, D2H copies,
+   ``stream.synchronize()``.
+With ``cuda_graph``, the whole run (copies included: addresses are fixed) is captured into a CUDA
+graph after the first run, through cuda-python (pycuda has no graph API), and later runs launch
+the graph. A capture that fails leaves the plain path in use (``graph_error`` says why).
+
+CUDA context: pycuda's primary context of ``device_id`` is pushed around every call that touches
+CUDA (load, run, close), so the engine may be loaded in one thread and run in another (the
+inference worker), as pycuda requires a current context in the calling thread.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from edge.engine import Engine, EngineOptions, TensorSpec
+from edge.errors import BundleError, ProfileError
+
+MIN_VERSION = (10, 3)
+
+
+def import_trt() -> tuple[ModuleType, ModuleType]:
+    """(tensorrt, pycuda.driver), lazily; a one-line ProfileError where they are missing."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise ProfileError("this profile runs TensorRT engines, but tensorrt is not importable here "
+                           "(on a Jetson: python3-libnvinfer from JetPack, in a venv made with "
+                           "--system-site-packages); use an onnxruntime profile such as x86-cpu"
+                           ) from None  # fmt: skip
+    try:
+        version = tuple(int(x) for x in str(trt.__version__).split(".")[:2])
+    except ValueError:
+        version = (0, 0)
+    if version < MIN_VERSION:
+        raise ProfileError(f"TensorRT {trt.__version__} is not supported: the runtime needs 10.3+ "
+                           "(JetPack 6.1+ or 7); JetPack 5 / TensorRT 8.5 is not supported")  # fmt: skip
+    try:
+        import pycuda.driver as cuda
+    except ImportError:
+        raise ProfileError("the TensorRT backend needs pycuda: pip install 'legato-edge[jetson]' "
+                           "(it builds from source on the device; nvcc must be on PATH)"
+                           ) from None  # fmt: skip
+    return trt, cuda
+
+
+def _make_logger() -> Any:
+    """A trt.ILogger that keeps warnings and errors (built here so importing this module never
+    imports tensorrt, as Polygraphy does)."""
+    import tensorrt as trt
+
+    class CapturingLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.lines: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity <= trt.ILogger.Severity.WARNING:
+                self.lines.append(str(msg))
+
+    return CapturingLogger()
+
+
+class TrtEngine(Engine):
+    """A deserialized TensorRT plan with pinned host buffers as ``inputs`` / ``outputs``."""
+
+    def __init__(self, path: str | os.PathLike[str], options: EngineOptions | None = None,
+                 name: str | None = None, key: Mapping[str, Any] | None = None, ident: Any = None,
+                 shapes: Mapping[str, tuple[int, ...]] | None = None) -> None:  # fmt: skip
+        trt, cuda = import_trt()
+        self.trt, self.cuda = trt, cuda
+        opts = options or EngineOptions(backend="tensorrt")
+        self.options = opts
+        self.name = name or os.path.basename(str(path))
+        self.graph_error: str | None = None
+        self._graph_exec: Any = None
+        self._closed = False
+        if key is not None:
+            from edge.device import engine_key, key_mismatch
+
+            current = engine_key(str(key.get("onnx_sha256", "")), ident)
+            diff = key_mismatch(dict(key), current)
+            if diff:
+                raise BundleError(f"{path}: engine was built for another device or software "
+                                  f"({'; '.join(diff)}); rebuild it on this device (legato flash)")
+        try:
+            with open(path, "rb") as f:
+                plan = f.read()
+        except OSError as e:
+            raise BundleError(f"{path}: cannot read the engine ({e.strerror or e})") from None
+        cuda.init()
+        self._ctx = cuda.Device(opts.device_id).retain_primary_context()
+        self._ctx.push()
+        try:
+            self._load(plan, str(path), dict(shapes or {}))
+        finally:
+            cuda.Context.pop()
+
+    def _load(self, plan: bytes, src: str, shapes: dict[str, tuple[int, ...]]) -> None:
+        import tensorrt as trt  # already imported by import_trt; typed by the stubs (typings/)
+
+        cuda = self.cuda
+        self._logger = _make_logger()
+        self._runtime = trt.Runtime(self._logger)
+        engine = self._runtime.deserialize_cuda_engine(plan)
+        if engine is None:
+            why = " | ".join(self._logger.lines[-3:]) or "no reason logged"
+            raise BundleError(f"{src}: TensorRT cannot deserialize the engine ({why}); rebuild it on this "
+                              "device (legato flash)")  # fmt: skip
+        self._engine = engine
+        ctx = engine.create_execution_context()
+        if ctx is None:
+            raise BundleError(f"{src}: TensorRT could not create an execution context (out of memory?)")
+        self._context = ctx
+        self._stream = cuda.Stream()
+        self.input_specs, self.output_specs = {}, {}
+        self.inputs, self.outputs = {}, {}
+        self._device: dict[str, Any] = {}
+        for i in range(engine.num_io_tensors):
+            n = engine.get_tensor_name(i)
+            is_input = engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT
+            dims = _dims(engine.get_tensor_shape(n))
+            if any(x < 0 for x in dims):
+                want = shapes.get(n)
+                shape = tuple(want) if want is not None else tuple(x if x >= 0 else 1 for x in dims)
+                if is_input and not ctx.set_input_shape(n, shape):
+                    raise BundleError(f"{src}: TensorRT refused shape {shape} for input {n!r}")
+            else:
+                shape = dims
+            try:
+                dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(n)))
+            except TypeError:
+                raise BundleError(f"{src}: tensor {n!r} has a dtype numpy lacks (bf16/fp8 at the boundary); "
+                                  "bundles keep float32 at graph boundaries") from None  # fmt: skip
+            spec = TensorSpec(n, shape, dtype)
+            host = cuda.pagelocked_empty(shape, dtype)
+            dev = cuda.mem_alloc(max(int(host.nbytes), 1))
+            if not ctx.set_tensor_address(n, int(dev)):
+                raise BundleError(f"{src}: TensorRT refused the address of {n!r}")
+            self._device[n] = dev
+            if is_input:
+                self.input_specs[n], self.inputs[n] = spec, host
+            else:
+                # output shapes resolve once the input shapes are set
+                oshape = _dims(ctx.get_tensor_shape(n)) if any(x < 0 for x in dims) else shape
+                if oshape != shape:
+                    host = cuda.pagelocked_empty(oshape, dtype)
+                    spec = TensorSpec(n, oshape, dtype)
+                self.output_specs[n], self.outputs[n] = spec, host
+
+    # ---- running ---------------------------------------------------------------------------------
+    def _enqueue(self) -> None:
+        cuda, s = self.cuda, self._stream
+        for n, host in self.inputs.items():
+            cuda.memcpy_htod_async(self._device[n], host, s)
+        if not self._context.execute_async_v3(s.handle):
+            raise RuntimeError(f"{self.name}: TensorRT execute_async_v3 failed")
+        for n, host in self.outputs.items():
+            cuda.memcpy_dtoh_async(host, self._device[n], s)
+
+    def _run_impl(self) -> None:
+        self._ctx.push()
+        try:
+            if self._graph_exec is not None:
+                _check(self._cudart.cudaGraphLaunch(self._graph_exec, self._stream.handle), "cudaGraphLaunch")
+            else:
+                self._enqueue()
+            self._stream.synchronize()
+            if self.options.cuda_graph and self._graph_exec is None and self.graph_error is None:
+                self._capture()  # after the first (warm-up) run, as CUDA graphs need
+        finally:
+            self.cuda.Context.pop()
+
+    def _capture(self) -> None:
+        try:
+            try:
+                from cuda.bindings import runtime as cudart
+            except ImportError:
+                from cuda import cudart  # cuda-python < 12.6
+        except ImportError:
+            self.graph_error = "cuda-python is not installed (pip install cuda-python); no CUDA graph"
+            return
+        self._cudart = cudart
+        h = self._stream.handle
+        try:
+            _check(cudart.cudaStreamBeginCapture(h, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal),
+                   "cudaStreamBeginCapture")  # fmt: skip
+            try:
+                self._enqueue()
+            finally:
+                res = cudart.cudaStreamEndCapture(h)
+            graph = _check(res, "cudaStreamEndCapture")
+            self._graph_exec = _check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+            self._graph = graph
+        except RuntimeError as e:
+            self.graph_error = str(e)
+            self._graph_exec = None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._ctx.push()
+        try:
+            for d in self._device.values():
+                d.free()
+            self._device.clear()
+            self._graph_exec = None
+        finally:
+            self.cuda.Context.pop()
+
+
+def _dims(d: Any) -> tuple[int, ...]:
+    """trt.Dims -> tuple (Dims indexes like a tuple; the stubs give it no __iter__)."""
+    return tuple(int(d[j]) for j in range(len(d)))
+
+
+def _check(result: Any, what: str) -> Any:
+    """cuda-python calls return (error, *values); raise on an error, return the value."""
+    if not isinstance(result, tuple):
+        result = (result,)
+    err = result[0]
+    if int(err) != 0:
+        raise RuntimeError(f"{what} failed: {err}")
+    return result[1] if len(result) == 2 else (result[1:] or None)

@@ -1,0 +1,258 @@
+"""The TensorRT backend against fake tensorrt / pycuda / cuda-python modules (no GPU here).
+
+The fakes keep "device memory" in a dict keyed by address and run the engine (out = 2 x + 1) on
+it, so the test checks the real data path: host buffer -> H2D -> execute_async_v3 on the stream
+-> D2H -> host buffer, every tensor addressed by name, and the CUDA graph replay.
+"""
+
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from edge.engine import EngineOptions, open_engine
+from edge.errors import BundleError, ProfileError
+
+MEM: dict[int, np.ndarray] = {}
+STREAMS: dict[int, "Stream"] = {}
+LOG: list[str] = []
+
+
+class Alloc:
+    next_addr = 0x1000
+
+    def __init__(self, n):
+        self.addr = Alloc.next_addr
+        Alloc.next_addr += 0x1000 + n
+        MEM[self.addr] = np.zeros(n, np.uint8)
+
+    def __int__(self):
+        return self.addr
+
+    def free(self):
+        MEM.pop(self.addr, None)
+
+
+class Stream:
+    def __init__(self):
+        self.handle = 77 + len(STREAMS)
+        STREAMS[self.handle] = self
+        self.capture = None
+
+    def do(self, fn):
+        if self.capture is not None:
+            self.capture.append(fn)
+        else:
+            fn()
+
+    def synchronize(self):
+        LOG.append("sync")
+
+
+def fake_pycuda():
+    drv = types.ModuleType("pycuda.driver")
+
+    class Ctx:
+        def push(self):
+            LOG.append("push")
+
+    class Device:
+        def __init__(self, i):
+            self.i = i
+
+        def retain_primary_context(self):
+            return Ctx()
+
+    class Context:
+        @staticmethod
+        def pop():
+            LOG.append("pop")
+
+    def htod(dst, src, stream):
+        stream.do(lambda: MEM[int(dst)].__setitem__(slice(None), np.frombuffer(src.tobytes(), np.uint8)))
+
+    def dtoh(dst, src, stream):
+        stream.do(lambda: dst.reshape(-1).view(np.uint8).__setitem__(slice(None), MEM[int(src)]))
+
+    drv.init = lambda: None
+    drv.Device, drv.Context, drv.Stream = Device, Context, Stream
+    drv.pagelocked_empty = lambda shape, dtype: np.zeros(shape, dtype)
+    drv.mem_alloc = Alloc
+    drv.memcpy_htod_async, drv.memcpy_dtoh_async = htod, dtoh
+    pkg = types.ModuleType("pycuda")
+    pkg.driver = drv
+    return pkg, drv
+
+
+def fake_tensorrt(version="10.3.0", deserialize_ok=True):
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+
+    class Severity:
+        ERROR, WARNING, INFO = 1, 2, 3
+
+    class ILogger:
+        def __init__(self):
+            pass
+
+    ILogger.Severity = Severity
+
+    class TensorIOMode:
+        INPUT, OUTPUT = "in", "out"
+
+    class Context:
+        def __init__(self, eng):
+            self.eng, self.addr = eng, {}
+
+        def set_input_shape(self, n, shape):
+            return True
+
+        def set_tensor_address(self, n, ptr):
+            self.addr[n] = ptr
+            return True
+
+        def get_tensor_shape(self, n):
+            return self.eng.shapes[n]
+
+        def execute_async_v3(self, handle):
+            def run():
+                x = MEM[self.addr["x"]].view(np.float32)
+                MEM[self.addr["out"]].view(np.float32)[:] = 2 * x + 1
+                LOG.append("exec")
+
+            STREAMS[handle].do(run)
+            return True
+
+    class Engine:
+        shapes = {"x": (1, 4, 3), "out": (1, 4, 3)}
+        num_io_tensors = 2
+
+        def get_tensor_name(self, i):
+            return ["x", "out"][i]
+
+        def get_tensor_mode(self, n):
+            return TensorIOMode.INPUT if n == "x" else TensorIOMode.OUTPUT
+
+        def get_tensor_shape(self, n):
+            return self.shapes[n]
+
+        def get_tensor_dtype(self, n):
+            return "float"
+
+        def create_execution_context(self):
+            return Context(self)
+
+    class Runtime:
+        def __init__(self, logger):
+            self.logger = logger
+
+        def deserialize_cuda_engine(self, plan):
+            assert plan == b"PLAN"
+            if not deserialize_ok:
+                self.logger.log(Severity.ERROR, "The engine plan file is generated on an incompatible "
+                                "device, expecting compute 8.9 got compute 8.7, please rebuild.")
+                return None
+            return Engine()
+
+    trt.ILogger, trt.TensorIOMode, trt.Runtime = ILogger, TensorIOMode, Runtime
+    trt.nptype = lambda dt: {"float": np.float32}[dt]
+    return trt
+
+
+def fake_cudart():
+    rt = types.ModuleType("cuda.bindings.runtime")
+
+    class Mode:
+        cudaStreamCaptureModeGlobal = 0
+
+    def begin(h, mode):
+        STREAMS[h].capture = []
+        return (0,)
+
+    def end(h):
+        ops, STREAMS[h].capture = STREAMS[h].capture, None
+        return (0, ops)
+
+    def inst(graph, flags):
+        return (0, list(graph))
+
+    def launch(g, h):
+        LOG.append("graph")
+        for fn in g:
+            fn()
+        return (0,)
+
+    rt.cudaStreamCaptureMode = Mode
+    rt.cudaStreamBeginCapture, rt.cudaStreamEndCapture = begin, end
+    rt.cudaGraphInstantiate, rt.cudaGraphLaunch = inst, launch
+    bindings = types.ModuleType("cuda.bindings")
+    bindings.runtime = rt
+    cuda = types.ModuleType("cuda")
+    cuda.bindings = bindings
+    return cuda, bindings, rt
+
+
+@pytest.fixture
+def fakes(monkeypatch, tmp_path):
+    pkg, drv = fake_pycuda()
+    monkeypatch.setitem(sys.modules, "pycuda", pkg)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", drv)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt())
+    cuda, bindings, rt = fake_cudart()
+    monkeypatch.setitem(sys.modules, "cuda", cuda)
+    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", rt)
+    LOG.clear()
+    plan = tmp_path / "flow_head.plan"
+    plan.write_bytes(b"PLAN")
+    return plan
+
+
+def test_runs_by_name_through_pinned_and_device_buffers(fakes):
+    eng = open_engine(fakes, EngineOptions(backend="tensorrt"), name="flow_head")
+    assert set(eng.inputs) == {"x"} and eng.outputs["out"].shape == (1, 4, 3)
+    out = eng.outputs["out"]
+    x = np.arange(12, dtype=np.float32).reshape(1, 4, 3)
+    eng.inputs["x"][...] = x
+    eng.run()
+    np.testing.assert_allclose(out, 2 * x + 1)
+    assert LOG.count("exec") == 1 and LOG[-2:] == ["sync", "pop"]  # synchronised, context popped
+    eng.close()
+
+
+def test_cuda_graph_is_captured_after_the_first_run_and_replayed(fakes):
+    eng = open_engine(fakes, EngineOptions(backend="tensorrt", cuda_graph=True))
+    for k in range(3):
+        x = np.full((1, 4, 3), k, np.float32)
+        eng.inputs["x"][...] = x
+        eng.run()
+        np.testing.assert_allclose(eng.outputs["out"], 2 * x + 1)
+    assert eng.graph_error is None and LOG.count("graph") == 2  # runs 2 and 3 launch the graph
+
+
+def test_engine_key_mismatch_is_refused(fakes):
+    from edge.device import DeviceIdentity
+
+    here = DeviceIdentity("10.3.0", "12.6", "Orin", "8.7", "36.4.3", "6.2", "x")
+    key = {"tensorrt": "10.3.0", "cuda": "12.6", "gpu": "Thor", "compute_capability": "11.0",
+           "l4t": "36.4.3", "jetpack": "6.2", "onnx_sha256": "abc"}
+    with pytest.raises(BundleError, match="compute_capability: engine '11.0', device '8.7'"):
+        open_engine(fakes, EngineOptions(backend="tensorrt"), key=key, ident=here)
+    ok = dict(key, gpu="Orin", compute_capability="8.7")
+    assert open_engine(fakes, EngineOptions(backend="tensorrt"), key=ok, ident=here).outputs
+
+
+def test_deserialize_failure_surfaces_tensorrt_log(fakes, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(deserialize_ok=False))
+    with pytest.raises(BundleError, match="incompatible device, expecting compute 8.9"):
+        open_engine(fakes, EngineOptions(backend="tensorrt"))
+
+
+def test_missing_or_old_tensorrt_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(ProfileError, match="tensorrt is not importable"):
+        open_engine(tmp_path / "x.plan", EngineOptions(backend="tensorrt"))
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("8.5.2"))
+    with pytest.raises(ProfileError, match="JetPack 5 / TensorRT 8.5 is not supported"):
+        open_engine(tmp_path / "x.plan", EngineOptions(backend="tensorrt"))
