@@ -166,11 +166,12 @@ def load_calibration(path: str | Path, spec: Any) -> list[dict[str, np.ndarray]]
     state (k, s) raw float32; anything else is refused naming the array."""
     try:
         data = np.load(path)
+        absent = [k for k in ("image", "tokens", "state") if k not in data.files]
+        if absent:
+            raise UsageError(f"--calibration {path}: lacks array {absent[0]!r} (needs image, tokens, state)")
         arrays = {k: data[k] for k in ("image", "tokens", "state")}
     except (OSError, ValueError) as e:
         raise UsageError(f"--calibration {path}: unreadable ({e})") from None
-    except KeyError as e:
-        raise UsageError(f"--calibration {path}: lacks array {e} (needs image, tokens, state)") from None
     hi, wi = spec.image_hw
     want = {
         "image": (np.uint8, (hi, wi, 3)),

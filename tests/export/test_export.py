@@ -1,0 +1,310 @@
+"""`legato export` on tiny checkpoints: graphs, gates, the manifest, and every refusal."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from edge.bundle import expected_io, load_manifest, verify
+from edge.errors import BundleError, LegatoError, OutputError, ProfileError, UsageError
+from tests.export.conftest import export_tiny
+
+
+def test_bundle_layout_manifest_and_verify(tiny_bundle):
+    m = verify(tiny_bundle)
+    assert sorted(p.name for p in tiny_bundle.iterdir()) == [
+        ".legato-output.json",
+        "flow_head.onnx",
+        "fused.onnx",
+        "manifest.json",
+        "prefix.onnx",
+    ]
+    assert m.precision == "fp32" and m.spec.method == "legato" and m.spec.num_steps == 5
+    d = m.data
+    for key in (
+        "model",
+        "source",
+        "profile",
+        "sampler",
+        "graphs",
+        "quantization",
+        "parity",
+        "files",
+        "engines",
+    ):
+        assert key in d, key
+    assert d["sampler"]["omega_schedule"] == "linear" and d["sampler"]["d_max"] == m.spec.d_max
+    assert d["parity"]["fp32"]["flow_head"]["max_abs"] <= 1e-4
+    assert d["profile"]["name"] == "x86-cpu" and d["engines"] == {}
+    want = expected_io(m.spec, m.model_config)
+    for name, g in m.graphs.items():
+        assert {t.name: (t.dtype, t.shape) for t in g.inputs} == want[name][0]
+        assert {t.name: (t.dtype, t.shape) for t in g.outputs} == want[name][1]
+    assert set(m.files) == {"prefix.onnx", "flow_head.onnx", "fused.onnx"}
+    for mode in (p.stat().st_mode & 0o777 for p in tiny_bundle.iterdir()):
+        assert mode == 0o644
+
+
+def test_graphs_have_no_random_ops_and_pass_checker(tiny_bundle):
+    for name in ("prefix", "flow_head", "fused"):
+        model = onnx.load(str(tiny_bundle / f"{name}.onnx"))
+        onnx.checker.check_model(model, full_check=True)
+        ops = {n.op_type for n in model.graph.node}
+        assert not ops & {
+            "RandomNormal",
+            "RandomNormalLike",
+            "RandomUniform",
+            "RandomUniformLike",
+            "Multinomial",
+        }
+        assert model.opset_import[0].version == 17
+
+
+def _feeds(tiny_bundle, name):
+    m = load_manifest(tiny_bundle)
+    rng = np.random.default_rng(0)
+    out = {}
+    for t in m.graphs[name].inputs:
+        if t.dtype == "uint8":
+            out[t.name] = rng.integers(0, 255, t.shape).astype(np.uint8)
+        elif t.dtype == "int64":
+            out[t.name] = rng.integers(1, 10, t.shape).astype(np.int64)
+        elif t.name == "t":
+            out[t.name] = np.full(t.shape, 0.4, np.float32)  # on the grid k / N
+        else:
+            out[t.name] = rng.standard_normal(t.shape).astype(np.float32)
+    return out
+
+
+@pytest.mark.parametrize("name", ["prefix", "flow_head", "fused"])
+def test_reference_evaluator_onnxruntime_and_torch_agree(tiny_checkpoints, tiny_bundle, name):
+    import onnxruntime as ort
+    import torch
+    from onnx.reference import ReferenceEvaluator
+
+    from export.graphs import NAMES, modules
+    from legato.checkpoint import load
+
+    feeds = _feeds(tiny_bundle, name)
+    path = str(tiny_bundle / f"{name}.onnx")
+    ref = ReferenceEvaluator(path).run(None, feeds)
+    rt = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)
+    with torch.no_grad():
+        th = modules(load(tiny_checkpoints["legato"]).model)[name](
+            *(torch.from_numpy(feeds[k]) for k in NAMES[name][0])
+        )
+    th = th if isinstance(th, tuple) else (th,)
+    for r, o, t in zip(ref, rt, th, strict=True):
+        np.testing.assert_allclose(o, r, atol=2e-5, rtol=1e-4)
+        np.testing.assert_allclose(o, t.numpy(), atol=2e-5, rtol=1e-4)
+
+
+def test_rewritten_graphs_equal_the_original_model(tiny_checkpoints):
+    """adaLN hoist + standard-op attention: the head's velocity is the original FlowHead's."""
+    import torch
+
+    from export.graphs import FlowHeadGraph, PrefixGraph
+    from legato.checkpoint import load
+
+    pol = load(tiny_checkpoints["legato"]).model.eval()
+    cfg = pol.cfg
+    g = torch.Generator().manual_seed(1)
+    image = torch.randint(0, 255, (1, *cfg.image_hw, 3), dtype=torch.uint8, generator=g)
+    tokens = torch.randint(1, cfg.vocab_size, (1, cfg.max_tokens), generator=g)
+    state, y = (
+        torch.randn(1, cfg.state_dim, generator=g),
+        torch.randn(1, cfg.horizon, cfg.action_dim, generator=g),
+    )
+    omega = torch.rand(1, cfg.horizon, generator=g)
+    with torch.no_grad():
+        kv, mod, cond = PrefixGraph(pol)(image, tokens, state)
+        for k in range(cfg.num_steps + 1):
+            t = torch.full((1, cfg.horizon), k / cfg.num_steps)
+            t[0, :2] = 1.0  # per-token time (training-time RTC's clean prefix)
+            want = pol.head(y, t, omega, state, pol.prefix(image, tokens, state))
+            got = FlowHeadGraph(pol)(y, t, omega, kv, mod, cond)
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_bundle_runs_closed_loop_like_the_checkpoint(tiny_checkpoints, tiny_bundle):
+    """The closed-loop parity gate's machinery: same episodes, same noise, same commands."""
+    from edge.bundle_policy import BundlePolicy
+    from edge.policy import ChunkRequest
+    from legato.checkpoint import load
+    from legato.rollout import rollout
+    from legato.runner import TorchPolicyRunner
+    from sim.episodes import sample_episodes
+
+    ck = load(tiny_checkpoints["legato"])
+    ep = sample_episodes(ck.task, 1000, 3)
+    req = ChunkRequest(d=2, s=8, r=2)
+    runs = [
+        rollout(p, "legato", ck.task, ep.scenes, ep.template, req, seed=1000, max_steps=40)
+        for p in (
+            TorchPolicyRunner(ck, threads=1),
+            BundlePolicy(tiny_bundle),
+            BundlePolicy(tiny_bundle, fused=True),
+        )
+    ]
+    for r in runs[1:]:
+        np.testing.assert_allclose(r.commanded, runs[0].commanded, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "precision,profile,method",
+    [("int8", "x86-cpu", "dynamic-int8"), ("fp16", "x86-cuda", "fp16"), ("int8", "x86-cuda", "qdq-int8")],
+)
+def test_reduced_precisions_pass_their_gates(tiny_checkpoints, tmp_path, precision, profile, method):
+    out = export_tiny(tiny_checkpoints["legato"], tmp_path / "b", precision, profile)
+    m = verify(out)
+    assert m.precision == precision and m.data["quantization"]["method"] == method
+    par = m.data["parity"]
+    assert par[precision]["flow_head"]["cosine_min"] >= 0.99 and "success" in par["closed_loop"]
+    if method == "qdq-int8":
+        model = onnx.load(str(out / "flow_head.onnx"))
+        assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in model.graph.node}
+        assert m.data["quantization"]["calibration"]["samples"] == 4
+    if precision == "fp16":
+        model = onnx.load(str(out / "flow_head.onnx"))
+        assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+        assert all(t.dtype == "float32" for t in m.graphs["flow_head"].inputs)
+
+
+# --- refusals: one line, nothing written -------------------------------------------------------
+
+
+def _refused(tmp_path, exc, match, *args, **kw):
+    out = tmp_path / "bundle"
+    with pytest.raises(exc, match=match) as e:
+        export_tiny(*args, out=out, **kw)
+    assert "\n" not in str(e.value)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle")]  # no temporaries left
+    return str(e.value)
+
+
+def test_missing_and_corrupt_checkpoint(tmp_path, tiny_checkpoints):
+    _refused(tmp_path, LegatoError, "checkpoint not found", tmp_path / "nope")
+    bad = tmp_path / "corrupt"
+    shutil.copytree(tiny_checkpoints["legato"], bad)
+    (bad / "model.safetensors").write_bytes(b"\x00garbage")
+    _refused(tmp_path, LegatoError, "corrupt", bad)
+
+
+def test_unknown_profile(tmp_path, tiny_checkpoints):
+    _refused(
+        tmp_path,
+        ProfileError,
+        "unknown profile 'orin-nanoo'",
+        tiny_checkpoints["legato"],
+        profile="orin-nanoo",
+    )
+
+
+def test_precision_the_target_cannot_run(tmp_path, tiny_checkpoints):
+    msg = _refused(tmp_path, UsageError, "--precision fp16", tiny_checkpoints["legato"], precision="fp16")
+    assert "allowed: fp32, int8" in msg
+
+
+def test_calibration_data_that_does_not_match(tmp_path, tiny_checkpoints):
+    calib = tmp_path / "calib.npz"
+    np.savez(
+        calib,
+        image=np.zeros((2, 32, 32, 3), np.uint8),
+        tokens=np.ones((2, 6), np.int64),
+        state=np.zeros((2, 6), np.float32),
+    )
+    _refused(
+        tmp_path,
+        UsageError,
+        "image is uint8\\[2, 32, 32, 3\\]",
+        tiny_checkpoints["legato"],
+        precision="int8",
+        profile="x86-cuda",
+        calibration=calib,
+    )
+    np.savez(calib, image=np.zeros((2, 48, 64, 3), np.uint8), tokens=np.ones((2, 6), np.int64))
+    _refused(
+        tmp_path,
+        UsageError,
+        "lacks array 'state'",
+        tiny_checkpoints["legato"],
+        precision="int8",
+        profile="x86-cuda",
+        calibration=calib,
+    )
+
+
+def test_parity_failure_names_the_graph(tmp_path, tiny_checkpoints, monkeypatch):
+    from export import parity
+
+    monkeypatch.setattr(parity, "FP32_MAX_ABS", 1e-12)
+    msg = _refused(tmp_path, BundleError, "parity gate failed", tiny_checkpoints["legato"])
+    assert "graph flow_head" in msg and "no bundle written" in msg
+
+
+def test_unwritable_output(tmp_path, tiny_checkpoints):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="is a file"):
+        export_tiny(tiny_checkpoints["legato"], tmp_path / "file" / "bundle")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="not a bundle"):
+        export_tiny(tiny_checkpoints["legato"], foreign, force=True)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_disk_full_mid_write_leaves_nothing(tmp_path, tiny_checkpoints, monkeypatch):
+    import export.pipeline as pipeline
+
+    real, calls = shutil.copyfile, []
+
+    def copy_then_fill(src, dst, *a, **kw):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real(src, dst, *a, **kw)
+
+    monkeypatch.setattr(pipeline.shutil, "copyfile", copy_then_fill)
+    _refused(tmp_path, OutputError, "No space left on device", tiny_checkpoints["legato"])
+
+
+def test_existing_bundle_needs_force(tmp_path, tiny_bundle):
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_bundle, out)
+    ck = load_manifest(out).data["source"]["checkpoint"]
+    with pytest.raises(OutputError, match="--force"):
+        export_tiny(ck, out, episodes=0)
+
+
+# --- verify: corruption is found --------------------------------------------------------------
+
+
+def test_verify_finds_corruption_and_inconsistency(tmp_path, tiny_bundle):
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    data = bytearray((b / "flow_head.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (b / "flow_head.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="flow_head.onnx is corrupt"):
+        verify(b)
+    shutil.rmtree(b)
+    shutil.copytree(tiny_bundle, b)
+    (b / "prefix.onnx").unlink()
+    with pytest.raises(BundleError, match="prefix.onnx is missing"):
+        verify(b)
+    shutil.rmtree(b)
+    shutil.copytree(tiny_bundle, b)
+    m = json.loads((b / "manifest.json").read_text())
+    m["model"]["policy"]["horizon"] = 12
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="do not match the model config"):
+        verify(b)
+    with pytest.raises(BundleError, match="not a bundle"):
+        verify(tmp_path)

@@ -1,0 +1,128 @@
+"""Device profiles: every bundled profile loads; every invalid example is refused naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge.errors import ProfileError
+from edge.profiles import PROFILE_DIR, list_profiles, load_profile, setpoint_bytes
+
+NAMES = [
+    "jetson-agx-orin-64gb",
+    "jetson-orin-nano-8gb",
+    "jetson-orin-nx-16gb",
+    "jetson-thor",
+    "x86-cpu",
+    "x86-cuda",
+]
+
+
+def test_every_profile_loads():
+    assert list_profiles() == NAMES
+    for name in NAMES:
+        p = load_profile(name)
+        assert p.name == name
+        assert p.control.horizon == 16 and p.control.num_steps == 5
+        assert {"prefix", "flow_head"} <= set(p.engines)
+    orin = load_profile("jetson-agx-orin-64gb")
+    assert orin.device.compute_capability == "8.7" and not orin.device.fp8
+    assert orin.engine("prefix").dla_core == 0 and orin.engine("flow_head").dla_core is None
+    assert load_profile("jetson-thor").device.fp8
+    cpu = load_profile("x86-cpu")
+    assert cpu.engine("prefix").backend == "onnxruntime" and not cpu.uses_tensorrt
+    assert load_profile("jetson-orin-nano-8gb").serial.protocol == "feetech"
+
+
+def _variant(tmp_path, base: str, old: str, new: str):
+    text = (PROFILE_DIR / f"{base}.toml").read_text()
+    assert old in text, old
+    path = tmp_path / f"my-{base}.toml"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+def test_user_profile_by_path(tmp_path):
+    path = _variant(tmp_path, "x86-cpu", 'port = "/dev/ttyUSB0"', 'port = "/dev/ttyACM3"')
+    assert load_profile(path).serial.port == "/dev/ttyACM3"
+    assert load_profile(str(path)).path == path
+
+
+INVALID = [
+    # (base, old, new, words the one-line error must contain)
+    ("x86-cpu", "memory_gb = 8.0", "memory_gb = 8.0\nmemroy = 1", ["memroy", "allowed"]),
+    ("x86-cpu", "baud = 1000000", 'baud = "fast"', ["'baud'", "integer"]),
+    (
+        "x86-cpu",
+        'protocol = "firmware"',
+        'protocol = "canbus"',
+        ["'protocol'", "firmware, feetech, dynamixel"],
+    ),
+    ("jetson-orin-nx-16gb", "fp8 = false", "fp8 = true", ["'device.fp8'", "Orin"]),
+    (
+        "jetson-orin-nx-16gb",
+        'precisions = ["fp32", "fp16", "int8"]',
+        'precisions = ["fp32", "fp16", "int8", "fp8"]',
+        ["precisions", "fp8"],
+    ),
+    ("jetson-orin-nx-16gb", 'precision = "fp16"', 'precision = "fp8"', ["engine.prefix.precision", "fp8"]),
+    (
+        "jetson-thor",
+        "workspace_mb = 4096",
+        "workspace_mb = 4096\ndla_core = 0",
+        ["engine.prefix.dla_core", "no DLA"],
+    ),
+    ("jetson-agx-orin-64gb", "dla_core = 0", "dla_core = 2", ["dla_core", "0 to 1"]),
+    ("x86-cpu", 'backend = "onnxruntime"', 'backend = "tensorrt"', ["engine.prefix.backend", "onnxruntime"]),
+    ("x86-cpu", "baud = 1000000", "baud = 115200", ["'serial.baud'", "setpoint frames", "500 Hz"]),
+    ("jetson-orin-nano-8gb", "baud = 1000000", "baud = 9600", ["'serial.baud'", "feetech"]),
+    ("x86-cpu", "ramp = 4", "ramp = 6", ["'control.ramp'", "overlap"]),
+    (
+        "x86-cpu",
+        "execution_horizon = 8",
+        "execution_horizon = 14",
+        ["control.execution_horizon", "d <= s <= H - d"],
+    ),
+    ("x86-cpu", "watchdog_ms = 100", "watchdog_ms = 3", ["watchdog_ms"]),
+    ("x86-cpu", "rate_hz = 50.0", "rate_hz = 0.0", ["'rate_hz'", "out of range"]),
+    ("x86-cpu", "[power]", "[powr]", ["powr"]),
+    ("x86-cpu", 'soc = "x86"', 'soc = "riscv"', ["'soc'", "x86, orin, thor"]),
+    ("x86-cpu", 'precisions = ["fp32", "int8"]', 'precisions = ["fp32", "int4"]', ["precisions", "int4"]),
+    ("x86-cpu", 'precision = "fp32"', 'precision = "fp16"', ["engine.prefix.precision", "fp32, int8"]),
+]
+
+
+@pytest.mark.parametrize(
+    "base,old,new,words", INVALID, ids=[f"{i}-{x[2][:18]}" for i, x in enumerate(INVALID)]
+)
+def test_invalid_profiles_are_refused_naming_the_key(tmp_path, base, old, new, words):
+    path = _variant(tmp_path, base, old, new)
+    with pytest.raises(ProfileError) as e:
+        load_profile(path)
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg
+    for w in words:
+        assert w in msg, (w, msg)
+
+
+def test_missing_table_and_bad_toml(tmp_path):
+    p = tmp_path / "p.toml"
+    p.write_text('name = "x"\n[device]\nsoc = "x86"\n')
+    with pytest.raises(ProfileError, match="missing table"):
+        load_profile(p)
+    p.write_text("name = \n")
+    with pytest.raises(ProfileError, match="not valid TOML"):
+        load_profile(p)
+
+
+def test_unknown_profile_names_the_known_ones():
+    with pytest.raises(ProfileError, match="unknown profile 'jetson-nano'.*x86-cpu"):
+        load_profile("jetson-nano")
+    with pytest.raises(ProfileError, match="no such profile file"):
+        load_profile("/nonexistent/p.toml")
+
+
+def test_setpoint_bytes_by_hand():
+    # firmware SETPOINT for 3 joints: 8 header + 1 + 12 payload + 4 CRC + COBS overhead + delimiter
+    assert setpoint_bytes("firmware", 3) == 27
+    # Feetech: sync write 7 + 3*3, sync read 8 + 3, three 8-byte replies
+    assert setpoint_bytes("feetech", 3) == 16 + 11 + 24
