@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 from edge import device
@@ -17,7 +18,7 @@ def _root(tmp_path, tegra: str | None, model: bytes | None, cuda: str | None = N
     if cuda is not None:
         (tmp_path / "usr/local/cuda").mkdir(parents=True)
         (tmp_path / "usr/local/cuda/version.json").write_text(
-            '{"cuda": {"name": "CUDA SDK", "version": "%s"}}' % cuda
+            json.dumps({"cuda": {"name": "CUDA SDK", "version": cuda}})
         )
     return tmp_path
 
