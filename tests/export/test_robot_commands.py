@@ -1,0 +1,56 @@
+"""`legato profiles` and `legato bundle` are robot-side: they run with torch unimportable, and
+the committed reference bundle verifies."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = ROOT / "models/legato-x86-cpu"
+
+
+def legato_without_torch(*args: str) -> subprocess.CompletedProcess:
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['onnxscript'] = None\n"
+        "from legato.cli import main\nrc = main(sys.argv[1:])\n"
+        "bad = [m for m in ('export.pipeline', 'export.graphs', 'tensorrt') if m in sys.modules]\n"
+        "assert not bad, bad\nraise SystemExit(rc)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_profiles_commands_without_torch():
+    res = legato_without_torch("profiles", "list")
+    assert res.returncode == 0, res.stderr
+    assert len(res.stdout.splitlines()) == 6 and "jetson-orin-nano-8gb" in res.stdout
+    res = legato_without_torch("profiles", "show", "jetson-thor")
+    assert res.returncode == 0 and '"fp8": true' in res.stdout
+    res = legato_without_torch("profiles", "show", "nope")
+    assert res.returncode == 2 and res.stderr.startswith("legato: error: unknown profile 'nope'")
+    assert len(res.stderr.splitlines()) == 1
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="reference bundle not generated (make export)")
+def test_reference_bundle_verifies_without_torch():
+    res = legato_without_torch("bundle", "verify", str(REFERENCE))
+    assert res.returncode == 0, res.stderr
+    assert "ok (3 files, graphs prefix, flow_head, fused, fp32)" in res.stdout
+    res = legato_without_torch("bundle", "info", str(REFERENCE))
+    assert res.returncode == 0 and "flow_head.onnx (fp32, opset 17" in res.stdout
+    res = legato_without_torch("bundle", "verify", str(ROOT / "models/legato"))
+    assert res.returncode == 2 and "not a bundle (no manifest.json)" in res.stderr
+
+
+def test_reference_bundle_parity_is_recorded():
+    from edge.bundle import load_manifest
+
+    m = load_manifest(REFERENCE)
+    par = m.parity
+    assert par["fp32"]["flow_head"]["max_abs"] <= 1e-4 and par["fp32"]["fused"]["max_abs"] <= 1e-4
+    assert par["closed_loop"]["episodes"] == 100 and par["closed_loop"]["fp32_success"] >= 0.85
