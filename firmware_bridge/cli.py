@@ -48,7 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="emulate a servo bus instead of the controller (needs --ids)")  # fmt: skip
     emu.add_argument("--ids", default=None, help="servo ids on the emulated bus, e.g. 1-6 or 1,2,5")
     emu.add_argument("--rate-hz", type=float, default=1000.0, help="control tick rate (default 1000)")
-    emu.add_argument("--telemetry-hz", type=int, default=250, help="telemetry rate until the host sets one")
+    emu.add_argument(
+        "--telemetry-hz", type=int, default=50, help="telemetry rate until the host sets one (50)"
+    )
     emu.add_argument("--watchdog-ms", type=int, default=100, help="watchdog timeout until the host sets one")
     emu.add_argument("--link", default=None,
                      help="also make this path a symlink to the pty (stable name); never replaces a file, "

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 class EmulatorConfig:
     n_joints: int  # joints this controller drives
     tick_hz: float = 1000.0  # control tick rate
-    telemetry_hz: int = 250  # until the host configures another
+    telemetry_hz: int = 50  # until the host configures another (docs/protocol.md boot defaults)
     watchdog_ms: int = 100  # until the host configures another
     motor: MotorParams = field(default_factory=MotorParams)
     clock_offset_us: int = 1_000_000  # controller clock at start (not 0: catches offset sign errors)
@@ -94,6 +94,7 @@ class EmulatedController:
         self.tx_errors = 0
         self.late_s_max = 0.0  # worst wall-clock lateness of a wake-up
         self.skipped_ticks = 0
+        self.telemetry_skipped = 0  # telemetry frames due after a late wake-up and not sent
         self.cond = threading.Condition()  # held while the core changes; notified after each batch
         self._commands: queue.Queue[tuple[Callable[[], None], threading.Event]] = queue.Queue()
         self._stop = threading.Event()
@@ -240,7 +241,11 @@ class EmulatedController:
             if data:
                 now_us = self.clock_us()
                 with self.cond:
-                    for packet in self._splitter.feed(data):
+                    overflows = self._splitter.overflows
+                    packets = self._splitter.feed(data)
+                    for _ in range(self._splitter.overflows - overflows):
+                        self.core.count_bad()  # an over-long packet is a bad packet too
+                    for packet in packets:
                         try:
                             frame = decode(packet)
                         except ProtocolError:
@@ -261,8 +266,10 @@ class EmulatedController:
                         k += 1
                         out += self.core.tick(self.clock_us(t0 + k * period))
                     self.cond.notify_all()
-                # after a late wake-up only the newest telemetry is worth sending
+                # after a late wake-up only the newest telemetry is worth sending; the others are
+                # counted (docs/protocol.md, rule 6: a controller that runs late may skip them)
                 tel = [m for m in out if m.TYPE == MsgType.TELEMETRY]
+                self.telemetry_skipped += max(0, len(tel) - 1)
                 replies += [m for m in out if m.TYPE != MsgType.TELEMETRY] + tel[-1:]
             elif replies:
                 with self.cond:

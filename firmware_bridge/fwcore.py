@@ -12,8 +12,15 @@ Rules (docs/protocol.md, "Firmware rules"):
 - Limits: accepted setpoints are clamped to [position_min, position_max]; the target moves
   towards them by at most ``step_max`` per tick; the motor's speed is capped at ``velocity_max``.
 - Order: a SETPOINT is applied only if its sequence number is newer (serial arithmetic) than the
-  last applied one; HELLO, TORQUE on and CLEAR_FAULTS start a fresh reference.
+  last applied one; HELLO, every accepted TORQUE(1) and a fault-clearing CLEAR_FAULTS (one that
+  clears a latched bit and leaves none, torque on) start a fresh reference: the target becomes
+  the measured position (clamped into the limits) and the next setpoint is accepted whatever its
+  number.
 - Faults stay latched until CLEAR_FAULTS names them; TORQUE on is refused while any is latched.
+  The hold target is the measured position clamped into the limits, so a POSITION_LIMIT hold
+  brings the joint back inside and clearing the fault does not re-latch it.
+- Frames the controller cannot use (wrong joint count, a controller->host type) count in rx_bad
+  only; NACK UNSUPPORTED answers a command type 0x10-0x1F this firmware does not implement.
 """
 
 from __future__ import annotations
@@ -50,6 +57,11 @@ from firmware_bridge.seq import seq_distance, seq_newer
 POSITION_MARGIN = 0.1  # rad beyond a limit the measured position may overshoot before POSITION_LIMIT
 U32 = 0xFFFFFFFF
 
+# the types a controller acts on; a valid frame of any other type is dropped (rx_bad)
+HOST_TYPES = frozenset({Hello.TYPE, ConfigureLimits.TYPE, ConfigureWatchdog.TYPE, Torque.TYPE,
+                        ClearFaults.TYPE, Setpoint.TYPE, Heartbeat.TYPE, TimeSyncRequest.TYPE})  # fmt: skip
+CONTROLLER_COMMANDS = (0x10, 0x1F)  # acknowledged command range: an unknown one here gets NACK UNSUPPORTED
+
 AppliedHook = Callable[[int, np.ndarray, int], None]
 
 
@@ -60,7 +72,7 @@ class FirmwareCore:
         tick_hz: float,
         clock_us: Callable[[], int],
         *,
-        telemetry_hz: int = 250,
+        telemetry_hz: int = 50,
         watchdog_ms: int = 100,
         motor: MotorParams | None = None,
         name: bytes = b"legato-emu",
@@ -92,7 +104,7 @@ class FirmwareCore:
         self._ref_seq: int | None = None  # last applied setpoint seq, None = accept any
         self._last_rx_seq: int | None = None
         self.last_feed_us = 0
-        self.applied_age = 0
+        self.applied_age = 0xFFFF  # saturated = no setpoint applied yet
         self.ticks = 0
         self._tel_acc = 0
         self.rx_good = 0
@@ -112,10 +124,20 @@ class FirmwareCore:
 
     def handle(self, frame: Frame, now_us: int) -> list[Message]:
         msg = frame.msg
+        if isinstance(msg, Setpoint) and len(msg.positions) != self.n:
+            self.count_bad()  # valid on the wire, unusable here: rx_bad only, never rx_good
+            return []
+        if msg.TYPE not in HOST_TYPES:
+            if CONTROLLER_COMMANDS[0] <= msg.TYPE <= CONTROLLER_COMMANDS[1]:
+                self.rx_good = (self.rx_good + 1) & U32
+                self._track_rx(frame.seq)
+                return [Nack(frame.seq, msg.TYPE, NackReason.UNSUPPORTED)]
+            self.count_bad()  # a controller->host type (an echo, a confused peer): dropped
+            return []
         self.rx_good = (self.rx_good + 1) & U32
         if isinstance(msg, Hello):
             self._last_rx_seq = None  # a new host session: its sequence numbers start anew
-            self._ref_seq = None
+            self._fresh_reference(now_us)  # ...and it does not inherit the old session's target
         self._track_rx(frame.seq)
         if isinstance(msg, Setpoint):
             self._setpoint(frame.seq, msg, now_us)
@@ -137,11 +159,12 @@ class FirmwareCore:
         if isinstance(msg, Torque):
             return [self._torque(frame.seq, msg, now_us)]
         if isinstance(msg, ClearFaults):
+            cleared = self.faults & msg.mask
             self.faults &= ~msg.mask & 0xFFFF
-            if self.enabled and not self.faults:
+            if cleared and self.enabled and not self.faults:  # fault-clearing: hold ended, fresh start
                 self._fresh_reference(now_us)
             return [Ack(frame.seq, msg.TYPE)]
-        return [Nack(frame.seq, msg.TYPE, NackReason.UNSUPPORTED)]  # controller-bound types only
+        return [Nack(frame.seq, msg.TYPE, NackReason.UNSUPPORTED)]
 
     def _track_rx(self, seq: int) -> None:
         last = self._last_rx_seq
@@ -151,9 +174,6 @@ class FirmwareCore:
             self._last_rx_seq = seq
 
     def _setpoint(self, seq: int, msg: Setpoint, now_us: int) -> None:
-        if len(msg.positions) != self.n:
-            self.count_bad()
-            return
         if not self.enabled or self.faults:
             self.rx_ignored += 1
             return
@@ -198,15 +218,15 @@ class FirmwareCore:
             return Nack(seq, msg.TYPE, NackReason.NOT_CONFIGURED)
         if self.faults:
             return Nack(seq, msg.TYPE, NackReason.FAULT_LATCHED)
-        if not self.enabled:
-            self.enabled = True
-            self._fresh_reference(now_us)
+        self.enabled = True
+        self._fresh_reference(now_us)  # every accepted TORQUE(1): enabling never jumps
         return Ack(seq, msg.TYPE)
 
     def _fresh_reference(self, now_us: int) -> None:
-        """Hold where the motor is and accept the next setpoint whatever its sequence number."""
-        self.commanded[:] = self.motor.q
-        self.target[:] = self.motor.q
+        """Hold where the motor is (clamped into the limits) and accept the next setpoint whatever
+        its sequence number."""
+        np.clip(self.motor.q, self.lo, self.hi, out=self.commanded)
+        self.target[:] = self.commanded
         self._ref_seq = None
         self.last_feed_us = now_us
 
@@ -217,7 +237,9 @@ class FirmwareCore:
         if not new:
             return
         if not self.faults:
-            self.hold_pos[:] = self.motor.q
+            # clamped into the limits: a POSITION_LIMIT hold brings the joint back inside, so
+            # clearing the fault later does not latch it again at once
+            np.clip(self.motor.q, self.lo, self.hi, out=self.hold_pos)
         self.faults |= bits
         self._pending.append(FaultReport(self.faults, new, joint, value))
 

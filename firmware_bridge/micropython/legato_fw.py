@@ -131,7 +131,7 @@ class Controller:
         self.ref_seq = None
         self.last_rx_seq = None
         self.last_feed = 0
-        self.age = 0
+        self.age = 0xFFFF  # saturated = no setpoint applied yet
         self.tel_acc = 0
         self.rx_good = self.rx_bad = self.rx_gap = self.rx_stale = 0
         self.tx_seq = 0
@@ -212,7 +212,7 @@ class Controller:
         self.rx_good = (self.rx_good + 1) & U32
         if mtype == HELLO:
             self.last_rx_seq = None
-            self.ref_seq = None
+            self.fresh(now_us)  # a new session does not inherit the old target
         last = self.last_rx_seq
         if last is None or seq_newer(seq, last):
             if last is not None:
@@ -242,8 +242,10 @@ class Controller:
         elif mtype == TORQUE:
             self.torque(seq, p[0] == 1, now_us)
         elif mtype == CLEAR_FAULTS:
-            self.faults &= ~struct.unpack("<H", p)[0] & 0xFFFF
-            if self.enabled and not self.faults:
+            mask = struct.unpack("<H", p)[0]
+            cleared = self.faults & mask
+            self.faults &= ~mask & 0xFFFF
+            if cleared and self.enabled and not self.faults:
                 self.fresh(now_us)
             self.ack(seq, mtype)
         return True
@@ -283,14 +285,16 @@ class Controller:
         elif self.faults:
             self.ack(seq, TORQUE, N_FAULT_LATCHED)
         else:
-            if not self.enabled:
-                self.enabled = True
-                self.fresh(now_us)
+            self.enabled = True
+            self.fresh(now_us)  # every accepted TORQUE(1): enabling never jumps
             self.ack(seq, TORQUE)
 
+    def clamped_q(self) -> list:
+        return [min(max(q, self.lo[j]), self.hi[j]) for j, q in enumerate(self.motor.q)]
+
     def fresh(self, now_us: int) -> None:
-        self.commanded = list(self.motor.q)
-        self.target = list(self.motor.q)
+        self.commanded = self.clamped_q()
+        self.target = list(self.commanded)
         self.ref_seq = None
         self.last_feed = now_us
 
@@ -300,7 +304,7 @@ class Controller:
         if not new:
             return
         if not self.faults:
-            self.hold = list(self.motor.q)
+            self.hold = self.clamped_q()  # inside the limits: a POSITION_LIMIT hold recovers
         self.faults |= bits
         self.out.append(self.frame(FAULT_REPORT, struct.pack("<HHBf", self.faults, new, joint, value)))
 
