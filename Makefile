@@ -25,7 +25,7 @@ test-slow: setup
 	$(PY) -m pytest -m slow -q
 
 demo: setup
-	$(LEGATO) demo
+	$(PY) -m deploy.demo
 
 $(DEMOS): | setup
 	$(LEGATO) sim demos --episodes 2000 --seed 0 --out $(DEMOS)
