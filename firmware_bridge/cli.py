@@ -43,19 +43,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.required = True
 
     emu = sub.add_parser("emulate", help="run an emulated motor controller or servo bus on a pseudo-terminal")
-    emu.add_argument("--joints", type=int, default=None, help="joints of the emulated controller (1..32)")
+    emu.add_argument(
+        "--joints",
+        type=int,
+        default=None,
+        help="joints of the emulated controller (1..32; needed without --bus)",
+    )
     emu.add_argument("--bus", choices=("feetech", "dynamixel"), default=None,
                      help="emulate a servo bus instead of the controller (needs --ids)")  # fmt: skip
-    emu.add_argument("--ids", default=None, help="servo ids on the emulated bus, e.g. 1-6 or 1,2,5")
-    emu.add_argument("--rate-hz", type=float, default=1000.0, help="control tick rate (default 1000)")
+    emu.add_argument("--ids", default=None, help="servo ids on the emulated bus, e.g. 1-6 or 1,2,5 (0..252)")
     emu.add_argument(
-        "--telemetry-hz", type=int, default=50, help="telemetry rate until the host sets one (50)"
+        "--rate-hz", type=float, default=1000.0, help="control tick rate, Hz (1..20000; default 1000)"
     )
-    emu.add_argument("--watchdog-ms", type=int, default=100, help="watchdog timeout until the host sets one")
+    emu.add_argument(
+        "--telemetry-hz",
+        type=int,
+        default=50,
+        help="telemetry rate until the host sets one, Hz (1..rate; default 50)",
+    )
+    emu.add_argument(
+        "--watchdog-ms",
+        type=int,
+        default=100,
+        help="watchdog timeout until the host sets one (5..60000; default 100)",
+    )
     emu.add_argument("--link", default=None,
                      help="also make this path a symlink to the pty (stable name); never replaces a file, "
                      "a folder or another live emulator's link")  # fmt: skip
-    emu.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until ^C)")
+    emu.add_argument(
+        "--duration", type=float, default=0.0, help="stop after this many seconds (>= 0; default 0: until ^C)"
+    )
     emu.set_defaults(func=_one_line_errors(cmd_emulate))
 
     ping = sub.add_parser("ping", help="HELLO and time-sync round trips to a controller")
