@@ -119,6 +119,11 @@ def _session(args: argparse.Namespace, episodes: int | None) -> tuple[Any, Any]:
                    reconnect_s=args.reconnect_s), _Rig()  # fmt: skip
 
 
+def _cycle(seconds: float | None) -> int:
+    """Held-out episodes to sample for a timed --sim run (they repeat when the run outlasts them)."""
+    return max(1, min(int((seconds or 0) / 0.5) + 1, 200))
+
+
 def _finish(session: Any) -> dict[str, Any]:
     s = session.summary()
     s.update({"bundle": session.man.path.as_posix() if hasattr(session.man.path, "as_posix") else
@@ -135,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from edge.errors import UsageError
 
         raise UsageError("--episodes needs --sim (a robot run stops after --seconds or on Ctrl-C)")
-    session, rig = _session(args, episodes if episodes is not None else 100_000)
+    session, rig = _session(args, episodes if episodes is not None else _cycle(args.seconds))
     restore = session.install_signals()
     try:
         if args.sim:
@@ -200,7 +205,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     else:
         from edge.tegrastats import TegrastatsRecorder
 
-        session, rig = _session(args, 100_000)
+        session, rig = _session(args, _cycle(args.seconds))
         restore = session.install_signals()
         teg = TegrastatsRecorder.start_if_available()
         try:

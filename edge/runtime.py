@@ -134,6 +134,11 @@ class SimRig:
             self.emu.close()
             raise
 
+    def confirm_hold(self, hold: np.ndarray, timeout_s: float = 0.5) -> bool:
+        """True once the controller's commanded target equals ``hold`` (the hold reached the motors)."""
+        h = np.asarray(hold, np.float64)
+        return self.emu.wait_until(lambda core: bool(np.allclose(core.commanded, h, atol=1e-5)), timeout_s)
+
     def close(self) -> None:
         self.bus.close()
         self.emu.close()
@@ -160,6 +165,7 @@ class Session:
         self.port_events: list[dict[str, Any]] = []
         self.d_hist: dict[int, int] = {}
         self.hold_sent = False
+        self.hold_confirmed: bool | None = None  # --sim: the controller's target equals the hold
         self.loop: ControlLoop | None = None
         self.rtt: dict[str, Any] = {}
         self._last_status = 0.0
@@ -205,6 +211,8 @@ class Session:
         finally:
             loop.stop()
             self.hold_sent = True
+            if self.rig is not None:
+                self.hold_confirmed = self.rig.confirm_hold(loop.last)
             self.records.drain(loop)
             st = loop.status()
             for k, v in st.items():
@@ -337,6 +345,7 @@ class Session:
         out["records_dropped"] = self.records.dropped
         out["shutdown"] = self.stop_reason or "completed"
         out["hold_sent"] = self.hold_sent
+        out["hold_confirmed"] = self.hold_confirmed
         out["port_events"] = self.port_events
         out["errors"] = self.errors
         h = getattr(self.bus, "health", None)

@@ -1,0 +1,231 @@
+"""`legato run` / `legato profile` end to end: bundle + simulated arm + emulated controller on a pty."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from legato.cli import main
+
+LEGATO = [sys.executable, "-m", "legato.cli"]
+
+
+def run_cli(args, capsys=None):
+    rc = main(args)
+    err = capsys.readouterr().err if capsys is not None else ""
+    return rc, err
+
+
+def test_run_sim_episodes_and_summary(bundle, tmp_path, capsys):
+    out = tmp_path / "summary.json"
+    args = ["run", "--bundle", str(bundle), "--sim", "--episodes", "2", "--summary-json", str(out)]
+    rc, err = run_cli(args, capsys)
+    assert rc == 0, err
+    s = json.loads(out.read_text())
+    assert s["episodes"] == 2 and 0.0 <= s["success_rate"] <= 1.0
+    assert s["shutdown"] == "completed" and s["hold_sent"] and s["hold_confirmed"]
+    assert s["faults"] == 0 and s["nan_setpoints"] == 0 and s["errors"] == []
+    assert s["delay_mode"] >= 1 and s["chunks"] >= 4 and s["ticks"] > 50
+    for k in ("control.period_error_ms.p99", "chunk.latency_ms.p50", "chunk.prefix_ms.p90",
+              "chunk.flow_step0_ms.p99", "chunk.compute_ms.max", "control.setpoint_write_ms.p50",
+              "underruns", "missed_ticks", "completion_s", "delay_estimate", "telemetry.rtt_ms.p99"):
+        assert k in s, k
+    assert "legato run: 2 episodes" in err
+
+
+def _wait_line(proc, needle, timeout):
+    """Read the child's stderr until a line contains needle (bounded by timeout)."""
+    end = time.monotonic() + timeout
+    buf = b""
+    fd = proc.stderr.fileno()
+    while time.monotonic() < end:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buf += chunk
+            if needle.encode() in buf:
+                return buf.decode()
+    raise AssertionError(f"{needle!r} not seen in {timeout} s: {buf.decode()[-500:]}")
+
+
+def test_sigterm_holds_then_closes(bundle, tmp_path):
+    out = tmp_path / "s.json"
+    proc = subprocess.Popen([*LEGATO, "run", "--bundle", str(bundle), "--sim", "--seconds", "120",
+                             "--summary-json", str(out)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            cwd=Path(__file__).resolve().parents[2])
+    try:
+        _wait_line(proc, "legato run: episode", 60)  # the loop is streaming
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 0
+    s = json.loads(out.read_text())
+    assert s["shutdown"] == "SIGTERM" and s["hold_sent"] and s["hold_confirmed"]
+    assert s["ticks"] > 0
+
+
+def test_bundle_with_a_bad_hash_is_refused(bundle, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(bundle, bad)
+    p = bad / "flow_head.onnx"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+    rc, err = run_cli(["run", "--bundle", str(bad), "--sim", "--episodes", "1"], capsys)
+    assert rc == 2
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("legato: error:") and "sha256" in lines[0]
+
+
+@pytest.mark.parametrize("key,value,needle", [("num_steps", 4, "N=4 steps"), ("d_max", 5, "d_max=5"),
+                                              ("horizon", 12, "H=12")])
+def test_profile_asking_for_other_n_or_dmax_is_refused(bundle, tmp_path, capsys, key, value, needle):
+    from edge.profiles import PROFILE_DIR
+
+    text = (PROFILE_DIR / "x86-cpu.toml").read_text()
+    lines = []
+    for ln in text.splitlines():
+        if ln.split("=")[0].strip() == key:
+            ln = f"{key} = {value}"
+        if ln.split("=")[0].strip() == "ramp" and key != "num_steps":
+            ln = "ramp = 0"
+        if ln.split("=")[0].strip() == "execution_horizon" and key == "horizon":
+            ln = "execution_horizon = 6"
+        lines.append(ln)
+    prof = tmp_path / "p.toml"
+    prof.write_text("\n".join(lines) + "\n")
+    rc, err = run_cli(["run", "--bundle", str(bundle), "--profile", str(prof), "--sim", "--episodes", "1"],
+                      capsys)
+    assert rc == 2 and err.startswith("legato: error:") and needle in err, err
+
+
+def test_port_lost_mid_run_holds_reconnects_and_reports(bundle):
+    """Unplug the emulated controller mid-episode: the loop stops taking chunks and holds, the bridge
+    reconnects once the port is back, the session resumes with the next episode, and the report
+    says what happened. Without the port coming back, the session stops with port-lost."""
+    from edge.runtime import Session, SimRig, load, loop_config
+    from edge.sources import SimSource, TelemetryState
+
+    man, prof, den = load(str(bundle), "x86-cpu")
+    cfg = loop_config(man, prof, 0.0, None, None, 1000)
+    for replug in (True, False):
+        rig = SimRig(man, prof, episodes=3, seed=1000)
+        try:
+            sess = Session(man, prof, den, cfg, bus=rig.bus, plant=rig.plant, rig=rig, reconnect_s=3.0,
+                           make_source=lambda rig=rig: SimSource(rig.plant.render, lambda: rig.plant.tokens,
+                                                                 TelemetryState(rig.bus, 3)))
+            t = threading.Thread(target=sess.run_sim, args=(3, 60.0))
+            t.start()
+            end = time.monotonic() + 30
+            while (sess.loop is None or sess.loop.ticks < 20) and time.monotonic() < end:
+                time.sleep(0.02)
+            rig.emu.unplug()
+            lost = time.monotonic()
+            while not sess.port_events and time.monotonic() - lost < 10 and replug:
+                if time.monotonic() - lost > 0.5 and rig.emu.transport is None:
+                    rig.emu.replug()
+                time.sleep(0.02)
+            t.join(timeout=60)
+            assert not t.is_alive()
+        finally:
+            rig.close()
+        s = sess.summary()
+        ev = s["port_events"]
+        assert len(ev) == 1 and ev[0]["reconnected"] is replug
+        if replug:
+            assert s["shutdown"] == "completed" and s["episodes"] >= 1 and ev[0]["reconnects"] >= 1
+        else:
+            assert s["shutdown"] == "port-lost" and ev[0]["after_s"] >= 3.0
+        assert s["hold_sent"] and s["nan_setpoints"] == 0
+
+
+def test_profile_sim_writes_four_outputs_and_a_valid_trace(bundle, tmp_path, capsys):
+    out = tmp_path / "prof"
+    rc, err = run_cli(["profile", "--bundle", str(bundle), "--sim", "--seconds", "3", "--out", str(out)],
+                      capsys)
+    assert rc == 0, err
+    for f in ("summary.json", "trace.json", "profile.png"):
+        assert (out / f).stat().st_size > 100
+    s = json.loads((out / "summary.json").read_text())
+    assert s["control.period_error_ms.p99"] is not None and "underruns" in s
+    assert s["chunk.flow_step4_ms.p50"] > 0 and s["source"] == "sim"
+    assert (out / "profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    check_trace(out / "trace.json", s)
+
+
+def check_trace(path: Path, s: dict) -> None:
+    """The trace-event JSON is well formed (both threads named, every X event with ts and dur >= 0),
+    and it loads in Perfetto's trace processor where its binary is available (it is downloaded on
+    first use, which this machine cannot do: then the structural check is what runs)."""
+    doc = json.loads(path.read_text())
+    ev = doc["traceEvents"]
+    names = {e["args"]["name"] for e in ev if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert names == {"control clock", "inference worker"}
+    xs = [e for e in ev if e["ph"] == "X"]
+    assert all(isinstance(e["ts"], (int, float)) and e["dur"] >= 0 for e in xs)
+    ticks = [e for e in xs if e["tid"] == 1]
+    chunks = [e for e in xs if e["tid"] == 2 and e["name"].startswith("chunk ")]
+    assert len(ticks) == s["ticks"] and len(chunks) == s["chunks"]
+    assert {"prefix", "step0", "blend"} <= {e["name"] for e in xs if e["tid"] == 2}
+    tp_bin = os.environ.get("PERFETTO_TP_BIN") or shutil.which("trace_processor_shell")
+    if tp_bin is None:
+        return
+    from perfetto.trace_processor import TraceProcessor, TraceProcessorConfig
+
+    tp = TraceProcessor(trace=str(path), config=TraceProcessorConfig(bin_path=tp_bin, load_timeout=30))
+    try:
+        n = next(iter(tp.query("select count(*) as n from slice"))).n
+        threads = {r.name for r in tp.query("select name from thread") if r.name}
+    finally:
+        tp.close()
+    assert n == len(xs) and {"control clock", "inference worker"} <= threads
+
+
+def test_profile_synthetic_and_refusals(bundle, tmp_path, capsys):
+    out = tmp_path / "syn"
+    args = ["profile", "--bundle", str(bundle), "--synthetic", "--seconds", "1", "--out", str(out)]
+    rc, err = run_cli(args, capsys)
+    assert rc == 0, err
+    s = json.loads((out / "summary.json").read_text())
+    assert s["source"] == "synthetic" and s["chunks"] >= 10 and s["chunk.compute_ms.p50"] > 0
+    args = ["profile", "--bundle", str(bundle), "--synthetic", "--seconds", "1", "--out", str(out)]
+    rc, err = run_cli(args, capsys)
+    assert rc == 2 and "--force" in err
+
+
+def test_opencv_video_file_source(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    from edge.sources import OpenCVSource
+
+    path = str(tmp_path / "v.avi")
+    w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    for k in range(3):
+        frame = np.zeros((120, 160, 3), np.uint8)
+        frame[..., 2] = 200  # red in BGR
+        frame[:, : 40 * (k + 1), 1] = 255
+        w.write(frame)
+    w.release()
+    src = OpenCVSource(path, (48, 64), np.array([2, 5, 0, 0, 0, 0]), None, 6)
+    frames = [src.read() for _ in range(5)]  # the file loops
+    src.close()
+    f = frames[0]
+    assert f.image.shape == (48, 64, 3) and f.image.dtype == np.uint8
+    assert f.image[..., 0].mean() > 150 and f.image[..., 2].mean() < 60  # converted to RGB
+    assert f.preprocess_s > 0 and f.capture_time <= frames[1].capture_time
+    assert f.state.shape == (6,) and list(f.tokens[:2]) == [2, 5]
