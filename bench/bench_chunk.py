@@ -72,7 +72,7 @@ def plain_policy(ck, folder: Path, threads: int):
     """The model exported with no rewrite: prefix -> kv, and the original FlowHead per step."""
     import torch
 
-    from edge.bundle_policy import _session
+    from edge.bundle_policy import _engine
     from edge.policy import ChunkPolicy
 
     pol = ck.model.eval()
@@ -105,16 +105,28 @@ def plain_policy(ck, folder: Path, threads: int):
     class Plain(ChunkPolicy):
         def __init__(self) -> None:
             super().__init__(ck.spec, ck.norm, "plain export")
-            self.p = _session(folder / "plain_prefix.onnx", threads)
-            self.h = _session(folder / "plain_head.onnx", threads)
+            self.p = _engine(folder / "plain_prefix.onnx", threads)
+            self.h = _engine(folder / "plain_head.onnx", threads)
 
-        def encode(self, obs):
-            st = self.norm.state(obs.state)
-            return st, self.p.run(["kv"], {"image": obs.image, "tokens": obs.tokens, "state": st})[0]
+        def encode(self, obs):  # batch 1, the same buffer discipline as BundlePolicy
+            p, h = self.p.inputs, self.h.inputs
+            p["image"][...], p["tokens"][...], p["state"][...] = (
+                obs.image,
+                obs.tokens,
+                self.norm.state(obs.state),
+            )
+            self.p.run()
+            h["state"][...], h["kv"][...] = p["state"], self.p.outputs["kv"]
 
         def velocity(self, prefix):
-            st, kv = prefix
-            return lambda y, t, om: self.h.run(["v"], {"y": y, "t": t, "omega": om, "state": st, "kv": kv})[0]
+            h = self.h.inputs
+
+            def f(y, t, om):
+                h["y"][...], h["t"][...], h["omega"][...] = y, t, om
+                self.h.run()
+                return self.h.outputs["v"].copy()
+
+            return f
 
     return Plain()
 

@@ -16,27 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from edge.bundle import Manifest, verify
-from edge.errors import BundleError
+from edge.engine import EngineOptions, OrtEngine
 from edge.policy import ChunkPolicy, ChunkRequest, Observation, check_request
 from edge.sampler import VelocityFn, pad_reference
 from edge.schedule import omega_schedule
 
 
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime's own exception types
-        raise BundleError(
-            f"{path}: does not load in onnxruntime ({' '.join(str(e).split())[:200]})"
-        ) from None
+def _engine(path: Path, threads: int) -> OrtEngine:
+    return OrtEngine(path, EngineOptions(intra_op_threads=threads, inter_op_threads=1), name=path.name)
 
 
 @dataclass(frozen=True)
@@ -52,38 +39,38 @@ class BundlePolicy(ChunkPolicy):
         super().__init__(m.spec, m.norm, source=str(m.path))
         self.manifest = m
         self.fused = fused
-        self.prefix_sess = _session(m.graph_path("prefix"), threads)
-        self.head_sess = _session(m.graph_path("flow_head"), threads)
-        self.fused_sess = _session(m.graph_path("fused"), threads) if fused else None
+        self.prefix_engine = _engine(m.graph_path("prefix"), threads)
+        self.head_engine = _engine(m.graph_path("flow_head"), threads)
+        self.fused_engine = _engine(m.graph_path("fused"), threads) if fused else None
+        self._loaded: tuple[int, int] | None = None  # (id of the prefix item, index) in the head's buffers
 
     def encode(self, obs: Observation) -> BundlePrefix:
         state = self.norm.state(obs.state)
+        eng = self.prefix_engine
         items = []
         for i in range(state.shape[0]):
-            kv, mod, cond = self.prefix_sess.run(
-                ["kv", "mod", "cond"],
-                {
-                    "image": obs.image[i : i + 1],
-                    "tokens": obs.tokens[i : i + 1].astype(np.int64),
-                    "state": state[i : i + 1],
-                },
-            )
-            items.append({"kv": kv, "mod": mod, "cond": cond})
+            eng.inputs["image"][...] = obs.image[i]
+            eng.inputs["tokens"][...] = obs.tokens[i]
+            eng.inputs["state"][...] = state[i]
+            eng.run()
+            items.append({k: v.copy() for k, v in eng.outputs.items()})
+        self._loaded = None
         return BundlePrefix(tuple(items))
 
     def velocity(self, prefix: BundlePrefix) -> VelocityFn:
-        sess = self.head_sess
+        eng = self.head_engine
+        ins, v = eng.inputs, eng.outputs["v"]
 
         def f(y: np.ndarray, t: np.ndarray, omega: np.ndarray) -> np.ndarray:
             out = np.empty(y.shape, np.float32)
             for i, p in enumerate(prefix.items):
-                feeds = {
-                    "y": y[i : i + 1].astype(np.float32, copy=False),
-                    "t": t[i : i + 1].astype(np.float32),
-                    "omega": omega[i : i + 1].astype(np.float32),
-                    **p,
-                }
-                out[i] = sess.run(["v"], feeds)[0][0]
+                if self._loaded != (id(p), i):  # batch 1: the prefix is copied in once per chunk
+                    for k in ("kv", "mod", "cond"):
+                        ins[k][...] = p[k]
+                    self._loaded = (id(p), i)
+                ins["y"][0], ins["t"][0], ins["omega"][0] = y[i], t[i], omega[i]
+                eng.run()
+                out[i] = v[0]
             return out
 
         return f
@@ -91,7 +78,8 @@ class BundlePolicy(ChunkPolicy):
     def chunk(
         self, method: str, obs: Observation, prev: np.ndarray | None, req: ChunkRequest, eps: np.ndarray
     ) -> np.ndarray:
-        if self.fused_sess is None or method not in ("legato", "naive", "sync"):
+        eng = self.fused_engine
+        if eng is None or method not in ("legato", "naive", "sync") or not req.final_blend:
             return super().chunk(method, obs, prev, req, eps)
         spec = self.spec
         check_request(method, spec, req, source=self.source)
@@ -101,19 +89,12 @@ class BundlePolicy(ChunkPolicy):
         else:
             a_ref = self.norm.action(pad_reference(prev[:, req.s :], h), obs.state)
             omega = np.broadcast_to(omega_schedule(req.d, req.r, h, spec.schedule_shape), (b, h))
-            omega = omega.astype(np.float32)
         state = self.norm.state(obs.state)
         x = np.empty(eps.shape, np.float32)
+        ins = eng.inputs
         for i in range(b):
-            x[i] = self.fused_sess.run(
-                ["chunk"],
-                {
-                    "image": obs.image[i : i + 1],
-                    "tokens": obs.tokens[i : i + 1].astype(np.int64),
-                    "state": state[i : i + 1],
-                    "eps": eps[i : i + 1].astype(np.float32),
-                    "a_ref": a_ref[i : i + 1].astype(np.float32),
-                    "omega": omega[i : i + 1],
-                },
-            )[0][0]
+            ins["image"][0], ins["tokens"][0], ins["state"][0] = obs.image[i], obs.tokens[i], state[i]
+            ins["eps"][0], ins["a_ref"][0], ins["omega"][0] = eps[i], a_ref[i], omega[i]
+            eng.run()
+            x[i] = eng.outputs["chunk"][0]
         return self.norm.unaction(x, obs.state)

@@ -218,7 +218,8 @@ def _calibration_feeds(ck: Any, opt: ExportOptions, fp32_dir: Path) -> tuple[dic
     for f in obs_feeds:
         st = norm.state(f["state"])
         prefix_feeds.append({"image": f["image"], "tokens": f["tokens"], "state": st})
-        kv, mod, cond = pol.prefix_sess.run(["kv", "mod", "cond"], prefix_feeds[-1])
+        pre = pol.prefix_engine(prefix_feeds[-1])
+        kv, mod, cond = pre["kv"], pre["mod"], pre["cond"]
         eps = rng.standard_normal((1, spec.horizon, spec.action_dim)).astype(np.float32)
         omega = np.zeros((1, spec.horizon), np.float32)
 
@@ -233,7 +234,7 @@ def _calibration_feeds(ck: Any, opt: ExportOptions, fp32_dir: Path) -> tuple[dic
                     "cond": cond,
                 }
             )
-            return pol.head_sess.run(["v"], head_feeds[-1])[0]
+            return pol.head_engine(head_feeds[-1])["v"]
 
         legato_sample(record, eps, np.zeros_like(eps), omega, spec.num_steps)
         fused_feeds.append({**prefix_feeds[-1], "eps": eps, "a_ref": np.zeros_like(eps), "omega": omega})
