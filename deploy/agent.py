@@ -23,6 +23,7 @@ new one).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -352,6 +353,13 @@ def handle(op: str, req: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "error": " ".join(str(e).split())}
     except OSError as e:
         where = f" ({e.filename})" if e.filename else ""
+        if e.errno == errno.ENOSPC:
+            return {
+                "ok": False,
+                "error": f"the target's disk is full{where}; the current release is untouched "
+                "(free space, or flash with --keep 0)",
+                "errno": e.errno,
+            }
         return {"ok": False, "error": f"{e.strerror or e}{where}", "errno": e.errno}
 
 

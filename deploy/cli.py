@@ -64,6 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     i.add_argument("--name", default="legato", help="unit name")
     i.add_argument("--link", default="legato-arm", help="stable device name under /dev")
     i.add_argument("--usb-id", default=None, metavar="VID:PID[:SERIAL]", help="match a USB serial adapter")
+    i.add_argument(
+        "--camera", default="0", help="legato run --camera: V4L2 index, GStreamer pipeline or file"
+    )
     i.add_argument("--legato", default=None, help="absolute path of legato on the device [default: this one]")
     i.add_argument("--root", default="/", help="write under this root instead of / (images, tests)")
     i.set_defaults(func=cmd_service_install)
@@ -109,7 +112,7 @@ def cmd_service_install(args: argparse.Namespace) -> int:
     from deploy import service
 
     spec = service.spec_from_args(
-        args.profile, args.bundle_dir, args.user, args.name, args.link, args.usb_id, args.legato
+        args.profile, args.bundle_dir, args.user, args.name, args.link, args.usb_id, args.legato, args.camera
     )
     if args.print_only:
         unit, rule = service.unit_paths(Path("/"), spec)

@@ -52,6 +52,7 @@ class ServiceSpec:
     link: str  # stable name under /dev
     usb_id: tuple[str, str, str | None] | None  # (vendor, product, serial) of a USB adapter
     jetson_clocks: bool  # pin clocks before each start (Jetson profiles that ask for it)
+    camera: str = "0"  # legato run --camera: V4L2 index, GStreamer pipeline or video file
 
 
 def systemd_escape_path(path: str) -> str:
@@ -77,10 +78,19 @@ def parse_usb_id(text: str) -> tuple[str, str, str | None]:
     return m.group(1).lower(), m.group(2).lower(), m.group(3)
 
 
+def _quote(arg: str) -> str:
+    """One ExecStart argument: systemd splits on whitespace and honours double quotes."""
+    if arg and not any(c in arg for c in ' \t"\\$%;'):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$").replace("%", "%%") + '"'
+
+
 def render_unit(s: ServiceSpec) -> str:
     dev = systemd_escape_path(f"/dev/{s.link}")
     current = f"{s.bundle_dir.rstrip('/')}/current"
     pre = "ExecStartPre=-+/usr/bin/jetson_clocks\n" if s.jetson_clocks else ""
+    run = f"{s.legato} run --bundle {current} --profile {s.profile} --port /dev/{s.link}"
+    run += f" --camera {_quote(s.camera)}"
     return f"""# {s.name}.service: written by `legato service install` (profile {s.profile_name})
 [Unit]
 Description=Legato policy loop ({s.profile_name}, {current})
@@ -96,7 +106,7 @@ SupplementaryGroups=dialout
 WorkingDirectory={s.bundle_dir}
 Environment=PYTHONUNBUFFERED=1
 Environment=LEGATO_RT_PRIORITY={RT_PRIORITY}
-{pre}ExecStart={s.legato} run --bundle {current} --profile {s.profile} --port /dev/{s.link}
+{pre}ExecStart={run}
 Restart=on-failure
 RestartSec=2
 KillSignal=SIGINT
@@ -168,6 +178,7 @@ def spec_from_args(
     link: str,
     usb_id: str | None,
     legato: str | None,
+    camera: str = "0",
 ) -> ServiceSpec:
     from edge.profiles import load_profile
 
@@ -191,6 +202,7 @@ def spec_from_args(
         link=link,
         usb_id=parse_usb_id(usb_id) if usb_id else None,
         jetson_clocks=prof.power.jetson_clocks and prof.device.soc != "x86",
+        camera=camera,
     )
 
 

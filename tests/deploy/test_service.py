@@ -15,16 +15,19 @@ from legato.cli import main
 USER = "robot"
 
 
+PIPELINE = "v4l2src device=/dev/video0 ! video/x-raw,width=640,height=480 ! videoconvert ! appsink"
+
+
 def spec(tmp_path: Path, profile: str = "jetson-orin-nano-8gb", usb_id: str | None = "0403:6014:FT8ABC"):
-    return service.spec_from_args(
-        profile, str(tmp_path / "legato"), USER, "legato", "legato-arm", usb_id, None
-    )
+    legato = str(tmp_path / "legato")
+    return service.spec_from_args(profile, legato, USER, "legato", "legato-arm", usb_id, None, PIPELINE)
 
 
 def test_unit_runs_the_current_bundle_as_a_user_in_dialout(tmp_path):
     s = spec(tmp_path)
     unit = service.render_unit(s)
     assert f"ExecStart={s.legato} run --bundle {tmp_path}/legato/current --profile " in unit
+    assert unit.count(f'--port /dev/legato-arm --camera "{PIPELINE}"\n') == 1
     for line in (
         "User=robot",
         "SupplementaryGroups=dialout",
