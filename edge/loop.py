@@ -30,6 +30,7 @@ clipped to the smaller of the model's and the profile's d_max, and to H - s.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -81,6 +82,10 @@ class LoopConfig:
     spin_s: float = 0.0005  # spin this long before each deadline instead of sleeping
     ring: int = 1 << 15  # rows in each record ring (ticks, chunks) between two drains
     seed: int = 0  # sampling noise
+    # Python's GIL switch interval while the loop runs: a thread running bytecode keeps the GIL for
+    # up to this long before the waking clock thread gets it (CPython's default is 5 ms; see
+    # docs/runtime.md for the measurement). None leaves it alone.
+    switch_interval_s: float | None = 0.0005
 
     @property
     def period(self) -> float:
@@ -185,9 +190,13 @@ class ControlLoop:
         self.inject_nan_index = 0
         self.extra_latency_s = 0.0  # tests and what-ifs: added to every inference (like padding)
         self.started_at = 0.0
+        self._old_switch: float | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
+        if self.cfg.switch_interval_s is not None:
+            self._old_switch = sys.getswitchinterval()
+            sys.setswitchinterval(self.cfg.switch_interval_s)
         self.started_at = self.clock()
         self.in_flight = True
         self.snapshot[:] = (0, 0, -1, 0)
@@ -205,6 +214,9 @@ class ControlLoop:
         self.request.set()
         if self._worker.is_alive() and self._worker is not threading.current_thread():
             self._worker.join(timeout=5.0)
+        if self._old_switch is not None:
+            sys.setswitchinterval(self._old_switch)
+            self._old_switch = None
 
     @property
     def alive(self) -> bool:

@@ -1,0 +1,217 @@
+"""Runtime benchmarks (issue 10): loop overhead, control timing, the GIL, closed-loop success.
+
+    python bench/bench_runtime.py [--bundle B] [--only overhead,timing,gil,closed] [--seconds 60]
+                                  [--episodes 100] [--latency-ms 50]
+
+- overhead: a chunk's compute inside the running --sim loop (prefix + N flow steps + the
+  host-side blends, from the denoiser's timings) against the sum of the same raw engine calls
+  made back to back outside the loop (prefix.run + N x flow_head.run), medians and p99 side by side.
+- timing: the control clock at 100 Hz for --seconds with inference running, on the full path
+  (firmware bridge -> pty -> emulated controller -> simulated arm): period error p50/p99/max
+  and missed ticks.
+- gil: the same clock (50 Hz, 10 s each) alone, with the inference worker, and with the worker
+  at CPython's default GIL switch interval (5 ms) instead of the loop's 0.5 ms.
+- closed: `legato run --sim` over --episodes held-out episodes (seed 1000) unpadded and with
+  --latency-ms, against the evaluation harness's rollout (legato/rollout.py, the same bundle,
+  the same episodes, the delay the runtime measured). Needs torch-free legato.rollout only.
+Without --bundle, the committed Legato checkpoint is exported to a temporary bundle (torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def export_bundle(tmp: Path) -> Path:
+    out = tmp / "legato-fp32"
+    subprocess.run([sys.executable, "-m", "legato.cli", "export", "--checkpoint", str(ROOT / "models/legato"),
+                    "--out", str(out), "--episodes", "0", "--parity-samples", "2"], check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+    return out
+
+
+def pct(x, ps=(50, 99)) -> str:
+    x = np.asarray(x, float)
+    if len(x) == 0:
+        return "-"
+    return " / ".join(f"{v:.3f}" for v in np.percentile(x, ps)) + f" / {x.max():.3f}"
+
+
+def raw_engine_ms(den, repeats: int = 300) -> np.ndarray:
+    """prefix.run + N x flow_head.run back to back (the raw engine calls of one chunk), ms."""
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        den.prefix.run()
+        for _k in range(den.num_steps):
+            den.head.run()
+        out.append((time.perf_counter_ns() - t0) * 1e-6)
+    return np.asarray(out[10:])
+
+
+def session(bundle: str, seconds: float, rate: float | None = None, latency_ms: float = 0.0,
+            switch: float | None = 0.0005, episodes: bool = False):  # fmt: skip
+    """A --sim session; with episodes=False one continuous loop (the arm just follows the policy)."""
+    import dataclasses
+
+    from edge.runtime import Session, SimRig, load, loop_config
+    from edge.sources import SimSource, TelemetryState
+
+    man, prof, den = load(bundle, "x86-cpu")
+    cfg = loop_config(man, prof, latency_ms, None, None, 1000)
+    cfg = dataclasses.replace(cfg, switch_interval_s=switch, **({"rate_hz": rate} if rate else {}))
+    rig = SimRig(man, prof, episodes=5, seed=1000)
+    try:
+        s = Session(man, prof, den, cfg, bus=rig.bus, plant=rig.plant, rig=rig,
+                    make_source=lambda: SimSource(rig.plant.render, lambda: rig.plant.tokens,
+                                                  TelemetryState(rig.bus, 3)))  # fmt: skip
+        if episodes:
+            s.run_sim(None, seconds)
+        else:
+            q0 = rig.plant.load(0)
+            rig.bus.send_setpoint(q0)
+            s._run_loop(q0, lambda: False, time.monotonic() + seconds)
+        return s, den
+    finally:
+        rig.close()
+
+
+def bench_overhead(bundle: str, seconds: float) -> dict:
+    from edge.loop import CHUNK_BASE_COLS
+    from edge.runtime import load
+
+    _, _, den = load(bundle, "x86-cpu")
+    rng = np.random.default_rng(0)
+    spec = den.spec
+    den.set_observation(rng.integers(0, 255, (*spec.image_hw, 3), dtype=np.uint8), np.zeros(spec.max_tokens),
+                        rng.normal(size=spec.state_dim).astype(np.float32))  # fmt: skip
+    raw_before = raw_engine_ms(den)
+    s, den2 = session(bundle, seconds)
+    raw_after = raw_engine_ms(den2)
+    ch = s.records.chunk_array()[2:]
+    base = len(CHUNK_BASE_COLS)
+    compute = ch[:, base + len(den2.stage_names) - 1] * 1e3
+    worker = (ch[:, CHUNK_BASE_COLS.index("preprocess_s")] * 1e3) + compute
+    raw = np.concatenate([raw_before, raw_after])
+    r = {"chunks": len(ch), "raw_engine_ms_p50_p99_max": pct(raw),
+         "loop_compute_ms_p50_p99_max": pct(compute),
+         "loop_compute_plus_preprocess_ms_p50_p99_max": pct(worker),
+         "ratio_median": float(np.median(compute) / np.median(raw)),
+         "ratio_mean": float(np.mean(compute) / np.mean(raw))}  # fmt: skip
+    return r
+
+
+def bench_timing(bundle: str, seconds: float) -> dict:
+    s, _ = session(bundle, seconds, rate=100.0)
+    summ = s.summary()
+    return {k: summ[k] for k in ("ticks", "chunks", "missed_ticks", "underruns",
+                                 "control.period_error_ms.p50",
+                                 "control.period_error_ms.p99", "control.period_error_ms.max",
+                                 "control.tick_ms.p99", "chunk.compute_ms.p50", "delay_mode")}  # fmt: skip
+
+
+def bench_gil(bundle: str, seconds: float) -> dict:
+    """The clock alone (no inference), with inference, and with inference at the 5 ms default."""
+    from edge.loop import _SpinSleeper
+    from firmware_bridge.streamer import PeriodicThread
+
+    out = {}
+    errs: list[float] = []
+
+    def tick(k, deadline):
+        errs.append(time.monotonic() - deadline)
+
+    for switch in (0.005, 0.0005):
+        sys.setswitchinterval(switch)
+        errs.clear()
+        sl = _SpinSleeper(0.0005, time.monotonic)
+        pt = PeriodicThread(50.0, tick, sleep=sl, name="bench-clock")
+        pt.start()
+        time.sleep(seconds)
+        sl.stop.set()
+        pt.stop()
+        key = f"clock alone, switch {switch * 1e3:g} ms: period error ms p50/p99/max"
+        out[key] = pct(np.array(errs) * 1e3)
+    sys.setswitchinterval(0.005)
+    for switch in (0.005, 0.0005):
+        s, _ = session(bundle, seconds, rate=50.0, switch=switch)
+        sm = s.summary()
+        out[f"loop + inference + sim rig, switch {switch * 1e3:g} ms: period error ms p50/p99/max"] = (
+            f"{sm['control.period_error_ms.p50']:.3f} / {sm['control.period_error_ms.p99']:.3f} / "
+            f"{sm['control.period_error_ms.max']:.3f}; chunk compute p50 {sm['chunk.compute_ms.p50']:.2f} ms")
+    return out
+
+
+def closed_loop(bundle: str, episodes: int, latency_ms: float) -> dict:
+    from edge.bundle_policy import BundlePolicy
+    from edge.policy import ChunkRequest, default_ramp
+    from legato.rollout import rollout
+    from sim.episodes import sample_episodes
+    from sim.task import TaskConfig
+
+    res = {}
+    for lat in (0.0, latency_ms):
+        with tempfile.TemporaryDirectory() as t:
+            js = Path(t) / "s.json"
+            t0 = time.monotonic()
+            subprocess.run([sys.executable, "-m", "legato.cli", "run", "--bundle", bundle, "--sim",
+                            "--episodes", str(episodes), "--latency-ms", str(lat), "--quiet",
+                            "--summary-json", str(js)],
+                           check=True)  # fmt: skip
+            s = json.loads(js.read_text())
+        d = int(s["delay_mode"])
+        pol = BundlePolicy(bundle)
+        task = TaskConfig.from_dict(pol.manifest.data["model"]["task"])
+        ep = sample_episodes(task, 1000, episodes)
+        req = ChunkRequest(d=d, s=8, r=default_ramp(pol.spec, d, 8))
+        ref = rollout(pol, "legato", task, ep.scenes, ep.template, req, seed=1000 + 7 * d + 1000 * 8)
+        res[f"latency {lat:g} ms"] = {
+            "runtime_success": s["success_rate"], "runtime_collision": s["collision_rate"],
+            "runtime_completion_s": s["completion_s"], "measured_d": d, "delay_hist": s["delay_hist"],
+            "underruns": s["underruns"], "faults": s["faults"], "step_clamped": s["step_clamped"],
+            "missed_ticks": s["missed_ticks"], "period_error_p99_ms": s["control.period_error_ms.p99"],
+            "harness_success_same_episodes": float(ref.success.mean()),
+            "diff_points": 100 * (s["success_rate"] - float(ref.success.mean())),
+            "wall_s": round(time.monotonic() - t0, 1)}  # fmt: skip
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", default=None)
+    ap.add_argument("--only", default="overhead,timing,gil,closed")
+    ap.add_argument("--seconds", type=float, default=60.0, help="control-timing run at 100 Hz")
+    ap.add_argument("--episodes", type=int, default=100)
+    ap.add_argument("--latency-ms", type=float, default=50.0, help="padding that should give d = 3 at 50 Hz")
+    a = ap.parse_args()
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()}, python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = a.bundle or str(export_bundle(Path(tmp)))
+        only = a.only.split(",")
+        results = {}
+        if "overhead" in only:
+            results["overhead"] = bench_overhead(bundle, 20.0)
+        if "timing" in only:
+            results["timing_100hz"] = bench_timing(bundle, a.seconds)
+        if "gil" in only:
+            results["gil"] = bench_gil(bundle, 10.0)
+        if "closed" in only:
+            results["closed_loop"] = closed_loop(bundle, a.episodes, a.latency_ms)
+        print(json.dumps(results, indent=1))
+
+
+
+if __name__ == "__main__":
+    main()
