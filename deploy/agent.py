@@ -42,6 +42,7 @@ MANIFEST = "manifest.json"
 PROFILE_FILE = "profile.toml"
 LINKS = ("current", "previous")
 MARGIN_BYTES = 16 << 20  # never fill a disk to the last byte: logs and the journal need room
+_PARENT: int | None = None  # over ssh: the session that started us (a changed parent = it died)
 
 
 class AgentError(LegatoError):
@@ -267,6 +268,8 @@ def install(req: dict[str, Any]) -> dict[str, Any]:
                     _build_engines(tmp, tmp / PROFILE_FILE)
                     verify_release(tmp)
                 _sync_tree(tmp)
+        if _PARENT is not None and os.getppid() != _PARENT:  # the ssh session died under us
+            raise AgentError(f"the flash was interrupted before the switch; {old} stays current")
         if req.get("switch", True) and old != release:
             if old is not None:
                 _set_link(dest, "previous", old)
@@ -368,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1 or argv[0] not in OPS:
         print(f"usage: python -m deploy.agent {{{','.join(OPS)}}} < request.json", file=sys.stderr)
         return 2
+    global _PARENT
+    _PARENT = os.getppid()
     req = json.loads(sys.stdin.read() or "{}")
     reply = handle(argv[0], req)
     sys.stdout.write(json.dumps(reply) + "\n")

@@ -123,7 +123,9 @@ class SshTarget:
     ssh_config: str | None = None
     connect_timeout: int = 10
     python: str = DEFAULT_TARGET_PYTHON
-    op_timeout: float = 900.0  # an engine build on an Orin Nano takes minutes
+    # probe / check / rollback answer within this; uploads and installs (an engine build on an Orin
+    # Nano takes minutes) have no wall-clock bound: ServerAlive* ends a dead connection in ~15 s
+    op_timeout: float = 120.0
     _ctl: str | None = field(default=None, repr=False)
     _dir: str | None = field(default=None, repr=False)
     _strict: list[str] = field(default_factory=list, repr=False)
@@ -233,7 +235,7 @@ class SshTarget:
             return '"$HOME"/' + shlex.quote(p[2:])
         return shlex.quote(p)
 
-    def _ssh(self, remote: str, stdin: str, timeout: float) -> subprocess.CompletedProcess:
+    def _ssh(self, remote: str, stdin: str, timeout: float | None) -> subprocess.CompletedProcess:
         cmd = ["ssh", *self._common(), *(["-p", str(self.port)] if self.port else []), self.login, remote]
         try:
             return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
@@ -242,7 +244,8 @@ class SshTarget:
 
     def call(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
         remote = f"{self._remote_path(self.python)} -m deploy.agent {op}"
-        out = self._ssh(remote, json.dumps({"dest": self.path, **req}), self.op_timeout)
+        timeout = None if op == "install" else self.op_timeout
+        out = self._ssh(remote, json.dumps({"dest": self.path, **req}), timeout)
         if out.returncode == 255:
             raise FlashError(_classify_ssh_failure(self.name, self.host, self.port, out.stderr))
         line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
@@ -290,14 +293,7 @@ class SshTarget:
                 str(stage),
                 f"{self.login}:{incoming}/",
             ]
-            try:
-                out = subprocess.run(
-                    cmd, capture_output=True, text=True, timeout=self.op_timeout, stdin=subprocess.DEVNULL
-                )
-            except subprocess.TimeoutExpired:
-                raise FlashError(
-                    f"{self.name}: upload did not finish within {self.op_timeout:.0f} s"
-                ) from None
+            out = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if out.returncode != 0:
             text = " ".join(out.stderr.split())
             if "No space left" in text:
