@@ -68,46 +68,21 @@ def test_systemd_escape():
     assert service.systemd_escape_path("/dev/ttyTHS0") == "dev-ttyTHS0.device"
 
 
+def install(*argv: str) -> int:
+    return main(["service", "install", "--profile", "x86-cpu", "--user", USER, *argv])
+
+
 def test_print_shows_both_files(tmp_path, capsys):
-    rc = main(
-        [
-            "service",
-            "install",
-            "--profile",
-            "x86-cpu",
-            "--bundle-dir",
-            str(tmp_path),
-            "--user",
-            USER,
-            "--print",
-        ]
-    )
+    rc = install("--bundle-dir", str(tmp_path), "--print")
     out = capsys.readouterr().out
-    assert (
-        rc == 0
-        and "# /etc/systemd/system/legato.service\n" in out
-        and "# /etc/udev/rules.d/70-legato-serial.rules\n" in out
-    )
+    assert rc == 0 and "# /etc/systemd/system/legato.service\n" in out
+    assert "# /etc/udev/rules.d/70-legato-serial.rules\n" in out
     assert not any(tmp_path.iterdir())  # nothing installed
 
 
-def test_install_under_a_root_writes_both(tmp_path, capsys):
+def test_install_under_a_root_writes_both(tmp_path):
     root = tmp_path / "img"
-    rc = main(
-        [
-            "service",
-            "install",
-            "--profile",
-            "x86-cpu",
-            "--bundle-dir",
-            "/opt/legato",
-            "--user",
-            USER,
-            "--root",
-            str(root),
-        ]
-    )
-    assert rc == 0
+    assert install("--bundle-dir", "/opt/legato", "--root", str(root)) == 0
     unit = root / "etc/systemd/system/legato.service"
     rule = root / "etc/udev/rules.d/70-legato-serial.rules"
     assert "User=robot" in unit.read_text() and 'GROUP="dialout"' in rule.read_text()
