@@ -96,6 +96,15 @@ def _releases(dest: Path) -> list[str]:
     return sorted(p.name for p in rel.iterdir() if not p.name.startswith(".") and is_kind(p, RELEASE_KIND))
 
 
+def _is_flashed(dest: Path) -> bool:
+    """Only what flash itself writes there (or nothing): releases/, the links, the upload area,
+    the lock and the links' temporaries. Anything else is someone else's folder."""
+    ours = {"releases", *LINKS, ".incoming", ".flash.lock"}
+    return all(
+        p.name in ours or p.name.startswith((".current.tmp-", ".previous.tmp-")) for p in dest.iterdir()
+    )
+
+
 def probe(req: dict[str, Any]) -> dict[str, Any]:
     """What the target holds, how much room it has, and its doctor facts. Writes nothing.
 
@@ -110,7 +119,7 @@ def probe(req: dict[str, Any]) -> dict[str, Any]:
         raise AgentError(
             f"cannot write {anchor} as {_user()} (fix: sudo mkdir -p {dest} && sudo chown {_user()} {dest})"
         )
-    if dest.exists() and any(dest.iterdir()) and not (dest / "releases").is_dir():
+    if dest.is_dir() and not _is_flashed(dest):
         raise AgentError(
             f"{dest} exists and is not a flashed folder (no releases/); refusing to touch it "
             "(choose another path)"

@@ -206,3 +206,20 @@ def test_engines_are_built_on_the_target_inside_the_release(tmp_path, capsys, mo
     (dest / "current/engines/flow_head.plan").write_bytes(b"damaged")
     rc, _, err = flash(capsys, "--check", "--target", str(dest))
     assert rc == 2 and "engines/flow_head.plan is corrupt" in err
+
+
+def test_first_flash_interrupted_after_upload_can_be_repeated(tmp_path, capsys, bundles, monkeypatch):
+    """Killed between the upload and the install: only the upload area is there; the next flash
+    takes the target as its own and reuses what arrived."""
+    dest = tmp_path / "robot"
+
+    def killed(req):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(agent.OPS, "install", killed)
+    argv = ["--bundle", str(bundles[0]), "--profile", "x86-cpu", "--target", str(dest)]
+    assert flash(capsys, *argv)[0] == 130
+    assert sorted(os.listdir(dest)) == [".incoming"] and not (dest / "current").exists()
+    monkeypatch.undo()
+    rc, out, err = flash(capsys, *argv)
+    assert rc == 0 and "0 files sent" in out and "4 already there" in out, err
