@@ -152,6 +152,17 @@ def main() -> int:
     ck = load(a.checkpoint)
     work = Path(tempfile.mkdtemp(prefix="bench-chunk-"))
     quiet = lambda msg: None  # noqa: E731
+    export_bundle(
+        ExportOptions(
+            checkpoint=a.checkpoint,
+            profile="x86-cpu",
+            out=work / "std",
+            attention="standard",
+            episodes=1,
+            parity_samples=4,
+            progress=quiet,
+        )
+    )
     for prec in ("fp32", "int8"):
         export_bundle(
             ExportOptions(
@@ -167,7 +178,8 @@ def main() -> int:
     variants = {
         "torch eager": TorchPolicyRunner(ck, threads=a.threads),
         "onnxruntime fp32, plain export": plain_policy(ck, work, a.threads),
-        "onnxruntime fp32, rewritten graphs": BundlePolicy(work / "fp32", threads=a.threads),
+        "onnxruntime fp32, rewritten, standard-op attention": BundlePolicy(work / "std", threads=a.threads),
+        "onnxruntime fp32, rewritten, fused attention op": BundlePolicy(work / "fp32", threads=a.threads),
         "onnxruntime int8 (dynamic), rewritten": BundlePolicy(work / "int8", threads=a.threads),
         "onnxruntime fp32, fused graph": BundlePolicy(work / "fp32", threads=a.threads, fused=True),
         "onnxruntime int8 (dynamic), fused graph": BundlePolicy(work / "int8", threads=a.threads, fused=True),

@@ -45,6 +45,9 @@ class ExportOptions:
     calibration: str | Path | None = None  # .npz with image/tokens/state (else simulator rollouts)
     calibration_samples: int = 32
     threads: int = 1
+    attention: str = (
+        "auto"  # standard | onnxruntime (fused op, CPU profiles) | auto: by the profile's backend
+    )
     progress: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
@@ -159,6 +162,26 @@ def check_profile_fits(profile: Profile, spec: Any, precision: str) -> None:
         raise UsageError(
             f"{where}: control.d_max = {c.d_max} exceeds the checkpoint's trained d_max = {spec.d_max}"
         )
+
+
+def attention_kind(profile: Profile, requested: str, precision: str) -> str:
+    """onnxruntime's fused MultiHeadAttention where every graph runs on onnxruntime's CPU provider
+    in fp32 or dynamic int8 (it wins there: docs/performance.md); standard ops otherwise
+    (TensorRT fuses the MatMul-Softmax-MatMul pattern itself)."""
+    if requested not in ("auto", "standard", "onnxruntime"):
+        raise UsageError(f"--attention {requested}: allowed: auto, standard, onnxruntime")
+    cpu_only = all(
+        e.backend == "onnxruntime" and tuple(e.providers) == ("CPUExecutionProvider",)
+        for e in profile.engines.values()
+    )
+    if requested == "onnxruntime" and (not cpu_only or precision == "fp16"):
+        raise UsageError(
+            f"--attention onnxruntime: profile {profile.name} runs graphs outside onnxruntime's CPU "
+            "provider (allowed: standard)"
+        )
+    if requested == "auto":
+        return "onnxruntime" if cpu_only and precision != "fp16" else "standard"
+    return requested
 
 
 def load_calibration(path: str | Path, spec: Any) -> list[dict[str, np.ndarray]]:
@@ -278,9 +301,12 @@ def export_bundle(opt: ExportOptions) -> Path:
         from export.graphs import example_inputs, export_graph, modules
 
         policy = ck.model.eval()
-        mods, ex = modules(policy), example_inputs(policy)
+        fused_attn = attention_kind(profile, opt.attention, precision) == "onnxruntime"
+        mods, ex = modules(policy, fused_attn), example_inputs(policy)
         for name in GRAPHS:
-            export_graph(mods[name], ex[name], name, fp32_dir / f"{name}.onnx", OPSET)
+            export_graph(
+                mods[name], ex[name], name, fp32_dir / f"{name}.onnx", OPSET, fused_attention=fused_attn
+            )
             check_graph(fp32_dir / f"{name}.onnx")
         write_manifest(fp32_dir, model_cfg, "fp32", dict.fromkeys(GRAPHS, "fp32"), {})
         stage(4, f"fp32 parity against torch on {opt.parity_samples} held-out observations")
@@ -382,6 +408,7 @@ def export_bundle(opt: ExportOptions) -> Path:
             "profile": {"name": profile.name, "sha256": sha256_file(profile.path), "data": profile.to_dict()},
             "quantization": quant,
             "parity": parity_rec,
+            "attention": "onnxruntime com.microsoft.MultiHeadAttention" if fused_attn else "standard ops",
         }
         with atomic_folder(out, "bundle", replace=opt.force, meta={"precision": precision}) as tmp:
             for name in GRAPHS:

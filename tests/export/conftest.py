@@ -26,3 +26,11 @@ def export_tiny(ck, out, precision="fp32", profile="x86-cpu", episodes=2, **kw):
 def tiny_bundle(tiny_checkpoints, tmp_path_factory):
     """An fp32 bundle of the tiny Legato checkpoint (x86-cpu profile)."""
     return export_tiny(tiny_checkpoints["legato"], tmp_path_factory.mktemp("bundles") / "tiny-fp32")
+
+
+@pytest.fixture(scope="session")
+def tiny_standard_bundle(tiny_checkpoints, tmp_path_factory):
+    """The same with standard-op attention only (what TensorRT profiles get): onnx.reference runs it."""
+    return export_tiny(
+        tiny_checkpoints["legato"], tmp_path_factory.mktemp("bundles") / "tiny-std", attention="standard"
+    )

@@ -82,7 +82,7 @@ def _feeds(tiny_bundle, name):
 
 
 @pytest.mark.parametrize("name", ["prefix", "flow_head", "fused"])
-def test_reference_evaluator_onnxruntime_and_torch_agree(tiny_checkpoints, tiny_bundle, name):
+def test_reference_evaluator_onnxruntime_and_torch_agree(tiny_checkpoints, tiny_standard_bundle, name):
     import onnxruntime as ort
     import torch
     from onnx.reference import ReferenceEvaluator
@@ -90,6 +90,8 @@ def test_reference_evaluator_onnxruntime_and_torch_agree(tiny_checkpoints, tiny_
     from export.graphs import NAMES, modules
     from legato.checkpoint import load
 
+    tiny_bundle = tiny_standard_bundle
+    assert load_manifest(tiny_bundle).data["attention"] == "standard ops"
     feeds = _feeds(tiny_bundle, name)
     path = str(tiny_bundle / f"{name}.onnx")
     ref = ReferenceEvaluator(path).run(None, feeds)
@@ -308,3 +310,19 @@ def test_verify_finds_corruption_and_inconsistency(tmp_path, tiny_bundle):
         verify(b)
     with pytest.raises(BundleError, match="not a bundle"):
         verify(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["prefix", "flow_head", "fused"])
+def test_cpu_fused_attention_matches_standard_ops(tiny_bundle, tiny_standard_bundle, name):
+    """The x86-cpu bundle uses onnxruntime's MultiHeadAttention; it computes what the standard ops do."""
+    import onnxruntime as ort
+
+    ops = {n.op_type for n in onnx.load(str(tiny_bundle / f"{name}.onnx")).graph.node}
+    assert "MultiHeadAttention" in ops and "Softmax" not in ops
+    feeds = _feeds(tiny_bundle, name)
+    a, b = (
+        ort.InferenceSession(str(d / f"{name}.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
+        for d in (tiny_bundle, tiny_standard_bundle)
+    )
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x, y, atol=2e-5, rtol=1e-4)
