@@ -202,16 +202,17 @@ def _place(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def verify_release(folder: Path) -> dict[str, Any]:
-    """Every file the manifest lists is present with its sha256 (edge.bundle's checks, no graph loading)."""
+def verify_release(folder: Path, load_graphs: bool = False) -> dict[str, Any]:
+    """Every file the manifest lists is present with its sha256 (edge.bundle.verify), and so is
+    every engine plan (verify checks the engines' keys, not their files)."""
     from edge.bundle import verify
 
     try:
-        m = verify(folder, load_graphs=False)
+        m = verify(folder, load_graphs=load_graphs)
     except LegatoError as e:
         raise AgentError(str(e)) from None
     plans = 0
-    for graph, e in m.engines.items():  # verify() checks engine keys; the plan files are hashed here
+    for graph, e in m.engines.items():
         rel, want = e.get("file"), e.get("sha256")
         if rel is None or want is None or rel in m.files:
             continue
@@ -221,7 +222,7 @@ def verify_release(folder: Path) -> dict[str, Any]:
         if sha256_file(p) != want:
             raise AgentError(f"{folder}: {rel} is corrupt (sha256 differs from the manifest's engine entry)")
         plans += 1
-    return {"name": m.name, "files": len(m.files) + 1 + plans}
+    return {"name": m.name, "files": len(m.files) + 1 + plans, "manifest": m}
 
 
 def _sync_tree(root: Path) -> None:
@@ -351,7 +352,12 @@ def check(req: dict[str, Any]) -> dict[str, Any]:
     if cur is None:
         raise AgentError(f"{dest} has no current release (flash one first)")
     info = verify_release(dest / "current")
-    return {"release": cur, "previous": _link_target(dest, "previous"), **info}
+    return {
+        "release": cur,
+        "previous": _link_target(dest, "previous"),
+        "name": info["name"],
+        "files": info["files"],
+    }
 
 
 OPS = {"probe": probe, "install": install, "rollback": rollback, "check": check}

@@ -564,7 +564,7 @@ def check_disk(env: Env, bundle_dir: Path) -> Check:
 
 
 def check_bundle(env: Env, bundle_dir: Path, profile: Any, f: dict[str, Any]) -> Check:
-    from edge.bundle import verify
+    from deploy.agent import verify_release
     from edge.device import engine_key, key_mismatch
     from edge.errors import LegatoError
 
@@ -573,7 +573,8 @@ def check_bundle(env: Env, bundle_dir: Path, profile: Any, f: dict[str, Any]) ->
     if not cur.exists():
         return Check("bundle", FAIL, f"no current bundle at {bundle_dir}/current", flash)
     try:
-        m = verify(cur)
+        info = verify_release(cur, load_graphs=True)  # every sha256, engine plans too; graphs load
+        m = info["manifest"]
     except LegatoError as e:
         return Check(
             "bundle",
@@ -601,7 +602,7 @@ def check_bundle(env: Env, bundle_dir: Path, profile: Any, f: dict[str, Any]) ->
                 f"{flash}  (rebuilds the engines here)",
             )
     engines = f", engines {', '.join(m.engines)} match this device" if m.engines else ""
-    return Check("bundle", OK, f"{name} verifies ({len(m.files) + 1} files){engines}")
+    return Check("bundle", OK, f"{name} verifies ({info['files']} files){engines}")
 
 
 class _Ident:

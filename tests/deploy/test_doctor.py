@@ -250,3 +250,11 @@ def test_cli_exit_status(tmp_path, capsys, healthy):
         assert rc == 0 and "ok    profile        x86-cpu matches this device" in out, out
     else:
         assert rc == 1 and "fix: legato flash --bundle B --profile P --target /opt/legato" in out
+
+
+def test_damaged_engine_plan_blocks(tmp_path):
+    root = jetson_root(tmp_path)
+    (root / "opt/legato/current/engines/flow_head.plan").write_bytes(b"truncated")
+    checks, _ = doctor.run_checks(env_for(root), load_profile(NX), "/opt/legato")
+    c = by_name(checks)["bundle"]
+    assert c.status == FAIL and "is corrupt" in c.detail and "engines/flow_head.plan" in c.detail
