@@ -276,6 +276,11 @@ def verify(path: str | Path, *, load_graphs: bool = True) -> Manifest:
                 f"{m.path}: engine {name} was built from another ONNX "
                 f"({key['onnx_sha256'][:12]}..., graph is {m.graphs[name].sha256[:12]}...)"
             )
+        plan = m.path / str(e.get("file", ""))
+        if "file" in e and not plan.is_file():
+            raise BundleError(f"{m.path}: engine {name} plan {e['file']} is missing")
+        if "file" in e and "sha256" in e and sha256_file(plan) != e["sha256"]:
+            raise BundleError(f"{m.path}: engine {name} plan {e['file']} is corrupt (sha256 differs)")
     if load_graphs:
         _load_graphs(m)
     return m

@@ -326,3 +326,43 @@ def test_cpu_fused_attention_matches_standard_ops(tiny_bundle, tiny_standard_bun
     )
     for x, y in zip(a, b, strict=True):
         np.testing.assert_allclose(x, y, atol=2e-5, rtol=1e-4)
+
+
+def test_verify_checks_engine_keys_and_plans(tmp_path, tiny_bundle):
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    m = json.loads((b / "manifest.json").read_text())
+    sha = m["graphs"]["flow_head"]["sha256"]
+    key = {
+        "tensorrt": "10.3.0",
+        "cuda": "12.6",
+        "gpu": "Orin",
+        "compute_capability": "8.7",
+        "l4t": "36.4.3",
+        "jetpack": "6.1/6.2",
+        "onnx_sha256": sha,
+    }
+    (b / "engines").mkdir()
+    (b / "engines/flow_head.plan").write_bytes(b"PLAN")
+    import hashlib
+
+    m["engines"] = {
+        "flow_head": {
+            "file": "engines/flow_head.plan",
+            "sha256": hashlib.sha256(b"PLAN").hexdigest(),
+            "key": key,
+        }
+    }
+    (b / "manifest.json").write_text(json.dumps(m))
+    assert verify(b).engines["flow_head"]["key"]["gpu"] == "Orin"
+    (b / "engines/flow_head.plan").write_bytes(b"PLAN2")
+    with pytest.raises(BundleError, match="flow_head plan engines/flow_head.plan is corrupt"):
+        verify(b)
+    m["engines"]["flow_head"]["key"] = {**key, "onnx_sha256": "0" * 64}
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="built from another ONNX"):
+        verify(b)
+    del m["engines"]["flow_head"]["key"]["cuda"]
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="key lacks cuda"):
+        verify(b)
