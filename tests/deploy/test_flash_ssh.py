@@ -169,3 +169,48 @@ def test_fleet_over_ssh_and_local(tmp_path, capsys, sshd, bundles):
     assert sorted(ln.split(": ok, ")[0] for ln in lines[:-1]) == sorted(targets)
     for name in ("arm1", "arm2", "arm3"):
         assert (tmp_path / name / "current/manifest.json").is_file()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 24 MB filesystem (tmpfs) for the target; skips where this user may not mount."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    out = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        pytest.skip(
+            f"cannot mount a small tmpfs here ({out.stderr.strip()[:80]}): needs root with CAP_SYS_ADMIN"
+        )
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_full_disk_on_the_target_changes_nothing(capsys, sshd, bundles, small_disk):
+    b1, b2 = bundles
+    dest = small_disk / "legato"
+    url = sshd.url(dest)
+    assert ssh_flash(capsys, sshd, "--bundle", str(b1), "--profile", "x86-cpu", "--target", url)[0] == 0
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:  # leave about 2 MB free on the target's disk
+        while True:
+            st = os.statvfs(small_disk)
+            left = st.f_bavail * st.f_frsize - (2 << 20)
+            if left <= 0:
+                break
+            f.write(b"\0" * min(left, 1 << 20))
+    before = {
+        str(p.relative_to(dest)): (os.readlink(p) if p.is_symlink() else p.stat().st_size)
+        for p in dest.rglob("*")
+    }
+    rc, out, err = ssh_flash(capsys, sshd, "--bundle", str(b2), "--profile", "x86-cpu", "--target", url)
+    assert rc == 2 and out == "" and err.count("\n") == 1
+    assert "the target's disk is too full" in err and "nothing was changed" in err
+    after = {
+        str(p.relative_to(dest)): (os.readlink(p) if p.is_symlink() else p.stat().st_size)
+        for p in dest.rglob("*")
+    }
+    assert after == before
