@@ -130,7 +130,21 @@ def test_unknown_host_key_is_refused(tmp_path, capsys, sshd, bundles):
     )
     assert rc == 2 and out == "" and err.count("\n") == 1
     assert "unknown host key for 127.0.0.1" in err and "nothing was changed" in err
+    assert (sshd.dir / "empty_known_hosts").read_text() == ""  # not recorded either
     assert not dest.exists()
+
+
+def test_the_users_own_host_key_policy_is_kept(tmp_path, capsys, sshd, bundles):
+    """StrictHostKeyChecking=yes is only the default: a config that says accept-new is obeyed."""
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    cfg = tmp_path / "ssh_config"
+    text = sshd.bare_config.read_text().replace(str(sshd.dir / "empty_known_hosts"), str(known))
+    cfg.write_text(text + "  StrictHostKeyChecking accept-new\n")
+    argv = ["--bundle", str(bundles[0]), "--profile", "x86-cpu", "--target", sshd.url(tmp_path / "robot")]
+    rc, out, err = ssh_flash(capsys, sshd, *argv, config=cfg)
+    assert rc == 0, err
+    assert known.read_text().startswith(f"[127.0.0.1]:{sshd.port} ssh-ed25519 ")
 
 
 def test_target_that_does_not_answer(tmp_path, capsys, sshd, bundles):
