@@ -96,9 +96,9 @@ def test_bundle_with_a_bad_hash_is_refused(bundle, tmp_path, capsys):
 @pytest.mark.parametrize("key,value,needle", [("num_steps", 4, "N=4 steps"), ("d_max", 5, "d_max=5"),
                                               ("horizon", 12, "H=12")])
 def test_profile_asking_for_other_n_or_dmax_is_refused(bundle, tmp_path, capsys, key, value, needle):
-    from edge.profiles import PROFILE_DIR
+    from edge.profiles import profile_path
 
-    text = (PROFILE_DIR / "x86-cpu.toml").read_text()
+    text = profile_path("x86-cpu").read_text()
     lines = []
     for ln in text.splitlines():
         if ln.split("=")[0].strip() == key:
