@@ -12,7 +12,6 @@ import pytest
 
 from edge.bundle import expected_io, load_manifest, verify
 from edge.errors import BundleError, LegatoError, OutputError, ProfileError, UsageError
-from tests.export.conftest import export_tiny
 
 
 def test_bundle_layout_manifest_and_verify(tiny_bundle):
@@ -161,7 +160,9 @@ def test_bundle_runs_closed_loop_like_the_checkpoint(tiny_checkpoints, tiny_bund
     "precision,profile,method",
     [("int8", "x86-cpu", "dynamic-int8"), ("fp16", "x86-cuda", "fp16"), ("int8", "x86-cuda", "qdq-int8")],
 )
-def test_reduced_precisions_pass_their_gates(tiny_checkpoints, tmp_path, precision, profile, method):
+def test_reduced_precisions_pass_their_gates(
+    tiny_checkpoints, tmp_path, precision, profile, method, export_tiny
+):
     out = export_tiny(tiny_checkpoints["legato"], tmp_path / "b", precision, profile)
     m = verify(out)
     assert m.precision == precision and m.data["quantization"]["method"] == method
@@ -180,7 +181,7 @@ def test_reduced_precisions_pass_their_gates(tiny_checkpoints, tmp_path, precisi
 # --- refusals: one line, nothing written -------------------------------------------------------
 
 
-def _refused(tmp_path, exc, match, *args, **kw):
+def _refused(export_tiny, tmp_path, exc, match, *args, **kw):
     out = tmp_path / "bundle"
     with pytest.raises(exc, match=match) as e:
         export_tiny(*args, out=out, **kw)
@@ -190,16 +191,17 @@ def _refused(tmp_path, exc, match, *args, **kw):
     return str(e.value)
 
 
-def test_missing_and_corrupt_checkpoint(tmp_path, tiny_checkpoints):
-    _refused(tmp_path, LegatoError, "checkpoint not found", tmp_path / "nope")
+def test_missing_and_corrupt_checkpoint(tmp_path, tiny_checkpoints, export_tiny):
+    _refused(export_tiny, tmp_path, LegatoError, "checkpoint not found", tmp_path / "nope")
     bad = tmp_path / "corrupt"
     shutil.copytree(tiny_checkpoints["legato"], bad)
     (bad / "model.safetensors").write_bytes(b"\x00garbage")
-    _refused(tmp_path, LegatoError, "corrupt", bad)
+    _refused(export_tiny, tmp_path, LegatoError, "corrupt", bad)
 
 
-def test_unknown_profile(tmp_path, tiny_checkpoints):
+def test_unknown_profile(tmp_path, tiny_checkpoints, export_tiny):
     _refused(
+        export_tiny,
         tmp_path,
         ProfileError,
         "unknown profile 'orin-nanoo'",
@@ -208,12 +210,14 @@ def test_unknown_profile(tmp_path, tiny_checkpoints):
     )
 
 
-def test_precision_the_target_cannot_run(tmp_path, tiny_checkpoints):
-    msg = _refused(tmp_path, UsageError, "--precision fp16", tiny_checkpoints["legato"], precision="fp16")
+def test_precision_the_target_cannot_run(tmp_path, tiny_checkpoints, export_tiny):
+    msg = _refused(
+        export_tiny, tmp_path, UsageError, "--precision fp16", tiny_checkpoints["legato"], precision="fp16"
+    )
     assert "allowed: fp32, int8" in msg
 
 
-def test_calibration_data_that_does_not_match(tmp_path, tiny_checkpoints):
+def test_calibration_data_that_does_not_match(tmp_path, tiny_checkpoints, export_tiny):
     calib = tmp_path / "calib.npz"
     np.savez(
         calib,
@@ -222,6 +226,7 @@ def test_calibration_data_that_does_not_match(tmp_path, tiny_checkpoints):
         state=np.zeros((2, 6), np.float32),
     )
     _refused(
+        export_tiny,
         tmp_path,
         UsageError,
         "image is uint8\\[2, 32, 32, 3\\]",
@@ -232,6 +237,7 @@ def test_calibration_data_that_does_not_match(tmp_path, tiny_checkpoints):
     )
     np.savez(calib, image=np.zeros((2, 48, 64, 3), np.uint8), tokens=np.ones((2, 6), np.int64))
     _refused(
+        export_tiny,
         tmp_path,
         UsageError,
         "lacks array 'state'",
@@ -242,15 +248,15 @@ def test_calibration_data_that_does_not_match(tmp_path, tiny_checkpoints):
     )
 
 
-def test_parity_failure_names_the_graph(tmp_path, tiny_checkpoints, monkeypatch):
+def test_parity_failure_names_the_graph(tmp_path, tiny_checkpoints, export_tiny, monkeypatch):
     from export import parity
 
     monkeypatch.setattr(parity, "FP32_MAX_ABS", 1e-12)
-    msg = _refused(tmp_path, BundleError, "parity gate failed", tiny_checkpoints["legato"])
+    msg = _refused(export_tiny, tmp_path, BundleError, "parity gate failed", tiny_checkpoints["legato"])
     assert "graph flow_head" in msg and "no bundle written" in msg
 
 
-def test_unwritable_output(tmp_path, tiny_checkpoints):
+def test_unwritable_output(tmp_path, tiny_checkpoints, export_tiny):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="is a file"):
         export_tiny(tiny_checkpoints["legato"], tmp_path / "file" / "bundle")
@@ -262,7 +268,7 @@ def test_unwritable_output(tmp_path, tiny_checkpoints):
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
-def test_disk_full_mid_write_leaves_nothing(tmp_path, tiny_checkpoints, monkeypatch):
+def test_disk_full_mid_write_leaves_nothing(tmp_path, tiny_checkpoints, export_tiny, monkeypatch):
     import export.pipeline as pipeline
 
     real, calls = shutil.copyfile, []
@@ -274,10 +280,10 @@ def test_disk_full_mid_write_leaves_nothing(tmp_path, tiny_checkpoints, monkeypa
         return real(src, dst, *a, **kw)
 
     monkeypatch.setattr(pipeline.shutil, "copyfile", copy_then_fill)
-    _refused(tmp_path, OutputError, "No space left on device", tiny_checkpoints["legato"])
+    _refused(export_tiny, tmp_path, OutputError, "No space left on device", tiny_checkpoints["legato"])
 
 
-def test_existing_bundle_needs_force(tmp_path, tiny_bundle):
+def test_existing_bundle_needs_force(tmp_path, tiny_bundle, export_tiny):
     out = tmp_path / "copy"
     shutil.copytree(tiny_bundle, out)
     ck = load_manifest(out).data["source"]["checkpoint"]
