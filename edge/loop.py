@@ -30,6 +30,7 @@ clipped to the smaller of the model's and the profile's d_max, and to H - s.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -86,6 +87,9 @@ class LoopConfig:
     # up to this long before the waking clock thread gets it (CPython's default is 5 ms; see
     # docs/runtime.md for the measurement). None leaves it alone.
     switch_interval_s: float | None = 0.0005
+    # SCHED_FIFO priority of the clock thread (Linux; needs CAP_SYS_NICE or root, else it stays
+    # SCHED_OTHER and ``rt_priority_set`` says so). 0 leaves the scheduler alone.
+    rt_priority: int = 50
 
     @property
     def period(self) -> float:
@@ -133,6 +137,15 @@ class _SpinSleeper:
         end = self.clock() + dt
         while self.clock() < end and not self.stop.is_set():
             pass
+
+
+def _set_fifo(priority: int) -> int:
+    """Make the calling thread SCHED_FIFO at `priority`; returns it, or 0 where not permitted."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        return priority
+    except (AttributeError, OSError):
+        return 0
 
 
 class ControlLoop:
@@ -191,6 +204,7 @@ class ControlLoop:
         self.extra_latency_s = 0.0  # tests and what-ifs: added to every inference (like padding)
         self.started_at = 0.0
         self._old_switch: float | None = None
+        self.rt_priority_set = 0  # the SCHED_FIFO priority the clock thread got (0: none)
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -224,6 +238,8 @@ class ControlLoop:
 
     # ---- the clock tick (no allocation, no logging, no lock) -------------------------------------
     def _tick(self, k: int, deadline: float) -> None:
+        if k == 0 and self.cfg.rt_priority > 0:  # once, in the clock thread itself
+            self.rt_priority_set = _set_fifo(self.cfg.rt_priority)
         t0 = self.clock()
         if self.pending >= 0:  # the swap, at the index the clock has reached
             self.index = self.executed - self.pending_exec
@@ -346,4 +362,4 @@ class ControlLoop:
                 "start_holds": self.start_holds, "faults": self.faults, "nan_setpoints": self.nan_setpoints,
                 "step_clamped": self.step_clamped, "limit_clamped": self.limit_clamped,
                 "missed_ticks": ct.overruns, "tick_errors": ct.tick_errors, "delay_clips": self.delay_clips,
-                "worker_errors": list(self.errors)}  # fmt: skip
+                "rt_priority": self.rt_priority_set, "worker_errors": list(self.errors)}  # fmt: skip

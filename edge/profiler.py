@@ -66,6 +66,15 @@ def latency_summary(ticks: np.ndarray, chunks: np.ndarray, stage_names: tuple[st
         rest = chunks[1:] if len(chunks) > 1 else chunks  # the first chunk includes warm-up
         out.update(_flat("chunk.latency_ms", stats_ms(rest[:, C["latency_s"]])))
         out.update(_flat("chunk.preprocess_ms", stats_ms(rest[:, C["preprocess_s"]])))
+        if "engines" in stage_names:  # the loop overhead: a chunk's wall time / its engine calls
+            j = base + stage_names.index("engines")
+            ratio = rest[:, base + len(stage_names) - 1] / np.maximum(rest[:, j], 1e-9)
+            p = np.percentile(ratio, PCTS)
+            out.update({"chunk.overhead_ratio.p50": float(p[0]), "chunk.overhead_ratio.p90": float(p[1]),
+                        "chunk.overhead_ratio.p99": float(p[2]),
+                        "chunk.overhead_ratio.max": float(ratio.max()),
+                        "chunk.overhead_ratio.total": float(rest[:, base + len(stage_names) - 1].sum()
+                                                            / max(rest[:, j].sum(), 1e-9))})  # fmt: skip
         for j, name in enumerate(stage_names):
             key = "compute" if name == "chunk" else ("flow_" + name if name.startswith("step") else name)
             out.update(_flat(f"chunk.{key}_ms", stats_ms(rest[:, base + j])))
@@ -137,6 +146,8 @@ def chrome_trace(ticks: np.ndarray, chunks: np.ndarray, stage_names: tuple[str, 
         ev.append({"ph": "X", "pid": 1, "tid": 2, "name": "preprocess", "ts": us(cap),
                    "dur": round(max(0.0, r[C["preprocess_s"]]) * 1e6, 3)})  # fmt: skip
         for j, name in enumerate(stage_names[:-1]):
+            if name == "engines":
+                continue
             dur = r[base + j]
             ev.append({"ph": "X", "pid": 1, "tid": 2, "name": name, "ts": us(t), "dur": round(dur * 1e6, 3)})
             t += dur
