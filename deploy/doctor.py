@@ -9,6 +9,9 @@ Jetson answers on any machine.
 
 ``facts(root)`` is the device identity that `legato flash` compares with a profile's [device]
 table (``profile_mismatch``) before it changes anything on a target.
+
+Longer than most modules on purpose: it is one flat list of small check functions, each
+returning its finding and its fix, read top to bottom in the order `legato doctor` prints them.
 """
 
 from __future__ import annotations
