@@ -88,6 +88,90 @@ def session(bundle: str, seconds: float, rate: float | None = None, latency_ms: 
         rig.close()
 
 
+def external_session(bundle: str, seconds: float, rate: float | None = None) -> tuple:
+    """The loop on the robot's own shape: the motor controller is another process (`legato firmware
+    emulate` on a pty: as a microcontroller is another device), the firmware bridge and the loop
+    here; the camera is the simulator's render of a fixed scene at the arm's measured joints."""
+    import dataclasses
+
+    from edge.runtime import Session, load, loop_config
+    from edge.sources import SimSource, TelemetryState
+    from firmware_bridge.bridge import FirmwareBridge
+    from firmware_bridge.config import BridgeConfig, JointLimits, LinkConfig
+    from sim.camera import Camera
+    from sim.env import instruction_tokens
+    from sim.episodes import sample_episodes
+    from sim.task import TaskConfig
+
+    man, prof, den = load(bundle, "x86-cpu")
+    cfg = loop_config(man, prof, 0.0, None, None, 1000)
+    if rate:
+        cfg = dataclasses.replace(cfg, rate_hz=rate)
+    task = TaskConfig.from_dict(man.data["model"]["task"])
+    ep = sample_episodes(task, 1000, 1)
+    cam, tokens = Camera(task.arm, task.scene, task.camera), instruction_tokens(ep.scenes, ep.template)[0]
+    with tempfile.TemporaryDirectory() as t:
+        link = str(Path(t) / "tty")
+        emu = subprocess.Popen([sys.executable, "-m", "legato.cli", "firmware", "emulate", "--joints", "3",
+                                "--rate-hz", "1000", "--link", link], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            end = time.monotonic() + 20
+            while not os.path.exists(link) and time.monotonic() < end:
+                time.sleep(0.05)
+            arm = task.arm
+            limits = JointLimits(tuple(arm.q_min), tuple(arm.q_max), (6.0,) * 3, (1.0,) * 3)
+            bus = FirmwareBridge(BridgeConfig(limits, rate_hz=500.0, telemetry_hz=250), LinkConfig(link))
+            bus.start()
+            try:
+                ts = TelemetryState(bus, 3)
+
+                def render() -> np.ndarray:
+                    return cam.render(ep.scenes, ts.read()[:3][None].astype(np.float64))[0]
+
+                s = Session(man, prof, den, cfg, bus=bus,
+                            make_source=lambda: SimSource(render, lambda: tokens, ts))
+                q0 = ep.scenes.q0[0].astype(np.float32)
+                bus.send_setpoint(q0)
+                time.sleep(0.5)
+                s._run_loop(q0, lambda: False, time.monotonic() + seconds)
+                return s, den
+            finally:
+                bus.close()
+        finally:
+            emu.terminate()
+            emu.wait(timeout=10)
+
+
+def bench_overhead_external(bundle: str, seconds: float) -> dict:
+    from edge.loop import CHUNK_BASE_COLS
+
+    s, den = external_session(bundle, seconds)
+    ch = s.records.chunk_array()[2:]
+    base = len(CHUNK_BASE_COLS)
+    names = den.stage_names
+    compute = ch[:, base + names.index("chunk")] * 1e3
+    engines = ch[:, base + names.index("engines")] * 1e3
+    raw = raw_engine_ms(den)
+    return {"chunks": len(ch), "loop_chunk_ms_p50_p99_max": pct(compute),
+            "its_engine_calls_ms_p50_p99_max": pct(engines),
+            "ratio_per_chunk_p50_p99": pct(compute / engines),
+            "ratio_of_sums": float(compute.sum() / engines.sum()),
+            "raw_engine_calls_outside_loop_ms_p50_p99_max": pct(raw),
+            "ratio_median_vs_outside": float(np.median(compute) / np.median(raw)),
+            "rt_priority": s.totals.get("rt_priority", 0)}  # fmt: skip
+
+
+def bench_timing_external(bundle: str, seconds: float) -> dict:
+    s, _ = external_session(bundle, seconds, rate=100.0)
+    summ = s.summary()
+    return {k: summ.get(k) for k in ("ticks", "chunks", "missed_ticks", "underruns",
+                                     "control.period_error_ms.p50", "control.period_error_ms.p99",
+                                     "control.period_error_ms.max", "control.tick_ms.p99",
+                                     "chunk.compute_ms.p50", "chunk.overhead_ratio.p50",
+                                     "delay_mode")}  # fmt: skip
+
+
 def bench_overhead(bundle: str, seconds: float) -> dict:
     from edge.loop import CHUNK_BASE_COLS
     from edge.runtime import load
@@ -191,7 +275,7 @@ def closed_loop(bundle: str, episodes: int, latency_ms: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", default=None)
-    ap.add_argument("--only", default="overhead,timing,gil,closed")
+    ap.add_argument("--only", default="overhead_ext,timing_ext,overhead,timing,gil,closed")
     ap.add_argument("--seconds", type=float, default=60.0, help="control-timing run at 100 Hz")
     ap.add_argument("--episodes", type=int, default=100)
     ap.add_argument("--latency-ms", type=float, default=50.0, help="padding that should give d = 3 at 50 Hz")
@@ -201,6 +285,10 @@ def main() -> None:
         bundle = a.bundle or str(export_bundle(Path(tmp)))
         only = a.only.split(",")
         results = {}
+        if "overhead_ext" in only:
+            results["overhead_external_controller"] = bench_overhead_external(bundle, 20.0)
+        if "timing_ext" in only:
+            results["timing_100hz_external_controller"] = bench_timing_external(bundle, a.seconds)
         if "overhead" in only:
             results["overhead"] = bench_overhead(bundle, 20.0)
         if "timing" in only:

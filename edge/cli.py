@@ -28,6 +28,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="Legato ramp r (default: the evaluation's rule min(r_max, H - s - d))")  # fmt: skip
     p.add_argument("--max-step", type=float_in(0.0, 10.0, lo_open=True), default=None,
                    help="largest setpoint change per control tick, rad (default: 2 vel_max / rate)")
+    p.add_argument("--fused", action="store_true",
+                   help="run the bundle's fused graph (prefix + N steps + blends in one call) instead of "
+                   "the prefix graph and N flow-head calls (legato and naive modes)")  # fmt: skip
     p.add_argument("--seed", type=int_in(0, 2**31 - 1), default=1000,
                    help="held-out episode set (--sim) and sampling-noise seed")  # fmt: skip
     p.add_argument("--camera", default=None,
@@ -74,7 +77,7 @@ def _session(args: argparse.Namespace, episodes: int | None) -> tuple[Any, Any]:
     from edge.errors import UsageError
     from edge.runtime import Session, SimRig, eprint, load, loop_config
 
-    man, prof, den = load(args.bundle, args.profile, args.mode)
+    man, prof, den = load(args.bundle, args.profile, args.mode, args.fused)
     cfg = loop_config(man, prof, args.latency_ms, args.ramp, args.max_step, args.seed)
     status = None if getattr(args, "quiet", False) else (lambda s: eprint("legato run: " + s))
     a = man.spec.action_dim
@@ -191,7 +194,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
         from edge.runtime import load
 
-        man, prof, den = load(args.bundle, args.profile, args.mode)
+        man, prof, den = load(args.bundle, args.profile, args.mode, args.fused)
         obs = None
         if args.observations:
             with np.load(args.observations) as z:

@@ -41,6 +41,8 @@ PREFIX_IN = ("image", "tokens", "state")
 PREFIX_OUT = ("kv", "mod", "cond")
 HEAD_IN = ("y", "t", "omega", "kv", "mod", "cond")
 HEAD_OUT = ("v",)
+FUSED_IN = ("image", "tokens", "state", "eps", "a_ref", "omega")
+FUSED_OUT = ("chunk",)
 
 
 def mode_for(spec: ModelSpec) -> str:
@@ -53,7 +55,7 @@ class ChunkDenoiser:
 
     def __init__(self, spec: ModelSpec, norm: Normalizer, prefix: Engine, head: Engine,
                  mode: str = "legato", num_steps: int | None = None,
-                 source: str = "the bundle") -> None:  # fmt: skip
+                 source: str = "the bundle", fused: Engine | None = None) -> None:  # fmt: skip
         if mode not in MODES:
             raise MethodError(f"unknown denoiser mode {mode!r}; choose from {', '.join(MODES)}")
         method = MODES[mode]
@@ -71,11 +73,17 @@ class ChunkDenoiser:
             raise BundleError(f"flow head y/v shapes {head.input_specs['y'].shape} / "
                               f"{head.output_specs['v'].shape} differ from (1, H={h}, a={a})")  # fmt: skip
         self.spec, self.norm, self.mode, self.method, self.source = spec, norm, mode, method, source
-        self.prefix, self.head = prefix, head
+        self.prefix, self.head, self.fused = prefix, head, fused
+        if fused is not None:
+            _check_io(fused, FUSED_IN, FUSED_OUT, "fused")
+            if method == "rtc-train":
+                raise MethodError("the fused graph has no hard prefix: mode 'hard-prefix' runs the prefix "
+                                  "and flow-head graphs (drop --fused)")
         self.num_steps, self.dt = n, 1.0 / n
         f32 = np.float32
         self.x = np.zeros((1, h, a), f32)  # X_k, normalised
-        self.a_ref = np.zeros((1, h, a), f32)  # normalised reference
+        # normalised reference (the fused graph's own input buffer when it runs)
+        self.a_ref = fused.inputs["a_ref"] if fused is not None else np.zeros((1, h, a), f32)
         self.a_ref_raw = np.zeros((h, a), f32)  # padded raw reference
         self.one_minus_w = np.ones((1, h, 1), f32)
         self.q = np.zeros(a, f32)  # joint positions the chunk is relative to
@@ -83,7 +91,8 @@ class ChunkDenoiser:
         self._stats = (norm.state_mean.astype(f32), norm.state_std.astype(f32),
                        norm.action_mean.astype(f32)[None], norm.action_std.astype(f32)[None])  # fmt: skip
         # stages in order, then "engines" (the sum of the engine calls inside them) and "chunk" (all)
-        self.stage_names = ("prefix", *(f"step{k}" for k in range(n)), "blend", "engines", "chunk")
+        steps = ("fused",) if fused is not None else ("prefix", *(f"step{k}" for k in range(n)))
+        self.stage_names = (*steps, "blend", "engines", "chunk")
         self.stage_ns = np.zeros(len(self.stage_names), np.int64)
         self.chunks = 0
 
@@ -91,7 +100,7 @@ class ChunkDenoiser:
     def set_observation(self, image: np.ndarray, tokens: np.ndarray, state: np.ndarray) -> None:
         """Copy one observation into the prefix inputs: image (H, W, 3) uint8, tokens (l,) int,
         state (s,) raw proprio (normalised here, in place)."""
-        p = self.prefix.inputs
+        p = (self.fused or self.prefix).inputs
         p["image"][0] = image
         p["tokens"][0] = tokens
         st = p["state"][0]
@@ -110,14 +119,9 @@ class ChunkDenoiser:
         if not first:
             check_request(self.method, self.spec, req, num_steps=self.num_steps, source=self.source)
         t0 = time.perf_counter_ns()
-        self.prefix.run()
-        eng = time.perf_counter_ns() - t0
         hi = self.head.inputs
-        for name in PREFIX_OUT:
-            np.copyto(hi[name], self.prefix.outputs[name])
-        t1 = time.perf_counter_ns()
-        self.stage_ns[0] = t1 - t0
-        omega, w1, a_ref = hi["omega"], self.one_minus_w, self.a_ref
+        omega = (self.fused.inputs if self.fused is not None else hi)["omega"]
+        w1, a_ref = self.one_minus_w, self.a_ref
         if first:
             omega.fill(0.0)
             a_ref.fill(0.0)
@@ -137,6 +141,15 @@ class ChunkDenoiser:
             else:  # hard prefix: omega is the mask
                 omega.fill(0.0)
                 omega[:, : req.d] = 1.0
+        if self.fused is not None:
+            return self._fused(eps, t0)
+        t1 = time.perf_counter_ns()
+        self.prefix.run()
+        for name in PREFIX_OUT:
+            np.copyto(hi[name], self.prefix.outputs[name])
+        eng = time.perf_counter_ns() - t1
+        t1 = time.perf_counter_ns()
+        self.stage_ns[0] = t1 - t0
         np.subtract(1.0, omega[..., None], out=w1)
         hard = not first and self.method == "rtc-train"
         d = req.d if hard else 0
@@ -176,6 +189,25 @@ class ChunkDenoiser:
         self.stage_ns[-3] = t2 - tk
         self.stage_ns[-2] = eng
         self.stage_ns[-1] = t2 - t0
+        self.chunks += 1
+        return out
+
+
+    def _fused(self, eps: np.ndarray, t0: int) -> np.ndarray:
+        """One call of the fused graph (prefix, N steps, blends: legato_sample with the final blend)."""
+        fu = self.fused
+        assert fu is not None
+        fu.inputs["eps"][...] = eps.reshape(fu.inputs["eps"].shape)
+        t1 = time.perf_counter_ns()
+        fu.run()
+        t2 = time.perf_counter_ns()
+        out = self.chunk
+        np.multiply(fu.outputs["chunk"][0], self._stats[3][0], out=out)
+        out += self._stats[2][0]
+        out += self.q
+        t3 = time.perf_counter_ns()
+        st = self.stage_ns  # fused (reference prep + the call), blend (un-normalise), engines, chunk
+        st[0], st[1], st[2], st[3] = t2 - t0, t3 - t2, t2 - t1, t3 - t0
         self.chunks += 1
         return out
 

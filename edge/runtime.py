@@ -28,7 +28,8 @@ class PortLost(LegatoError):
     """The serial port vanished and did not come back in time (motors left in the controller's hold)."""
 
 
-def load(bundle: str, profile: str, mode: str | None = None) -> tuple[Any, Any, ChunkDenoiser]:
+def load(bundle: str, profile: str, mode: str | None = None,
+         fused: bool = False) -> tuple[Any, Any, ChunkDenoiser]:  # fmt: skip
     """Verify the bundle, load the profile, check they agree, open the engines, build the denoiser."""
     from edge.bundle import verify
     from edge.profiles import load_profile
@@ -46,7 +47,10 @@ def load(bundle: str, profile: str, mode: str | None = None) -> tuple[Any, Any, 
         raise MethodError(f"profile {prof.name} allows delays up to d_max={c.d_max} but {src} was trained "
                           f"for d_max={spec.d_max}")  # fmt: skip
     engines = {}
-    for g in ("prefix", "flow_head"):
+    graphs = ("prefix", "flow_head", "fused") if fused else ("prefix", "flow_head")
+    if fused and "fused" not in man.graphs:
+        raise BundleError(f"{src} has no fused graph (--fused needs one; legato export writes it)")
+    for g in graphs:
         st = prof.engine(g)
         opts = EngineOptions(backend=st.backend, providers=tuple(st.providers),
                              intra_op_threads=st.intra_op_threads, inter_op_threads=st.inter_op_threads,
@@ -60,7 +64,7 @@ def load(bundle: str, profile: str, mode: str | None = None) -> tuple[Any, Any, 
         else:
             engines[g] = open_engine(man.graph_path(g), opts, name=g)
     den = ChunkDenoiser(spec, man.norm, engines["prefix"], engines["flow_head"], mode=mode or mode_for(spec),
-                        source=src)  # fmt: skip
+                        source=src, fused=engines.get("fused"))  # fmt: skip
     return man, prof, den
 
 

@@ -229,3 +229,28 @@ def test_opencv_video_file_source(tmp_path):
     assert f.image[..., 0].mean() > 150 and f.image[..., 2].mean() < 60  # converted to RGB
     assert f.preprocess_s > 0 and f.capture_time <= frames[1].capture_time
     assert f.state.shape == (6,) and list(f.tokens[:2]) == [2, 5]
+
+
+def test_fused_graph_matches_the_stepwise_denoiser(bundle):
+    """The bundle's fused graph and the prefix + N flow-head path give the same chunk (same noise,
+    same reference, same omega), so --fused is only a speed choice."""
+    from edge.policy import ChunkRequest
+    from edge.runtime import load
+
+    _, _, step = load(str(bundle), "x86-cpu")
+    _, _, fused = load(str(bundle), "x86-cpu", fused=True)
+    assert fused.stage_names == ("fused", "blend", "engines", "chunk")
+    rng = np.random.default_rng(3)
+    sp = step.spec
+    for first in (True, False):
+        img = rng.integers(0, 255, (*sp.image_hw, 3), dtype=np.uint8)
+        tok = np.array([2, 5, 8, 0, 0, 0])
+        state = np.concatenate([np.array([0.6, 2.6, -1.7]), 0.1 * rng.normal(size=3)]).astype(np.float32)
+        eps = rng.standard_normal((1, 16, 3)).astype(np.float32)
+        tail = None if first else (state[:3] + 0.05 * rng.normal(size=(8, 3))).astype(np.float32)
+        req = ChunkRequest(d=2, s=8, r=6)
+        outs = []
+        for den in (step, fused):
+            den.set_observation(img, tok, state)
+            outs.append(den.denoise(eps, tail, req).copy())
+        np.testing.assert_allclose(outs[0], outs[1], atol=2e-4)
