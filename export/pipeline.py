@@ -281,6 +281,10 @@ def export_bundle(opt: ExportOptions) -> Path:
     precision = opt.precision or profile.engine("flow_head").precision
     if precision not in profile.device.precisions:  # before the checkpoint loads (fast refusal)
         check_profile_fits(profile, None, precision)
+    if precision != "fp32" and opt.episodes < 1:
+        raise UsageError(
+            f"--episodes {opt.episodes}: the {precision} gate needs closed-loop episodes (allowed: >= 1)"
+        )
     stage(2, f"loading checkpoint {opt.checkpoint}")
     import torch
 
@@ -390,8 +394,6 @@ def export_bundle(opt: ExportOptions) -> Path:
             else:
                 say(f"    success: fp32 {100 * s32:.1f} %")
             parity_rec["closed_loop"] = loop
-        elif precision != "fp32":
-            raise UsageError(f"--episodes 0: the {precision} gate needs closed-loop episodes (allowed: >= 1)")
         else:
             stage(6, "closed loop skipped (--episodes 0)")
         parity_rec["gate"] = {

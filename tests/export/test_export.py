@@ -372,3 +372,56 @@ def test_verify_checks_engine_keys_and_plans(tmp_path, tiny_bundle):
     (b / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="key lacks cuda"):
         verify(b)
+
+
+def test_cli_export_progress_engines_line_and_one_line_errors(
+    tmp_path, tiny_checkpoints, capsys, monkeypatch
+):
+    import sys
+
+    from legato.cli import main
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # no TensorRT on this machine
+    out = tmp_path / "b"
+    rc = main(
+        [
+            "export",
+            "--checkpoint",
+            str(tiny_checkpoints["legato"]),
+            "--profile",
+            "x86-cuda",
+            "--precision",
+            "fp32",
+            "--out",
+            str(out),
+            "--episodes",
+            "0",
+            "--parity-samples",
+            "2",
+            "--engines",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 0 and verify(out).data["engines"] == {}
+    assert [ln[:4] for ln in err.splitlines() if ln.startswith("[")] == [f"[{i}/7" for i in range(1, 8)]
+    assert "--engines: TensorRT is not installed here; engines are built on the device at flash time" in err
+    rc = main(
+        [
+            "export",
+            "--checkpoint",
+            str(tiny_checkpoints["legato"]),
+            "--profile",
+            "jetson-orin-nano-8gb",
+            "--out",
+            str(tmp_path / "c"),
+            "--precision",
+            "int8",
+            "--episodes",
+            "0",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith(
+        "legato: error: --episodes 0: the int8 gate needs closed-loop episodes"
+    )
+    assert not (tmp_path / "c").exists()
