@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 
 from edge.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file, verify
-from edge.errors import BundleError, UsageError
+from edge.errors import BundleError, OutputError, UsageError
 from edge.outputs import atomic_folder, check_target
 from edge.profiles import Profile, load_profile
 
@@ -139,6 +139,19 @@ def _model_config(ck: Any) -> dict:
         for k in ("format_version", "method", "policy", "schedule", "normalization", "task", "train")
         if k in cfg
     }
+
+
+def check_writable(out: Path) -> None:
+    """Refuse an output whose folder cannot be written before any long work: a temporary file is
+    created and removed in the nearest existing ancestor (nothing is left behind)."""
+    base = out.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    try:
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as e:
+        raise OutputError(f"cannot write {out}: {base} is not writable ({e.strerror or e})") from None
 
 
 def check_profile_fits(profile: Profile, spec: Any, precision: str) -> None:
@@ -277,6 +290,7 @@ def export_bundle(opt: ExportOptions) -> Path:
 
     stage(1, f"checking {out} and profile {opt.profile}")
     check_target(out, "bundle", replace=opt.force)
+    check_writable(out)
     profile = load_profile(opt.profile)
     precision = opt.precision or profile.engine("flow_head").precision
     if precision not in profile.device.precisions:  # before the checkpoint loads (fast refusal)

@@ -266,6 +266,8 @@ def test_unwritable_output(tmp_path, tiny_checkpoints, export_tiny):
     with pytest.raises(OutputError, match="not a bundle"):
         export_tiny(tiny_checkpoints["legato"], foreign, force=True)
     assert (foreign / "notes.txt").read_text() == "mine"
+    with pytest.raises(OutputError, match="/proc is not writable"):  # refused at once, not after the work
+        export_tiny(tiny_checkpoints["legato"], "/proc/legato-test/bundle")
 
 
 def test_disk_full_mid_write_leaves_nothing(tmp_path, tiny_checkpoints, export_tiny, monkeypatch):
