@@ -308,6 +308,8 @@ def summary(m: Manifest) -> list[str]:
     q = m.data.get("quantization", {})
     if q:
         lines.append(f"  quantization: {q.get('method')}")
+    if "attention" in m.data:
+        lines.append(f"  attention: {m.data['attention']}")
     lines.append(
         "  engines: "
         + (
