@@ -1,9 +1,12 @@
 """Precision transforms of the exported fp32 graphs (ONNX in, ONNX out).
 
 - fp16 (GPU profiles): weights and compute in float16, float32 inputs and outputs
-  (keep_io_types), and the ops that the sensitivity sweep (bench/sweep_fp16.py, docs/performance.md)
-  flags kept float32: LayerNormalization/ReduceMean (variance), Softmax, and the fused graph's
-  host-equivalent blend/Euler accumulation (its Add/Mul on the chunk stay float32).
+  (keep_io_types). Kept float32: LayerNormalization/ReduceMean/Pow/Sqrt (variance), Softmax, and
+  the fused graph's blend/Euler accumulation (its top-level Add/Mul/Sub on the chunk). The sweep
+  (bench/sweep_fp16.py) cannot tell these apart on onnxruntime's CPU (every variant 0.0011 max
+  abs: its fp16 kernels accumulate in fp32); the list follows the field notes (pi0.5's fp16
+  overflow until the accumulation stayed fp32) and fp16 autocast on an H100, which keeps the same
+  ops in fp32, matched fp32 (cosine 0.999998; docs/performance.md).
 - int8, CPU (onnxruntime backend): onnxruntime dynamic quantization, per-channel int8 weights
   of MatMul/Gemm, activations quantized on the fly.
 - int8, TensorRT: explicit QDQ (per-channel weights, per-tensor activations) calibrated on
