@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import WAIT_S, targets, wait_for
+from conftest import WAIT_S, make_host, targets, wait_for  # at import: other test folders have a conftest too
 
 from firmware_bridge.errors import TransportError
 from firmware_bridge.faults import FaultPlan, FaultyTransport
@@ -253,7 +253,6 @@ def test_clock_offset_and_drift_estimated_from_time_sync(emulator, host) -> None
 
 def test_start_on_a_missing_port_fails_cleanly(no_leaks, tmp_path) -> None:
     """No controller: start() raises LinkError after its timeout and leaves no thread or fd."""
-    from conftest import make_host
 
     from firmware_bridge.errors import LinkError
 
