@@ -91,7 +91,9 @@ def smoothness(paths: dict[int, list[np.ndarray]], dt: float) -> dict[str, float
     }
 
 
-def run_session(bundle: Path, profile: str, episodes: int, latency_ms: float, seed: int) -> tuple[Any, Any]:
+def run_session(
+    bundle: Path, profile: str, episodes: int, latency_ms: float, seed: int
+) -> tuple[Any, Any, Any]:
     """`legato run --sim --episodes K`'s session (edge.runtime), with the path recorder attached."""
     from edge.runtime import Session, SimRig, load, loop_config
     from edge.sources import SimSource, TelemetryState
@@ -131,7 +133,7 @@ def run_session(bundle: Path, profile: str, episodes: int, latency_ms: float, se
     finally:
         rig.close()
         restore()
-    return session, rec
+    return session, rec, rig
 
 
 def plot_paths(path: Path, paths: dict[int, list[np.ndarray]], dt: float, results: list[dict]) -> bool:
@@ -240,7 +242,7 @@ def _run(a: argparse.Namespace, bundle: Path, t0: float) -> int:
         "  emulated motor controller on a pseudo-terminal -> firmware bridge; simulator camera -> "
         "onnxruntime -> Legato sampler -> real-time loop"
     )
-    session, rec = run_session(bundle, a.profile, a.episodes, a.latency_ms, a.seed)
+    session, rec, rig = run_session(bundle, a.profile, a.episodes, a.latency_ms, a.seed)
     summary = session.summary()
     dt = session.cfg.period
     summary.update(smoothness(rec.paths, dt))
@@ -285,6 +287,15 @@ def _run(a: argparse.Namespace, bundle: Path, t0: float) -> int:
             f"succeeds {rate:.1%}: {'inside' if inside else 'OUTSIDE'} this run's interval"
         )
     summary["evaluation_inside_ci"] = inside
+    fault = getattr(rig.bus, "last_fault", None)  # a FaultReport the controller sent, if any
+    if fault is not None:
+        summary["controller_fault"] = {"latched": fault.latched, "joint": fault.joint, "value": fault.value}
+        print(
+            f"\nthe emulated controller latched fault 0x{fault.latched:04x} (joint {fault.joint}, value "
+            f"{fault.value:g}; 0x0001 is its watchdog: the host was silent longer than the profile's "
+            "watchdog_ms, e.g. on an overloaded machine); it holds the arm until the fault is cleared, so "
+            "later episodes fail"
+        )
     names = session.records.stage_names
     with atomic_folder(a.out, "demo", replace=True) as tmp:
         write_report(
