@@ -68,8 +68,8 @@ class PathRecorder:
         self._last = (-1, -1)
         plant.motor.on_physics = self
 
-    def __call__(self) -> None:
-        self._inner()
+    def __call__(self, *args: Any) -> None:
+        self._inner(*args)
         r = self.plant.result
         if (r.index, r.steps) != self._last and r.steps > 0:
             self._last = (r.index, r.steps)
