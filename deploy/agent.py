@@ -42,7 +42,7 @@ MANIFEST = "manifest.json"
 PROFILE_FILE = "profile.toml"
 LINKS = ("current", "previous")
 MARGIN_BYTES = 16 << 20  # never fill a disk to the last byte: logs and the journal need room
-_PARENT: int | None = None  # over ssh: the session that started us (a changed parent = it died)
+_REMOTE = False  # run by `python -m deploy.agent` (over ssh): stdin stays open while flash waits
 
 
 class AgentError(LegatoError):
@@ -278,7 +278,7 @@ def install(req: dict[str, Any]) -> dict[str, Any]:
                     _build_engines(tmp, tmp / PROFILE_FILE)
                     verify_release(tmp)
                 _sync_tree(tmp)
-        if _PARENT is not None and os.getppid() != _PARENT:  # the ssh session died under us
+        if _client_gone():
             raise AgentError(f"the flash was interrupted before the switch; {old} stays current")
         if req.get("switch", True) and old != release:
             if old is not None:
@@ -381,14 +381,28 @@ def handle(op: str, req: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "error": f"{e.strerror or e}{where}", "errno": e.errno}
 
 
+def _client_gone() -> bool:
+    """Over ssh the workstation keeps our stdin open until it has our reply: end of file on it
+    means the flash was killed or the link dropped (a multiplexed ssh keeps our parent alive, so
+    the parent process tells nothing)."""
+    if not _REMOTE:
+        return False
+    import select
+
+    fd = sys.stdin.fileno()
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable) and os.read(fd, 1) == b""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or argv[0] not in OPS:
         print(f"usage: python -m deploy.agent {{{','.join(OPS)}}} < request.json", file=sys.stderr)
         return 2
-    global _PARENT
-    _PARENT = os.getppid()
-    req = json.loads(sys.stdin.read() or "{}")
+    global _REMOTE
+    _REMOTE = True
+    line = sys.stdin.buffer.readline()  # one JSON line; the sender keeps stdin open (see _client_gone)
+    req = json.loads(line or b"{}")
     reply = handle(argv[0], req)
     sys.stdout.write(json.dumps(reply) + "\n")
     return 0

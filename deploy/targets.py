@@ -15,6 +15,7 @@ value (``ssh -G`` says). One master connection (ControlMaster, started in the fo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,11 +238,38 @@ class SshTarget:
         return shlex.quote(p)
 
     def _ssh(self, remote: str, stdin: str, timeout: float | None) -> subprocess.CompletedProcess:
+        """Run `remote`; `stdin` is sent as one line and the pipe stays open until the command has
+        answered, so the target can tell a live workstation from a killed one (agent._client_gone)."""
         cmd = ["ssh", *self._common(), *(["-p", str(self.port)] if self.port else []), self.login, remote]
-        try:
-            return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise FlashError(f"{self.name}: no answer from the target within {timeout:.0f} s") from None
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+            assert proc.stdin is not None and proc.stdout is not None  # internal invariant: pipes requested
+            fired = threading.Event()
+
+            def expire() -> None:
+                fired.set()
+                proc.kill()
+
+            timer = threading.Timer(timeout, expire) if timeout else None
+            try:
+                if timer:
+                    timer.start()
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.write(stdin.encode() + b"\n")
+                    proc.stdin.flush()
+                out = proc.stdout.read()
+            finally:
+                if timer:
+                    timer.cancel()
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.close()
+                rc = proc.wait()
+            if fired.is_set():
+                raise FlashError(f"{self.name}: no answer from the target within {timeout:.0f} s")
+            err.seek(0)
+            return subprocess.CompletedProcess(
+                cmd, rc, out.decode(errors="replace"), err.read().decode(errors="replace")
+            )
 
     def call(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
         remote = f"{self._remote_path(self.python)} -m deploy.agent {op}"

@@ -228,3 +228,67 @@ def test_full_disk_on_the_target_changes_nothing(capsys, sshd, bundles, small_di
         for p in dest.rglob("*")
     }
     assert after == before
+
+
+def test_flash_killed_during_the_remote_install_does_not_switch(tmp_path, capsys, sshd, bundles):
+    """Kill the workstation's flash while the target assembles the release: the target's agent sees
+    its ssh session gone and does not switch, even though it finishes assembling."""
+    b1, b2 = bundles
+    dest = tmp_path / "robot"
+    url = sshd.url(dest)
+    assert ssh_flash(capsys, sshd, "--bundle", str(b1), "--profile", "x86-cpu", "--target", url)[0] == 0
+    first = os.readlink(dest / "current")
+    fifo, pidfile = tmp_path / "assembling", tmp_path / "agent.pid"
+    os.mkfifo(fifo)
+    wrapper = tmp_path / "python"  # the target's python: holds the install just before the switch
+    wrapper.write_text(f"""#!{sys.executable}
+import os, sys, select
+import deploy.agent as agent
+if sys.argv[-1] == "install":
+    open({str(pidfile)!r}, "w").write(str(os.getpid()))
+    inner = agent._sync_tree
+    def held(folder):
+        inner(folder)
+        with open({str(fifo)!r}, "w") as f:
+            f.write("assembled")
+        select.select([0], [], [], 30)  # until the workstation's end of our stdin closes (or 30 s)
+    agent._sync_tree = held
+sys.exit(agent.main([sys.argv[-1]]))
+""")
+    wrapper.chmod(0o755)
+    cmd = [
+        *LEGATO,
+        "flash",
+        "--bundle",
+        str(b2),
+        "--profile",
+        "x86-cpu",
+        "--target",
+        url,
+        "--ssh-config",
+        str(sshd.config),
+        "--target-python",
+        str(wrapper),
+    ]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        got = b""
+        deadline = time.monotonic() + 60
+        while not got and proc.poll() is None and time.monotonic() < deadline:
+            if select.select([fd], [], [], 1.0)[0]:
+                got = os.read(fd, 64)
+    finally:
+        os.close(fd)
+    assert got == b"assembled", proc.communicate()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    pidfd = os.pidfd_open(int(pidfile.read_text()))
+    try:
+        assert select.select([pidfd], [], [], 60)[0], "the target's agent did not finish"
+    finally:
+        os.close(pidfd)
+    assert os.readlink(dest / "current") == first  # not switched
+    assert ssh_flash(capsys, sshd, "--check", "--target", url)[0] == 0
+    rc, out, err = ssh_flash(capsys, sshd, "--bundle", str(b2), "--profile", "x86-cpu", "--target", url)
+    assert rc == 0 and "0 files sent" in out and os.readlink(dest / "current") != first, err
