@@ -58,15 +58,19 @@ def eval_rate(results: Path, d: int, s: int) -> dict[str, Any] | None:
 
 
 class PathRecorder:
-    """The arm's joint positions once per control period of plant time, per episode (the
-    emulator's thread calls it under the plant's lock, after the plant's own bookkeeping)."""
+    """The arm's joint positions once per control period of plant time, per episode.
+
+    It wraps the plant motor's callback (``on_step``, once per control period; ``on_physics`` in
+    older plants), which the emulator's thread calls under the plant's lock after the plant's own
+    bookkeeping, and records whenever the episode's step count has moved."""
 
     def __init__(self, plant: Any) -> None:
         self.plant = plant
         self.paths: dict[int, list[np.ndarray]] = {}
-        self._inner = plant.motor.on_physics
+        self._hook = "on_step" if hasattr(plant.motor, "on_step") else "on_physics"
+        self._inner = getattr(plant.motor, self._hook)
         self._last = (-1, -1)
-        plant.motor.on_physics = self
+        setattr(plant.motor, self._hook, self)
 
     def __call__(self, *args: Any) -> None:
         self._inner(*args)
