@@ -37,6 +37,40 @@ def ssh_flash(capsys, server, *argv: str, config: Path | None = None) -> tuple[i
     return rc, out.out, out.err
 
 
+def flash_until(fifo: Path, sshd, bundle: Path, url: str, python: str, env: dict | None = None) -> None:
+    """Start `legato flash` in its own session, wait until something writes to `fifo` (the point
+    the test wants), then SIGKILL the whole session, as a power cut or `kill -9` would."""
+    cmd = [
+        *LEGATO,
+        "flash",
+        "--bundle",
+        str(bundle),
+        "--profile",
+        "x86-cpu",
+        "--target",
+        url,
+        "--ssh-config",
+        str(sshd.config),
+        "--target-python",
+        python,
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        got = b""
+        deadline = time.monotonic() + 60
+        while not got and proc.poll() is None and time.monotonic() < deadline:
+            if select.select([fd], [], [], 1.0)[0]:
+                got = os.read(fd, 64)
+    finally:
+        os.close(fd)
+    assert got, proc.communicate()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def test_ssh_flash_verify_corrupt_rollback(tmp_path, capsys, sshd, bundles):
     b1, b2 = bundles
     dest = tmp_path / "robot"
@@ -79,35 +113,7 @@ def test_killed_flash_leaves_previous_current(tmp_path, capsys, sshd, bundles):
     (shim / "scp").write_text(f"#!/bin/sh\necho started > {fifo}\nexec sleep 300\n")
     (shim / "scp").chmod(0o755)
     env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"}
-    cmd = [
-        *LEGATO,
-        "flash",
-        "--bundle",
-        str(b2),
-        "--profile",
-        "x86-cpu",
-        "--target",
-        url,
-        "--ssh-config",
-        str(sshd.config),
-        "--target-python",
-        sys.executable,
-    ]
-    proc = subprocess.Popen(
-        cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        got = b""
-        deadline = time.monotonic() + 60
-        while not got and proc.poll() is None and time.monotonic() < deadline:
-            if select.select([fd], [], [], 1.0)[0]:
-                got = os.read(fd, 64)
-    finally:
-        os.close(fd)
-    assert got.startswith(b"started"), proc.communicate()
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    flash_until(fifo, sshd, b2, url, sys.executable, env)
     assert os.readlink(dest / "current") == first
     assert [p.name for p in (dest / "releases").iterdir()] == [Path(first).name]
     assert ssh_flash(capsys, sshd, "--check", "--target", url)[0] == 0
@@ -256,33 +262,7 @@ if sys.argv[-1] == "install":
 sys.exit(agent.main([sys.argv[-1]]))
 """)
     wrapper.chmod(0o755)
-    cmd = [
-        *LEGATO,
-        "flash",
-        "--bundle",
-        str(b2),
-        "--profile",
-        "x86-cpu",
-        "--target",
-        url,
-        "--ssh-config",
-        str(sshd.config),
-        "--target-python",
-        str(wrapper),
-    ]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        got = b""
-        deadline = time.monotonic() + 60
-        while not got and proc.poll() is None and time.monotonic() < deadline:
-            if select.select([fd], [], [], 1.0)[0]:
-                got = os.read(fd, 64)
-    finally:
-        os.close(fd)
-    assert got == b"assembled", proc.communicate()
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    flash_until(fifo, sshd, b2, url, str(wrapper))
     pidfd = os.pidfd_open(int(pidfile.read_text()))
     try:
         assert select.select([pidfd], [], [], 60)[0], "the target's agent did not finish"
