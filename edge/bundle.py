@@ -9,7 +9,6 @@ the model config. Every failure is a one-line :class:`edge.errors.BundleError`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from edge.errors import BundleError, LegatoError
 from edge.normalize import Normalizer
+from edge.outputs import sha256_file
 from edge.policy import ModelSpec
 
 FORMAT = "legato-bundle"
@@ -113,14 +113,6 @@ class Manifest:
         if name not in self.graphs:
             raise BundleError(f"{self.path}: bundle has no {name} graph (has {', '.join(self.graphs)})")
         return self.path / self.graphs[name].file
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def expected_io(spec: ModelSpec, cfg: dict[str, Any]) -> dict[str, tuple[dict[str, tuple], dict[str, tuple]]]:

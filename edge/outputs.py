@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -45,6 +46,15 @@ LEGACY: dict[str, tuple[str, ...]] = {
     "run": ("config.json", "model.safetensors", "trainer.json"),
     "report": ("results.json", "results.md"),
 }
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (datasets, weights, bundle files)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_marker(path: Path) -> dict | None:

@@ -10,7 +10,6 @@ the data loader, which keeps a 2,000-episode set at ~5 MB instead of ~1.5 GB of 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import LegatoError
-from edge.outputs import atomic_file
+from edge.outputs import atomic_file, sha256_file
 from sim.env import ReachEnv
 from sim.episodes import sample_episodes
 from sim.expert import expert_actions
@@ -200,8 +199,5 @@ def load(path: str | Path) -> Demos:
 
 
 def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The dataset's sha256, recorded in every checkpoint trained on it."""
+    return sha256_file(path)
