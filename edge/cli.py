@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int_in(1, 100_000), default=None,
                    help="--sim: held-out episodes to run (default 10 unless --seconds is given)")  # fmt: skip
     p.add_argument("--summary-json", default=None, help="write the run's summary (JSON) to this file")
+    p.add_argument("--sim-state", choices=("telemetry", "plant"), default="telemetry",
+                   help="--sim: joint state from the bridge's telemetry (the robot's path) or the "
+                   "simulator")
     p.add_argument("--quiet", action="store_true", help="no status line")
     p.set_defaults(func=cmd_run)
 
@@ -87,8 +90,12 @@ def _session(args: argparse.Namespace, episodes: int | None) -> tuple[Any, Any]:
         rig = SimRig(man, prof, episodes=episodes or 1, seed=args.seed)
         plant, bus = rig.plant, rig.bus
 
+        from_plant = getattr(args, "sim_state", "telemetry") == "plant"
+
         def make_source() -> Any:
-            return SimSource(plant.render, lambda: plant.tokens, TelemetryState(bus, a))
+            # no extrapolation: the lockstep plant stands still between two setpoints
+            state = plant.state if from_plant else TelemetryState(bus, a, extrapolate=False)
+            return SimSource(plant.render, lambda: plant.tokens, state)
 
         return Session(man, prof, den, cfg, bus=bus, make_source=make_source, plant=plant, rig=rig,
                        status=status, reconnect_s=args.reconnect_s), rig  # fmt: skip

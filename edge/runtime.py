@@ -126,6 +126,7 @@ class SimRig:
         self.emu = EmulatedController(ecfg, link_path=self.link_path)
         self.plant = SimPlant(task, tick_hz, seed=seed, episodes=episodes, lock=self.emu.cond)
         self.emu.core.motor = self.plant.motor  # the controller drives the simulated arm
+        self.plant.core = self.emu.core
         self.emu.start()
         # the controller rate-limits targets per tick; the runtime's own max step is the real limit
         limits = JointLimits(tuple(arm.q_min), tuple(arm.q_max), (arm.vel_max * 2,) * n, (1.0,) * n)
@@ -282,6 +283,7 @@ class Session:
             self.bus.send_setpoint(q0)
             self._wait_settled(q0)
             timeout = time.monotonic() + plant.task.max_steps * period * 3 + 5.0
+            plant.go()
             why = self._run_loop(q0, plant.done.is_set, min(end, timeout))
             r = plant.result
             if why in ("done",) or plant.done.is_set():
@@ -336,7 +338,10 @@ class Session:
                         "collision_rate": float(np.mean([e["collided"] for e in self.episodes])),
                         "completion_steps": float(steps.mean()) if len(steps) else None,
                         "completion_s": float(steps.mean() * self.cfg.period) if len(steps) else None,
-                        })  # fmt: skip
+                        # per episode, in order: S success, C collision, T timeout
+                        "episode_outcomes": "".join("S" if e["success"] else "C" if e["collided"] else "T"
+                                                    for e in self.episodes),
+                        "episode_indices": [e["episode"] for e in self.episodes]})  # fmt: skip
         d_col = chunks[:, CHUNK_BASE_COLS.index("d")] if len(chunks) else np.zeros(0)
         est = [int(x) for x in d_col[1:]] if len(d_col) > 1 else []
         out["delay_estimate"] = int(self.loop.d_est) if self.loop else 0

@@ -2,18 +2,17 @@
 
 The path is the one a robot takes: ControlLoop -> FirmwareBridge -> pty -> EmulatedController ->
 motor. Here the controller's motor is :class:`ArmMotor`, which integrates sim/arm.py's joint
-model (PD with torque and velocity limits, stops at the joint limits) at the task's physics rate
-(``sim.arm.motor_step`` itself, one physics step at a time), so the deployed stack drives the
-same dynamics the policy was evaluated on. :class:`SimPlant` adds the scene: the camera renders
-the arm where it is, and success / collision are checked once per control period of plant time
-(as sim.env does), counted in plant (controller) time.
+model (PD with torque and velocity limits, stops at the joint limits; ``sim.arm.motor_step``
+itself, one control period per setpoint), so the deployed stack drives the same dynamics the
+policy was evaluated on. :class:`SimPlant` adds the scene: the camera renders the arm where it
+is, and success / collision are checked after every control period (as sim.env does), counted
+from the episode's start.
 
 Imported only on the --sim path (it imports sim/, which the robot install does not need).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from dataclasses import dataclass
 
@@ -30,38 +29,53 @@ from sim.task import TaskConfig
 class ArmMotor:
     """Duck-types firmware_bridge.motor.MotorModel (q, v, tau, step) with sim/arm.py's model.
 
-    ``step(target, dt, v_max)`` is called every controller tick; every ``ticks_per_step`` ticks
-    one physics step of 1 / physics_hz runs (the controller tick must divide it). ``target``
-    None (torque off) coasts with damping only. ``on_physics`` runs after each physics step."""
+    Lockstep with the setpoints, as sim.env steps: when a new target arrives (or, while the
+    target holds, once per control period after a grace of half a period: the bridge streams
+    the newest target at its own rate, so consecutive targets arrive 15-25 ms apart at 50 Hz and
+    a one-period timer would insert a spurious step with the old target), the arm advances one control
+    period with ``sim.arm.motor_step`` (its substeps at physics_hz, exactly the evaluation's
+    integration) and ``on_step()`` checks the scene. Between two advances the arm stays where
+    the last one left it, so the camera and the telemetry at the next tick see the state the
+    evaluation's observation would. (A free-running physics clock would let a target wait up to
+    a physics step for its first substep, and give a jittery number of substeps per target.)
+    ``target`` None (torque off) advances with no drive, damping only."""
 
     def __init__(self, arm: ArmConfig, tick_hz: float) -> None:
-        ratio = tick_hz / arm.physics_hz
-        if ratio < 1 or abs(ratio - round(ratio)) > 1e-9:
-            raise ValueError(f"controller tick {tick_hz} Hz must be a multiple of physics "
-                             f"{arm.physics_hz} Hz")
-        self.ticks_per_step = round(ratio)
-        self.arm1 = dataclasses.replace(arm, control_hz=arm.physics_hz)  # motor_step: one substep
+        self.arm = arm
+        self.period = 1.0 / arm.control_hz
         n = arm.num_joints
         self.q, self.v, self.tau = np.zeros(n), np.zeros(n), np.zeros(n)
-        self._tick = 0
-        self.on_physics: object = None
+        self._since = 0.0  # controller time since the last advance
+        self._holding = False  # the last advance was a hold (no new target)
+        self._last_target = np.full(n, np.nan)
+        self.advances = 0
+        self.on_step: object = None
 
     def reset(self, q0: np.ndarray) -> None:
         self.q[...] = q0
         self.v.fill(0.0)
-        self._tick = 0
+        self._since = 0.0
+        self._holding = False
+        self._last_target.fill(np.nan)
 
     def step(self, target: np.ndarray | None, dt: float, v_max: np.ndarray) -> None:
-        self._tick += 1
-        if self._tick % self.ticks_per_step:
+        self._since += dt
+        # (the controller's step limiter leaves ulp-level residues: compare with a tolerance)
+        new = target is not None and not np.allclose(target, self._last_target, rtol=0.0, atol=1e-9)
+        wait = self.period if self._holding else 1.5 * self.period
+        if not new and self._since < wait - 0.5 * dt:
             return
-        if target is None:  # torque off: no PD, friction only
-            self.v *= 1.0 - min(1.0, self.arm1.kd / self.arm1.physics_hz)
-            self.q += self.v / self.arm1.physics_hz
+        self._holding = not new
+        self._since = 0.0
+        if target is None:  # torque off: no PD, damping only
+            self.v *= max(0.0, 1.0 - self.arm.kd * self.period)
+            self.q += self.v * self.period
         else:
-            q, v = motor_step(self.arm1, self.q[None], self.v[None], np.asarray(target)[None])
+            self._last_target[...] = target
+            q, v = motor_step(self.arm, self.q[None], self.v[None], np.asarray(target, np.float64)[None])
             self.q[...], self.v[...] = q[0], v[0]
-        cb = self.on_physics
+        self.advances += 1
+        cb = self.on_step
         if cb is not None:
             cb()  # type: ignore[operator]
 
@@ -83,14 +97,15 @@ class SimPlant:
                  lock: threading.Condition | threading.Lock | None = None) -> None:  # fmt: skip
         self.task = task
         self.motor = ArmMotor(task.arm, tick_hz)
-        self.motor.on_physics = self._on_physics
+        self.motor.on_step = self._on_step
         self.spec: EpisodeSpec = sample_episodes(task, seed, episodes)
         self.camera = Camera(task.arm, task.scene, task.camera)
         self.tokens_all = instruction_tokens(self.spec.scenes, self.spec.template)
         self.lock = lock or threading.Lock()
         self.done = threading.Event()
         self.result = EpisodeResult(-1)
-        self._physics = 0
+        self.core: object = None  # the emulated controller's FirmwareCore (set by the rig)
+        self.counting = False
         self._scene = self.spec.scenes.select(np.array([0]))
         self.tokens = self.tokens_all[0]
 
@@ -105,16 +120,22 @@ class SimPlant:
             self.tokens = self.tokens_all[i]
             q0 = self._scene.q0[0].astype(np.float64)
             self.motor.reset(q0)
-            self._physics = 0
+            self.motor._last_target[...] = q0
+            if self.core is not None:  # the controller holds the new start posture, not the old target
+                self.core.commanded[...] = q0
+                self.core.target[...] = q0
             self.result = EpisodeResult(i)
+            self.counting = False
             self.done.clear()
         return q0.astype(np.float32)
 
-    def _on_physics(self) -> None:  # emulator thread, lock held
-        if self.done.is_set():
-            return
-        self._physics += 1
-        if self._physics % self.task.arm.substeps:
+    def go(self) -> None:
+        """Start the episode's clock (control periods count from here, as sim.env's t from 0)."""
+        with self.lock:
+            self.counting = True
+
+    def _on_step(self) -> None:  # emulator thread, lock held: after each control period
+        if self.done.is_set() or not self.counting:
             return
         r = self.result
         r.steps += 1
@@ -133,6 +154,11 @@ class SimPlant:
             q = self.motor.q.copy()
             scene = self._scene
         return self.camera.render(scene, q[None])[0]
+
+    def state(self) -> np.ndarray:
+        """The simulator's proprio now: joint positions then velocities, (2 j,) float32."""
+        with self.lock:
+            return np.concatenate([self.motor.q, self.motor.v]).astype(np.float32)
 
     def joint_positions(self) -> np.ndarray:
         with self.lock:

@@ -36,21 +36,32 @@ class Frame:
 
 class TelemetryState:
     """Proprio from the bus: positions then velocities, written into one buffer (the worker
-    copies it before the next read)."""
+    copies it before the next read).
 
-    def __init__(self, bus: Any, joints: int) -> None:
+    A telemetry frame is up to one telemetry period old (plus the link) when the camera frame is
+    taken; with ``extrapolate`` the positions are carried to the capture time along the measured
+    velocities, q + v (t_capture - t_sample), with t_sample the controller's send time mapped to
+    the host clock (its receive time before time sync), the age capped at ``max_age_s``."""
+
+    def __init__(self, bus: Any, joints: int, extrapolate: bool = True, max_age_s: float = 0.02) -> None:
         self.bus = bus
         self.buf = np.zeros(2 * joints, np.float32)
         self.j = joints
+        self.extrapolate, self.max_age_s = extrapolate, max_age_s
         self.age_s = 0.0
 
-    def read(self) -> np.ndarray:
+    def read(self, at: float | None = None) -> np.ndarray:
         tel = self.bus.latest_telemetry()
         if tel is None:
             raise RuntimeError("no telemetry from the motor controller yet")
-        self.buf[: self.j] = tel.positions
-        self.buf[self.j :] = tel.velocities
-        self.age_s = time.monotonic() - tel.received_at
+        now = time.monotonic() if at is None else at
+        t_sample = tel.sent_at if tel.sent_at is not None else tel.received_at
+        self.age_s = now - t_sample
+        j = self.j
+        self.buf[:j] = tel.positions
+        self.buf[j:] = tel.velocities
+        if self.extrapolate:
+            self.buf[:j] += self.buf[j:] * float(min(max(self.age_s, 0.0), self.max_age_s))
         return self.buf
 
 
@@ -58,13 +69,15 @@ class SimSource:
     """The simulated camera + bus telemetry. ``render()`` -> (H, W, 3) uint8; ``tokens()`` -> (l,)."""
 
     def __init__(self, render: Callable[[], np.ndarray], tokens: Callable[[], np.ndarray],
-                 state: TelemetryState, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 state: TelemetryState | Callable[[], np.ndarray],
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.render, self.tokens, self.state, self.clock = render, tokens, state, clock
 
     def read(self) -> Frame:
         t = self.clock()
+        st = self.state.read(t) if isinstance(self.state, TelemetryState) else self.state()
         image = self.render()
-        return Frame(image, self.tokens(), self.state.read(), t)
+        return Frame(image, self.tokens(), st, t)
 
 
 def resize_nearest(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
