@@ -7,9 +7,10 @@ The unit (``render_unit``):
 - is ordered after, and bound to, the serial device (the udev rule tags it for systemd, so
   ``dev-legato\\x2darm.device`` exists while the adapter is plugged; the rule also starts the
   service when it appears);
-- lets the loop take real-time priority where the kernel permits: ``LimitRTPRIO`` allows the
-  unprivileged process to put its control thread on SCHED_FIFO up to that priority
-  (``LEGATO_RT_PRIORITY`` names the one to use), ``LimitMEMLOCK`` lets it lock its memory;
+- lets the loop take real-time priority without root: ``LimitRTPRIO`` allows the unprivileged
+  process SCHED_FIFO up to that priority, and the loop puts its clock thread there (priority 50,
+  edge/loop.py ``rt_priority``; without the limit it stays SCHED_OTHER and its summary says so);
+  ``LimitMEMLOCK`` lets it lock its memory;
 - stops with SIGINT, so the loop's ``finally`` sends the hold before it exits.
 
 The udev rule (``render_rule``): a stable name (/dev/legato-arm), group dialout mode 0660, the
@@ -31,7 +32,7 @@ from edge.errors import LegatoError
 
 DEFAULT_NAME = "legato"
 DEFAULT_LINK = "legato-arm"
-RT_PRIORITY = 80  # SCHED_FIFO ceiling for the control thread (LimitRTPRIO); the kernel IRQ threads run at 50
+RT_PRIORITY = 80  # LimitRTPRIO: the SCHED_FIFO ceiling for the service (the loop's clock thread asks for 50)
 UNIT_DIR = "etc/systemd/system"
 RULES_DIR = "etc/udev/rules.d"
 
@@ -105,7 +106,6 @@ User={s.user}
 SupplementaryGroups=dialout
 WorkingDirectory={s.bundle_dir}
 Environment=PYTHONUNBUFFERED=1
-Environment=LEGATO_RT_PRIORITY={RT_PRIORITY}
 {pre}ExecStart={run}
 Restart=on-failure
 RestartSec=2
