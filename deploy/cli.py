@@ -11,7 +11,25 @@ import argparse
 from edge.cliargs import int_in
 
 
+def _lazy_demo(a: argparse.Namespace) -> int:
+    from deploy.demo import run
+
+    return run(a)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    demo = subparsers.add_parser(
+        "demo",
+        help="the whole robot stack without a robot: bundle, emulated controller, simulator, summary",
+        description="Runs the committed reference bundle through `legato run --sim` (onnxruntime on the CPU, "
+        "the emulated motor controller on a pseudo-terminal, the simulator's camera) for a few episodes, "
+        "then prints success with its 95 % interval, smoothness, delay, underruns and a latency table, "
+        "and writes plots and a Perfetto trace (make demo).",
+    )
+    from deploy.demo import add_arguments
+
+    add_arguments(demo)
+    demo.set_defaults(func=_lazy_demo)
     f = subparsers.add_parser(
         "flash",
         help="put a bundle on targets (folders or ssh://user@host[:port]/path), switch atomically",

@@ -165,10 +165,9 @@ def plot_paths(path: Path, paths: dict[int, list[np.ndarray]], dt: float, result
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
-    from edge.cliargs import Parser, float_in, int_in
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from edge.cliargs import float_in, int_in
 
-    p = Parser(prog="legato-demo", description=__doc__.split("\n")[0])
     p.add_argument("--bundle", default=str(BUNDLE), help="bundle folder")
     p.add_argument("--profile", default="x86-cpu", help="device profile")
     p.add_argument("--episodes", type=int_in(1, 1000), default=40, help="held-out simulator episodes")
@@ -179,14 +178,22 @@ def main(argv: list[str] | None = None) -> int:
         help="pad each inference to at least this long (a slower device)",
     )
     p.add_argument("--seed", type=int_in(0, 2**31 - 1), default=1000, help="held-out episode set")
-    p.add_argument("--out", default=str(REPO / "reports" / "demo"), help="report folder")
+    p.add_argument(
+        "--out", default=str(REPO / "reports" / "demo"), help="report folder (replaced if it holds a demo)"
+    )
     p.add_argument("--results", default=str(RESULTS), help="the evaluation's results.json to compare with")
-    a = p.parse_args(argv)
-    try:
-        return _demo(a)
-    except LegatoError as e:
-        print(f"legato: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+
+
+def run(a: argparse.Namespace) -> int:
+    """`legato demo` (and `make demo`)."""
+    return _demo(a)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m deploy.demo`: the same as `legato demo`, through the one CLI entry point."""
+    from legato.cli import main as legato_main
+
+    return legato_main(["demo", *(argv if argv is not None else sys.argv[1:])])
 
 
 def _demo(a: argparse.Namespace) -> int:

@@ -19,10 +19,10 @@ from edge.cliargs import Parser
 # The command table: modules with register(subparsers), in the order `legato --help` lists them.
 # A module that fails to import is an error, never silently skipped.
 COMMANDS: tuple[str, ...] = (
-    "legato.commands",  # train, sim, checkpoint, demo
+    "legato.commands",  # train, sim, checkpoint
     "legato.eval_cli",  # eval
     "firmware_bridge.cli",  # firmware
-    "deploy.cli",  # flash, service, doctor
+    "deploy.cli",  # demo, flash, service, doctor
     "export.cli",  # export (torch), profiles, bundle (robot side)
     "edge.cli",  # run, profile (robot side)
 )

@@ -1,4 +1,4 @@
-"""The training-side subcommands of `legato`: train, sim, checkpoint, demo.
+"""The training-side subcommands of `legato`: train, sim, checkpoint.
 
 ``register`` is torch-free (argparse only); each command imports its heavy modules when it
 runs. Every output goes through edge.outputs (refuse foreign targets, replace own ones only
@@ -11,8 +11,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-import numpy as np
 
 from edge.cliargs import int_in
 from edge.errors import LegatoError
@@ -64,13 +62,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "reference that `make demo` runs)")  # fmt: skip
     pub.add_argument("--force", action="store_true", help="replace an existing checkpoint at --to")
     pub.set_defaults(func=checkpoint_publish)
-
-    p = sub.add_parser("demo", help="run the committed Legato checkpoint in the simulator with a delay")
-    p.add_argument("--checkpoint", default="models/legato", help="checkpoint folder")
-    p.add_argument("--episodes", type=int_in(1, MAX_EPISODES), default=50, help="held-out episodes")
-    p.add_argument("--delay", type=int_in(0), default=2, help="inference delay d in control steps")
-    p.add_argument("--out", default="reports/demo", help="report folder (replaced if it holds a demo report)")
-    p.set_defaults(func=demo)
 
 
 def _add_chunking(p: argparse.ArgumentParser) -> None:
@@ -184,34 +175,4 @@ def checkpoint_publish(a: argparse.Namespace) -> int:
     dst = checkpoint.publish(a.path, a.to, replace=a.force)
     size = sum(f.stat().st_size for f in Path(dst).iterdir())
     print(f"published {a.path} -> {dst} ({size / 1e6:.2f} MB, verified)")
-    return 0
-
-
-def demo(a: argparse.Namespace) -> int:
-    from edge.outputs import atomic_folder, check_target
-    from legato import checkpoint
-    from legato.rollout import summarize
-
-    check_target(a.out, "demo", replace=True)
-    ck = checkpoint.load(a.checkpoint)
-    s, hz = 8, ck.task.arm.control_hz
-    print(f"legato demo: {ck.path} ({ck.method}, H={ck.policy_cfg.horizon}, N={ck.policy_cfg.num_steps}), "
-          f"{a.episodes} held-out episodes, simulated inference delay d={a.delay} steps "
-          f"({1000 * a.delay / hz:.0f} ms at {hz:.0f} Hz), s={s}")  # fmt: skip
-    res = run_rollout(
-        ck, default_method(ck.spec), a.episodes, a.delay, s, None, EVAL_SEED, progress=sys.stderr.isatty()
-    )
-    out = summarize(res, ck.task.arm.control_hz)
-    per_chunk_ms = 1000 * np.median(res.infer_seconds) / a.episodes
-    print(f"success {out['success_rate']:.1%}  collisions {out['collision_rate']:.1%}  "
-          f"completion {out['completion_s']:.2f} s ({out['completion_steps']:.0f} steps)  "
-          f"inference {per_chunk_ms:.2f} ms per chunk (batched over episodes, torch CPU)")  # fmt: skip
-    with atomic_folder(a.out, "demo", replace=True) as tmp:
-        (tmp / "summary.json").write_text(
-            json.dumps({**out, "rejected_actions": res.rejected_actions}, indent=1)
-        )
-        plotted = _episode_plot(res, ck, tmp / "episode.png", f"{ck.method}, d={a.delay}")
-    if plotted:
-        print(f"example episode plot: {Path(a.out) / 'episode.png'}")
-    refuse_rejected(res, f"demo of {a.checkpoint}")
     return 0

@@ -135,7 +135,7 @@ COMMANDS = {
         True,
     ),  # fmt: skip
     "demo": (
-        ["demo", "--checkpoint", "{legato}", "--episodes", "1", "--out", "{out}"],
+        ["demo", "--episodes", "1", "--out", "{out}"],
         _own_folder("demo"),
         True,
     ),
@@ -362,7 +362,7 @@ def test_broken_models_are_refused_everywhere(tmp_path, tiny_checkpoints, capsys
         ["checkpoint", "info", str(bad)],
         ["checkpoint", "publish", str(bad), "--to", str(tmp_path / "p")],
         ["sim", "rollout", "--checkpoint", str(bad), "--episodes", "1"],
-        ["demo", "--checkpoint", str(bad), "--episodes", "1", "--out", str(tmp_path / "demo")],
+        ["sim", "rollout", "--checkpoint", str(bad), "--episodes", "1", "--out", str(tmp_path / "demo")],
     )
     for argv in commands:
         one_line_error(*cli(capsys, *argv)[::2], needle)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROBOT_PACKAGES = ("edge", "firmware_bridge")
+ROBOT_PACKAGES = ("edge", "firmware_bridge", "deploy")
 
 
 def _modules(package: str) -> list[str]:
@@ -58,7 +58,7 @@ def test_firmware_bridge_knows_nothing_about_policies():
         assert not bad, f"{path} imports {bad}"
 
 
-@pytest.mark.parametrize("package", ["edge", "firmware_bridge", "sim"])
+@pytest.mark.parametrize("package", ["edge", "firmware_bridge", "deploy", "sim"])
 def test_robot_side_code_parses_as_python_3_10(package):
     for path in (ROOT / package).rglob("*.py"):
         ast.parse(path.read_text(), filename=str(path), feature_version=(3, 10))
