@@ -85,7 +85,7 @@ def _session(args: argparse.Namespace, episodes: int | None) -> tuple[Any, Any]:
     status = None if getattr(args, "quiet", False) else (lambda s: eprint("legato run: " + s))
     a = man.spec.action_dim
     if args.sim:
-        from edge.sources import SimSource, TelemetryState
+        from edge.sources import PlantSource, SimSource, TelemetryState
 
         rig = SimRig(man, prof, episodes=episodes or 1, seed=args.seed)
         plant, bus = rig.plant, rig.bus
@@ -93,9 +93,10 @@ def _session(args: argparse.Namespace, episodes: int | None) -> tuple[Any, Any]:
         from_plant = getattr(args, "sim_state", "telemetry") == "plant"
 
         def make_source() -> Any:
+            if from_plant:  # image and state of one instant, straight from the simulator
+                return PlantSource(plant)
             # no extrapolation: the lockstep plant stands still between two setpoints
-            state = plant.state if from_plant else TelemetryState(bus, a, extrapolate=False)
-            return SimSource(plant.render, lambda: plant.tokens, state)
+            return SimSource(plant.render, lambda: plant.tokens, TelemetryState(bus, a, extrapolate=False))
 
         return Session(man, prof, den, cfg, bus=bus, make_source=make_source, plant=plant, rig=rig,
                        status=status, reconnect_s=args.reconnect_s), rig  # fmt: skip

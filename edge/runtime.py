@@ -5,6 +5,7 @@ reports. Used by `legato run` and `legato profile` (edge/cli.py). No torch; sim/
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import sys
@@ -190,8 +191,10 @@ class Session:
         return lambda: [signal.signal(s, h) for s, h in old.items()]  # type: ignore[func-returns-value]
 
     # ---- one run of the loop -------------------------------------------------------------------
-    def _run_loop(self, hold: np.ndarray, until: Callable[[], bool], deadline: float) -> str:
-        loop = ControlLoop(self.cfg, self.bus, self.make_source(), self.den, hold)
+    def _run_loop(self, hold: np.ndarray, until: Callable[[], bool], deadline: float,
+                  seed: int | None = None) -> str:  # fmt: skip
+        cfg = self.cfg if seed is None else dataclasses.replace(self.cfg, seed=seed)
+        loop = ControlLoop(cfg, self.bus, self.make_source(), self.den, hold)
         self.loop = loop
         loop.start()
         why = "done"
@@ -284,7 +287,8 @@ class Session:
             self._wait_settled(q0)
             timeout = time.monotonic() + plant.task.max_steps * period * 3 + 5.0
             plant.go()
-            why = self._run_loop(q0, plant.done.is_set, min(end, timeout))
+            # each episode its own sampling-noise stream (as the evaluation's batch draws differ)
+            why = self._run_loop(q0, plant.done.is_set, min(end, timeout), seed=self.cfg.seed * 100_003 + i)
             r = plant.result
             if why in ("done",) or plant.done.is_set():
                 self.episodes.append({"episode": i_ep, "success": r.success, "collided": r.collided,

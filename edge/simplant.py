@@ -155,6 +155,13 @@ class SimPlant:
             scene = self._scene
         return self.camera.render(scene, q[None])[0]
 
+    def observe(self) -> tuple[np.ndarray, np.ndarray]:
+        """Camera frame and proprio (positions then velocities, float32) of one instant."""
+        with self.lock:
+            q, v = self.motor.q.copy(), self.motor.v.copy()
+            scene = self._scene
+        return self.camera.render(scene, q[None])[0], np.concatenate([q, v]).astype(np.float32)
+
     def state(self) -> np.ndarray:
         """The simulator's proprio now: joint positions then velocities, (2 j,) float32."""
         with self.lock:

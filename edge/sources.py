@@ -80,6 +80,18 @@ class SimSource:
         return Frame(image, self.tokens(), st, t)
 
 
+class PlantSource:
+    """The simulator's camera and state of one instant (``plant.observe()``), ``--sim-state plant``."""
+
+    def __init__(self, plant: Any, clock: Callable[[], float] = time.monotonic) -> None:
+        self.plant, self.clock = plant, clock
+
+    def read(self) -> Frame:
+        t = self.clock()
+        image, state = self.plant.observe()
+        return Frame(image, self.plant.tokens, state, t)
+
+
 def resize_nearest(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize (H0, W0, 3) -> (H, W, 3), numpy only (OpenCV's INTER_AREA is used
     when OpenCV is there)."""
