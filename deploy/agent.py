@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import LegatoError
+from edge.outputs import sha256_file
 
 RELEASE_KIND = "release"
 MANIFEST = "manifest.json"
@@ -47,14 +47,6 @@ _REMOTE = False  # run by `python -m deploy.agent` (over ssh): stdin stays open 
 
 class AgentError(LegatoError):
     """A target-side failure, reported to the workstation as one line."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _free_bytes(dest: Path) -> int:
