@@ -173,28 +173,18 @@ def bench_timing_external(bundle: str, seconds: float) -> dict:
 
 
 def bench_overhead(bundle: str, seconds: float) -> dict:
+    """The same as bench_overhead_external, on the --sim rig (the emulated controller in process)."""
     from edge.loop import CHUNK_BASE_COLS
-    from edge.runtime import load
 
-    _, _, den = load(bundle, "x86-cpu")
-    rng = np.random.default_rng(0)
-    spec = den.spec
-    den.set_observation(rng.integers(0, 255, (*spec.image_hw, 3), dtype=np.uint8), np.zeros(spec.max_tokens),
-                        rng.normal(size=spec.state_dim).astype(np.float32))  # fmt: skip
-    raw_before = raw_engine_ms(den)
-    s, den2 = session(bundle, seconds)
-    raw_after = raw_engine_ms(den2)
+    s, den = session(bundle, seconds)
     ch = s.records.chunk_array()[2:]
-    base = len(CHUNK_BASE_COLS)
-    compute = ch[:, base + len(den2.stage_names) - 1] * 1e3
-    worker = (ch[:, CHUNK_BASE_COLS.index("preprocess_s")] * 1e3) + compute
-    raw = np.concatenate([raw_before, raw_after])
-    r = {"chunks": len(ch), "raw_engine_ms_p50_p99_max": pct(raw),
-         "loop_compute_ms_p50_p99_max": pct(compute),
-         "loop_compute_plus_preprocess_ms_p50_p99_max": pct(worker),
-         "ratio_median": float(np.median(compute) / np.median(raw)),
-         "ratio_mean": float(np.mean(compute) / np.mean(raw))}  # fmt: skip
-    return r
+    base, names = len(CHUNK_BASE_COLS), den.stage_names
+    compute = ch[:, base + names.index("chunk")] * 1e3
+    engines = ch[:, base + names.index("engines")] * 1e3
+    return {"chunks": len(ch), "stop": s.stop_reason, "errors": s.errors,
+            "loop_chunk_ms_p50_p99_max": pct(compute), "its_engine_calls_ms_p50_p99_max": pct(engines),
+            "ratio_per_chunk_p50_p99": pct(compute / engines) if len(ch) else "-",
+            "ratio_of_sums": float(compute.sum() / engines.sum()) if len(ch) else None}  # fmt: skip
 
 
 def bench_timing(bundle: str, seconds: float) -> dict:
