@@ -129,8 +129,9 @@ def external_session(bundle: str, seconds: float, rate: float | None = None) -> 
                 def render() -> np.ndarray:
                     return cam.render(ep.scenes, ts.read()[:3][None].astype(np.float64))[0]
 
-                s = Session(man, prof, den, cfg, bus=bus,
-                            make_source=lambda: SimSource(render, lambda: tokens, ts))
+                s = Session(
+                    man, prof, den, cfg, bus=bus, make_source=lambda: SimSource(render, lambda: tokens, ts)
+                )
                 q0 = ep.scenes.q0[0].astype(np.float32)
                 bus.send_setpoint(q0)
                 time.sleep(0.5)
@@ -224,7 +225,8 @@ def bench_gil(bundle: str, seconds: float) -> dict:
         sm = s.summary()
         out[f"loop + inference + sim rig, switch {switch * 1e3:g} ms: period error ms p50/p99/max"] = (
             f"{sm['control.period_error_ms.p50']:.3f} / {sm['control.period_error_ms.p99']:.3f} / "
-            f"{sm['control.period_error_ms.max']:.3f}; chunk compute p50 {sm['chunk.compute_ms.p50']:.2f} ms")
+            f"{sm['control.period_error_ms.max']:.3f}; chunk compute p50 {sm['chunk.compute_ms.p50']:.2f} ms"
+        )
     return out
 
 
@@ -296,7 +298,6 @@ def main() -> None:
         if "closed" in only:
             results["closed_loop"] = closed_loop(bundle, a.episodes, a.latency_ms)
         print(json.dumps(results, indent=1))
-
 
 
 if __name__ == "__main__":

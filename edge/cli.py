@@ -26,16 +26,22 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="sampler mode (default: the one the bundle's model was trained for)")  # fmt: skip
     p.add_argument("--ramp", type=int_in(0, 1024), default=None,
                    help="Legato ramp r (default: the evaluation's rule min(r_max, H - s - d))")  # fmt: skip
-    p.add_argument("--max-step", type=float_in(0.0, 10.0, lo_open=True), default=None,
-                   help="largest setpoint change per control tick, rad (default: 2 vel_max / rate)")
+    p.add_argument(
+        "--max-step",
+        type=float_in(0.0, 10.0, lo_open=True),
+        default=None,
+        help="largest setpoint change per control tick, rad (default: 2 vel_max / rate)",
+    )
     p.add_argument("--fused", action="store_true",
                    help="run the bundle's fused graph (prefix + N steps + blends in one call) instead of "
                    "the prefix graph and N flow-head calls (legato and naive modes)")  # fmt: skip
     p.add_argument("--seed", type=int_in(0, 2**31 - 1), default=1000,
                    help="held-out episode set (--sim) and sampling-noise seed")  # fmt: skip
-    p.add_argument("--camera", default=None,
-                   help="with --port: V4L2 index, GStreamer pipeline (with '!') or video file "
-                   "(OpenCV extra)")
+    p.add_argument(
+        "--camera",
+        default=None,
+        help="with --port: V4L2 index, GStreamer pipeline (with '!') or video file (OpenCV extra)",
+    )
     p.add_argument("--tokens", default=None, help="with --port: instruction token ids, comma-separated")
     p.add_argument("--reconnect-s", type=float_in(0.0, 600.0), default=5.0,
                    help="how long a lost port may take to come back before the run stops")  # fmt: skip
@@ -47,14 +53,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--port", help="serial port of the motor controller (protocol from the profile)")
     g.add_argument("--sim", action="store_true", help="simulated arm behind the emulated controller on a pty")
-    p.add_argument("--seconds", type=float_in(0.0, 1e7, lo_open=True), default=None,
-                   help="stop after this long")
+    p.add_argument(
+        "--seconds", type=float_in(0.0, 1e7, lo_open=True), default=None, help="stop after this long"
+    )
     p.add_argument("--episodes", type=int_in(1, 100_000), default=None,
                    help="--sim: held-out episodes to run (default 10 unless --seconds is given)")  # fmt: skip
     p.add_argument("--summary-json", default=None, help="write the run's summary (JSON) to this file")
-    p.add_argument("--sim-state", choices=("telemetry", "plant"), default="telemetry",
-                   help="--sim: joint state from the bridge's telemetry (the robot's path) or the "
-                   "simulator")
+    p.add_argument(
+        "--sim-state",
+        choices=("telemetry", "plant"),
+        default="telemetry",
+        help="--sim: joint state from the bridge's telemetry (the robot's path) or the simulator",
+    )
     p.add_argument("--quiet", action="store_true", help="no status line")
     p.set_defaults(func=cmd_run)
 
@@ -64,11 +74,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--port", help="serial port of the motor controller")
     g.add_argument("--sim", action="store_true", help="simulated arm behind the emulated controller")
     g.add_argument("--synthetic", action="store_true", help="time the engines alone, back to back")
-    p.add_argument("--seconds", type=float_in(0.0, 1e6, lo_open=True), required=True,
-                   help="how long to measure")
+    p.add_argument(
+        "--seconds", type=float_in(0.0, 1e6, lo_open=True), required=True, help="how long to measure"
+    )
     p.add_argument("--out", required=True, help="report folder (summary.json, trace.json, profile.png)")
-    p.add_argument("--observations", default=None,
-                   help="--synthetic: recorded observations (.npz: image, tokens, state), not random")
+    p.add_argument(
+        "--observations",
+        default=None,
+        help="--synthetic: recorded observations (.npz: image, tokens, state), not random",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing report at --out")
     p.set_defaults(func=cmd_profile)
 

@@ -64,8 +64,9 @@ class ChunkDenoiser:
                               f"{source} is {spec.method!r} (its mode is {mode_for(spec)!r})")  # fmt: skip
         n = spec.num_steps if num_steps is None else num_steps
         if n != spec.num_steps:
-            raise MethodError(f"denoiser asked for N={n} steps but {source} was trained with "
-                              f"N={spec.num_steps}")
+            raise MethodError(
+                f"denoiser asked for N={n} steps but {source} was trained with N={spec.num_steps}"
+            )
         _check_io(prefix, PREFIX_IN, PREFIX_OUT, "prefix")
         _check_io(head, HEAD_IN, HEAD_OUT, "flow head")
         h, a = spec.horizon, spec.action_dim
@@ -77,8 +78,10 @@ class ChunkDenoiser:
         if fused is not None:
             _check_io(fused, FUSED_IN, FUSED_OUT, "fused")
             if method == "rtc-train":
-                raise MethodError("the fused graph has no hard prefix: mode 'hard-prefix' runs the prefix "
-                                  "and flow-head graphs (drop --fused)")
+                raise MethodError(
+                    "the fused graph has no hard prefix: mode 'hard-prefix' runs the prefix "
+                    "and flow-head graphs (drop --fused)"
+                )
         self.num_steps, self.dt = n, 1.0 / n
         f32 = np.float32
         self.x = np.zeros((1, h, a), f32)  # X_k, normalised
@@ -191,7 +194,6 @@ class ChunkDenoiser:
         self.stage_ns[-1] = t2 - t0
         self.chunks += 1
         return out
-
 
     def _fused(self, eps: np.ndarray, t0: int) -> np.ndarray:
         """One call of the fused graph (prefix, N steps, blends: legato_sample with the final blend)."""

@@ -125,8 +125,9 @@ class Engine:
             spec = self.input_specs[n]
             x = np.asarray(x)
             if x.shape != spec.shape:
-                raise ValueError(f"{self.name}: input {n!r} has shape {x.shape}, "
-                                 f"the engine needs {spec.shape}")
+                raise ValueError(
+                    f"{self.name}: input {n!r} has shape {x.shape}, the engine needs {spec.shape}"
+                )
             self.inputs[n][...] = x
         self.run()
         return {n: v.copy() for n, v in self.outputs.items()}
@@ -156,8 +157,9 @@ def _static_shape(name: str, shape: list[Any], override: tuple[int, ...] | None,
                               f"the graph's is {len(shape)}")  # fmt: skip
         for want, have in zip(override, shape, strict=True):
             if isinstance(have, int) and have > 0 and have != want:
-                raise BundleError(f"{source}: {name!r} is fixed at {tuple(shape)} in the graph, "
-                                  f"not {override}")
+                raise BundleError(
+                    f"{source}: {name!r} is fixed at {tuple(shape)} in the graph, not {override}"
+                )
         return tuple(int(x) for x in override)
     # A symbolic or unknown dimension (batch) defaults to 1: the robot runs one observation.
     return tuple(int(x) if isinstance(x, int) and x > 0 else 1 for x in shape)

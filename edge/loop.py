@@ -351,7 +351,7 @@ class ControlLoop:
         base = (cid, t_req, frame.capture_time, t_pre, ready, latency, req.d, req.s, req.r, d_est,
                 float(clipped), self.executed - executed)  # fmt: skip
         row[: len(base)] = base
-        row[len(base):] = self.den.stage_ns * 1e-9
+        row[len(base) :] = self.den.stage_ns * 1e-9
         self.chunk_ring.commit()
 
     # ---- status ----------------------------------------------------------------------------------

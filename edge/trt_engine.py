@@ -99,8 +99,10 @@ class TrtEngine(Engine):
             current = engine_key(str(key.get("onnx_sha256", "")), ident)
             diff = key_mismatch(dict(key), current)
             if diff:
-                raise BundleError(f"{path}: engine was built for another device or software "
-                                  f"({'; '.join(diff)}); rebuild it on this device (legato flash)")
+                raise BundleError(
+                    f"{path}: engine was built for another device or software "
+                    f"({'; '.join(diff)}); rebuild it on this device (legato flash)"
+                )
         try:
             with open(path, "rb") as f:
                 plan = f.read()

@@ -26,6 +26,20 @@ def bundle(tmp_path_factory) -> Path:
     from legato.cli import main
 
     out = tmp_path_factory.mktemp("bundle") / "legato-fp32"
-    assert main(["export", "--checkpoint", str(ROOT / "models" / "legato"), "--out", str(out),
-                 "--episodes", "0", "--parity-samples", "2"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(ROOT / "models" / "legato"),
+                "--out",
+                str(out),
+                "--episodes",
+                "0",
+                "--parity-samples",
+                "2",
+            ]
+        )
+        == 0
+    )
     return out

@@ -18,7 +18,10 @@ def affine_graph(path: Path, shape: tuple[int, ...] = (1, 16, 3), scale: float =
     bias = numpy_helper.from_array(np.arange(shape[-1], dtype=np.float32), "bias")
     g = helper.make_graph(
         [helper.make_node("Mul", ["x", "scale"], ["m"]), helper.make_node("Add", ["m", "bias"], ["out"])],
-        "affine", [x], [out], [s, bias],
+        "affine",
+        [x],
+        [out],
+        [s, bias],
     )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -68,14 +71,32 @@ def fake_graphs(spec, c=4, layers=1, p=3):
     def head_fn(i, o):
         k = np.rint(i["t"][0] * n).astype(int)  # (h,)
         scale = 1.0 + i["mod"][0, k, 0, 0, 0]  # (h,)
-        o["v"][...] = (np.tanh(i["y"] * (1.0 + i["kv"].mean()) + i["cond"][..., :1])
-                       * scale[None, :, None] - i["omega"][..., None] / 2)
+        o["v"][...] = (
+            np.tanh(i["y"] * (1.0 + i["kv"].mean()) + i["cond"][..., :1]) * scale[None, :, None]
+            - i["omega"][..., None] / 2
+        )
 
-    prefix = FnEngine("prefix", {"image": ((1, hi, wi, 3), "uint8"),
-                                 "tokens": ((1, spec.max_tokens), "int64"),
-                                 "state": ((1, spec.state_dim), f)},
-                      {"kv": (kv_s, f), "mod": (mod_s, f), "cond": (cond_s, f)}, prefix_fn)
-    head = FnEngine("flow_head", {"y": ((1, h, a), f), "t": ((1, h), f), "omega": ((1, h), f),
-                                  "kv": (kv_s, f), "mod": (mod_s, f), "cond": (cond_s, f)},
-                    {"v": ((1, h, a), f)}, head_fn)
+    prefix = FnEngine(
+        "prefix",
+        {
+            "image": ((1, hi, wi, 3), "uint8"),
+            "tokens": ((1, spec.max_tokens), "int64"),
+            "state": ((1, spec.state_dim), f),
+        },
+        {"kv": (kv_s, f), "mod": (mod_s, f), "cond": (cond_s, f)},
+        prefix_fn,
+    )
+    head = FnEngine(
+        "flow_head",
+        {
+            "y": ((1, h, a), f),
+            "t": ((1, h), f),
+            "omega": ((1, h), f),
+            "kv": (kv_s, f),
+            "mod": (mod_s, f),
+            "cond": (cond_s, f),
+        },
+        {"v": ((1, h, a), f)},
+        head_fn,
+    )
     return prefix, head

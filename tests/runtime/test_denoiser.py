@@ -11,19 +11,36 @@ from edge.schedule import omega_schedule
 
 
 def spec(method="legato", n=5):
-    return ModelSpec(method=method, horizon=16, num_steps=n, action_dim=3, state_dim=6, image_hw=(8, 8),
-                     max_tokens=4, d_max=4, r_max=8, schedule_shape="linear", control_hz=50.0)
+    return ModelSpec(
+        method=method,
+        horizon=16,
+        num_steps=n,
+        action_dim=3,
+        state_dim=6,
+        image_hw=(8, 8),
+        max_tokens=4,
+        d_max=4,
+        r_max=8,
+        schedule_shape="linear",
+        control_hz=50.0,
+    )
 
 
 def norm(rng):
-    return Normalizer(rng.normal(size=6).astype(np.float32), rng.uniform(0.5, 2, 6).astype(np.float32),
-                      rng.normal(size=(16, 3)).astype(np.float32) * 0.1,
-                      rng.uniform(0.1, 1, (16, 3)).astype(np.float32))
+    return Normalizer(
+        rng.normal(size=6).astype(np.float32),
+        rng.uniform(0.5, 2, 6).astype(np.float32),
+        rng.normal(size=(16, 3)).astype(np.float32) * 0.1,
+        rng.uniform(0.1, 1, (16, 3)).astype(np.float32),
+    )
 
 
 def obs(rng, sp):
-    return (rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), rng.integers(0, 10, 4),
-            rng.normal(size=6).astype(np.float32))
+    return (
+        rng.integers(0, 255, (8, 8, 3), dtype=np.uint8),
+        rng.integers(0, 10, 4),
+        rng.normal(size=6).astype(np.float32),
+    )
 
 
 def reference(sp, nm, prefix, head, o, eps, prev_tail, req, method):
@@ -47,12 +64,13 @@ def reference(sp, nm, prefix, head, o, eps, prev_tail, req, method):
     return nm.unaction(x, state[None])[0]
 
 
-@pytest.mark.parametrize("mode,method",
-                         [("legato", "legato"), ("hard-prefix", "rtc-train"), ("naive", "plain")])
+@pytest.mark.parametrize(
+    "mode,method", [("legato", "legato"), ("hard-prefix", "rtc-train"), ("naive", "plain")]
+)
 @pytest.mark.parametrize("d", [0, 1, 3])
 def test_buffered_denoiser_matches_reference_sampler(mode, method, d):
     rng = np.random.default_rng(d)
-    sp, = (spec(method),)
+    (sp,) = (spec(method),)
     nm = norm(rng)
     prefix, head = fake_graphs(sp)
     den = ChunkDenoiser(sp, nm, prefix, head, mode=mode)

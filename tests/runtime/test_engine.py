@@ -44,8 +44,11 @@ def test_run_allocates_nothing(tmp_path):
         eng.run()
     snap1 = tracemalloc.take_snapshot()
     tracemalloc.stop()
-    grown = sum(s.size_diff for s in snap1.compare_to(snap0, "filename") if s.size_diff > 0
-                and "tracemalloc" not in str(s.traceback))
+    grown = sum(
+        s.size_diff
+        for s in snap1.compare_to(snap0, "filename")
+        if s.size_diff > 0 and "tracemalloc" not in str(s.traceback)
+    )
     assert grown < 4096
 
 

@@ -37,8 +37,17 @@ def make_loop(rate=100.0, pad=0.0, max_step=0.05, s=8, **kw):
     rng = np.random.default_rng(0)
     sp = spec()
     den = ChunkDenoiser(sp, norm(rng), *fake_graphs(sp))
-    cfg = LoopConfig(rate_hz=rate, execution_horizon=s, d_max=4, latency_window=5, q_min=(-1.0,) * 3,
-                     q_max=(1.0,) * 3, max_step=(max_step,) * 3, latency_pad_s=pad, **kw)
+    cfg = LoopConfig(
+        rate_hz=rate,
+        execution_horizon=s,
+        d_max=4,
+        latency_window=5,
+        q_min=(-1.0,) * 3,
+        q_max=(1.0,) * 3,
+        max_step=(max_step,) * 3,
+        latency_pad_s=pad,
+        **kw,
+    )
     bus = RecordingBus()
     return ControlLoop(cfg, bus, StaticSource(), den, hold=np.zeros(3, np.float32)), bus
 

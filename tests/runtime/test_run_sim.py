@@ -37,9 +37,19 @@ def test_run_sim_episodes_and_summary(bundle, tmp_path, capsys):
     assert s["shutdown"] == "completed" and s["hold_sent"] and s["hold_confirmed"]
     assert s["faults"] == 0 and s["nan_setpoints"] == 0 and s["errors"] == []
     assert s["delay_mode"] >= 1 and s["chunks"] >= 4 and s["ticks"] > 50
-    for k in ("control.period_error_ms.p99", "chunk.latency_ms.p50", "chunk.prefix_ms.p90",
-              "chunk.flow_step0_ms.p99", "chunk.compute_ms.max", "control.setpoint_write_ms.p50",
-              "underruns", "missed_ticks", "completion_s", "delay_estimate", "telemetry.rtt_ms.p99"):
+    for k in (
+        "control.period_error_ms.p99",
+        "chunk.latency_ms.p50",
+        "chunk.prefix_ms.p90",
+        "chunk.flow_step0_ms.p99",
+        "chunk.compute_ms.max",
+        "control.setpoint_write_ms.p50",
+        "underruns",
+        "missed_ticks",
+        "completion_s",
+        "delay_estimate",
+        "telemetry.rtt_ms.p99",
+    ):
         assert k in s, k
     assert "legato run: 2 episodes" in err
 
@@ -63,9 +73,12 @@ def _wait_line(proc, needle, timeout):
 
 def test_sigterm_holds_then_closes(bundle, tmp_path):
     out = tmp_path / "s.json"
-    proc = subprocess.Popen([*LEGATO, "run", "--bundle", str(bundle), "--sim", "--seconds", "120",
-                             "--summary-json", str(out)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            cwd=Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen(
+        [*LEGATO, "run", "--bundle", str(bundle), "--sim", "--seconds", "120", "--summary-json", str(out)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     try:
         _wait_line(proc, "legato run: episode", 60)  # the loop is streaming
         proc.send_signal(signal.SIGTERM)
@@ -93,8 +106,9 @@ def test_bundle_with_a_bad_hash_is_refused(bundle, tmp_path, capsys):
     assert len(lines) == 1 and lines[0].startswith("legato: error:") and "sha256" in lines[0]
 
 
-@pytest.mark.parametrize("key,value,needle", [("num_steps", 4, "N=4 steps"), ("d_max", 5, "d_max=5"),
-                                              ("horizon", 12, "H=12")])
+@pytest.mark.parametrize(
+    "key,value,needle", [("num_steps", 4, "N=4 steps"), ("d_max", 5, "d_max=5"), ("horizon", 12, "H=12")]
+)
 def test_profile_asking_for_other_n_or_dmax_is_refused(bundle, tmp_path, capsys, key, value, needle):
     from edge.profiles import profile_path
 
@@ -110,8 +124,9 @@ def test_profile_asking_for_other_n_or_dmax_is_refused(bundle, tmp_path, capsys,
         lines.append(ln)
     prof = tmp_path / "p.toml"
     prof.write_text("\n".join(lines) + "\n")
-    rc, err = run_cli(["run", "--bundle", str(bundle), "--profile", str(prof), "--sim", "--episodes", "1"],
-                      capsys)
+    rc, err = run_cli(
+        ["run", "--bundle", str(bundle), "--profile", str(prof), "--sim", "--episodes", "1"], capsys
+    )
     assert rc == 2 and err.startswith("legato: error:") and needle in err, err
 
 
@@ -127,9 +142,19 @@ def test_port_lost_mid_run_holds_reconnects_and_reports(bundle):
     for replug in (True, False):
         rig = SimRig(man, prof, episodes=3, seed=1000)
         try:
-            sess = Session(man, prof, den, cfg, bus=rig.bus, plant=rig.plant, rig=rig, reconnect_s=3.0,
-                           make_source=lambda rig=rig: SimSource(rig.plant.render, lambda: rig.plant.tokens,
-                                                                 TelemetryState(rig.bus, 3)))
+            sess = Session(
+                man,
+                prof,
+                den,
+                cfg,
+                bus=rig.bus,
+                plant=rig.plant,
+                rig=rig,
+                reconnect_s=3.0,
+                make_source=lambda rig=rig: SimSource(
+                    rig.plant.render, lambda: rig.plant.tokens, TelemetryState(rig.bus, 3)
+                ),
+            )
             t = threading.Thread(target=sess.run_sim, args=(3, 60.0))
             t.start()
             end = time.monotonic() + 30
@@ -157,8 +182,9 @@ def test_port_lost_mid_run_holds_reconnects_and_reports(bundle):
 
 def test_profile_sim_writes_four_outputs_and_a_valid_trace(bundle, tmp_path, capsys):
     out = tmp_path / "prof"
-    rc, err = run_cli(["profile", "--bundle", str(bundle), "--sim", "--seconds", "3", "--out", str(out)],
-                      capsys)
+    rc, err = run_cli(
+        ["profile", "--bundle", str(bundle), "--sim", "--seconds", "3", "--out", str(out)], capsys
+    )
     assert rc == 0, err
     for f in ("summary.json", "trace.json", "profile.png"):
         assert (out / f).stat().st_size > 100

@@ -84,8 +84,13 @@ def test_soak(bundle):
     try:
         q0 = rig.plant.load(0)
         rig.bus.send_setpoint(q0)
-        loop = ControlLoop(cfg, rig.bus, SimSource(rig.plant.render, lambda: rig.plant.tokens,
-                                                   TelemetryState(rig.bus, 3)), den, q0)
+        loop = ControlLoop(
+            cfg,
+            rig.bus,
+            SimSource(rig.plant.render, lambda: rig.plant.tokens, TelemetryState(rig.bus, 3)),
+            den,
+            q0,
+        )
         tracemalloc.start(1)
         loop.start()
         t_start = time.monotonic()
@@ -102,8 +107,10 @@ def test_soak(bundle):
     finally:
         rig.close()
     st = loop.status()
-    print(f"soak {seconds:.0f} s: ticks {st['ticks']}, chunks {st['chunks']}, rss {rss0:.1f} -> "
-          f"{rss1:.1f} MB, missed {st['missed_ticks']}, underruns {st['underruns']}")
+    print(
+        f"soak {seconds:.0f} s: ticks {st['ticks']}, chunks {st['chunks']}, rss {rss0:.1f} -> "
+        f"{rss1:.1f} MB, missed {st['missed_ticks']}, underruns {st['underruns']}"
+    )
     assert st["worker_errors"] == [] and st["ticks"] > 0.95 * seconds * cfg.rate_hz
     assert rss1 - rss0 < 5.0
     assert tick_growth(s0, s1) <= 5 and loop.ticks > ticks0 + 1000

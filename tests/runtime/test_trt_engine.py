@@ -150,8 +150,11 @@ def fake_tensorrt(version="10.3.0", deserialize_ok=True):
         def deserialize_cuda_engine(self, plan):
             assert plan == b"PLAN"
             if not deserialize_ok:
-                self.logger.log(Severity.ERROR, "The engine plan file is generated on an incompatible "
-                                "device, expecting compute 8.9 got compute 8.7, please rebuild.")
+                self.logger.log(
+                    Severity.ERROR,
+                    "The engine plan file is generated on an incompatible "
+                    "device, expecting compute 8.9 got compute 8.7, please rebuild.",
+                )
                 return None
             return Engine()
 
@@ -235,8 +238,15 @@ def test_engine_key_mismatch_is_refused(fakes):
     from edge.device import DeviceIdentity
 
     here = DeviceIdentity("10.3.0", "12.6", "Orin", "8.7", "36.4.3", "6.2", "x")
-    key = {"tensorrt": "10.3.0", "cuda": "12.6", "gpu": "Thor", "compute_capability": "11.0",
-           "l4t": "36.4.3", "jetpack": "6.2", "onnx_sha256": "abc"}
+    key = {
+        "tensorrt": "10.3.0",
+        "cuda": "12.6",
+        "gpu": "Thor",
+        "compute_capability": "11.0",
+        "l4t": "36.4.3",
+        "jetpack": "6.2",
+        "onnx_sha256": "abc",
+    }
     with pytest.raises(BundleError, match="compute_capability: engine '11.0', device '8.7'"):
         open_engine(fakes, EngineOptions(backend="tensorrt"), key=key, ident=here)
     ok = dict(key, gpu="Orin", compute_capability="8.7")
