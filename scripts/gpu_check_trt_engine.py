@@ -60,13 +60,12 @@ def stand_in_tensorrt() -> types.ModuleType:
 
         def execute_async_v3(self, stream_handle: int) -> bool:
             n = int(np.prod(SHAPE))
-            mem = lambda p: cp.ndarray(
-                (n,),
-                cp.float32,
-                cp.cuda.MemoryPointer(  # noqa: E731
-                    cp.cuda.UnownedMemory(p, 4 * n, self), 0
-                ),
-            )
+
+            def mem(ptr: int):
+                return cp.ndarray(
+                    (n,), cp.float32, cp.cuda.MemoryPointer(cp.cuda.UnownedMemory(ptr, 4 * n, self), 0)
+                )
+
             with cp.cuda.ExternalStream(stream_handle):
                 kernel(mem(self.addr["x"]), mem(self.addr["y"]))
             return True

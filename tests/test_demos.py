@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from sim import demos as demo_io
 from edge.outputs import atomic_file
+from sim import demos as demo_io
 from sim.demos import DatasetError
 
 

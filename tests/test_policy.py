@@ -150,7 +150,8 @@ def test_checkpoint_round_trips_and_resume_continues(demos_path, tmp_path, tiny)
     for (k, v), (k2, v2) in zip(ck.model.state_dict().items(), ck2.model.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(v, v2)
     np.testing.assert_array_equal(ck2.norm.action_mean, ck.norm.action_mean)
-    assert sorted(p.name for p in pub.iterdir()) == [".legato-output.json", "config.json", "model.safetensors"]
+    names = sorted(p.name for p in pub.iterdir())
+    assert names == [".legato-output.json", "config.json", "model.safetensors"]
     longer = TrainConfig(method="plain", steps=9, batch_obs=4, draws=2, warmup=2, ckpt_every=3)
     train(demos_path, out, longer, tiny, resume=True, show_progress=False)
     assert checkpoint.load(out).meta["training"]["step"] == 9
