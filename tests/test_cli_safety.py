@@ -28,12 +28,14 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def one_line_error(code: int, err: str, *needles: str) -> str:
+    """Exit 2 and exactly one error line, the last thing printed (progress lines may precede it)."""
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("legato: error:")]
     assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("legato: error:"), err
+    assert len(errors) == 1 and lines[-1] == errors[0] and "Traceback" not in err, err
     for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
+        assert n in errors[0], errors[0]
+    return errors[0]
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, str]]:
@@ -132,6 +134,24 @@ COMMANDS = {
             "--force",
         ],
         _own_folder("report"),
+        True,
+    ),  # fmt: skip
+    "export": (
+        [
+            "export",
+            "--checkpoint",
+            "{legato}",
+            "--profile",
+            "x86-cpu",
+            "--out",
+            "{out}",
+            "--episodes",
+            "0",
+            "--parity-samples",
+            "2",
+            "--force",
+        ],
+        _own_folder("bundle"),
         True,
     ),  # fmt: skip
     "demo": (
@@ -500,3 +520,16 @@ def test_an_interrupted_eval_keeps_the_old_report_and_resumes_its_finished_cells
     assert calls == ["sync"] and report["resumed_cells"] == 1
     assert {c["method"] for c in report["cells"]} == {"naive", "sync"}
     assert not E.partial_path(out).exists()
+
+
+def test_eval_refuses_the_seed_a_checkpoint_was_trained_on(tmp_path, tiny_checkpoints, capsys):
+    ck = tmp_path / "ck"
+    shutil.copytree(tiny_checkpoints["plain"], ck)
+    cfg = json.loads((ck / "config.json").read_text())
+    cfg["data"]["seed"] = 1000  # a checkpoint trained on the default evaluation set
+    (ck / "config.json").write_text(json.dumps(cfg))
+    code, _, err = cli(
+        capsys, "eval", "--checkpoints", str(ck), "--methods", "naive", "--out", str(tmp_path / "r")
+    )
+    one_line_error(code, err, "seed 1000", "held-out seed such as 1001")
+    assert not (tmp_path / "r").exists()
