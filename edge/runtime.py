@@ -106,34 +106,120 @@ class Records:
         return np.concatenate(self.chunks) if self.chunks else np.zeros((0, n))
 
 
+class _FirmwareTarget:
+    """The firmware emulator's core as the rig sees it: the target it commands (float rad)."""
+
+    atol = 1e-5
+
+    def __init__(self, emu: Any) -> None:
+        self.emu, self.core = emu, emu.core
+
+    def attach(self, motor: Any) -> None:
+        self.core.motor = motor
+
+    def hold_at(self, q0: np.ndarray) -> np.ndarray:  # emulator lock held
+        self.core.commanded[...] = q0
+        self.core.target[...] = q0
+        return self.core.commanded.copy()
+
+    def commanded(self) -> np.ndarray:
+        return self.core.commanded
+
+
+class _ServoTarget:
+    """The emulated servos as the rig sees them: their goal position registers (rad, in ticks)."""
+
+    def __init__(self, emu: Any) -> None:
+        self.emu = emu
+        self.atol = 0.5 * 2 * math.pi / emu.config.ticks_per_rev + 1e-6  # half a tick
+
+    def attach(self, motor: Any) -> None:
+        self.emu.motor = motor
+
+    def hold_at(self, q0: np.ndarray) -> np.ndarray:  # emulator lock held
+        return self.emu.set_goals_rad(q0)
+
+    def commanded(self) -> np.ndarray:
+        return self.emu.goals_rad()
+
+
+def sim_calibration(kind: str, ids: tuple[int, ...], q_min: tuple[float, ...], q_max: tuple[float, ...],
+                    ticks_per_rev: int = 4096) -> Any:  # fmt: skip
+    """The calibration of the emulated servos under the sim arm: joint value = the sim's q.
+
+    The emulated encoder reads ``q`` as ``tpr/2 + q / k`` (k = 2 pi / tpr). A homing offset of
+    ``shift`` ticks (the middle of the joint's travel) puts the travel in the middle of one turn,
+    so no reported position wraps (joint 0, [-0.35, 3.49] rad, would reach 4323 without it). The
+    calibration's zero (the middle of range_min..range_max) is the tick where q = 0, so the range
+    is symmetric about it and may be wider than the travel, even reach below 0; the joint limits
+    come from the arm, not from this range."""
+    from firmware_bridge.calibration import Calibration, MotorCalibration
+
+    k = 2 * math.pi / ticks_per_rev
+    motors = []
+    for sid, lo, hi in zip(ids, q_min, q_max, strict=True):
+        shift = int(round((lo + hi) / 2 / k))
+        zero = ticks_per_rev // 2 - shift  # reported tick at q = 0
+        half = int(math.ceil(max(abs(lo), abs(hi)) / k)) + 1
+        # Feetech reports encoder - offset, Dynamixel encoder + offset
+        homing = shift if kind == "feetech" else -shift
+        motors.append(MotorCalibration(sid, homing, zero - half, zero + half))
+    return Calibration(tuple(motors), ticks_per_rev)
+
+
 class SimRig:
-    """Emulated motor controller on a pty driving the simulated arm, and the firmware bridge on it."""
+    """The simulated arm behind an emulated bus on a pty, and the host's bus on it. The profile's
+    ``[serial] protocol`` chooses: "firmware" the emulated motor controller and the FirmwareBridge;
+    "feetech" or "dynamixel" emulated servos (``ids``) and the ServoBus, through ``open_bus``, with
+    a calibration that maps the sim arm's joint ranges (``sim_calibration``)."""
 
     def __init__(self, man: Any, prof: Any, episodes: int, seed: int, tick_hz: float = 400.0) -> None:
         from edge.simplant import SimPlant
         from firmware_bridge.bridge import FirmwareBridge
         from firmware_bridge.config import BridgeConfig, JointLimits, LinkConfig
-        from firmware_bridge.emulator import EmulatedController, EmulatorConfig
+        from firmware_bridge.factory import open_bus
         from sim.task import TaskConfig
 
         task = TaskConfig.from_dict(man.data["model"]["task"])
         self.task = task
         arm = task.arm
         n = arm.num_joints
+        self.protocol = protocol = prof.serial.protocol
         self._dir = tempfile.TemporaryDirectory(prefix="legato-sim-")
         self.link_path = str(Path(self._dir.name) / "ttyLEGATO")
-        ecfg = EmulatorConfig(n_joints=n, tick_hz=tick_hz, telemetry_hz=200,
-                              watchdog_ms=prof.serial.watchdog_ms)  # fmt: skip
-        self.emu = EmulatedController(ecfg, link_path=self.link_path)
-        self.plant = SimPlant(task, tick_hz, seed=seed, episodes=episodes, lock=self.emu.cond)
-        self.emu.core.motor = self.plant.motor  # the controller drives the simulated arm
-        self.plant.core = self.emu.core
-        self.emu.start()
         # the controller rate-limits targets per tick; the runtime's own max step is the real limit
         limits = JointLimits(tuple(arm.q_min), tuple(arm.q_max), (arm.vel_max * 2,) * n, (1.0,) * n)
         stream = min(float(prof.serial.stream_hz or prof.control.rate_hz), tick_hz / 2)
-        bcfg = BridgeConfig(limits, rate_hz=stream, watchdog_ms=prof.serial.watchdog_ms, telemetry_hz=200)
-        self.bus = FirmwareBridge(bcfg, LinkConfig(self.link_path, reconnect_min_s=0.02, reconnect_max_s=0.2))
+        if protocol == "firmware":
+            from firmware_bridge.emulator import EmulatedController, EmulatorConfig
+
+            ecfg = EmulatorConfig(n_joints=n, tick_hz=tick_hz, telemetry_hz=200,
+                                  watchdog_ms=prof.serial.watchdog_ms)  # fmt: skip
+            self.emu: Any = EmulatedController(ecfg, link_path=self.link_path)
+            self.ctl: _FirmwareTarget | _ServoTarget = _FirmwareTarget(self.emu)
+            bcfg = BridgeConfig(limits, rate_hz=stream, watchdog_ms=prof.serial.watchdog_ms, telemetry_hz=200)
+            # quick reconnects: the tests unplug the emulated link
+            link = LinkConfig(self.link_path, reconnect_min_s=0.02, reconnect_max_s=0.2)
+            make_bus: Callable[[], Any] = lambda: FirmwareBridge(bcfg, link)  # noqa: E731
+        else:
+            from firmware_bridge.servo_emulator import EmulatedServoBus, ServoEmulatorConfig
+
+            ids = tuple(int(i) for i in prof.serial.ids)
+            if len(ids) != n:
+                raise UsageError(f"profile {prof.name}: [serial] ids {list(ids)} name {len(ids)} servos, "
+                                 f"the sim arm has {n} joints")  # fmt: skip
+            scfg = ServoEmulatorConfig(protocol, ids, tick_hz=tick_hz)
+            self.emu = EmulatedServoBus(scfg, link_path=self.link_path)
+            self.ctl = _ServoTarget(self.emu)
+            cal = sim_calibration(protocol, ids, arm.q_min, arm.q_max, scfg.ticks_per_rev)
+            make_bus = lambda: open_bus(protocol, port=self.link_path, ids=ids, baudrate=prof.serial.baud,  # noqa: E731
+                                        period_s=1.0 / stream, calibration=cal, limits=limits,
+                                        watchdog_ms=prof.serial.watchdog_ms)  # fmt: skip
+        self.plant = SimPlant(task, tick_hz, seed=seed, episodes=episodes, lock=self.emu.cond)
+        self.ctl.attach(self.plant.motor)  # the controller drives the simulated arm
+        self.plant.hold_at = self.ctl.hold_at
+        self.emu.start()
+        self.bus: Any = make_bus()
         try:
             self.bus.start()
         except BaseException:
@@ -141,9 +227,11 @@ class SimRig:
             raise
 
     def confirm_hold(self, hold: np.ndarray, timeout_s: float = 0.5) -> bool:
-        """True once the controller's commanded target equals ``hold`` (the hold reached the motors)."""
+        """True once the controller's commanded target (the servos' goal registers) equals ``hold``:
+        the hold reached the motors."""
         h = np.asarray(hold, np.float64)
-        return self.emu.wait_until(lambda core: bool(np.allclose(core.commanded, h, atol=1e-5)), timeout_s)
+        ctl = self.ctl
+        return self.emu.wait_until(lambda _: bool(np.allclose(ctl.commanded(), h, atol=ctl.atol)), timeout_s)
 
     def close(self) -> None:
         self.bus.close()
@@ -368,6 +456,9 @@ class Session:
                 out["telemetry.rtt_ms.p50"], out["telemetry.rtt_ms.p99"] = hl.rtt_p50_ms, hl.rtt_p99_ms
                 out["bus.reconnects"] = hl.reconnects
                 out["bus.setpoints_rejected"] = hl.setpoints_rejected
+                out["bus.frames_sent"], out["bus.frames_received"] = hl.frames_sent, hl.frames_received
+                if hasattr(hl, "reply_timeouts"):  # a servo bus: cycles each servo did not answer in
+                    out["bus.reply_timeouts"] = list(hl.reply_timeouts)
             except Exception as e:  # a closed bus: the report still goes out
                 out["errors"].append(f"bus health: {e}")
         return out

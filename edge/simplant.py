@@ -1,7 +1,8 @@
 """The ``--sim`` plant: the simulated arm behind the emulated motor controller on a pty.
 
 The path is the one a robot takes: ControlLoop -> FirmwareBridge -> pty -> EmulatedController ->
-motor. Here the controller's motor is :class:`ArmMotor`, which integrates sim/arm.py's joint
+motor, or, with a servo-bus profile, ControlLoop -> ServoBus -> pty -> EmulatedServoBus -> motor.
+Here the controller's motor is :class:`ArmMotor`, which integrates sim/arm.py's joint
 model (PD with torque and velocity limits, stops at the joint limits; ``sim.arm.motor_step``
 itself, one control period per setpoint), so the deployed stack drives the same dynamics the
 policy was evaluated on. :class:`SimPlant` adds the scene: the camera renders the arm where it
@@ -14,6 +15,7 @@ Imported only on the --sim path (it imports sim/, which the robot install does n
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,7 +106,9 @@ class SimPlant:
         self.lock = lock or threading.Lock()
         self.done = threading.Event()
         self.result = EpisodeResult(-1)
-        self.core: object = None  # the emulated controller's FirmwareCore (set by the rig)
+        # the rig's hook: the controller (firmware core or servo goal registers) holds q0 from now;
+        # returns the target it holds (a servo's is rounded to ticks). Called with the lock held.
+        self.hold_at: Callable[[np.ndarray], np.ndarray] | None = None
         self.counting = False
         self._scene = self.spec.scenes.select(np.array([0]))
         self.tokens = self.tokens_all[0]
@@ -120,10 +124,9 @@ class SimPlant:
             self.tokens = self.tokens_all[i]
             q0 = self._scene.q0[0].astype(np.float64)
             self.motor.reset(q0)
-            self.motor._last_target[...] = q0
-            if self.core is not None:  # the controller holds the new start posture, not the old target
-                self.core.commanded[...] = q0
-                self.core.target[...] = q0
+            # the controller holds the new start posture, not the old target (and the motor takes
+            # that hold for the target it already has: no spurious advance)
+            self.motor._last_target[...] = q0 if self.hold_at is None else self.hold_at(q0)
             self.result = EpisodeResult(i)
             self.counting = False
             self.done.clear()

@@ -188,6 +188,20 @@ class EmulatedServoBus:
     def positions_rad(self) -> np.ndarray:
         return self.motor.q.copy()
 
+    def goals_rad(self) -> np.ndarray:
+        """The targets the servos drive to now (their goal registers, encoder zero at mid-turn),
+        rad; the caller holds ``cond``."""
+        k = 2 * math.pi / self._tpr
+        return np.array([(s.goal_encoder() - self._tpr // 2) * k for s in self.servos.values()])
+
+    def set_goals_rad(self, q: np.ndarray) -> np.ndarray:
+        """Set every goal register to ``q`` (rad, rounded to ticks), as a host write would; returns
+        the targets now held (``goals_rad``). The caller holds ``cond``."""
+        k = 2 * math.pi / self._tpr
+        for qj, s in zip(np.asarray(q, np.float64), self.servos.values(), strict=True):
+            s.set_goal_encoder(int(np.rint(qj / k)) + self._tpr // 2)
+        return self.goals_rad()
+
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> EmulatedServoBus:
         if self._thread is not None:

@@ -13,6 +13,7 @@ NAMES = [
     "jetson-orin-nx-16gb",
     "jetson-thor",
     "x86-cpu",
+    "x86-cpu-feetech",
     "x86-cuda",
 ]
 
@@ -31,6 +32,7 @@ def test_every_profile_loads():
     cpu = load_profile("x86-cpu")
     assert cpu.engine("prefix").backend == "onnxruntime" and not cpu.uses_tensorrt
     assert load_profile("jetson-orin-nano-8gb").serial.protocol == "feetech"
+    assert load_profile("x86-cpu-feetech").serial.protocol == "feetech"
 
 
 def _variant(tmp_path, base: str, old: str, new: str):

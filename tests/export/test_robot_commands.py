@@ -28,7 +28,8 @@ def legato_without_torch(*args: str) -> subprocess.CompletedProcess:
 def test_profiles_commands_without_torch():
     res = legato_without_torch("profiles", "list")
     assert res.returncode == 0, res.stderr
-    assert len(res.stdout.splitlines()) == 6 and "jetson-orin-nano-8gb" in res.stdout
+    assert len(res.stdout.splitlines()) == 7 and "jetson-orin-nano-8gb" in res.stdout
+    assert "x86-cpu-feetech" in res.stdout
     res = legato_without_torch("profiles", "show", "jetson-thor")
     assert res.returncode == 0 and '"fp8": true' in res.stdout
     res = legato_without_torch("profiles", "show", "nope")

@@ -1,0 +1,91 @@
+"""`legato run --sim` through an emulated servo bus: the profile's ``[serial] protocol`` picks the
+Feetech (or Dynamixel) servos on a pty, driven by the ServoBus, instead of the firmware emulator."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from legato.cli import main
+
+
+def _capture_rigs(monkeypatch) -> list:
+    import edge.runtime as rt
+
+    rigs = []
+
+    class Rig(rt.SimRig):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            rigs.append(self)
+
+    monkeypatch.setattr(rt, "SimRig", Rig)
+    return rigs
+
+
+def _profile(tmp_path, protocol: str) -> str:
+    from edge.profiles import profile_path
+
+    text = (
+        profile_path("x86-cpu-feetech")
+        .read_text()
+        .replace('protocol = "feetech"', f'protocol = "{protocol}"')
+    )
+    path = tmp_path / f"x86-cpu-{protocol}.toml"
+    path.write_text(text.replace('name = "x86-cpu-feetech"', f'name = "x86-cpu-{protocol}"'))
+    return str(path)
+
+
+@pytest.mark.parametrize("protocol", ["feetech", "dynamixel"])
+def test_run_sim_drives_the_arm_through_the_servo_bus(bundle, tmp_path, capsys, monkeypatch, protocol):
+    from firmware_bridge.servo_bus import ServoBus
+
+    rigs = _capture_rigs(monkeypatch)
+    out = tmp_path / "summary.json"
+    profile = "x86-cpu-feetech" if protocol == "feetech" else _profile(tmp_path, protocol)
+    args = ["run", "--bundle", str(bundle), "--profile", profile, "--sim", "--episodes", "2", "--quiet",
+            "--summary-json", str(out)]  # fmt: skip
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    s = json.loads(out.read_text())
+    # every episode ended (success, collision or timeout), and the session closed cleanly
+    assert s["episodes"] == 2 and len(s["episode_outcomes"]) == 2 and set(s["episode_outcomes"]) <= set("SCT")
+    assert s["shutdown"] == "completed" and s["hold_sent"] and s["hold_confirmed"]
+    assert s["faults"] == 0 and s["nan_setpoints"] == 0 and s["errors"] == [] and s["ticks"] > 50
+
+    (rig,) = rigs
+    bus, emu = rig.bus, rig.emu
+    assert isinstance(bus, ServoBus) and bus.kind == protocol and not hasattr(emu, "core")
+    # the goals went out as sync writes the emulated servos received (one more: the hold written
+    # before torque went on), and their replies came back
+    sync_writes = sum(1 for p in emu.received if p.servo_id == 0xFE and p.code == 0x83)
+    assert sync_writes > s["ticks"] and bus.setpoints_sent == sync_writes - 1
+    assert emu.replies > 3 * s["ticks"] and s["bus.frames_received"] > 3 * s["ticks"]
+    assert sum(s["bus.reply_timeouts"]) <= s["ticks"] // 10
+    # the host wrote the calibration's homing offsets; the simulated arm moved under the servos
+    assert [sv.homing for sv in emu.servos.values()] == [m.homing_offset for m in bus.cal.motors]
+    assert rig.plant.motor.advances > s["ticks"] // 2
+
+
+@pytest.mark.parametrize("kind", ["feetech", "dynamixel"])
+def test_sim_calibration_maps_the_arm_into_one_turn(kind):
+    from edge.runtime import sim_calibration
+    from sim.arm import ArmConfig
+
+    arm = ArmConfig()
+    ids = (1, 2, 3)
+    cal = sim_calibration(kind, ids, arm.q_min, arm.q_max)
+    k = 2 * math.pi / 4096
+    sign = -1 if kind == "feetech" else 1  # Feetech reports encoder - offset, Dynamixel + offset
+    homing = np.array([m.homing_offset for m in cal.motors])
+    for q in (np.array(arm.q_min), np.array(arm.q_max), np.zeros(3)):
+        enc = np.rint(q / k) + 2048  # the emulated encoder
+        reported = enc + sign * homing
+        assert ((reported >= 0) & (reported <= 4095)).all(), (q, reported)  # no wrap
+        np.testing.assert_allclose(cal.to_radians(reported), q, atol=k / 2 + 1e-6)
+        np.testing.assert_array_equal(cal.to_ticks(q), reported)  # goals: the same ticks back
+    assert abs(cal.motors[0].homing_offset) > 500  # joint 0's travel, [-0.35, 3.49] rad, needed one
