@@ -14,7 +14,12 @@ import time
 
 import numpy as np
 import pytest
-from conftest import WAIT_S, make_host, targets, wait_for  # at import: other test folders have a conftest too
+from fw_helpers import (  # at import: other test folders have a conftest too
+    WAIT_S,
+    make_host,
+    targets,
+    wait_for,
+)
 
 from firmware_bridge.errors import TransportError
 from firmware_bridge.faults import FaultPlan, FaultyTransport

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from cobs import cobs
-from conftest import WAIT_S, make_host, wait_for
+from fw_helpers import WAIT_S, make_host, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

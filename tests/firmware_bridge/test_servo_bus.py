@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
-from conftest import WAIT_S
+from fw_helpers import WAIT_S
 
 from firmware_bridge import dynamixel as dx
 from firmware_bridge import feetech as ft
