@@ -149,6 +149,22 @@ def _cycle(seconds: float | None) -> int:
     return max(1, min(int((seconds or 0) / 0.5) + 1, 200))
 
 
+def _drive(args: argparse.Namespace, episodes: int | None, cycle: int) -> Any:
+    """Build the session and run it (--sim episodes, or a timed run on the port) with SIGTERM and
+    SIGINT handled; the rig is always closed: streaming stops, the hold is sent, the port closes."""
+    session, rig = _session(args, cycle)
+    restore = session.install_signals()
+    try:
+        if args.sim:
+            session.run_sim(episodes, args.seconds)
+        else:
+            session.run_timed(args.seconds)
+    finally:
+        rig.close()
+        restore()
+    return session
+
+
 def _finish(session: Any) -> dict[str, Any]:
     s = session.summary()
     s.update({"bundle": session.man.path.as_posix() if hasattr(session.man.path, "as_posix") else
@@ -165,16 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from edge.errors import UsageError
 
         raise UsageError("--episodes needs --sim (a robot run stops after --seconds or on Ctrl-C)")
-    session, rig = _session(args, episodes if episodes is not None else _cycle(args.seconds))
-    restore = session.install_signals()
-    try:
-        if args.sim:
-            session.run_sim(episodes, args.seconds)
-        else:
-            session.run_timed(args.seconds)
-    finally:
-        rig.close()  # stop streaming, hold sent by the loop, port closed
-        restore()
+    session = _drive(args, episodes, episodes if episodes is not None else _cycle(args.seconds))
     summary = _finish(session)
     _write_summary(args.summary_json, summary)
     line = (f"legato run: {summary.get('episodes', 0)} episodes, success "
@@ -230,17 +237,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     else:
         from edge.tegrastats import TegrastatsRecorder
 
-        session, rig = _session(args, _cycle(args.seconds))
-        restore = session.install_signals()
         teg = TegrastatsRecorder.start_if_available()
         try:
-            if args.sim:
-                session.run_sim(None, args.seconds)
-            else:
-                session.run_timed(args.seconds)
+            session = _drive(args, None, _cycle(args.seconds))
         finally:
-            rig.close()
-            restore()
             if teg is not None:
                 teg.stop()
         summary = _finish(session)

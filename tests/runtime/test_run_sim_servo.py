@@ -65,7 +65,8 @@ def test_run_sim_drives_the_arm_through_the_servo_bus(bundle, tmp_path, capsys, 
     sync_writes = sum(1 for p in emu.received if p.servo_id == 0xFE and p.code == 0x83)
     assert sync_writes > s["ticks"] and bus.setpoints_sent == sync_writes - 1
     assert emu.replies > 3 * s["ticks"] and s["bus.frames_received"] > 3 * s["ticks"]
-    assert sum(s["bus.reply_timeouts"]) <= s["ticks"] // 10
+    # at most one cycle in ten late for any servo (the counts are per servo, over the same cycles)
+    assert max(s["bus.reply_timeouts"]) <= s["ticks"] // 10
     # the host wrote the calibration's homing offsets; the simulated arm moved under the servos
     assert [sv.homing for sv in emu.servos.values()] == [m.homing_offset for m in bus.cal.motors]
     assert rig.plant.motor.advances > s["ticks"] // 2
