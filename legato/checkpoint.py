@@ -70,18 +70,6 @@ class Checkpoint:
         return None if seed is None else int(seed)
 
 
-def write_folder(path: Path, files: dict[str, Any], kind: str, replace: bool, flag: str,
-                 also: tuple[str, ...] = ()) -> None:  # fmt: skip
-    """Write {name: bytes | callable(path)} as a `kind` folder that replaces `path` atomically
-    (edge.outputs: foreign targets refused, own kind replaced only when `replace`)."""
-    with atomic_folder(path, kind, replace=replace, flag=flag, also=also) as tmp:
-        for name, content in files.items():
-            if callable(content):
-                content(tmp / name)
-            else:
-                (tmp / name).write_bytes(content)
-
-
 # Checkpoints written before prefix augmentation existed were trained without it.
 PRE_AUGMENTATION = {"p_no_prefix": 0.0, "prefix_noise": 0.0}
 # ... and those written before the factored velocity head predicted the whole target.
@@ -127,7 +115,13 @@ def save(
         files[TRAINER] = json.dumps(trainer_state or {}).encode()
         files[LOG] = (log or "").encode()
     kind = "run" if optimizer is not None else "checkpoint"
-    write_folder(Path(path), files, kind, replace, flag, also=("checkpoint",) if kind == "run" else ())
+    also = ("checkpoint",) if kind == "run" else ()
+    with atomic_folder(path, kind, replace=replace, flag=flag, also=also) as tmp:
+        for name, content in files.items():
+            if callable(content):
+                content(tmp / name)
+            else:
+                (tmp / name).write_bytes(content)
 
 
 def flatten_optimizer(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:

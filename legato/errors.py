@@ -1,7 +1,8 @@
 """Errors that mean bad input, not a bug: the CLI prints them as one line.
 
 Every known failure derives from edge.errors.LegatoError (torch-free, shared with the robot
-side); anything else is a bug and keeps its traceback.
+side; legato.cli.known_errors lists what prints as one line); anything else is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from edge.errors import LegatoError, MethodError, OutputError, UsageError
 from sim.demos import DatasetError
 
-__all__ = ["CheckpointError", "DatasetError", "KNOWN_ERRORS", "MethodError", "OutputError", "UsageError"]
+__all__ = ["CheckpointError", "DatasetError", "MethodError", "OutputError", "TrainingDiverged", "UsageError"]
 
 
 class CheckpointError(LegatoError):
@@ -18,6 +19,3 @@ class CheckpointError(LegatoError):
 
 class TrainingDiverged(LegatoError):
     """The loss became non-finite."""
-
-
-KNOWN_ERRORS: tuple[type[BaseException], ...] = (LegatoError,)

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from edge.errors import UsageError
-from edge.outputs import check_target
+from edge.outputs import check_target, sha256_file
 from legato import checkpoint
 from legato.config import PolicyConfig, TrainConfig
 from legato.data import ChunkSampler
@@ -87,7 +87,7 @@ def train(
     if not resume:
         check_target(out, "run", replace=force, also=("checkpoint",))  # never train over foreign files
     demos = demo_io.load(data)
-    data_sha = demo_io.file_digest(data)
+    data_sha = sha256_file(data)  # recorded in every checkpoint; --resume checks it
     pcfg = policy_config_for(demos, policy_cfg)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = Policy(pcfg)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import LegatoError
-from edge.outputs import atomic_file, sha256_file
+from edge.outputs import atomic_file
 from sim.env import ReachEnv
 from sim.episodes import sample_episodes
 from sim.expert import expert_actions
@@ -196,8 +196,3 @@ def load(path: str | Path) -> Demos:
         task=task, seed=seed, scenes=scenes, side=data["side"], template=data["template"],
         success=data["success"], offsets=data["offsets"], q=data["q"], qd=data["qd"], action=data["action"],
     )  # fmt: skip
-
-
-def file_digest(path: str | Path) -> str:
-    """The dataset's sha256, recorded in every checkpoint trained on it."""
-    return sha256_file(path)
