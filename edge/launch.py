@@ -62,9 +62,11 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
            episodes: int | None = None, mode: str | None = None, fused: bool | None = None,
            latency_ms: float = 0.0, ramp: int | None = None, max_step: float | None = None, seed: int = 1000,
            camera: str | None = None, tokens: str | None = None, sim_state: str = "telemetry",
-           reconnect_s: float = 5.0, status: Callable[[str], None] | None = None) -> Any:  # fmt: skip
+           reconnect_s: float = 5.0, status: Callable[[str], None] | None = None,
+           clock: str = "process") -> Any:  # fmt: skip
     """A started session (edge.session.Session) on ``port`` or, with ``sim``, on the simulated arm
-    (``episodes`` held-out episodes of ``seed``); the caller closes ``session.rig``."""
+    (``episodes`` held-out episodes of ``seed``); the caller closes ``session.rig``. ``clock``:
+    where the control clock and the bus run (edge.rig.Rig: "process", or "thread" to compare)."""
     from edge.assembly import load
     from edge.rig import build_rig, loop_config
     from edge.session import Session
@@ -84,14 +86,14 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
         task = TaskConfig.from_dict(man.data["model"]["task"])
         world = SimRig(task, prof, episodes=episodes or 1, seed=seed)
         try:
-            rig = build_rig(man, prof, sim=world)
+            rig = build_rig(man, prof, sim=world, clock=clock)
         except BaseException:
             world.close()
             raise
     else:
         vocab = man.data["model"]["policy"].get("vocab_size")
         ids = parse_tokens(tokens, man.spec.max_tokens, int(vocab) if vocab else None)
-        rig = build_rig(man, prof, port=port)  # the bus is built, its port not opened
+        rig = build_rig(man, prof, port=port, clock=clock)  # nothing opened yet
     try:
         cfg = loop_config(man, rig.prof, latency_ms, ramp, max_step, seed)
         if not sim:

@@ -127,14 +127,28 @@ def loop_config(man: Any, prof: Profile, latency_ms: float, ramp: int | None, ma
 
 class Rig:
     """The bus built from the profile (not yet started), the camera and, with --sim, the simulated
-    device on the other end of the bus's port (edge/simrig.py). :meth:`start` talks to the motors;
-    :meth:`close` always leaves them safe (the bus's close: torque off or the controller's hold)."""
+    device on the other end of the bus's port (edge/simrig.py). The bus lives where the control
+    clock runs: in the clock process (``clock="process"``, edge/clockproc.py: the bus is built
+    there from ``spec``) or in this one (``"thread"``); ``rig.bus`` is that side either way (the
+    calls the session and the sources make: telemetry, health, a setpoint between runs).
+    :meth:`start` talks to the motors; :meth:`close` always leaves them safe (the bus's close:
+    torque off or the controller's hold)."""
 
-    def __init__(self, prof: Profile, spec: BusSpec, sim: Any = None, bus: Any = None) -> None:
+    def __init__(self, prof: Profile, spec: BusSpec, layout: Any, sim: Any = None, bus: Any = None,
+                 clock: str = "process") -> None:  # fmt: skip
+        from edge.clockproc import ClockHost, ClockProcess
+        from edge.loopstate import LoopState
+
         self.prof, self.spec, self.sim = prof, spec, sim
-        self.bus: Any = spec.open() if bus is None else bus  # a test may hand in its own
         self.camera: Any = None  # a robot's camera (edge.sources.OpenCVSource), closed with the rig
         self.started = False
+        if clock == "process" and bus is None:
+            self.clock: Any = ClockProcess(layout, spec)
+        elif clock in ("process", "thread"):  # a test may hand in its own bus: it runs here
+            self.clock = ClockHost(LoopState.local(layout), spec.open() if bus is None else bus)
+        else:
+            raise ValueError(f"clock must be process or thread, got {clock!r}")  # internal invariant
+        self.bus: Any = self.clock
 
     @property
     def plant(self) -> Any:
@@ -142,7 +156,7 @@ class Rig:
 
     def start(self, timeout_s: float = TELEMETRY_WAIT_S) -> Any:
         """Handshake and enable the motors; returns the first telemetry (waited for until the deadline)."""
-        self.bus.start()
+        self.clock.open()
         self.started = True
         return self.first_telemetry(timeout_s)
 
@@ -150,7 +164,7 @@ class Rig:
         """The newest telemetry, waiting until ``timeout_s`` for the first frame."""
         end = time.monotonic() + timeout_s
         while True:
-            tel = self.bus.latest_telemetry()
+            tel = self.clock.latest_telemetry()
             if tel is not None:
                 return tel
             if time.monotonic() >= end:
@@ -165,7 +179,7 @@ class Rig:
     def close(self) -> None:
         """The bus first (the hold, torque off), then the camera and the simulated device."""
         try:
-            self.bus.close()
+            self.clock.close()
         finally:
             if self.camera is not None:
                 self.camera.close()
@@ -173,10 +187,11 @@ class Rig:
                 self.sim.close()
 
 
-def build_rig(man: Any, prof: Profile, *, port: str | None = None, sim: Any = None) -> Rig:
+def build_rig(man: Any, prof: Profile, *, port: str | None = None, sim: Any = None,
+              clock: str = "process") -> Rig:  # fmt: skip
     """The rig for ``--port PORT`` (the profile's bus on that port) or ``--sim`` (``sim``: a started
     SimRig, whose arm and device the profile's fields then describe). Checks that the bundle fits
-    the robot; builds the bus without opening its port."""
+    the robot; opens nothing (:meth:`Rig.start` does). ``clock``: process (production) or thread."""
     if (port is None) == (sim is None):
         raise ValueError("build_rig needs exactly one of port and sim")  # internal invariant
     if sim is not None:
@@ -184,4 +199,7 @@ def build_rig(man: Any, prof: Profile, *, port: str | None = None, sim: Any = No
     else:
         prof = dataclasses.replace(prof, serial=dataclasses.replace(prof.serial, port=port))
     check_fits(man, prof)
-    return Rig(prof, bus_spec(prof), sim)
+    from edge.loopstate import Layout
+
+    layout = Layout(man.spec.horizon, man.spec.action_dim)
+    return Rig(prof, bus_spec(prof), layout, sim, clock=clock)

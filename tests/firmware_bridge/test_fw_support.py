@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -92,13 +93,23 @@ def test_periodic_thread_rejects_bad_rate_and_joins() -> None:
     with pytest.raises(ValueError, match="rate_hz"):
         PeriodicThread(0.0, lambda k, t: None)
     n = []
-    pt = PeriodicThread(200.0, lambda k, t: n.append(k))
+    five = threading.Event()
+
+    def tick(k: int, t: float) -> None:
+        n.append(k)
+        if len(n) >= 5:
+            five.set()
+
+    pt = PeriodicThread(200.0, tick)
+    t0 = time.thread_time()
     pt.start()
-    ev = threading.Event()
-    while len(n) < 5:
-        ev.wait(0.005)
+    assert five.wait(30.0)  # bounded: a clock that never ticks fails here instead of hanging
     pt.stop()
-    assert not pt._thread.is_alive() and pt.cpu_s >= 0.0  # type: ignore[union-attr]
+    assert not pt._thread.is_alive()  # type: ignore[union-attr]
+    done = len(n)
+    time.sleep(0.05)
+    assert len(n) == done and n == sorted(set(n))  # stopped: no tick after stop(); k only grows
+    assert 0.0 < pt.cpu_s < 30.0 and time.thread_time() - t0 < 30.0  # its own thread's CPU time
 
 
 class Sink:
