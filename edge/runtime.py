@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.denoiser import ChunkDenoiser, mode_for
+from edge.denoiser import ChunkDenoiser, denoiser_for, mode_for
 from edge.engine import EngineOptions, open_engine
 from edge.errors import BundleError, LegatoError, MethodError, UsageError
 from edge.loop import CHUNK_BASE_COLS, TICK_COLS, ControlLoop, LoopConfig
@@ -64,8 +64,7 @@ def load(bundle: str, profile: str, mode: str | None = None,
             engines[g] = open_engine(Path(man.path) / info["file"], opts, name=g, key=info.get("key"))
         else:
             engines[g] = open_engine(man.graph_path(g), opts, name=g)
-    den = ChunkDenoiser(spec, man.norm, engines["prefix"], engines["flow_head"], mode=mode or mode_for(spec),
-                        source=src, fused=engines.get("fused"))  # fmt: skip
+    den = denoiser_for(man.adapter, engines, mode=mode or mode_for(spec), source=src)
     return man, prof, den
 
 
