@@ -62,7 +62,8 @@ class InferenceWorker:
         self.errors: list[str] = []
         self._gap_tick = -1  # tick of the first request of a run of unavailable chunks (-1: none)
         self._rng = np.random.default_rng(cfg.seed)
-        self._eps = np.zeros((1, h, a), np.float32)
+        # the noise in the policy's own shape (a padded action dim); a remote client may not say
+        self._eps = np.zeros(getattr(denoiser, "noise_shape", (1, h, a)), np.float32)
         self._stop = threading.Event()
         self._sleep = sleep or self._stop.wait  # the latency padding's wait (a fake clock advances)
         self._thread = threading.Thread(target=self.serve, name="legato-infer", daemon=True)

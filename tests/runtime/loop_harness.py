@@ -9,11 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from rt_graphs import fake_graphs
-from test_denoiser import norm, spec
+from rt_graphs import fake_denoiser
 
 from edge.clock import ClockTick
-from edge.denoiser import ChunkDenoiser
 from edge.loop import LoopConfig
 from edge.loopstate import I, Layout, LoopState
 from edge.sources import Frame
@@ -63,9 +61,10 @@ class TimedDenoiser:
     """The real ChunkDenoiser (fake graphs), taking ``latency(cid)`` clock ticks per chunk, with an
     optional ``fault(cid, chunk)`` hook (a test's NaN, a ChunkUnavailable)."""
 
-    def __init__(self, den: ChunkDenoiser, harness: Harness) -> None:
+    def __init__(self, den, harness: Harness) -> None:
         self.den, self.harness = den, harness
         self.spec, self.stage_names, self.mode = den.spec, den.stage_names, den.mode
+        self.noise_shape = den.noise_shape
         self.calls = 0
         self.requests: list = []
         self.record = True
@@ -94,7 +93,8 @@ class Harness:
                  latency: Callable[[int], int] = lambda cid: 1, **kw) -> None:  # fmt: skip
         self.t = 0.0
         self.k = -1
-        sp = spec()
+        den = fake_denoiser()
+        sp = den.spec
         self.cfg = LoopConfig(rate_hz=rate, execution_horizon=s, d_max=4, latency_window=5,
                               q_min=(-1.0,) * 3, q_max=(1.0,) * 3, max_step=(max_step,) * 3,
                               latency_pad_s=pad, **kw)  # fmt: skip
@@ -102,7 +102,7 @@ class Harness:
         self.fault: Callable | None = None
         self.state = LoopState.local(Layout(sp.horizon, sp.action_dim))
         self.bus = FakeBus(self.clock)
-        self.den = TimedDenoiser(ChunkDenoiser(sp, norm(np.random.default_rng(0)), *fake_graphs(sp)), self)
+        self.den = TimedDenoiser(den, self)
         self.tick = ClockTick(self.state, self.cfg, self.bus, self.clock)
         src = StaticSource(self.clock)
         self.worker = InferenceWorker(self.state, self.cfg, self.den, src, clock=self.clock, sleep=self.wait)
