@@ -119,6 +119,14 @@ class Session:
                 if loop.errors:
                     why = "worker-error"
                     break
+                # a lost port first: its stale ticks are not the policy's faults
+                if not self.rig.clock.alive:
+                    why = "clock-process-died"
+                    self.errors.append("the clock process ended during the run (it held and closed the bus)")
+                    break
+                if not self.bus.health().connected:
+                    why = "port-lost"
+                    break
                 if loop.fault_stop:
                     why = "faults"
                     st = loop.status()
@@ -126,13 +134,6 @@ class Session:
                                         f"max_fault_ticks): NaN/inf setpoints {st['nan_setpoints']}, "
                                         f"stale joint state {st['stale_ticks']}"
                                         f"{self._stale_names(st['stale_joints'])}")  # fmt: skip
-                    break
-                if not self.rig.clock.alive:
-                    why = "clock-process-died"
-                    self.errors.append("the clock process ended during the run (it held and closed the bus)")
-                    break
-                if not self.bus.health().connected:
-                    why = "port-lost"
                     break
                 self._status(loop)
                 self._drain(loop)
