@@ -47,6 +47,11 @@ class ByteParser:
     def reset(self) -> None:
         self._buf.clear()
 
+    @property
+    def pending(self) -> int:
+        """Bytes held for a packet not complete yet."""
+        return len(self._buf)
+
     def _skip(self, n: int) -> None:
         self.bytes_skipped += n
         del self._buf[:n]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -15,9 +16,7 @@ from fw_helpers import WAIT_S
 from firmware_bridge import dynamixel as dx
 from firmware_bridge import feetech as ft
 from firmware_bridge.config import JointLimits
-from firmware_bridge.emulator import EmulatedController
 from firmware_bridge.factory import open_bus
-from firmware_bridge.interface import BusHealth, MotorBus
 from firmware_bridge.messages import Fault
 from firmware_bridge.portcheck import PortError, check_port
 from firmware_bridge.servo_bus import ServoBus, ServoBusConfig
@@ -113,15 +112,18 @@ def test_a_silent_servo_costs_a_few_ms_the_others_are_read_and_its_joint_is_stal
     bus.send_setpoint(np.full(6, 0.4, dtype=np.float32))
     bus.cycle()
     assert emu.wait_until(lambda e: abs(e.motor.q[0] - 0.4) < 0.05, WAIT_S)
-    durations = [bus.cycle() for _ in range(5)]
+    for _ in range(5):
+        bus.cycle()
     t = bus.latest_telemetry()
     assert t is not None and t.stale is not None
     assert t.stale.tolist() == [False, False, True, False, False, False]
     assert abs(t.positions[0] - 0.4) < 0.06 and abs(t.positions[5] - 0.4) < 0.06  # servos after it too
     assert abs(t.positions[2]) < 0.01  # the last good value, from before it went silent
     h = bus.health()
-    assert h.stale_joints == 1 and h.reply_timeouts[2] == 6 and h.retries_used == 1  # then no more retries
-    assert sorted(durations)[2] < 0.02  # at most one control period (median: the machine is shared)
+    # re-read once, the first time it is missing; then one reply deadline per cycle, no retries
+    # (what that costs in milliseconds is bench_servo_bus's: 4.5-6 ms against the SDKs' 35 ms)
+    assert h.stale_joints == 1 and h.reply_timeouts[2] == 6 and h.retries_used == 1
+    assert h.missed_replies == 6 and t.measured_at[2] < t.measured_at[1]
     emu.set_silent(3, False)
     bus.cycle()
     assert not bus.latest_telemetry().stale.any()
@@ -199,37 +201,6 @@ def test_feetech_calibration_homing_offsets_are_written_where_the_servos_differ(
     # present = encoder - offset: the middle tick 2048 reads 2148; joint 0 = (2148 - 2000) ticks
     t = bus.latest_telemetry()
     assert t.positions[0] == pytest.approx((2148 - 2000) * 2 * np.pi / 4096, abs=1e-5)
-
-
-@pytest.mark.parametrize("kind", [*KINDS, "firmware"])
-def test_every_bus_passes_one_contract(kind, servos, emulator):
-    """What the runtime relies on, whichever bus the profile picks."""
-    if kind == "firmware":
-        ctrl: EmulatedController | EmulatedServoBus = emulator(3)
-        bus = open_bus("firmware", port=ctrl.port, limits=JointLimits.uniform(3))
-    else:
-        ctrl = servos(kind, ids=(1, 2, 3))
-        bus = open_bus(kind, port=ctrl.port, ids="1-3", period_s=0.01)
-    assert isinstance(bus, MotorBus)
-    try:
-        bus.start()
-        target = np.array([0.3, -0.2, 0.1], dtype=np.float32)
-        for _ in range(2):
-            bus.send_setpoint(target)
-        assert _wait_for_telemetry(bus, lambda t: np.abs(t.positions - target).max() < 0.05)  # type: ignore[arg-type]
-        bus.send_setpoint(np.full(3, np.nan, dtype=np.float32))
-        with pytest.raises(ValueError, match="shape"):
-            bus.send_setpoint(np.zeros(4, dtype=np.float32))
-        h = bus.health()
-        assert isinstance(h, BusHealth) and h.connected and h.torque_enabled and h.setpoints_rejected == 1
-        assert h.stale_joints == 0 and h.telemetry_age_s is not None
-        bus.set_torque(False)
-        assert _wait_for_telemetry(bus, lambda t: not t.torque_enabled)  # type: ignore[arg-type]
-        bus.set_torque(True)
-        assert _wait_for_telemetry(bus, lambda t: t.torque_enabled)  # type: ignore[arg-type]
-    finally:
-        bus.close()
-    assert not bus.health().connected
 
 
 def test_open_bus_refuses_unknown_settings_and_kinds() -> None:
@@ -352,3 +323,25 @@ def test_the_dynamixel_sdk_pings_reads_and_sync_writes_our_emulated_bus(servos) 
         assert [gsr.getData(sid, dx.PRESENT_POSITION, 4) for sid in IDS] == [2048] * 6
     finally:
         port.closePort()
+
+
+# ---- the emulated servos as real ones behave ---------------------------------------------------
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_incomplete_packet_is_dropped_after_the_inter_byte_timeout(kind, servos) -> None:
+    """A header announcing a long packet, then silence: the servos drop it once the next byte is
+    late, so the next instruction is answered (before: deaf until 255 / 1023 more bytes came)."""
+    import serial
+
+    emu = servos(kind)
+    mod = ft if kind == "feetech" else dx
+    truncated = b"\xff\xff\x01\xff" if kind == "feetech" else dx.HEADER + b"\x01\xff\x03"  # LEN 255 / 1023
+    expect = mod.status_size(0 if kind == "feetech" else 3)
+    with serial.Serial(emu.port, 1_000_000, timeout=WAIT_S) as s:
+        s.write(truncated)
+        assert emu.wait_until(lambda e: e._parser.pending > 0, WAIT_S)
+        time.sleep(3 * emu.config.inter_byte_timeout_s)  # a gap: only its lower bound matters
+        s.write(mod.ping(1))
+        reply = s.read(expect)
+    assert emu.partial_dropped == 1
+    pkts = mod.Parser().feed(reply)
+    assert [p.servo_id for p in pkts] == [1] and pkts[0].code == 0
