@@ -167,10 +167,11 @@ class ServoBus(BusBase):
         # the newest good state block of each servo, as received (decoded once per publish)
         self._rawbuf = bytearray(n * width)
         self._raw = np.frombuffer(self._rawbuf, np.uint8).reshape(n, width)
-        self._measured = np.full(n, -np.inf)  # host time each joint's block arrived
-        self._fresh = np.zeros(n, dtype=bool)
-        self._seen = np.zeros(n, dtype=bool)  # read at least once since the last (re)connect
-        self._answered = np.ones(n, dtype=bool)  # answered in its latest cycle (worth a retry)
+        # per joint, as Python lists: six element updates a cycle cost less than numpy scalars
+        self._measured = [-math.inf] * n  # host time each joint's block arrived
+        self._fresh = [False] * n  # read in the newest cycle
+        self._seen = [False] * n  # read at least once since the last (re)connect
+        self._answered = [True] * n  # answered in its latest cycle (worth a retry)
         self._errors = [0] * n  # ServoError bits of each servo's newest status packet
         self._latched = 0  # Fault bits since the last clear_faults()
         self._timeouts = [0] * n
@@ -247,8 +248,8 @@ class ServoBus(BusBase):
     def connection_made(self, port: BytePort) -> None:
         """A port is open (at start, or after a loss): the same setup every time."""
         self._parser.reset()
-        self._seen[:] = False
-        self._answered[:] = True
+        self._seen = [False] * len(self._ids)
+        self._answered = [True] * len(self._ids)
         self._setup()
         if self._keeper.generation > 1:
             self.stats.reconnects += 1
@@ -256,7 +257,7 @@ class ServoBus(BusBase):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._configured = False
-        self._fresh[:] = False
+        self._fresh = [False] * len(self._ids)
         if exc is not None:
             self._publish(self._clock())  # every joint stale at once, ages growing from here
 
@@ -322,7 +323,7 @@ class ServoBus(BusBase):
             rtt_p50_ms=cyc[0] if cyc else None,
             rtt_p99_ms=cyc[1] if cyc else None,
             telemetry_age_s=(self._clock() - t.received_at) if t else None,
-            stale_joints=int((~self._fresh).sum()),
+            stale_joints=self._fresh.count(False),
             missed_replies=sum(self._timeouts),
             reply_timeouts=tuple(self._timeouts),
             retries_used=self.stats.retries_used,
@@ -422,9 +423,10 @@ class ServoBus(BusBase):
             missing = [i for i in missing if i not in got]
             if not missing:
                 return
-        for j in np.flatnonzero(~self._fresh):
-            self._timeouts[j] += 1
-            self._answered[j] = False
+        for j, fresh in enumerate(self._fresh):
+            if not fresh:
+                self._timeouts[j] += 1
+                self._answered[j] = False
 
     def _ticks(self) -> np.ndarray:
         """(n,) raw present positions of the newest state blocks."""
@@ -439,9 +441,9 @@ class ServoBus(BusBase):
                 self.stats.frames_sent += 1
             self._enabled = False
             return
-        if not self._seen.all():
+        if not all(self._seen):
             self._read_state(self._ids, self._clock() + SETUP_TIMEOUT_S * 4)
-        if not self._seen.all():
+        if not all(self._seen):
             raise LinkError(f"cannot enable torque: no position from servos {self._missing_ids()}")
         # hold where the servos are: goal = present position, before torque goes on
         ticks = self._ticks()
@@ -481,7 +483,7 @@ class ServoBus(BusBase):
         if cfg.calibration is not None and cfg.write_homing:
             self._apply_homing()
         self._read_state(self._ids, self._clock() + SETUP_TIMEOUT_S * 4)
-        if not self._seen.all():
+        if not all(self._seen):
             raise LinkError(f"no state read from servos {self._missing_ids()} on {cfg.port}")
         self._publish(self._clock())
         self._configured = True
@@ -508,7 +510,7 @@ class ServoBus(BusBase):
         TransportError when the port is gone (the stream hands it to the reconnect path)."""
         t0 = self._clock() if start is None else start
         hard = t0 + self.config.cycle_budget * self.config.period_s
-        self._fresh[:] = False
+        self._fresh = [False] * len(self._ids)
         target = self._target
         goals = b""
         if self._enabled and target is not None and not self._wd_tripped:
@@ -572,9 +574,9 @@ class ServoBus(BusBase):
 
     def _publish(self, now: float) -> None:
         pos, vel, eff = self.d.decode_block(self._raw)
-        stale = ~self._fresh
+        stale = ~np.array(self._fresh, dtype=bool)
         stale.setflags(write=False)
-        measured = self._measured.copy()
+        measured = np.array(self._measured)
         measured.setflags(write=False)
         self._telemetry = Telemetry(
             positions=_frozen(self.cal.to_radians(pos)),

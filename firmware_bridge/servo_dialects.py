@@ -4,15 +4,17 @@ the bus writes and reads, and how their bytes map to ticks, speeds and efforts.
 A dialect builds packets and decodes replies; it never touches the port. The bus does the same
 steps for both (sync write the goals, sync read the state block, ping, torque, homing offset).
 
-The per-period work is vectorised over the servos: ``goals`` packs every goal with one numpy
-structured array, ``decode_block`` turns the (n, state_len) bytes of the newest replies into
-ticks, speeds and efforts in a few array operations (a per-servo Python decode cost more than
-the wire time of the replies at 1 Mbit/s).
+The per-period work is one ``struct`` call over all servos: ``goals`` packs every goal with a
+precompiled format, ``decode_block`` unpacks the (n, state_len) bytes of the newest replies in
+one call (for six servos a precompiled struct beats both a per-servo decode and numpy, whose
+per-call overhead dominates arrays this small: bench/bench_servo_bus.py --breakdown).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -46,11 +48,14 @@ class Feetech:
 
     def __init__(self, big_endian: bool = False) -> None:
         self.big = big_endian
-        e = ">" if big_endian else "<"
-        self._u16 = np.dtype(f"{e}u2")
-        self._goal = np.dtype([("id", "u1"), ("pos", f"{e}u2")])
-        self._goal_ext = np.dtype([("id", "u1"), ("acc", "u1"), ("pos", f"{e}u2"), ("time", f"{e}u2"),
-                                   ("speed", f"{e}u2")])  # fmt: skip
+        self._e = ">" if big_endian else "<"
+
+    @functools.cache  # noqa: B019 (a dialect lives as long as its bus; one entry per servo count)
+    def _structs(self, n: int) -> tuple[struct.Struct, struct.Struct, struct.Struct]:
+        """Goal positions, goals with acceleration and speed, state blocks, for ``n`` servos."""
+        e = self._e
+        return (struct.Struct(f"{e}BB" + "BH" * n), struct.Struct(f"{e}BB" + "BBHHH" * n),
+                struct.Struct(e + "HHHxx" * n))  # fmt: skip
 
     def parser(self) -> ft.Parser:
         return ft.Parser()
@@ -71,15 +76,14 @@ class Feetech:
               acc: int | None) -> bytes:  # fmt: skip
         """One SYNC WRITE of every goal position (ticks, sign-magnitude bit 15); with ``speed`` or
         ``acc``, of ACC, GOAL_POSITION, GOAL_TIME, GOAL_SPEED (41..47)."""
-        t = _sign_magnitude(np.asarray(ticks, np.int64), 15)
+        t = [_sm15(int(x)) for x in (ticks.tolist() if isinstance(ticks, np.ndarray) else ticks)]
+        goal, ext, _ = self._structs(len(t))
         if speed is None and acc is None:
-            blocks = np.empty(len(t), self._goal)
-            blocks["id"], blocks["pos"] = ids, t
-            return ft.packet(ft.BROADCAST_ID, ft.SYNC_WRITE, bytes((ft.GOAL_POSITION, 2)) + blocks.tobytes())
-        blocks = np.zeros(len(t), self._goal_ext)
-        blocks["id"], blocks["acc"], blocks["pos"] = ids, acc or 0, t
-        blocks["speed"] = _sign_magnitude(np.array([speed or 0]), 15)[0]
-        return ft.packet(ft.BROADCAST_ID, ft.SYNC_WRITE, bytes((ft.ACCELERATION, 7)) + blocks.tobytes())
+            args = [v for pair in zip(ids, t, strict=True) for v in pair]
+            return ft.packet(ft.BROADCAST_ID, ft.SYNC_WRITE, goal.pack(ft.GOAL_POSITION, 2, *args))
+        a, sp = acc or 0, _sm15(speed or 0)
+        args = [v for i, x in zip(ids, t, strict=True) for v in (i, a, x, 0, sp)]
+        return ft.packet(ft.BROADCAST_ID, ft.SYNC_WRITE, ext.pack(ft.ACCELERATION, 7, *args))
 
     def read_state(self, ids: Sequence[int], fast: bool = False) -> bytes:
         return ft.sync_read(ft.STATE_BLOCK[0], self.state_len, ids)
@@ -89,10 +93,9 @@ class Feetech:
 
     def decode_block(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(n, 8) state-block bytes -> position ticks, speed ticks/s, load (0.1 % units), (n,) each."""
-        w = raw.view(self._u16)[:, :3].astype(np.int64)  # position, speed, load words
-        mag = w & _FT_MAG  # sign-magnitude: sign bit 15, 15, 10
-        v = np.where(w & _FT_SIGN, -mag, mag)
-        return v[:, 0], v[:, 1].astype(np.float64), v[:, 2]
+        w = self._structs(len(raw))[2].unpack(raw.tobytes())  # position, speed, load of each servo
+        v = [-(x & (b - 1)) if x & b else x & (b - 1) for b, x in zip(_FT_SIGN * len(raw), w, strict=True)]
+        return np.array(v[0::3], np.int64), np.array(v[1::3], np.float64), np.array(v[2::3], np.int64)
 
     def decode(self, p: bytes) -> State:
         pos, speed, load = self.decode_block(np.frombuffer(p[: self.state_len], np.uint8).reshape(1, -1))
@@ -131,28 +134,26 @@ class Feetech:
         return None  # no communication watchdog on Feetech servos
 
 
-def _sign_magnitude(v: np.ndarray, sign_bit: int) -> np.ndarray:
-    """Signed ints -> sign-magnitude words (``-5`` -> ``0x8005`` for bit 15); refuses what does not fit."""
-    mag = np.abs(v)
-    if mag.size and int(mag.max()) >= 1 << sign_bit:
-        raise ValueError(f"{v.tolist()} do not fit sign-magnitude with the sign in bit {sign_bit}")
-    return np.where(v < 0, mag | (1 << sign_bit), mag)
+def _sm15(v: int) -> int:
+    """A signed tick count as a sign-magnitude word, sign in bit 15; refuses what does not fit."""
+    if not -0x8000 < v < 0x8000:
+        raise ValueError(f"{v} does not fit sign-magnitude with the sign in bit 15")
+    return v if v >= 0 else -v | 0x8000
 
 
-# Feetech state block words (position, speed, load): sign bits 15, 15, 10
-_FT_SIGN = np.array([1 << 15, 1 << 15, 1 << 10], np.int64)
-_FT_MAG = _FT_SIGN - 1
+_FT_SIGN = (0x8000, 0x8000, 0x400)  # sign bits of a Feetech state block's position, speed and load
 
 
 def _i32(v: int) -> bytes:
     return int(v).to_bytes(4, "little", signed=True)
 
 
-# Dynamixel X state block (PRESENT_CURRENT 126 .. PRESENT_TEMPERATURE 146), 21 bytes, unaligned
-_DX_STATE = np.dtype([("current", "<i2"), ("velocity", "<i4"), ("position", "<i4"), ("_", "V8"),
-                      ("voltage", "<u2"), ("temperature", "u1")])  # fmt: skip
-_DX_GOAL = np.dtype([("id", "u1"), ("pos", "<i4")])
-_DX_GOAL_EXT = np.dtype([("id", "u1"), ("acc", "<i4"), ("vel", "<i4"), ("pos", "<i4")])
+@functools.cache
+def _dx_structs(n: int) -> tuple[struct.Struct, struct.Struct, struct.Struct]:
+    """Goal positions, goals with profile acceleration and velocity, state blocks (PRESENT_CURRENT
+    126 .. PRESENT_TEMPERATURE 146: current, velocity, position, 8 bytes, voltage, temperature)."""
+    return (struct.Struct("<" + "Bi" * n), struct.Struct("<" + "Biii" * n),
+            struct.Struct("<" + "hii8xHB" * n))  # fmt: skip
 
 
 class Dynamixel:
@@ -185,16 +186,14 @@ class Dynamixel:
               acc: int | None) -> bytes:  # fmt: skip
         """One SYNC WRITE of GOAL_POSITION (116), or of the profile acceleration and velocity and
         the goal (108..119) when ``speed`` or ``acc`` is set."""
-        t = np.asarray(ticks, np.int64)
+        t = ticks.tolist() if isinstance(ticks, np.ndarray) else [int(x) for x in ticks]
+        goal, ext, _ = _dx_structs(len(t))
         if speed is None and acc is None:
-            blocks = np.empty(len(t), _DX_GOAL)
-            blocks["id"], blocks["pos"] = ids, t
-            params = dx.addr_len(dx.GOAL_POSITION, 4) + blocks.tobytes()
-            return dx.packet(dx.BROADCAST_ID, dx.SYNC_WRITE, params)
-        blocks = np.empty(len(t), _DX_GOAL_EXT)
-        blocks["id"], blocks["acc"], blocks["vel"], blocks["pos"] = ids, acc or 0, speed or 0, t
-        return dx.packet(dx.BROADCAST_ID, dx.SYNC_WRITE,
-                         dx.addr_len(dx.PROFILE_ACCELERATION, 12) + blocks.tobytes())  # fmt: skip
+            data = goal.pack(*[v for pair in zip(ids, t, strict=True) for v in pair])
+            return dx.packet(dx.BROADCAST_ID, dx.SYNC_WRITE, dx.addr_len(dx.GOAL_POSITION, 4) + data)
+        a, sp = acc or 0, speed or 0
+        data = ext.pack(*[v for i, x in zip(ids, t, strict=True) for v in (i, a, sp, x)])
+        return dx.packet(dx.BROADCAST_ID, dx.SYNC_WRITE, dx.addr_len(dx.PROFILE_ACCELERATION, 12) + data)
 
     def read_state(self, ids: Sequence[int], fast: bool = False) -> bytes:
         return dx.sync_read(dx.STATE_BLOCK[0], self.state_len, ids, fast=fast and self.fast)
@@ -207,13 +206,14 @@ class Dynamixel:
 
     def decode_block(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(n, 21) state-block bytes -> position ticks, velocity ticks/s, current (mA), (n,) each."""
-        b = np.ascontiguousarray(raw).view(_DX_STATE)[:, 0]
-        return b["position"].astype(np.int64), b["velocity"] * self._RPM, b["current"].astype(np.int64)
+        v = _dx_structs(len(raw))[2].unpack(raw.tobytes())  # 5 values per servo
+        pos, cur = np.array(v[2::5], np.int64), np.array(v[0::5], np.int64)
+        vel = np.array(v[1::5], np.float64)
+        return pos, vel * self._RPM, cur
 
     def decode(self, p: bytes) -> State:
-        b = np.frombuffer(p[: self.state_len], _DX_STATE)[0]
-        return State(int(b["position"]), float(b["velocity"] * self._RPM), int(b["current"]),
-                     int(b["voltage"]) * 0.1, int(b["temperature"]))  # fmt: skip
+        cur, vel, pos, volt, temp = _dx_structs(1)[2].unpack(p[: self.state_len])
+        return State(pos, vel * self._RPM, cur, volt * 0.1, temp)
 
     def model(self, ping_params: bytes, read: Callable[[int, int], bytes | None]) -> int | None:
         """The model number: the first two bytes of a Protocol 2.0 ping reply."""
