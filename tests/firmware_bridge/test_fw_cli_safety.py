@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fw_helpers import sdk_retry
 
 from firmware_bridge.emulator import EmulatedController, EmulatorConfig
 from firmware_bridge.ptyport import LinkGuard, LinkPathError
@@ -105,7 +106,8 @@ def test_emulate_bus_prints_its_port_and_the_feetech_sdk_pings_it() -> None:
         ph, handler = scs.PortHandler(port), scs.PacketHandler(0)
         assert ph.openPort()
         try:
-            assert [handler.ping(ph, i)[1] for i in (1, 2, 3)] == [scs.COMM_SUCCESS] * 3
+            pings = [sdk_retry(lambda: handler.ping(ph, i), scs.COMM_SUCCESS)[1] for i in (1, 2, 3)]  # noqa: B023
+            assert pings == [scs.COMM_SUCCESS] * 3
         finally:
             ph.closePort()
     finally:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
-from fw_helpers import WAIT_S
+from fw_helpers import WAIT_S, sdk_retry
 
 from firmware_bridge import dynamixel as dx
 from firmware_bridge import feetech as ft
@@ -277,11 +277,14 @@ def test_the_feetech_sdk_pings_reads_and_sync_writes_our_emulated_bus(servos) ->
     try:
         ph = scs.PacketHandler(0)
         for sid in IDS:
-            model, result, error = ph.ping(port, sid)
+            model, result, error = sdk_retry(lambda: ph.ping(port, sid), scs.COMM_SUCCESS)  # noqa: B023
             assert (model, result, error) == (ft.STS3215_MODEL, scs.COMM_SUCCESS, 0)
-        pos, result, _ = ph.read2ByteTxRx(port, 4, ft.PRESENT_POSITION)
+        pos, result, _ = sdk_retry(lambda: ph.read2ByteTxRx(port, 4, ft.PRESENT_POSITION), scs.COMM_SUCCESS)
         assert result == scs.COMM_SUCCESS and pos == 2048
-        assert ph.write1ByteTxRx(port, 4, ft.TORQUE_ENABLE, 1)[0] == scs.COMM_SUCCESS
+        assert (
+            sdk_retry(lambda: ph.write1ByteTxRx(port, 4, ft.TORQUE_ENABLE, 1), scs.COMM_SUCCESS)[0]
+            == scs.COMM_SUCCESS
+        )
         gsw = scs.GroupSyncWrite(port, ph, ft.GOAL_POSITION, 2)
         for sid in IDS:
             gsw.addParam(sid, [(2000 + sid) & 0xFF, (2000 + sid) >> 8])
@@ -290,7 +293,7 @@ def test_the_feetech_sdk_pings_reads_and_sync_writes_our_emulated_bus(servos) ->
         gsr = scs.GroupSyncRead(port, ph, ft.PRESENT_POSITION, 8)
         for sid in IDS:
             gsr.addParam(sid)
-        assert gsr.txRxPacket() == scs.COMM_SUCCESS
+        assert sdk_retry(gsr.txRxPacket, scs.COMM_SUCCESS) == scs.COMM_SUCCESS
         assert all(gsr.isAvailable(sid, ft.PRESENT_POSITION, 2) for sid in IDS)
         assert gsr.getData(1, ft.PRESENT_VOLTAGE, 1) == 120
     finally:
@@ -305,9 +308,9 @@ def test_the_dynamixel_sdk_pings_reads_and_sync_writes_our_emulated_bus(servos) 
     try:
         ph = sdk.PacketHandler(2.0)
         for sid in IDS:
-            model, result, error = ph.ping(port, sid)
+            model, result, error = sdk_retry(lambda: ph.ping(port, sid), sdk.COMM_SUCCESS)  # noqa: B023
             assert (model, result, error) == (dx.XM430_W350_MODEL, sdk.COMM_SUCCESS, 0)
-        pos, result, _ = ph.read4ByteTxRx(port, 2, dx.PRESENT_POSITION)
+        pos, result, _ = sdk_retry(lambda: ph.read4ByteTxRx(port, 2, dx.PRESENT_POSITION), sdk.COMM_SUCCESS)
         assert result == sdk.COMM_SUCCESS and pos == 2048
         gsw = sdk.GroupSyncWrite(port, ph, dx.GOAL_POSITION, 4)
         for sid in IDS:
@@ -317,9 +320,9 @@ def test_the_dynamixel_sdk_pings_reads_and_sync_writes_our_emulated_bus(servos) 
         gsr = sdk.GroupSyncRead(port, ph, dx.PRESENT_POSITION, 4)
         for sid in IDS:
             gsr.addParam(sid)
-        assert gsr.txRxPacket() == sdk.COMM_SUCCESS
+        assert sdk_retry(gsr.txRxPacket, sdk.COMM_SUCCESS) == sdk.COMM_SUCCESS
         assert [gsr.getData(sid, dx.PRESENT_POSITION, 4) for sid in IDS] == [2048] * 6
-        assert gsr.fastSyncRead() == sdk.COMM_SUCCESS
+        assert sdk_retry(gsr.fastSyncRead, sdk.COMM_SUCCESS) == sdk.COMM_SUCCESS
         assert [gsr.getData(sid, dx.PRESENT_POSITION, 4) for sid in IDS] == [2048] * 6
     finally:
         port.closePort()
