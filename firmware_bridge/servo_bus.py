@@ -48,9 +48,10 @@ from firmware_bridge.errors import LinkError, TransportError
 from firmware_bridge.interface import BusHealth, Telemetry
 from firmware_bridge.messages import Fault
 from firmware_bridge.reconnect import PortKeeper
-from firmware_bridge.servo_common import Packet, ServoError, fault_bits, wire_time_s
+from firmware_bridge.servo_common import Packet, ServoError, fault_bits
 from firmware_bridge.servo_dialects import dialect
 from firmware_bridge.servo_port import BytePort, ServoPort
+from firmware_bridge.servo_wire import Replies, ServoWire
 from firmware_bridge.stats import Ring
 from firmware_bridge.streamer import PeriodicThread
 
@@ -81,7 +82,7 @@ class ServoBusConfig:
     big_endian: bool = False  # Feetech SCS series (STS is little-endian)
     fast_sync_read: bool = False  # Dynamixel: one combined reply instead of one per servo
     auto_enable: bool = True  # torque on at start(), holding where the servos are
-    write_homing: bool = True  # write the calibration's homing offsets where the servos differ
+    write_homing: bool = True  # write the calibration (homing, Feetech limits) where the servos differ
     reconnect_min_s: float = 0.05  # first wait after a failed reopen of a lost port
     reconnect_max_s: float = 1.0  # the wait doubles up to this
 
@@ -162,7 +163,9 @@ class ServoBus(BusBase):
         self._ids = list(config.ids)
         self._index = {sid: j for j, sid in enumerate(self._ids)}
         self._clock = clock
-        self._parser = self.d.parser()
+        self._wire: ServoWire | None = None
+        self._parser = self.d.parser()  # the wire's, once connected (its checksum counts)
+        self._checksum_base = 0
         n, width = len(self._ids), self.d.state_len
         # the newest good state block of each servo, as received (decoded once per publish)
         self._rawbuf = bytearray(n * width)
@@ -247,7 +250,9 @@ class ServoBus(BusBase):
     # ---- the port's owner (PortKeeper callbacks, bus thread) --------------------------------
     def connection_made(self, port: BytePort) -> None:
         """A port is open (at start, or after a loss): the same setup every time."""
-        self._parser.reset()
+        self._wire = ServoWire(port, self.d, self.config.baudrate, self._clock, counts=self.stats)
+        self._checksum_base += self._parser.checksum_errors  # totals survive the new parser
+        self._parser = self._wire.parser
         self._seen = [False] * len(self._ids)
         self._answered = [True] * len(self._ids)
         self._setup()
@@ -333,7 +338,7 @@ class ServoBus(BusBase):
         )
 
     def _parser_errors(self) -> int:
-        return self._parser.checksum_errors
+        return self._checksum_base + self._parser.checksum_errors
 
     # ---- requests (bus thread only) --------------------------------------------------------
     def _live_port(self) -> BytePort:
@@ -343,44 +348,12 @@ class ServoBus(BusBase):
         return port
 
     def _exchange(self, request: bytes, ids: Sequence[int], n_params: int, timeout_s: float,
-                  hard_deadline: float, before: bytes = b"") -> dict[int, tuple[Packet, float]]:  # fmt: skip
-        """Send ``before`` (packets with no reply, e.g. the goals' sync write) and ``request`` in
-        one write, collect the status packets of ``ids`` until all came, the reply deadline
-        passed, or ``hard_deadline``. Returns id -> (packet, host time it arrived)."""
-        port = self._live_port()
-        port.discard_input()  # late replies of an earlier request must not be taken for these
-        self._parser.reset()
-        clock = self._clock
-        sent = clock()
-        port.write(before + request, hard_deadline)  # one syscall: a pty write costs tens of us
-        self.stats.frames_sent += 2 if before else 1
-        baud, size = self.config.baudrate, self.d.status_size(n_params)
-        expect = len(before) + len(request) + len(ids) * size
-        deadline = min(sent + wire_time_s(expect, baud) + timeout_s, hard_deadline)
-        want = set(ids)
-        got: dict[int, tuple[Packet, float]] = {}
-        split = self.d.split
-        first = True
-        while want:
-            # until the first byte of a reply is in, wait up to the hard deadline: nothing at all
-            # means the adapter (an FTDI latency timer) or this host is late, not that every servo
-            # went silent; once replies flow, the others get their wire time + reply_timeout_s
-            data = port.read(hard_deadline if first else deadline)
-            now = clock()
-            if data:
-                if first:
-                    first = False
-                    deadline = min(max(deadline, now + wire_time_s(len(want) * size, baud) + timeout_s),
-                                   hard_deadline)  # fmt: skip
-                for pkt in self._parser.feed(data):
-                    for p in split(pkt):
-                        if p.servo_id in want:
-                            want.discard(p.servo_id)
-                            got[p.servo_id] = (p, now)
-            if now >= (hard_deadline if first else deadline):
-                break
-        self.stats.frames_received += len(got)
-        return got
+                  hard_deadline: float, before: bytes = b"") -> Replies:  # fmt: skip
+        """One request and its replies on the port (ServoWire.exchange): id -> (packet, arrival)."""
+        wire = self._wire
+        if wire is None or self._port is None:
+            raise LinkError(f"bus on {self.config.port} is not connected")
+        return wire.exchange(request, ids, n_params, timeout_s, hard_deadline, before)
 
     def _request(
         self, request: bytes, ids: Sequence[int], n_params: int, timeout_s: float
@@ -481,7 +454,7 @@ class ServoBus(BusBase):
                 self._request(d.watchdog(sid, 0), [sid], 0, SETUP_TIMEOUT_S)
             self._wd_tripped = False
         if cfg.calibration is not None and cfg.write_homing:
-            self._apply_homing()
+            self._apply_calibration()
         self._read_state(self._ids, self._clock() + SETUP_TIMEOUT_S * 4)
         if not all(self._seen):
             raise LinkError(f"no state read from servos {self._missing_ids()} on {cfg.port}")
@@ -490,17 +463,23 @@ class ServoBus(BusBase):
         if cfg.auto_enable:
             self._torque(True)
 
-    def _apply_homing(self) -> None:
-        d = self.d
+    def _apply_calibration(self) -> None:
+        """Write the calibration into the servos where they hold other values, as LeRobot's
+        write_calibration does (Feetech: homing offset and position limits; Dynamixel: homing)."""
+        d, wire = self.d, self._wire
+        assert wire is not None  # connection_made made it
         for m in self.cal.motors:
-            req, n, decode = d.read_homing(m.servo_id)
-            got = self._request(req, [m.servo_id], n, SETUP_TIMEOUT_S)
-            if m.servo_id not in got or len(got[m.servo_id].params) < n:
-                raise LinkError(f"servo {m.servo_id}: homing offset not readable")
-            if decode(got[m.servo_id].params) == m.homing_offset:
+            want = d.calibration_values(m.homing_offset, m.range_min, m.range_max)
+            have = []
+            for addr, n, sign in d.calibration_registers:
+                data = wire.read(m.servo_id, addr, n, SETUP_TIMEOUT_S)
+                if data is None:
+                    raise LinkError(f"servo {m.servo_id}: calibration register {addr} not readable")
+                have.append(d.decode_register(data, sign))
+            if tuple(have) == want:
                 continue
-            log.info("servo %d: writing homing offset %d from the calibration", m.servo_id, m.homing_offset)
-            for pkt in d.write_homing(m.servo_id, m.homing_offset):
+            log.info("servo %d: writing calibration %s (it held %s)", m.servo_id, want, tuple(have))
+            for pkt in d.write_calibration(m.servo_id, want):
                 self._request(pkt, [m.servo_id], 0, SETUP_TIMEOUT_S)
 
     # ---- the cycle -------------------------------------------------------------------------

@@ -115,20 +115,28 @@ class Feetech:
     def torque(self, sid: int, on: bool) -> bytes:
         return ft.write(sid, ft.TORQUE_ENABLE, b"\x01" if on else b"\x00")
 
-    def read_homing(self, sid: int) -> tuple[bytes, int, Callable[[bytes], int]]:
-        return (
-            ft.read(sid, ft.HOMING_OFFSET, 2),
-            2,
-            lambda p: ft.from_sign_magnitude(ft.unword(p, self.big), 11),
-        )
+    # what a LeRobot calibration puts into a servo (write_calibration): homing offset and the
+    # position limits (which an STS keeps its goals within); registers as (address, length, sign bit)
+    calibration_registers = (
+        (ft.HOMING_OFFSET, 2, 11),
+        (ft.MIN_ANGLE_LIMIT, 2, 15),
+        (ft.MAX_ANGLE_LIMIT, 2, 15),
+    )
 
-    def write_homing(self, sid: int, offset: int) -> list[bytes]:
-        # EEPROM: unlock, write, lock again
-        return [
-            ft.write(sid, ft.LOCK, b"\x00"),
-            ft.write(sid, ft.HOMING_OFFSET, self._word(offset, 11)),
-            ft.write(sid, ft.LOCK, b"\x01"),
-        ]
+    def decode_register(self, data: bytes, sign_bit: int) -> int:
+        return ft.from_sign_magnitude(ft.unword(data, self.big), sign_bit)
+
+    def calibration_values(self, homing: int, lo: int, hi: int) -> tuple[int, ...]:
+        """The register values of a calibration (limits clamped to the 0..4095 a servo reports)."""
+        return homing, min(max(lo, 0), 4095), min(max(hi, 0), 4095)
+
+    def write_calibration(self, sid: int, values: tuple[int, ...]) -> list[bytes]:
+        """EEPROM: unlock, homing offset and limits, lock again."""
+        homing, lo, hi = values
+        w = self._word
+        return [ft.write(sid, ft.LOCK, b"\x00"), ft.write(sid, ft.HOMING_OFFSET, w(homing, 11)),
+                ft.write(sid, ft.MIN_ANGLE_LIMIT, w(lo)), ft.write(sid, ft.MAX_ANGLE_LIMIT, w(hi)),
+                ft.write(sid, ft.LOCK, b"\x01")]  # fmt: skip
 
     def watchdog(self, sid: int, watchdog_ms: int) -> bytes | None:
         return None  # no communication watchdog on Feetech servos
@@ -228,11 +236,16 @@ class Dynamixel:
     def torque(self, sid: int, on: bool) -> bytes:
         return dx.write(sid, dx.TORQUE_ENABLE, b"\x01" if on else b"\x00")
 
-    def read_homing(self, sid: int) -> tuple[bytes, int, Callable[[bytes], int]]:
-        return dx.read(sid, dx.HOMING_OFFSET, 4), 4, lambda p: int.from_bytes(p[:4], "little", signed=True)
+    calibration_registers = ((dx.HOMING_OFFSET, 4, 0),)  # the homing offset (two's complement)
 
-    def write_homing(self, sid: int, offset: int) -> list[bytes]:
-        return [dx.write(sid, dx.HOMING_OFFSET, _i32(offset))]
+    def decode_register(self, data: bytes, sign_bit: int) -> int:
+        return int.from_bytes(data[:4], "little", signed=True)
+
+    def calibration_values(self, homing: int, lo: int, hi: int) -> tuple[int, ...]:
+        return (homing,)
+
+    def write_calibration(self, sid: int, values: tuple[int, ...]) -> list[bytes]:
+        return [dx.write(sid, dx.HOMING_OFFSET, _i32(values[0]))]
 
     def watchdog(self, sid: int, watchdog_ms: int) -> bytes | None:
         """Bus Watchdog (register 98) in 20 ms units, rounded up; 0 turns it off (and clears a trip)."""

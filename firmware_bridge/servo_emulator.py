@@ -97,8 +97,10 @@ class _Servo:
         self.silent = False  # never answers (tests set it)
         self.last_rx = 0.0  # host monotonic time of the last instruction that reached it
         if kind == "feetech":
+            self.table[0], self.table[1] = 3, 10  # firmware version 3.10 (LeRobot checks they agree)
             self.table[ft.MODEL_NUMBER : ft.MODEL_NUMBER + 2] = ft.word(ft.STS3215_MODEL, big)
             self.table[ft.ID_REG] = sid
+            self.table[ft.MAX_ANGLE_LIMIT : ft.MAX_ANGLE_LIMIT + 2] = ft.word(4095, big)  # factory 0..4095
             self.table[ft.LOCK] = 1
         else:
             self.table[dx.MODEL_NUMBER : dx.MODEL_NUMBER + 2] = dx.XM430_W350_MODEL.to_bytes(2, "little")
@@ -119,8 +121,15 @@ class _Servo:
 
     def goal_encoder(self) -> int:
         if self.kind == "feetech":
-            raw = ft.unword(self.table[ft.GOAL_POSITION : ft.GOAL_POSITION + 2], self.big)
-            return ft.from_sign_magnitude(raw, 15) + self.homing
+            raw = ft.from_sign_magnitude(
+                ft.unword(self.table[ft.GOAL_POSITION : ft.GOAL_POSITION + 2], self.big), 15
+            )
+            t, big = self.table, self.big
+            lo = ft.unword(t[ft.MIN_ANGLE_LIMIT : ft.MIN_ANGLE_LIMIT + 2], big)
+            hi = ft.unword(t[ft.MAX_ANGLE_LIMIT : ft.MAX_ANGLE_LIMIT + 2], big)
+            if lo < hi:  # position mode keeps the goal within the angle limits (0, 0: multi-turn)
+                raw = min(max(raw, lo), hi)
+            return raw + self.homing
         return (
             int.from_bytes(self.table[dx.GOAL_POSITION : dx.GOAL_POSITION + 4], "little", signed=True)
             - self.homing
@@ -350,6 +359,14 @@ class EmulatedServoBus:
         self._refresh(j, s)  # a new homing offset shows in the present position at once
 
     def _handle(self, pkt: Packet, now: float) -> list[bytes]:
+        """The replies to one instruction; a malformed one (parameters too short for it) gets
+        none, as a servo ignores what it cannot parse."""
+        try:
+            return self._answer(pkt, now)
+        except (IndexError, ValueError):
+            return []
+
+    def _answer(self, pkt: Packet, now: float) -> list[bytes]:
         self.received.append(pkt)
         sid, inst, p = pkt.servo_id, pkt.code, pkt.params
         for s in self.servos.values():
@@ -374,6 +391,9 @@ class EmulatedServoBus:
                 self._write(s, addr, data)
                 return [self._status(sid)]
             return []
+        if sid == 0xFE and inst == 0x01:  # broadcast PING: every servo answers, in id order
+            return [r for i, sv in sorted(self.servos.items()) if not sv.silent
+                    for r in self._answer(Packet(i, 0x01, b""), now)]  # fmt: skip
         if sid == 0xFE and inst == 0x03:  # broadcast WRITE: every servo, no reply
             addr, data = (p[0], p[1:]) if fe else (int.from_bytes(p[0:2], "little"), p[2:])
             for s in self.servos.values():
