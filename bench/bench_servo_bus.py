@@ -126,6 +126,8 @@ def raw(kind: str, port: str, n: int) -> list[float]:
         r, expect = dx.sync_read(*dx.STATE_BLOCK, IDS), 6 * mod.status_size(dx.STATE_BLOCK[1])
     times = []
     with serial.Serial(port, 1_000_000, timeout=0.1) as s:
+        time.sleep(0.05)
+        s.reset_input_buffer()  # replies a previous client gave up on must not count as ours
         for _ in range(n):
             t0 = time.monotonic()
             s.write(w + r)

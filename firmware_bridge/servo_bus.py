@@ -455,8 +455,11 @@ class ServoBus(BusBase):
             self._wd_tripped = False
         if cfg.calibration is not None and cfg.write_homing:
             self._apply_calibration()
-        self._read_state(self._ids, self._clock() + SETUP_TIMEOUT_S * 4)
-        if not all(self._seen):
+        for _ in range(3):  # as the pings: a reply or two may be late while starting
+            self._read_state(self._ids, self._clock() + SETUP_TIMEOUT_S * 4)
+            if all(self._seen):
+                break
+        else:
             raise LinkError(f"no state read from servos {self._missing_ids()} on {cfg.port}")
         self._publish(self._clock())
         self._configured = True

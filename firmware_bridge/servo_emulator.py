@@ -453,10 +453,14 @@ class EmulatedServoBus:
                         continue
                     return
             now = time.monotonic()
-            if data:
-                if self._parser.pending and now - self._last_rx > self.config.inter_byte_timeout_s:
-                    self._parser.reset()  # the rest of that packet never came: drop it, as a servo does
+            if not data and t is not None and self._parser.pending:
+                # the line is idle now (this read found nothing) and the packet's last byte is older
+                # than the timeout: the rest never came, drop it as a servo does. Judged only on an
+                # idle line, so an emulator thread that wakes late never drops bytes still queued
+                if now - self._last_rx > self.config.inter_byte_timeout_s:
+                    self._parser.reset()
                     self.partial_dropped += 1
+            if data:
                 self._last_rx = now
                 out: list[bytes] = []
                 with self.cond:

@@ -225,7 +225,7 @@ class CoreRig:
         return np.array(self.core.hold_pos if self.kind == "fwcore" else self.core.hold, dtype=float)
 
 
-def sdk_retry(call: Callable[[], Any], success: int, attempts: int = 5) -> Any:
+def sdk_retry(call: Callable[[], Any], success: int, attempts: int = 20) -> Any:
     """A vendor SDK call, repeated while it reports a failure. The SDKs wait a fixed few
     milliseconds for a reply, which an emulator on a loaded machine can miss; what the tests pin
     is that our emulated servos answer them correctly, not how fast. Returns the last result."""
