@@ -324,7 +324,7 @@ class SmolVLAPolicy:
                                          "special tokens is supported")  # fmt: skip
         model = SmolVLA(spec, vlm_config, int(c["num_vlm_layers"]), int(c["num_expert_layers"]),
                         float(c["expert_width_multiplier"]))  # fmt: skip
-        load_weights(model, folder)
+        check_and_load(model, map_keys(folder.weights()), folder)
         tok_step = folder.step("tokenizer_processor") or {}
         tokenizer = load_tokenizer(tok_step.get("config", {}).get("tokenizer_name", c["vlm_model_name"]))
         return cls(folder, model.eval(), tokenizer)
@@ -373,9 +373,8 @@ class SmolVLAPolicy:
         return self.folder.output_norm.unnormalize(ACTION, x.numpy())
 
 
-def load_weights(model: nn.Module, folder: PolicyFolder) -> None:
-    """The checkpoint's weights into the module by LeRobot's key names; one line on a mismatch."""
-    weights = map_keys(folder.weights()) if isinstance(model, SmolVLA) else folder.weights()
+def check_and_load(model: nn.Module, weights: dict[str, torch.Tensor], folder: PolicyFolder) -> None:
+    """Mapped checkpoint weights into the module, strictly; one line on a mismatch."""
     own = model.state_dict()
     missing = sorted(set(own) - set(weights))
     extra = sorted(set(weights) - set(own))
