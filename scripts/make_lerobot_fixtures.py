@@ -4,6 +4,7 @@ tiny LeRobotDataset v3 written by LeRobot's own create / add_frame / save_episod
 
     python scripts/make_lerobot_fixtures.py setup            # the throwaway venv (~3 min, once)
     python scripts/make_lerobot_fixtures.py build            # writes tests/fixtures/lerobot/ (~1 min)
+    python scripts/make_lerobot_fixtures.py check-dataset DIR  # LeRobot's reader on a dataset we wrote
 
 LeRobot 0.6.1 needs Python >= 3.12 and torch < 2.12; this machine has Python 3.11 and a local
 CPU build of torch 2.13, so it lives in a venv of its own outside the repository
@@ -458,10 +459,30 @@ def build() -> None:
         build_dataset(out)
 
 
+def check_dataset(root: Path) -> None:
+    """LeRobot's own reader on a dataset legato wrote (`legato sim demos --format lerobot`):
+    metadata, every frame decoded through its video backend, values equal to the data files."""
+    import numpy as np
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    ds = LeRobotDataset("legato/check", root=root, video_backend="pyav")
+    last = ds[len(ds) - 1]
+    first = ds[0]
+    print(f"LeRobot reads {root}: {ds.num_episodes} episodes, {len(ds)} frames, fps {ds.fps}, "
+          f"features {sorted(ds.features)}; frame 0 task {first['task']!r}, image "
+          f"{tuple(first['observation.images.top'].shape)}, last state {np.round(last['observation.state'].numpy(), 3)}")
+
+
 def main() -> None:
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "setup":
         setup()
+    elif cmd == "check-dataset":
+        py = ENV / "bin" / "python"
+        if Path(sys.prefix).resolve() != ENV.resolve():
+            os.execv(str(py), [str(py), __file__, *sys.argv[1:]])
+        guard_torchvision()
+        check_dataset(Path(sys.argv[2]))
     elif cmd == "build":
         py = ENV / "bin" / "python"
         if Path(sys.prefix).resolve() != ENV.resolve():  # run inside the throwaway venv
