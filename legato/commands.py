@@ -97,7 +97,9 @@ def sim_demos(a: argparse.Namespace) -> int:
 
         check_target(a.out, "dataset", replace=a.force)
     else:
-        check_file_target(a.out, replace=a.force, what="dataset", own=demos.is_dataset)  # before minutes of work
+        check_file_target(
+            a.out, replace=a.force, what="dataset", own=demos.is_dataset
+        )  # before minutes of work
     with tqdm(total=a.episodes, desc="expert episodes", unit="ep") as bar:
         data = demos.generate(TaskConfig(), a.seed, a.episodes, progress=lambda n: bar.update(n - bar.n))
     if lerobot:
@@ -128,9 +130,26 @@ def run_rollout(
     check_request(method, ck.spec, req, source=str(ck.path))  # refuse before sampling episodes
     # One intra-op thread: the batches are small, and two threads contending with any other
     # torch process on a 2-core machine ran 6x slower in our measurements.
-    runner = TorchPolicyRunner(ck, threads=1)
+    if hasattr(ck, "policy"):  # a LeRobot policy folder (legato/adapters/lerobot_runner.py)
+        from legato.adapters.lerobot_runner import LeRobotChunkRunner
+
+        runner = LeRobotChunkRunner(ck, seed=seed, threads=1)
+    else:
+        runner = TorchPolicyRunner(ck, threads=1)
     spec = sample_episodes(ck.task, seed, episodes)
     return rollout(runner, method, ck.task, spec.scenes, spec.template, req, seed=seed, progress=progress)
+
+
+def load_any_checkpoint(path: str):
+    """A legato checkpoint, or a LeRobot policy folder (SmolVLA / pi0.5, needs the vla extra)."""
+    from legato import checkpoint
+    from legato.adapters.lerobot_files import is_lerobot_policy
+
+    if is_lerobot_policy(path):
+        from legato.adapters import lerobot_runner
+
+        return lerobot_runner.load(path)
+    return checkpoint.load(path)
 
 
 def refuse_rejected(res, what: str) -> None:
@@ -144,12 +163,11 @@ def refuse_rejected(res, what: str) -> None:
 
 def sim_rollout(a: argparse.Namespace) -> int:
     from edge.outputs import atomic_folder, check_target
-    from legato import checkpoint
     from legato.rollout import summarize
 
     if a.out:
         check_target(a.out, "rollout", replace=a.force)
-    ck = checkpoint.load(a.checkpoint)
+    ck = load_any_checkpoint(a.checkpoint)
     method = a.method or default_method(ck.spec)
     res = run_rollout(
         ck, method, a.episodes, a.delay, a.horizon, a.ramp, a.seed, progress=sys.stderr.isatty()

@@ -17,6 +17,7 @@ raised while opening, before any training starts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -98,16 +99,28 @@ class LeRobotDataset:
         first = int(round(t0 * self.fps))
         out = video[first : first + episode.length]
         if len(out) != episode.length:
-            raise LeRobotDatasetError(f"{path}: {len(video)} frames, episode {episode.index} needs "
-                                      f"{first}..{first + episode.length - 1}")  # fmt: skip
+            raise LeRobotDatasetError(
+                f"{path}: {len(video)} frames, episode {episode.index} needs "
+                f"{first}..{first + episode.length - 1}"
+            )
         return out
 
     def task_of(self, row: int) -> str:
         return self.tasks[int(self.columns["task_index"][row])]
 
     def describe(self) -> dict[str, Any]:
-        return {"format": "lerobot-v3", "episodes": len(self.episodes), "frames": self.num_frames,
-                "fps": self.fps, "cameras": self.camera_keys, "tasks": len(self.tasks)}  # fmt: skip
+        out = {
+            "format": "lerobot-v3",
+            "episodes": len(self.episodes),
+            "frames": self.num_frames,
+            "fps": self.fps,
+            "cameras": self.camera_keys,
+            "tasks": len(self.tasks),
+        }
+        # `legato sim demos --format lerobot` records its episode seed in its marker
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            out["seed"] = int(json.loads((self.root / ".legato-output.json").read_text())["seed"])
+        return out
 
 
 def decode_video(path: Path) -> np.ndarray:
@@ -151,13 +164,19 @@ def open_dataset(root: str | Path) -> LeRobotDataset:
         raise LeRobotDatasetError(f"not a LeRobot dataset: {root} has no meta/info.json")
     try:
         info = json.loads(info_path.read_text())
-        stats_raw = json.loads((root / "meta" / "stats.json").read_text()) if (root / "meta" / "stats.json").is_file() else {}
+        stats_raw = (
+            json.loads((root / "meta" / "stats.json").read_text())
+            if (root / "meta" / "stats.json").is_file()
+            else {}
+        )
     except (OSError, ValueError) as e:
         raise LeRobotDatasetError(f"{info_path.parent}: unreadable metadata ({e})") from None
     version = str(info.get("codebase_version", ""))
     if not version.startswith("v3"):
-        raise LeRobotDatasetError(f"{root}: codebase_version {version!r}; this reader reads LeRobot v3 datasets "
-                                  "(convert older ones with LeRobot's v30 conversion script)")  # fmt: skip
+        raise LeRobotDatasetError(
+            f"{root}: codebase_version {version!r}; this reader reads LeRobot v3 datasets "
+            "(convert older ones with LeRobot's v30 conversion script)"
+        )
     features = info.get("features", {})
     tasks_t = _read_table(root / "meta" / "tasks.parquet")
     order = np.argsort(_column(tasks_t, "task_index"))
@@ -176,11 +195,20 @@ def open_dataset(root: str | Path) -> LeRobotDataset:
                 ci, fi = cols[f"videos/{cam}/chunk_index"][i], cols[f"videos/{cam}/file_index"][i]
                 path = root / info["video_path"].format(video_key=cam, chunk_index=ci, file_index=fi)
                 if not path.is_file():
-                    raise LeRobotDatasetError(f"{root}: episode {cols['episode_index'][i]} has no video for "
-                                              f"{cam} ({path.relative_to(root)} is missing)")  # fmt: skip
+                    raise LeRobotDatasetError(
+                        f"{root}: episode {cols['episode_index'][i]} has no video for "
+                        f"{cam} ({path.relative_to(root)} is missing)"
+                    )
                 videos[cam] = (path, float(cols[f"videos/{cam}/from_timestamp"][i]))
-            episodes.append(Episode(int(cols["episode_index"][i]), int(cols["length"][i]),
-                                    int(cols["dataset_from_index"][i]), tuple(cols["tasks"][i]), videos))  # fmt: skip
+            episodes.append(
+                Episode(
+                    int(cols["episode_index"][i]),
+                    int(cols["length"][i]),
+                    int(cols["dataset_from_index"][i]),
+                    tuple(cols["tasks"][i]),
+                    videos,
+                )
+            )
     episodes.sort(key=lambda e: e.index)
     data_files = sorted((root / "data").glob("chunk-*/file-*.parquet"))
     if not data_files:
@@ -199,13 +227,22 @@ def open_dataset(root: str | Path) -> LeRobotDataset:
         want = tuple(int(x) for x in features[name]["shape"])
         got = columns[name].shape[1:] or (1,)
         if got != want:
-            raise LeRobotDatasetError(f"{root}: column {name} has shape {got} per frame, info.json says {want}")
-        if name not in DEFAULT_KEYS and columns[name].dtype.kind == "f" and not np.isfinite(columns[name]).all():
+            raise LeRobotDatasetError(
+                f"{root}: column {name} has shape {got} per frame, info.json says {want}"
+            )
+        if (
+            name not in DEFAULT_KEYS
+            and columns[name].dtype.kind == "f"
+            and not np.isfinite(columns[name]).all()
+        ):
             row = int(np.argwhere(~np.isfinite(columns[name].reshape(total, -1)))[0, 0])
-            raise LeRobotDatasetError(f"{root}: NaN or inf in {name} (frame {row}, episode "
-                                      f"{int(columns['episode_index'][row])})")  # fmt: skip
+            raise LeRobotDatasetError(
+                f"{root}: NaN or inf in {name} (frame {row}, episode {int(columns['episode_index'][row])})"
+            )
     if sum(e.length for e in episodes) != total:
-        raise LeRobotDatasetError(f"{root}: episodes cover {sum(e.length for e in episodes)} frames, data has {total}")
+        raise LeRobotDatasetError(
+            f"{root}: episodes cover {sum(e.length for e in episodes)} frames, data has {total}"
+        )
     stats = {k: {s: np.asarray(v, np.float32) for s, v in d.items()} for k, d in stats_raw.items()}
     return LeRobotDataset(root, info, stats, tasks, episodes, columns)
 
@@ -224,7 +261,10 @@ def image_stats(frames: np.ndarray) -> dict[str, list]:
     """Per-channel statistics of uint8 frames (n, H, W, 3) in [0, 1], shaped (3, 1, 1) as LeRobot's."""
     x = frames.reshape(-1, 3).astype(np.float64) / 255.0
     s = feature_stats(x)
-    return {k: (np.asarray(v).reshape(3, 1, 1).tolist() if k != "count" else [int(len(frames))]) for k, v in s.items()}
+    return {
+        k: (np.asarray(v).reshape(3, 1, 1).tolist() if k != "count" else [int(len(frames))])
+        for k, v in s.items()
+    }
 
 
 def encode_video(path: Path, frames: np.ndarray, fps: int, codec: str = "libsvtav1") -> None:
@@ -251,8 +291,14 @@ class EpisodeData:
     videos: dict[str, np.ndarray]  # camera key -> uint8 (n, H, W, 3)
 
 
-def write_dataset(root: Path, fps: int, features: dict[str, dict[str, Any]], episodes: Iterable[EpisodeData],
-                  robot_type: str | None = None, codec: str = "libsvtav1") -> None:  # fmt: skip
+def write_dataset(
+    root: Path,
+    fps: int,
+    features: dict[str, dict[str, Any]],
+    episodes: Iterable[EpisodeData],
+    robot_type: str | None = None,
+    codec: str = "libsvtav1",
+) -> None:
     """Write episodes as one LeRobotDataset v3 (one data file, one video file per camera) into
     `root`, which the caller provides empty (edge.outputs.atomic_folder)."""
     pa, pq = _need("pyarrow"), _need("pyarrow.parquet")
@@ -272,12 +318,23 @@ def write_dataset(root: Path, fps: int, features: dict[str, dict[str, Any]], epi
         rows.setdefault("episode_index", []).append(np.full(n, e))
         rows.setdefault("index", []).append(start + np.arange(n))
         rows.setdefault("task_index", []).append(np.full(n, tid))
-        rec = {"episode_index": e, "tasks": [ep.task], "length": n, "data/chunk_index": 0, "data/file_index": 0,
-               "dataset_from_index": start, "dataset_to_index": start + n}  # fmt: skip
+        rec = {
+            "episode_index": e,
+            "tasks": [ep.task],
+            "length": n,
+            "data/chunk_index": 0,
+            "data/file_index": 0,
+            "dataset_from_index": start,
+            "dataset_to_index": start + n,
+        }
         for c in cams:
             videos[c].append(ep.videos[c])
-            rec |= {f"videos/{c}/chunk_index": 0, f"videos/{c}/file_index": 0,
-                    f"videos/{c}/from_timestamp": t_video, f"videos/{c}/to_timestamp": t_video + n / fps}  # fmt: skip
+            rec |= {
+                f"videos/{c}/chunk_index": 0,
+                f"videos/{c}/file_index": 0,
+                f"videos/{c}/from_timestamp": t_video,
+                f"videos/{c}/to_timestamp": t_video + n / fps,
+            }
         rec |= {"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0}
         ep_rows.append(rec)
         start += n
@@ -290,18 +347,38 @@ def write_dataset(root: Path, fps: int, features: dict[str, dict[str, Any]], epi
         if k in DEFAULT_KEYS:
             data[k] = pa.array(arr.astype(np.float32 if k == "timestamp" else np.int64))
         else:
-            data[k] = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1).astype(np.float32)), arr.shape[1])
+            data[k] = pa.FixedSizeListArray.from_arrays(
+                pa.array(arr.reshape(-1).astype(np.float32)), arr.shape[1]
+            )
     (root / "data" / "chunk-000").mkdir(parents=True)
     pq.write_table(pa.table(data), root / "data" / "chunk-000" / "file-000.parquet")
     (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(ep_rows), root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(ep_rows), root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
+    )
     tasks = sorted(task_ids, key=task_ids.get)
     # LeRobot reads tasks.parquet with pandas, the task string as the index: say so in the
     # schema's pandas metadata, as pandas itself writes it.
-    pandas_meta = {"index_columns": ["task"], "column_indexes": [], "columns": [
-        {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64",
-         "metadata": None},
-        {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None}]}
+    pandas_meta = {
+        "index_columns": ["task"],
+        "column_indexes": [],
+        "columns": [
+            {
+                "name": "task_index",
+                "field_name": "task_index",
+                "pandas_type": "int64",
+                "numpy_type": "int64",
+                "metadata": None,
+            },
+            {
+                "name": "task",
+                "field_name": "task",
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": None,
+            },
+        ],
+    }
     tasks_table = pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()), "task": pa.array(tasks)})
     tasks_table = tasks_table.replace_schema_metadata({"pandas": json.dumps(pandas_meta)})
     pq.write_table(tasks_table, root / "meta" / "tasks.parquet")
@@ -315,23 +392,44 @@ def write_dataset(root: Path, fps: int, features: dict[str, dict[str, Any]], epi
     full = dict(features)
     for c in cams:
         h, w, ch = features[c]["shape"]
-        full[c] = {**features[c], "info": {"video.height": h, "video.width": w, "video.codec": _codec_name(codec),
-                   "video.pix_fmt": "yuv420p", "video.fps": fps, "video.channels": ch, "has_audio": False,
-                   "is_depth_map": False}}  # fmt: skip
+        full[c] = {
+            **features[c],
+            "info": {
+                "video.height": h,
+                "video.width": w,
+                "video.codec": _codec_name(codec),
+                "video.pix_fmt": "yuv420p",
+                "video.fps": fps,
+                "video.channels": ch,
+                "has_audio": False,
+                "is_depth_map": False,
+            },
+        }
     full |= {"timestamp": {"dtype": "float32", "shape": [1], "names": None}}
     full |= {k: {"dtype": "int64", "shape": [1], "names": None} for k in DEFAULT_KEYS[1:]}
-    info = {"codebase_version": CODEBASE_VERSION, "robot_type": robot_type, "total_episodes": len(ep_rows),
-            "total_frames": start, "total_tasks": len(tasks), "chunks_size": 1000, "data_files_size_in_mb": 100,
-            "video_files_size_in_mb": 200, "fps": fps, "splits": {"train": f"0:{len(ep_rows)}"},
-            "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
-            "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
-            "features": full}  # fmt: skip
+    info = {
+        "codebase_version": CODEBASE_VERSION,
+        "robot_type": robot_type,
+        "total_episodes": len(ep_rows),
+        "total_frames": start,
+        "total_tasks": len(tasks),
+        "chunks_size": 1000,
+        "data_files_size_in_mb": 100,
+        "video_files_size_in_mb": 200,
+        "fps": fps,
+        "splits": {"train": f"0:{len(ep_rows)}"},
+        "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
+        "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
+        "features": full,
+    }
     (root / "meta" / "info.json").write_text(json.dumps(info, indent=4))
     (root / "meta" / "stats.json").write_text(json.dumps(stats, indent=4))
 
 
 def _codec_name(codec: str) -> str:
-    return {"libsvtav1": "av1", "libaom-av1": "av1", "libx264": "h264", "libopenh264": "h264"}.get(codec, codec)
+    return {"libsvtav1": "av1", "libaom-av1": "av1", "libx264": "h264", "libopenh264": "h264"}.get(
+        codec, codec
+    )
 
 
 def _as_iter(episodes: Iterable[EpisodeData]) -> Iterator[EpisodeData]:

@@ -52,13 +52,36 @@ SMOLVLM_ID = "legato-fixtures/smolvlm2-tiny"
 PALIGEMMA_TOKENIZER_ID = "google/paligemma-3b-pt-224"
 
 DEPS = [
-    "numpy>=2.0,<2.3", "transformers>=5.4,<5.6", "num2words", "accelerate>=1.14", "scipy",
-    "opencv-python-headless<4.14", "draccus==0.11.6", "einops>=0.8,<0.9", "huggingface-hub>=1.6,<2",
-    "safetensors", "gymnasium>=1.1.1", "packaging<26", "termcolor", "tqdm", "Pillow<13",
-    "datasets>=4.8,<5", "pandas<3", "pyarrow>=21", "av>=15,<16", "jsonlines", "requests", "setuptools<82",
-]  # fmt: skip
-PEP695_FILES = ["processor/pipeline.py", "datasets/streaming_dataset.py", "datasets/aggregate.py",
-                "utils/io_utils.py", "motors/motors_bus.py"]  # fmt: skip
+    "numpy>=2.0,<2.3",
+    "transformers>=5.4,<5.6",
+    "num2words",
+    "accelerate>=1.14",
+    "scipy",
+    "opencv-python-headless<4.14",
+    "draccus==0.11.6",
+    "einops>=0.8,<0.9",
+    "huggingface-hub>=1.6,<2",
+    "safetensors",
+    "gymnasium>=1.1.1",
+    "packaging<26",
+    "termcolor",
+    "tqdm",
+    "Pillow<13",
+    "datasets>=4.8,<5",
+    "pandas<3",
+    "pyarrow>=21",
+    "av>=15,<16",
+    "jsonlines",
+    "requests",
+    "setuptools<82",
+]
+PEP695_FILES = [
+    "processor/pipeline.py",
+    "datasets/streaming_dataset.py",
+    "datasets/aggregate.py",
+    "utils/io_utils.py",
+    "motors/motors_bus.py",
+]
 
 
 # ----------------------------------------------------------------------------- setup
@@ -72,8 +95,12 @@ def setup() -> None:
     subprocess.run([*pip, *DEPS], check=True)
     subprocess.run([*pip, "--no-deps", "torchvision==0.28.0"], check=True)
     subprocess.run([*pip, "--no-deps", "--ignore-requires-python", "lerobot==0.6.1"], check=True)
-    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    site = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     for rel in PEP695_FILES:
         path = Path(site) / "lerobot" / rel
         path.write_text(rewrite_pep695(path.read_text()))
@@ -155,47 +182,100 @@ def byte_bpe(specials: list[str], bos_template: str | None, corpus: list[str], v
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(corpus, trainer)
     if bos_template:
         tok.post_processor = processors.TemplateProcessing(
-            single=f"{bos_template} $A", pair=f"{bos_template} $A $B",
+            single=f"{bos_template} $A",
+            pair=f"{bos_template} $A $B",
             special_tokens=[(bos_template, tok.token_to_id(bos_template))],
-        )  # fmt: skip
+        )
     return PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
 
 
 CORPUS = [
-    "pick up the red cube and place it in the bin\n", "push the blue block to the left\n",
-    "reach the green target\n", "Task: pick the cube, State: 0 12 127 255 64 3;\nAction: ",
-    "open the gripper then close it\n", "stack the yellow cup on the plate\n",
-] * 4 + [" ".join(str(i) for i in range(k, 256, 7)) for k in range(7)]  # fmt: skip
+    "pick up the red cube and place it in the bin\n",
+    "push the blue block to the left\n",
+    "reach the green target\n",
+    "Task: pick the cube, State: 0 12 127 255 64 3;\nAction: ",
+    "open the gripper then close it\n",
+    "stack the yellow cup on the plate\n",
+] * 4 + [" ".join(str(i) for i in range(k, 256, 7)) for k in range(7)]
 TASKS = ["pick up the red cube and place it in the bin", "reach green"]
 
 
 def build_smolvlm_folder(folder: Path) -> None:
     """The VLM's config + processor, hand-built (SmolVLM2 layout, reduced sizes)."""
-    from transformers import (LlamaConfig, SmolVLMConfig, SmolVLMImageProcessor, SmolVLMProcessor,
-                              SmolVLMVideoProcessor)  # fmt: skip
+    from transformers import (
+        LlamaConfig,
+        SmolVLMConfig,
+        SmolVLMImageProcessor,
+        SmolVLMProcessor,
+        SmolVLMVideoProcessor,
+    )
 
-    specials = ["<|endoftext|>", "<fake_token_around_image>", "<image>", "<global-img>",
-                "<end_of_utterance>", "<|im_start|>"]  # fmt: skip
-    extra = {"fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
-             "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>"}
-    tok = byte_bpe(specials, None, CORPUS, 420, extra_special_tokens=extra, pad_token="<|endoftext|>",
-                   eos_token="<end_of_utterance>", bos_token="<|im_start|>")  # fmt: skip
-    text = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=6,
-                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-5,
-                       rope_theta=100000.0, max_position_embeddings=512, tie_word_embeddings=False)  # fmt: skip
-    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "image_size": 64, "patch_size": 8, "model_type": "smolvlm_vision"}  # fmt: skip
-    cfg = SmolVLMConfig(vision_config=vision, text_config=text.to_dict(), scale_factor=2,
-                        image_token_id=tok.convert_tokens_to_ids("<image>"))  # fmt: skip
+    specials = [
+        "<|endoftext|>",
+        "<fake_token_around_image>",
+        "<image>",
+        "<global-img>",
+        "<end_of_utterance>",
+        "<|im_start|>",
+    ]
+    extra = {
+        "fake_image_token": "<fake_token_around_image>",
+        "image_token": "<image>",
+        "global_image_token": "<global-img>",
+        "end_of_utterance_token": "<end_of_utterance>",
+    }
+    tok = byte_bpe(
+        specials,
+        None,
+        CORPUS,
+        420,
+        extra_special_tokens=extra,
+        pad_token="<|endoftext|>",
+        eos_token="<end_of_utterance>",
+        bos_token="<|im_start|>",
+    )
+    text = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        rms_norm_eps=1e-5,
+        rope_theta=100000.0,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+    )
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 64,
+        "patch_size": 8,
+        "model_type": "smolvlm_vision",
+    }
+    cfg = SmolVLMConfig(
+        vision_config=vision,
+        text_config=text.to_dict(),
+        scale_factor=2,
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+    )
     cfg.save_pretrained(folder)
     size = {"longest_edge": 64}
-    proc = SmolVLMProcessor(image_processor=SmolVLMImageProcessor(size=size, max_image_size=size),
-                            tokenizer=tok, video_processor=SmolVLMVideoProcessor(size=size), image_seq_len=16)  # fmt: skip
+    proc = SmolVLMProcessor(
+        image_processor=SmolVLMImageProcessor(size=size, max_image_size=size),
+        tokenizer=tok,
+        video_processor=SmolVLMVideoProcessor(size=size),
+        image_seq_len=16,
+    )
     proc.save_pretrained(folder)
 
 
@@ -242,8 +322,14 @@ def stats_for(dim: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     mean = rng.uniform(-0.5, 0.5, dim).astype(np.float32)
     std = rng.uniform(0.2, 1.5, dim).astype(np.float32)
-    return {"mean": mean, "std": std, "min": mean - 3 * std, "max": mean + 3 * std,
-            "q01": mean - 2 * std, "q99": mean + 2 * std}  # fmt: skip
+    return {
+        "mean": mean,
+        "std": std,
+        "min": mean - 3 * std,
+        "max": mean + 3 * std,
+        "q01": mean - 2 * std,
+        "q99": mean + 2 * std,
+    }
 
 
 def run_golden(policy, pre, post, observations, noise) -> dict:
@@ -255,7 +341,9 @@ def run_golden(policy, pre, post, observations, noise) -> dict:
 
     actions, tokens, masks = [], [], []
     for (obs, task), eps in zip(observations, noise, strict=True):
-        batch = prepare_observation_for_inference({k: v.copy() for k, v in obs.items()}, torch.device("cpu"), task)
+        batch = prepare_observation_for_inference(
+            {k: v.copy() for k, v in obs.items()}, torch.device("cpu"), task
+        )
         batch = pre(batch)
         tokens.append(batch["observation.language.tokens"][0].numpy())
         masks.append(batch["observation.language.attention_mask"][0].numpy())
@@ -301,16 +389,26 @@ def dataset_stats(state_dim: int, action_dim: int, seed: int) -> dict:
 
 def build_smolvla(out: Path) -> None:
     import torch
+    from lerobot.policies.factory import make_pre_post_processors
     from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
     from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
-    from lerobot.policies.factory import make_pre_post_processors
 
     cameras = {"observation.images.top": (96, 128), "observation.images.wrist": (50, 40)}
     inp, outp = features(cameras, 6, 6)
-    cfg = SmolVLAConfig(vlm_model_name=SMOLVLM_ID, chunk_size=10, n_action_steps=10, num_steps=10,
-                        num_vlm_layers=4, resize_imgs_with_padding=(64, 64), tokenizer_max_length=24,
-                        input_features=inp, output_features=outp, device="cpu", push_to_hub=False)  # fmt: skip
+    cfg = SmolVLAConfig(
+        vlm_model_name=SMOLVLM_ID,
+        chunk_size=10,
+        n_action_steps=10,
+        num_steps=10,
+        num_vlm_layers=4,
+        resize_imgs_with_padding=(64, 64),
+        tokenizer_max_length=24,
+        input_features=inp,
+        output_features=outp,
+        device="cpu",
+        push_to_hub=False,
+    )
     policy = SmolVLAPolicy(cfg)
     unit_gain_(policy, seed=1)
     ckpt = out / "smolvla"
@@ -322,12 +420,22 @@ def build_smolvla(out: Path) -> None:
     policy = SmolVLAPolicy.from_pretrained(ckpt).eval()
     pre, post = make_pre_post_processors(policy.config, pretrained_path=str(ckpt))
     observations = robot_observations(cameras, 6, seed=3)
-    noise = torch.randn((len(observations), cfg.chunk_size, cfg.max_action_dim), generator=torch.Generator().manual_seed(4))
+    noise = torch.randn(
+        (len(observations), cfg.chunk_size, cfg.max_action_dim), generator=torch.Generator().manual_seed(4)
+    )
     result = run_golden(policy, pre, post, observations, noise)
-    save_golden(out / "smolvla_golden.npz", observations, noise, result,
-                {"policy": "smolvla", "params": sum(p.numel() for p in policy.parameters())})  # fmt: skip
-    print(f"smolvla: {sum(p.numel() for p in policy.parameters()):,} params; actions {result['actions'].shape}, "
-          f"|a| max {abs(result['actions']).max():.3f}")  # fmt: skip
+    save_golden(
+        out / "smolvla_golden.npz",
+        observations,
+        noise,
+        result,
+        {"policy": "smolvla", "params": sum(p.numel() for p in policy.parameters())},
+    )
+    print(
+        f"smolvla: {sum(p.numel() for p in policy.parameters()):,} params; "
+        f"actions {result['actions'].shape}, "
+        f"|a| max {abs(result['actions']).max():.3f}"
+    )
 
 
 # The reduced pi0.5's sizes. LeRobot builds pi0.5's sizes in code from the variant names, so a
@@ -336,17 +444,25 @@ def build_smolvla(out: Path) -> None:
 PI05_SIZES = {
     "vlm": {"width": 64, "depth": 2, "mlp_dim": 128, "num_heads": 8, "num_kv_heads": 1, "head_dim": 16},
     "expert": {"width": 48, "depth": 2, "mlp_dim": 96, "num_heads": 8, "num_kv_heads": 1, "head_dim": 16},
-    "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-               "patch_size": 8},
+    "vision": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "patch_size": 8,
+    },
     "vocab_size": 512,
-}  # fmt: skip
+}
 
 
 def shrink_pi05() -> None:
     """Reduced pi0.5 by configuration only (see the module docstring)."""
     from lerobot.policies.pi05 import modeling_pi05 as m
 
-    small = {"gemma_2b": m.GemmaConfig(**PI05_SIZES["vlm"]), "gemma_300m": m.GemmaConfig(**PI05_SIZES["expert"])}
+    small = {
+        "gemma_2b": m.GemmaConfig(**PI05_SIZES["vlm"]),
+        "gemma_300m": m.GemmaConfig(**PI05_SIZES["expert"]),
+    }
     m.get_gemma_config = lambda variant: small[variant]
     real_vlm, real_expert = m.PaliGemmaForConditionalGenerationWithPiGemma, m.PiGemmaForCausalLM
 
@@ -369,16 +485,25 @@ def build_pi05(out: Path) -> None:
     import torch
 
     shrink_pi05()
+    from lerobot.policies.factory import make_pre_post_processors
     from lerobot.policies.pi05.configuration_pi05 import PI05Config
     from lerobot.policies.pi05.modeling_pi05 import PI05Policy
     from lerobot.policies.pi05.processor_pi05 import make_pi05_pre_post_processors
-    from lerobot.policies.factory import make_pre_post_processors
 
     cameras = {"observation.images.base_0_rgb": (40, 48), "observation.images.left_wrist_0_rgb": (32, 32)}
     inp, outp = features(cameras, 6, 6)
-    cfg = PI05Config(chunk_size=10, n_action_steps=10, num_inference_steps=10, image_resolution=(32, 32),
-                     tokenizer_max_length=64, input_features=inp, output_features=outp, device="cpu",
-                     dtype="float32", push_to_hub=False)  # fmt: skip
+    cfg = PI05Config(
+        chunk_size=10,
+        n_action_steps=10,
+        num_inference_steps=10,
+        image_resolution=(32, 32),
+        tokenizer_max_length=64,
+        input_features=inp,
+        output_features=outp,
+        device="cpu",
+        dtype="float32",
+        push_to_hub=False,
+    )
     policy = PI05Policy(cfg)
     unit_gain_(policy, seed=11)
     ckpt = out / "pi05"
@@ -390,12 +515,21 @@ def build_pi05(out: Path) -> None:
     policy = PI05Policy.from_pretrained(ckpt).eval()
     pre, post = make_pre_post_processors(policy.config, pretrained_path=str(ckpt))
     observations = robot_observations(cameras, 6, seed=13)
-    noise = torch.randn((len(observations), cfg.chunk_size, cfg.max_action_dim), generator=torch.Generator().manual_seed(14))
+    noise = torch.randn(
+        (len(observations), cfg.chunk_size, cfg.max_action_dim), generator=torch.Generator().manual_seed(14)
+    )
     result = run_golden(policy, pre, post, observations, noise)
-    save_golden(out / "pi05_golden.npz", observations, noise, result,
-                {"policy": "pi05", "params": sum(p.numel() for p in policy.parameters())})  # fmt: skip
-    print(f"pi05: {sum(p.numel() for p in policy.parameters()):,} params; actions {result['actions'].shape}, "
-          f"|a| max {abs(result['actions']).max():.3f}")  # fmt: skip
+    save_golden(
+        out / "pi05_golden.npz",
+        observations,
+        noise,
+        result,
+        {"policy": "pi05", "params": sum(p.numel() for p in policy.parameters())},
+    )
+    print(
+        f"pi05: {sum(p.numel() for p in policy.parameters()):,} params; actions {result['actions'].shape}, "
+        f"|a| max {abs(result['actions']).max():.3f}"
+    )
 
 
 def build_dataset(out: Path) -> None:
@@ -408,24 +542,36 @@ def build_dataset(out: Path) -> None:
         shutil.rmtree(root)
     names = [f"joint_{i}" for i in range(3)]
     feats = {
-        "observation.images.top": {"dtype": "video", "shape": (48, 64, 3), "names": ["height", "width", "channels"]},
-        "observation.state": {"dtype": "float32", "shape": (6,), "names": names + [f"{n}.vel" for n in names]},
+        "observation.images.top": {
+            "dtype": "video",
+            "shape": (48, 64, 3),
+            "names": ["height", "width", "channels"],
+        },
+        "observation.state": {
+            "dtype": "float32",
+            "shape": (6,),
+            "names": names + [f"{n}.vel" for n in names],
+        },
         "action": {"dtype": "float32", "shape": (3,), "names": names},
-    }  # fmt: skip
-    ds = LeRobotDataset.create(repo_id="legato-fixtures/tiny", fps=10, features=feats, root=root, use_videos=True)
+    }
+    ds = LeRobotDataset.create(
+        repo_id="legato-fixtures/tiny", fps=10, features=feats, root=root, use_videos=True
+    )
     rng = np.random.default_rng(21)
     frames = {}
     for ep, (task, n) in enumerate([("reach the red target", 12), ("reach the blue target", 9)]):
         for k in range(n):
             yy, xx = np.mgrid[0:48, 0:64]
-            img = (127 + 90 * np.sin(xx[..., None] * 0.15 + yy[..., None] * 0.1 + k * 0.3 + ep + np.arange(3)))
+            img = 127 + 90 * np.sin(xx[..., None] * 0.15 + yy[..., None] * 0.1 + k * 0.3 + ep + np.arange(3))
             img = img.astype(np.uint8)
             state = rng.normal(size=6).astype(np.float32)
             action = rng.normal(size=3).astype(np.float32)
             frames.setdefault("image", []).append(img)
             frames.setdefault("state", []).append(state)
             frames.setdefault("action", []).append(action)
-            ds.add_frame({"observation.images.top": img, "observation.state": state, "action": action, "task": task})
+            ds.add_frame(
+                {"observation.images.top": img, "observation.state": state, "action": action, "task": task}
+            )
         ds.save_episode()
     ds.finalize()
     np.savez_compressed(out / "dataset_frames.npz", **{k: np.stack(v) for k, v in frames.items()})
@@ -443,8 +589,10 @@ def build() -> None:
     out.mkdir(parents=True, exist_ok=True)
     vlm = out / "vlm" / "smolvlm2-tiny"
     tok = out / "tokenizers" / "paligemma-tiny"
-    for folder, build_fn, repo_id in ((vlm, build_smolvlm_folder, SMOLVLM_ID),
-                                      (tok, build_paligemma_tokenizer, PALIGEMMA_TOKENIZER_ID)):  # fmt: skip
+    for folder, build_fn, repo_id in (
+        (vlm, build_smolvlm_folder, SMOLVLM_ID),
+        (tok, build_paligemma_tokenizer, PALIGEMMA_TOKENIZER_ID),
+    ):
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
@@ -468,9 +616,12 @@ def check_dataset(root: Path) -> None:
     ds = LeRobotDataset("legato/check", root=root, video_backend="pyav")
     last = ds[len(ds) - 1]
     first = ds[0]
-    print(f"LeRobot reads {root}: {ds.num_episodes} episodes, {len(ds)} frames, fps {ds.fps}, "
-          f"features {sorted(ds.features)}; frame 0 task {first['task']!r}, image "
-          f"{tuple(first['observation.images.top'].shape)}, last state {np.round(last['observation.state'].numpy(), 3)}")
+    print(
+        f"LeRobot reads {root}: {ds.num_episodes} episodes, {len(ds)} frames, fps {ds.fps}, "
+        f"features {sorted(ds.features)}; frame 0 task {first['task']!r}, image "
+        f"{tuple(first['observation.images.top'].shape)}, "
+        f"last state {np.round(last['observation.state'].numpy(), 3)}"
+    )
 
 
 def main() -> None:

@@ -30,8 +30,16 @@ def features(demos: Demos) -> dict[str, dict]:
     cam, j = demos.task.camera, demos.task.arm.num_joints
     names = joint_names(j)
     return {
-        CAMERA: {"dtype": "video", "shape": [cam.height, cam.width, 3], "names": ["height", "width", "channels"]},
-        "observation.state": {"dtype": "float32", "shape": [2 * j], "names": names + [f"{n}.vel" for n in names]},
+        CAMERA: {
+            "dtype": "video",
+            "shape": [cam.height, cam.width, 3],
+            "names": ["height", "width", "channels"],
+        },
+        "observation.state": {
+            "dtype": "float32",
+            "shape": [2 * j],
+            "names": names + [f"{n}.vel" for n in names],
+        },
         "action": {"dtype": "float32", "shape": [j], "names": names},
     }
 
@@ -49,4 +57,10 @@ def episodes(demos: Demos) -> Iterator[EpisodeData]:
 
 def write(demos: Demos, root: Path) -> None:
     """Write into `root` (empty; the caller swaps it in atomically)."""
-    write_dataset(root, int(round(demos.task.arm.control_hz)), features(demos), episodes(demos), robot_type="legato-sim-arm")
+    write_dataset(
+        root,
+        int(round(demos.task.arm.control_hz)),
+        features(demos),
+        episodes(demos),
+        robot_type="legato-sim-arm",
+    )

@@ -35,7 +35,10 @@ def test_reads_what_lerobots_own_writer_wrote():
     assert frames.shape == rec["image"].shape and frames.dtype == np.uint8
     # AV1 at LeRobot's default quality: lossy, close on average, and each frame its own.
     assert np.abs(frames.astype(float) - rec["image"]).mean() < 8
-    assert np.abs(frames[0].astype(float) - rec["image"][1]).mean() > np.abs(frames[0].astype(float) - rec["image"][0]).mean()
+    assert (
+        np.abs(frames[0].astype(float) - rec["image"][1]).mean()
+        > np.abs(frames[0].astype(float) - rec["image"][0]).mean()
+    )
 
 
 def _copy(tmp_path: Path) -> Path:
@@ -72,7 +75,9 @@ def test_column_shape_disagreeing_with_info_is_refused(tmp_path):
     info = json.loads((root / "meta" / "info.json").read_text())
     info["features"]["action"]["shape"] = [4]
     (root / "meta" / "info.json").write_text(json.dumps(info))
-    with pytest.raises(LeRobotDatasetError, match=r"column action has shape \(3,\) per frame, info.json says \(4,\)"):
+    with pytest.raises(
+        LeRobotDatasetError, match=r"column action has shape \(3,\) per frame, info.json says \(4,\)"
+    ):
         open_dataset(root)
 
 
@@ -84,22 +89,35 @@ def test_not_a_dataset(tmp_path):
 def test_write_then_read_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     feats = {
-        "observation.images.cam": {"dtype": "video", "shape": [32, 48, 3], "names": ["height", "width", "channels"]},
+        "observation.images.cam": {
+            "dtype": "video",
+            "shape": [32, 48, 3],
+            "names": ["height", "width", "channels"],
+        },
         "observation.state": {"dtype": "float32", "shape": [4], "names": None},
         "action": {"dtype": "float32", "shape": [2], "names": None},
     }
     eps = []
     for n, task in ((7, "a"), (5, "b"), (6, "a")):
         yy, xx = np.mgrid[0:32, 0:48]
-        frames = np.stack([(120 + 80 * np.sin(xx * 0.2 + k + yy * 0.1))[..., None].repeat(3, -1) for k in range(n)])
-        eps.append(EpisodeData(task, {"observation.state": rng.normal(size=(n, 4)), "action": rng.normal(size=(n, 2))},
-                               {"observation.images.cam": frames.astype(np.uint8)}))
+        frames = np.stack(
+            [(120 + 80 * np.sin(xx * 0.2 + k + yy * 0.1))[..., None].repeat(3, -1) for k in range(n)]
+        )
+        eps.append(
+            EpisodeData(
+                task,
+                {"observation.state": rng.normal(size=(n, 4)), "action": rng.normal(size=(n, 2))},
+                {"observation.images.cam": frames.astype(np.uint8)},
+            )
+        )
     root = tmp_path / "out"
     root.mkdir()
     write_dataset(root, 20, feats, eps)
     ds = open_dataset(root)
     assert [e.length for e in ds.episodes] == [7, 5, 6] and ds.tasks == ["a", "b"]
-    assert np.allclose(ds.columns["action"], np.concatenate([e.columns["action"] for e in eps]).astype(np.float32))
+    assert np.allclose(
+        ds.columns["action"], np.concatenate([e.columns["action"] for e in eps]).astype(np.float32)
+    )
     last = ds.frames("observation.images.cam", ds.episodes[2])
     assert np.abs(last.astype(float) - eps[2].videos["observation.images.cam"]).mean() < 8
     stats = json.loads((root / "meta" / "stats.json").read_text())
@@ -112,7 +130,10 @@ def test_sim_demos_written_as_a_lerobot_dataset(tmp_path, capsys):
     from sim.task import TaskConfig
 
     out = tmp_path / "sim-ds"
-    assert main(["sim", "demos", "--episodes", "3", "--seed", "5", "--format", "lerobot", "--out", str(out)]) == 0
+    assert (
+        main(["sim", "demos", "--episodes", "3", "--seed", "5", "--format", "lerobot", "--out", str(out)])
+        == 0
+    )
     ds = open_dataset(out)
     ref = demo_io.generate(TaskConfig(), seed=5, episodes=3)
     assert [e.length for e in ds.episodes] == list(np.diff(ref.offsets))

@@ -160,13 +160,19 @@ def read_policy_folder(path: str | Path) -> PolicyFolder:
         raise LeRobotCheckpointError(f"LeRobot policy folder not found: {path}")
     config = _read_json(path / CONFIG)
     if not isinstance(config, dict) or not isinstance(config.get("type"), str):
-        raise LeRobotCheckpointError(f"{path / CONFIG} is not a LeRobot policy config (no \"type\")")
+        raise LeRobotCheckpointError(f'{path / CONFIG} is not a LeRobot policy config (no "type")')
     if not (path / WEIGHTS).is_file():
         raise LeRobotCheckpointError(f"LeRobot policy folder {path} has no {WEIGHTS}")
     pre = _read_json(path / PREPROCESSOR).get("steps", [])
     post = _read_json(path / POSTPROCESSOR).get("steps", [])
-    return PolicyFolder(path, config, pre, post, _normalization(path, pre, "normalizer_processor"),
-                        _normalization(path, post, "unnormalizer_processor"))  # fmt: skip
+    return PolicyFolder(
+        path,
+        config,
+        pre,
+        post,
+        _normalization(path, pre, "normalizer_processor"),
+        _normalization(path, post, "unnormalizer_processor"),
+    )
 
 
 def resolve_hub_folder(repo_id: str, what: str) -> Path:
@@ -191,7 +197,9 @@ def hub_cache() -> Path:
     at import): HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub."""
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface"
+    )
     return Path(home).expanduser() / "hub"
 
 

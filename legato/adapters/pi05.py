@@ -40,9 +40,23 @@ from legato.adapters.smolvla import ACTION, STATE, TOKEN_MASK, TOKENS, time_embe
 
 OPENPI_MASK_VALUE = -2.3819763e38  # lerobot.utils.constants.OPENPI_ATTENTION_MASK_VALUE
 GEMMA_VARIANTS = {  # openpi gemma.py: width, depth, mlp_dim, num_heads, num_kv_heads, head_dim
-    "gemma_300m": {"width": 1024, "depth": 18, "mlp_dim": 4096, "num_heads": 8, "num_kv_heads": 1, "head_dim": 256},
-    "gemma_2b": {"width": 2048, "depth": 18, "mlp_dim": 16384, "num_heads": 8, "num_kv_heads": 1, "head_dim": 256},
-}  # fmt: skip
+    "gemma_300m": {
+        "width": 1024,
+        "depth": 18,
+        "mlp_dim": 4096,
+        "num_heads": 8,
+        "num_kv_heads": 1,
+        "head_dim": 256,
+    },
+    "gemma_2b": {
+        "width": 2048,
+        "depth": 18,
+        "mlp_dim": 16384,
+        "num_heads": 8,
+        "num_kv_heads": 1,
+        "head_dim": 256,
+    },
+}
 VOCAB = 257152
 
 
@@ -108,10 +122,16 @@ class Pi05Spec:
 def gemma_config(sizes: dict[str, int], vocab: int):
     from transformers import GemmaConfig
 
-    return GemmaConfig(head_dim=sizes["head_dim"], hidden_size=sizes["width"], intermediate_size=sizes["mlp_dim"],
-                       num_attention_heads=sizes["num_heads"], num_hidden_layers=sizes["depth"],
-                       num_key_value_heads=sizes["num_kv_heads"], vocab_size=vocab,
-                       hidden_activation="gelu_pytorch_tanh")  # fmt: skip
+    return GemmaConfig(
+        head_dim=sizes["head_dim"],
+        hidden_size=sizes["width"],
+        intermediate_size=sizes["mlp_dim"],
+        num_attention_heads=sizes["num_heads"],
+        num_hidden_layers=sizes["depth"],
+        num_key_value_heads=sizes["num_kv_heads"],
+        vocab_size=vocab,
+        hidden_activation="gelu_pytorch_tanh",
+    )
 
 
 class Pi05(nn.Module):
@@ -149,7 +169,9 @@ class Pi05(nn.Module):
         self.time_mlp_out = nn.Linear(width, width)
 
     @staticmethod
-    def _attend(layer: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def _attend(
+        layer: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
+    ) -> torch.Tensor:
         """Gemma's eager attention: q (b, h, n, d), k/v (b, kv, m, d), additive bias (b, 1, n, m)."""
         from transformers.models.gemma.modeling_gemma import repeat_kv
 
@@ -171,8 +193,13 @@ class Pi05(nn.Module):
         q, k = apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1)
         return q, k, v  # (b, heads, n, d), (b, kv, n, d) x 2
 
-    def prefix(self, pixels: list[torch.Tensor], img_masks: list[torch.Tensor], tokens: torch.Tensor,
-               token_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    def prefix(
+        self,
+        pixels: list[torch.Tensor],
+        img_masks: list[torch.Tensor],
+        tokens: torch.Tensor,
+        token_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """pixels [(b, 3, S, S)] in [-1, 1], tokens / token_mask (b, l) -> keys, values
         (b, L, kv_heads, p, head_dim) after RoPE, prefix pad mask (b, p)."""
         embs, pads = [], []
@@ -196,14 +223,22 @@ class Pi05(nn.Module):
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         return torch.stack(keys, 1), torch.stack(values, 1), pad
 
-    def velocity(self, x: torch.Tensor, t: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                 prefix_pad: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def velocity(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        prefix_pad: torch.Tensor,
+    ) -> torch.Tensor:
         """x (b, H, max_action_dim) at LeRobot time t (b,) -> velocity (b, H, max_action_dim)."""
         b, n = x.shape[:2]
         h = self.action_in_proj(x)
         temb = time_embedding(t, h.shape[-1], self.spec.min_period, self.spec.max_period).to(t.dtype)
         cond = F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(temb))))  # (b, width)
-        allowed = torch.cat([prefix_pad[:, None, :].expand(b, n, -1), torch.ones(b, n, n, dtype=torch.bool)], 2)
+        allowed = torch.cat(
+            [prefix_pad[:, None, :].expand(b, n, -1), torch.ones(b, n, n, dtype=torch.bool)], 2
+        )
         bias = torch.where(allowed[:, None], 0.0, OPENPI_MASK_VALUE)
         pos = prefix_pad.long().sum(1, keepdim=True) + torch.arange(n)[None]
         for i, layer in enumerate(self.expert.layers):
@@ -215,7 +250,9 @@ class Pi05(nn.Module):
             h = h + layer.mlp(y) * gate
         return self.action_out_proj(self.expert.norm(h, cond)[0].float())
 
-    def sample(self, x: torch.Tensor, prefix: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def sample(
+        self, x: torch.Tensor, prefix: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
         dt = -1.0 / self.spec.num_steps
         for k in range(self.spec.num_steps):
             t = torch.full((x.shape[0],), 1.0 + k * dt, dtype=torch.float32)
@@ -230,7 +267,10 @@ KEY_MAP = (
     ("model.paligemma_with_expert.gemma_expert.model.", "expert."),
     ("model.", ""),
 )
-UNUSED = ("model.paligemma_with_expert.paligemma.lm_head.", "model.paligemma_with_expert.gemma_expert.lm_head.")
+UNUSED = (
+    "model.paligemma_with_expert.paligemma.lm_head.",
+    "model.paligemma_with_expert.gemma_expert.lm_head.",
+)
 
 
 def map_keys(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -268,11 +308,17 @@ class Pi05Policy:
         cams = tuple(folder.features("VISUAL").items())
         state = folder.features("STATE").get(STATE, (0,))
         res = tuple(int(x) for x in c["image_resolution"])
-        spec = Pi05Spec(chunk=int(c["chunk_size"]), num_steps=int(c["num_inference_steps"]),
-                        max_action_dim=int(c["max_action_dim"]), action_dim=folder.action_dim,
-                        state_dim=int(state[0]), cameras=tuple((k, (int(s[1]), int(s[2]))) for k, s in cams),
-                        image_hw=(res[0], res[1]), min_period=float(c["min_period"]),
-                        max_period=float(c["max_period"]))  # fmt: skip
+        spec = Pi05Spec(
+            chunk=int(c["chunk_size"]),
+            num_steps=int(c["num_inference_steps"]),
+            max_action_dim=int(c["max_action_dim"]),
+            action_dim=folder.action_dim,
+            state_dim=int(state[0]),
+            cameras=tuple((k, (int(s[1]), int(s[2]))) for k, s in cams),
+            image_hw=(res[0], res[1]),
+            min_period=float(c["min_period"]),
+            max_period=float(c["max_period"]),
+        )
         model = Pi05(spec, sizes)
         check_and_load(model, map_keys(folder.weights()), folder)
         tok_name = (folder.step("tokenizer_processor") or {}).get("config", {}).get("tokenizer_name")
@@ -287,7 +333,9 @@ class Pi05Policy:
     def images(self, frames: dict[str, np.ndarray]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         present = [k for k, _ in self.spec.cameras if k in frames]
         if not present:
-            raise LeRobotCheckpointError(f"observation has none of the cameras {[k for k, _ in self.spec.cameras]}")
+            raise LeRobotCheckpointError(
+                f"observation has none of the cameras {[k for k, _ in self.spec.cameras]}"
+            )
         pixels = []
         for k in present:
             x = torch.as_tensor(np.asarray(frames[k])).float() / 255  # (b, H, W, 3)

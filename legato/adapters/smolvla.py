@@ -74,7 +74,9 @@ def attention_2d(pad: torch.Tensor, causal_ids: torch.Tensor) -> torch.Tensor:
     return (c[:, None, :] <= c[:, :, None]) & (pad[:, None, :] & pad[:, :, None])
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, kv_groups: int) -> torch.Tensor:
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, kv_groups: int
+) -> torch.Tensor:
     """Eager attention in float32 with GQA. q (b, n, h, d), k/v (b, m, h / groups, d),
     mask (b, n, m) bool -> (b, n, h * d). Masked logits get finfo.min, as in LeRobot."""
     b, n, h, d = q.shape
@@ -126,8 +128,14 @@ class SmolVLA(nn.Module):
     """Parameters named as in LeRobot's VLAFlowMatching without the ``model.`` and
     ``vlm_with_expert.`` prefixes (see ``KEY_MAP``)."""
 
-    def __init__(self, spec: SmolVLASpec, vlm_config: Any, num_vlm_layers: int, num_expert_layers: int,
-                 expert_width_multiplier: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spec: SmolVLASpec,
+        vlm_config: Any,
+        num_vlm_layers: int,
+        num_expert_layers: int,
+        expert_width_multiplier: float,
+    ) -> None:
         super().__init__()
         require_transformers()
         import copy
@@ -155,7 +163,11 @@ class SmolVLA(nn.Module):
                 layer.self_attn.k_proj = nn.Linear(kv_in, kv_out, bias=bias)
                 layer.self_attn.v_proj = nn.Linear(kv_in, kv_out, bias=bias)
         self.width, self.expert_width = text.hidden_size, expert_cfg.hidden_size
-        self.heads, self.kv_heads, self.head_dim = text.num_attention_heads, text.num_key_value_heads, text.head_dim
+        self.heads, self.kv_heads, self.head_dim = (
+            text.num_attention_heads,
+            text.num_key_value_heads,
+            text.head_dim,
+        )
         self.num_layers = text.num_hidden_layers
         self.state_proj = nn.Linear(spec.max_state_dim, self.width)
         self.action_in_proj = nn.Linear(spec.max_action_dim, self.expert_width)
@@ -175,8 +187,14 @@ class SmolVLA(nn.Module):
         return self.expert.layers[vlm_idx // every if every > 0 else vlm_idx]
 
     # -- prefix: once per chunk
-    def embed_prefix(self, pixels: list[torch.Tensor], img_masks: list[torch.Tensor], tokens: torch.Tensor,
-                     token_mask: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    def embed_prefix(
+        self,
+        pixels: list[torch.Tensor],
+        img_masks: list[torch.Tensor],
+        tokens: torch.Tensor,
+        token_mask: torch.Tensor,
+        state: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """pixels [(b, 3, h, w)] in [-1, 1], img_masks [(b,)] bool, tokens (b, l), token_mask (b, l) bool,
         state (b, max_state_dim) normalised -> embeddings (b, p, width), pad (b, p), ar flags (b, p)."""
         embs, pads = [], []
@@ -194,8 +212,14 @@ class SmolVLA(nn.Module):
         ar[:, -1] = 1  # image and language do not attend to the state token
         return emb, pad, ar
 
-    def prefix(self, pixels: list[torch.Tensor], img_masks: list[torch.Tensor], tokens: torch.Tensor,
-               token_mask: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    def prefix(
+        self,
+        pixels: list[torch.Tensor],
+        img_masks: list[torch.Tensor],
+        tokens: torch.Tensor,
+        token_mask: torch.Tensor,
+        state: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> keys, values (b, L, p, kv_heads, head_dim) after RoPE, and the prefix pad mask (b, p)."""
         h, pad, ar = self.embed_prefix(pixels, img_masks, tokens, token_mask, state)
         mask = attention_2d(pad, ar)
@@ -213,8 +237,14 @@ class SmolVLA(nn.Module):
         return torch.stack(keys, 1), torch.stack(values, 1), pad
 
     # -- velocity: N times per chunk
-    def velocity(self, x: torch.Tensor, t: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                 prefix_pad: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def velocity(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        prefix_pad: torch.Tensor,
+    ) -> torch.Tensor:
         """x (b, H, max_action_dim) at LeRobot time t (b,) -> velocity (b, H, max_action_dim)."""
         b, n = x.shape[:2]
         a = self.action_in_proj(x)
@@ -247,7 +277,9 @@ class SmolVLA(nn.Module):
             h = _residual_block(layer, h, out)
         return self.action_out_proj(self.expert.norm(h).float())
 
-    def sample(self, x: torch.Tensor, prefix: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def sample(
+        self, x: torch.Tensor, prefix: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
         """LeRobot's Euler loop from noise x (b, H, max_action_dim) at t = 1 to t = 0."""
         dt = -1.0 / self.spec.num_steps
         for k in range(self.spec.num_steps):
@@ -288,11 +320,43 @@ def map_keys(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def spec_from_config(c: dict[str, Any], action_dim: int) -> SmolVLASpec:
+    """The shapes a LeRobot SmolVLA config fixes (config.json's fields, LeRobot's names)."""
+    feats = c.get("input_features", {})
+    cams = [(k, v["shape"]) for k, v in feats.items() if v.get("type") == "VISUAL"]
+    state = next((v["shape"] for k, v in feats.items() if v.get("type") == "STATE"), [0])
+    w, h = c.get("resize_imgs_with_padding") or (cams[0][1][2], cams[0][1][1])
+    return SmolVLASpec(
+        chunk=int(c["chunk_size"]),
+        num_steps=int(c["num_steps"]),
+        max_action_dim=int(c["max_action_dim"]),
+        max_state_dim=int(c["max_state_dim"]),
+        action_dim=int(action_dim),
+        state_dim=int(state[0]),
+        cameras=tuple((k, (int(s[1]), int(s[2]))) for k, s in cams),
+        empty_cameras=int(c.get("empty_cameras", 0)),
+        image_hw=(int(h), int(w)),
+        self_attn_every_n_layers=int(c["self_attn_every_n_layers"]),
+        min_period=float(c["min_period"]),
+        max_period=float(c["max_period"]),
+    )
+
+
+def vlm_folder(folder: PolicyFolder) -> Path:
+    """vlm_model_name as a folder: a path (absolute, or relative to the policy folder) or a hub id
+    in the offline cache."""
+    name = folder.config["vlm_model_name"]
+    inside = folder.path / name
+    return inside if inside.is_dir() else resolve_hub_folder(name, "SmolVLA's VLM (vlm_model_name)")
+
+
 # ---------------------------------------------------------------- the policy (pre/post-processing)
 class SmolVLAPolicy:
     """A LeRobot SmolVLA folder as a chunk sampler in the robot's units."""
 
-    def __init__(self, folder: PolicyFolder, model: SmolVLA, tokenizer: Any, omega_dim: int | None = None) -> None:
+    def __init__(
+        self, folder: PolicyFolder, model: SmolVLA, tokenizer: Any, omega_dim: int | None = None
+    ) -> None:
         self.folder, self.model, self.tokenizer = folder, model, tokenizer
         self.spec = model.spec
         self.tokenizer_step = folder.step("tokenizer_processor") or {}
@@ -307,26 +371,25 @@ class SmolVLAPolicy:
         if folder.type != "smolvla":
             raise LeRobotCheckpointError(f"{folder.path} is a LeRobot {folder.type!r} policy, not smolvla")
         c = folder.config
-        vlm_dir = resolve_hub_folder(c["vlm_model_name"], "SmolVLA's VLM (vlm_model_name)")
+        vlm_dir = vlm_folder(folder)
         vlm_config = AutoConfig.from_pretrained(str(vlm_dir))
-        cams = tuple(folder.features("VISUAL").items())
-        state = folder.features("STATE").get(STATE, (0,))
-        w, h = c.get("resize_imgs_with_padding") or (cams[0][1][2], cams[0][1][1])
-        spec = SmolVLASpec(
-            chunk=int(c["chunk_size"]), num_steps=int(c["num_steps"]), max_action_dim=int(c["max_action_dim"]),
-            max_state_dim=int(c["max_state_dim"]), action_dim=folder.action_dim, state_dim=int(state[0]),
-            cameras=tuple((k, (int(s[1]), int(s[2]))) for k, s in cams), empty_cameras=int(c.get("empty_cameras", 0)),
-            image_hw=(int(h), int(w)), self_attn_every_n_layers=int(c["self_attn_every_n_layers"]),
-            min_period=float(c["min_period"]), max_period=float(c["max_period"]),
-        )  # fmt: skip
+        spec = spec_from_config(c, folder.action_dim)
         if c.get("attention_mode", "cross_attn") != "cross_attn" or c.get("add_image_special_tokens"):
-            raise LeRobotCheckpointError(f"{folder.path}: only SmolVLA's default cross_attn mode without image "
-                                         "special tokens is supported")  # fmt: skip
-        model = SmolVLA(spec, vlm_config, int(c["num_vlm_layers"]), int(c["num_expert_layers"]),
-                        float(c["expert_width_multiplier"]))  # fmt: skip
+            raise LeRobotCheckpointError(
+                f"{folder.path}: only SmolVLA's default cross_attn mode without image "
+                "special tokens is supported"
+            )
+        model = SmolVLA(
+            spec,
+            vlm_config,
+            int(c["num_vlm_layers"]),
+            int(c["num_expert_layers"]),
+            float(c["expert_width_multiplier"]),
+        )
         check_and_load(model, map_keys(folder.weights()), folder)
         tok_step = folder.step("tokenizer_processor") or {}
-        tokenizer = load_tokenizer(tok_step.get("config", {}).get("tokenizer_name", c["vlm_model_name"]))
+        tok_name = tok_step.get("config", {}).get("tokenizer_name", c["vlm_model_name"])
+        tokenizer = load_tokenizer(str(vlm_dir) if tok_name == c["vlm_model_name"] else tok_name)
         return cls(folder, model.eval(), tokenizer)
 
     # -- pre-processing, as LeRobot's processors do it
@@ -386,6 +449,7 @@ def check_and_load(model: nn.Module, weights: dict[str, torch.Tensor], folder: P
     if bad:
         k = bad[0]
         raise LeRobotCheckpointError(
-            f"{folder.path}: {k} has shape {tuple(weights[k].shape)}, the config implies {tuple(own[k].shape)}"
+            f"{folder.path}: {k} has shape {tuple(weights[k].shape)}, "
+            f"the config implies {tuple(own[k].shape)}"
         )
     model.load_state_dict(weights, strict=True)

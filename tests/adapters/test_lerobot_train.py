@@ -1,0 +1,76 @@
+"""`legato train --policy smolvla`: a LeRobot-written dataset trains (fresh reduced SmolVLA from
+a config, Legato objective), resumes, loads back, and a mismatched dataset is refused first."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("transformers", reason="the vla extra (transformers) is not installed")
+
+from lerobot_fixtures import FIXTURES  # noqa: E402
+
+from legato.cli import main  # noqa: E402
+
+DATASET = FIXTURES / "dataset"  # written by LeRobot 0.6.1's own create / add_frame / save_episode / finalize
+CONFIG = FIXTURES.parents[2] / "configs" / "smolvla-reduced.json"
+SMALL = ["--batch-obs", "2", "--draws", "2", "--threads", "1"]
+
+
+def test_lerobot_written_dataset_trains_and_resumes(tmp_path, hf_offline):
+    out = tmp_path / "run"
+    args = ["train", "--policy", "smolvla", "--init", str(CONFIG), "--data", str(DATASET), "--out", str(out)]
+    assert main([*args, "--steps", "2", *SMALL]) == 0
+    meta = json.loads((out / "legato.json").read_text())
+    assert meta["method"] == "legato" and meta["num_steps"] == 5 and meta["time_convention"] == "t1-noise"
+    assert meta["omega_dim"] == 31 and meta["schedule"] == {"shape": "linear", "d_max": 4, "r_max": 8}
+    assert json.loads((out / "trainer.json").read_text()) == {"step": 2}
+    assert (
+        main(
+            [
+                "train",
+                "--policy",
+                "smolvla",
+                "--data",
+                str(DATASET),
+                "--out",
+                str(out),
+                "--resume",
+                "--steps",
+                "3",
+                *SMALL,
+            ]
+        )
+        == 0
+    )
+    assert json.loads((out / "trainer.json").read_text()) == {"step": 3}
+    from legato.adapters.smolvla import SmolVLAPolicy
+
+    policy = SmolVLAPolicy.load(out)  # the run folder is a LeRobot policy folder
+    assert policy.spec.chunk == 16 and policy.spec.action_dim == 3
+
+
+def test_dataset_whose_features_disagree_with_the_policy_is_refused(tmp_path, hf_offline, capsys):
+    out = tmp_path / "run"
+    # The fixture SmolVLA reads two cameras (96x128 and 50x40); the dataset has one, 48x64.
+    code = main(
+        [
+            "train",
+            "--policy",
+            "smolvla",
+            "--init",
+            str(FIXTURES / "smolvla"),
+            "--data",
+            str(DATASET),
+            "--out",
+            str(out),
+            "--steps",
+            "1",
+            *SMALL,
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert "observation.images.top is (48, 64, 3) (H, W, C), the policy expects (96, 128, 3)" in err
+    assert not out.exists()
