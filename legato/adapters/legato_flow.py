@@ -33,12 +33,15 @@ class LegatoHead:
     """How the Legato channel and factor sit on a LeRobot expert."""
 
     num_steps: int  # N, baked into the target
-    omega_dim: int  # padded action dimension carrying omega
+    omega_dim: int | None  # padded action dimension carrying omega; None: a plain LeRobot expert
     velocity_form: str = "factored"
 
     def inputs(self, x: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
-        """x (b, H, A) -> x with omega (b, H) written into omega_dim (a concatenation, no in-place)."""
+        """x (b, H, A) -> x with omega (b, H) written into omega_dim (a concatenation, no in-place);
+        unchanged for a plain LeRobot expert (its padded dims carry what LeRobot puts there)."""
         k = self.omega_dim
+        if k is None:
+            return x
         return torch.cat([x[..., :k], omega[..., None].to(x.dtype), x[..., k + 1 :]], -1)
 
     def factor(self, t_lerobot: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:

@@ -186,6 +186,18 @@ class SmolVLA(nn.Module):
             return None
         return self.expert.layers[vlm_idx // every if every > 0 else vlm_idx]
 
+    def vision(self, pixels: torch.Tensor) -> torch.Tensor:
+        """SigLIP on full images (b, 3, S, S) -> (b, patches, vision width). transformers' own
+        layers; the embedding's position ids are arange(patches), which is what its bucketized
+        ids equal when every patch is valid (no data-dependent ops: exports with any exporter)."""
+        vm = self.vlm.vision_model
+        emb = vm.embeddings
+        h = emb.patch_embedding(pixels).flatten(2).transpose(1, 2)
+        h = h + emb.position_embedding.weight[None, : h.shape[1]]
+        for layer in vm.encoder.layers:
+            h = layer(h, attention_mask=None)
+        return vm.post_layernorm(h)
+
     # -- prefix: once per chunk
     def embed_prefix(
         self,
@@ -199,7 +211,7 @@ class SmolVLA(nn.Module):
         state (b, max_state_dim) normalised -> embeddings (b, p, width), pad (b, p), ar flags (b, p)."""
         embs, pads = [], []
         for img, m in zip(pixels, img_masks, strict=True):
-            e = self.vlm.connector(self.vlm.vision_model(pixel_values=img).last_hidden_state)
+            e = self.vlm.connector(self.vision(img))
             embs.append(e * torch.tensor(e.shape[-1] ** 0.5, dtype=e.dtype))
             pads.append(m[:, None].expand(e.shape[0], e.shape[1]))
         lang = self.vlm.text_model.get_input_embeddings()(tokens)
