@@ -117,8 +117,9 @@ class StepGraph(nn.Module):
         a = m.action_in_proj(x)
         h = a @ self.w_action.T + self.time_table[k_idx][:, None, :]
         h = m.action_time_mlp_out(F.silu(h))
-        self_bias = torch.cat([bias.expand(1, n, bias.shape[-1]),
-                               torch.where(self.causal, 0.0, MASKED)[None]], 2)  # fmt: skip
+        self_bias = torch.cat(
+            [bias.expand(1, n, bias.shape[-1]), torch.where(self.causal, 0.0, MASKED)[None]], 2
+        )
         groups = m.heads // m.kv_heads
         i_self = i_cross = 0
         for i in range(m.num_layers):
@@ -186,10 +187,25 @@ def export(policy, head: LegatoHead, obs: dict, out: Path, opset: int = 17) -> d
     large = sum(p.numel() for p in model.parameters()) * 4 > 1.8e9
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(prefix, args, str(paths["prefix"]), input_names=names, output_names=list(PREFIX_OUTPUTS),
-                          opset_version=opset, dynamo=False, do_constant_folding=True,
-                          external_data=large)  # fmt: skip
-        torch.onnx.export(step, (x, t, omega, *ctx), str(paths["step"]),
-                          input_names=["x", "t", "omega", *PREFIX_OUTPUTS], output_names=["velocity"],
-                          opset_version=opset, dynamo=False, do_constant_folding=True)  # fmt: skip
+        torch.onnx.export(
+            prefix,
+            args,
+            str(paths["prefix"]),
+            input_names=names,
+            output_names=list(PREFIX_OUTPUTS),
+            opset_version=opset,
+            dynamo=False,
+            do_constant_folding=True,
+            external_data=large,
+        )
+        torch.onnx.export(
+            step,
+            (x, t, omega, *ctx),
+            str(paths["step"]),
+            input_names=["x", "t", "omega", *PREFIX_OUTPUTS],
+            output_names=["velocity"],
+            opset_version=opset,
+            dynamo=False,
+            do_constant_folding=True,
+        )
     return paths
