@@ -105,7 +105,10 @@ def main() -> int:
         x = torch.randn(1, spec.chunk, spec.max_action_dim)
         t, omega = torch.tensor([1.0]), torch.zeros(1, spec.chunk)
         res["prefix_tokens"] = int(ctx[2].shape[-1])
-        res["flops"] = {"prefix": flops_of(lambda: prefix(*args)), "step": flops_of(lambda: step(x, t, omega, *ctx))}
+        res["flops"] = {
+            "prefix": flops_of(lambda: prefix(*args)),
+            "step": flops_of(lambda: step(x, t, omega, *ctx)),
+        }
         res["eager_s"] = {"prefix": median_time(lambda: prefix(*args), a.repeats),
                           "step": median_time(lambda: step(x, t, omega, *ctx), 2 * a.repeats)}  # fmt: skip
         v_ref = step(x, t, omega, *ctx).numpy()
@@ -120,10 +123,17 @@ def main() -> int:
                           input_names=["x", "t", "omega", *PREFIX_OUTPUTS], output_names=["velocity"],
                           opset_version=17, dynamo=False)  # fmt: skip
     res["export_s"] = time.perf_counter() - t0
-    res["graph_bytes"] = {p.stem: sum(f.stat().st_size for f in tmp.glob(p.stem + "*")) for p in tmp.glob("*.onnx")}
+    res["graph_bytes"] = {
+        p.stem: sum(f.stat().st_size for f in tmp.glob(p.stem + "*")) for p in tmp.glob("*.onnx")
+    }
     ctx_np = [c.numpy() for c in ctx]
     feeds_prefix = {n: v.numpy() for n, v in zip(names, args, strict=True)}
-    feeds_step = {"x": x.numpy(), "t": t.numpy(), "omega": omega.numpy(), **dict(zip(PREFIX_OUTPUTS, ctx_np, strict=True))}
+    feeds_step = {
+        "x": x.numpy(),
+        "t": t.numpy(),
+        "omega": omega.numpy(),
+        **dict(zip(PREFIX_OUTPUTS, ctx_np, strict=True)),
+    }
     del model, prefix, step
     so = ort.SessionOptions()
     so.intra_op_num_threads = so.inter_op_num_threads = 1

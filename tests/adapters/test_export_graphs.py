@@ -1,5 +1,5 @@
-"""SmolVLA's exported graphs (prefix -> context once, one expert step N times) on onnxruntime
-equal the adapter, and so LeRobot's own chunk (the golden fixtures)."""
+"""SmolVLA's and pi0.5's exported graphs (prefix -> context once, one expert step N times) on
+onnxruntime equal the adapters, and so LeRobot's own chunk (the golden fixtures)."""
 
 from __future__ import annotations
 
@@ -12,22 +12,27 @@ ort = pytest.importorskip("onnxruntime")
 
 from lerobot_fixtures import FIXTURES, golden  # noqa: E402
 
+from legato.adapters import pi05_graphs, smolvla_graphs  # noqa: E402
 from legato.adapters.legato_flow import LegatoHead  # noqa: E402
+from legato.adapters.pi05 import Pi05Policy  # noqa: E402
 from legato.adapters.smolvla import SmolVLAPolicy  # noqa: E402
-from legato.adapters.smolvla_graphs import FP16_KEEP_EXTRA, PREFIX_OUTPUTS, example_inputs, export  # noqa: E402
+
+KINDS = {"smolvla": (SmolVLAPolicy, smolvla_graphs), "pi05": (Pi05Policy, pi05_graphs)}
 
 
-@pytest.fixture(scope="module")
-def exported(hf_offline, tmp_path_factory):
-    policy = SmolVLAPolicy.load(FIXTURES / "smolvla")
+@pytest.fixture(scope="module", params=sorted(KINDS))
+def exported(request, hf_offline, tmp_path_factory):
+    cls, graphs = KINDS[request.param]
+    policy = cls.load(FIXTURES / request.param)
+    policy.kind, policy.graphs = request.param, graphs
     head = LegatoHead(policy.spec.num_steps, None)  # a plain LeRobot checkpoint
-    obs, _, _ = golden("smolvla")
-    folder = tmp_path_factory.mktemp("smolvla-onnx")
-    paths = export(policy, head, obs[0], folder)
+    obs, _, _ = golden(request.param)
+    folder = tmp_path_factory.mktemp(f"{request.param}-onnx")
+    paths = graphs.export(policy, head, obs[0], folder)
     from export.precision import FP16_KEEP_FP32, to_fp16
 
     for k in list(paths):  # positions and rotary angles stay float32 (Range has no float16 kernel)
-        to_fp16(paths[k], folder / f"{k}-fp16.onnx", FP16_KEEP_FP32 + FP16_KEEP_EXTRA)
+        to_fp16(paths[k], folder / f"{k}-fp16.onnx", FP16_KEEP_FP32 + graphs.FP16_KEEP_EXTRA)
         paths[f"{k}-fp16"] = folder / f"{k}-fp16.onnx"
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
@@ -36,9 +41,9 @@ def exported(hf_offline, tmp_path_factory):
 
 
 def onnx_chunk(policy, sess, o, noise, suffix=""):
-    args, names = example_inputs(policy, o)
+    args, names = policy.graphs.example_inputs(policy, o)
     ctx = sess["prefix" + suffix].run(None, {n: a.numpy() for n, a in zip(names, args, strict=True)})
-    feeds = dict(zip(PREFIX_OUTPUTS, ctx, strict=True))
+    feeds = dict(zip(policy.graphs.PREFIX_OUTPUTS, ctx, strict=True))
     x = noise.astype(np.float32)
     n = policy.spec.num_steps
     omega = np.zeros((1, policy.spec.chunk), np.float32)
@@ -51,7 +56,7 @@ def onnx_chunk(policy, sess, o, noise, suffix=""):
 
 def test_exported_fp32_graphs_equal_the_adapter_and_lerobot(exported):
     policy, sess, _ = exported
-    obs, noise, rec = golden("smolvla")
+    obs, noise, rec = golden(policy.kind)
     o = obs[0]  # the graphs are static: the first observation's token length
     a_onnx = onnx_chunk(policy, sess, o, noise[:1])
     a_torch = policy.sample_actions(o, torch.from_numpy(noise[:1]))
@@ -61,7 +66,7 @@ def test_exported_fp32_graphs_equal_the_adapter_and_lerobot(exported):
 
 def test_fp16_graphs_keep_cosine_above_0999_against_fp32(exported):
     policy, sess, _ = exported
-    obs, noise, _ = golden("smolvla")
+    obs, noise, _ = golden(policy.kind)
     a32 = onnx_chunk(policy, sess, obs[0], noise[:1]).ravel()
     a16 = onnx_chunk(policy, sess, obs[0], noise[:1], "-fp16").ravel()
     cos = float(a32 @ a16 / np.linalg.norm(a32) / np.linalg.norm(a16))
@@ -74,6 +79,8 @@ def test_step_graph_has_no_scatter_and_no_reprojection_of_the_prefix(exported):
     policy, _, paths = exported
     ops = [n.op_type for n in onnx.load(str(paths["step"])).graph.node]
     assert "ScatterND" not in ops
+    if policy.kind != "smolvla":
+        return
     # the cache's K/V are inputs; the step's own MatMul/Gemm count is the expert's, not the VLM's:
     # q/k/v/o in self layers, q/o in cross layers, 3 MLP projections, plus 4 in and out
     m = policy.model
