@@ -63,8 +63,10 @@ def memory_table() -> dict:
     out = {}
     for name, m in (("smolvla", smolvla_module(meta=True)), ("pi05", pi05_module(meta=True))):
         g = parameter_groups(m)
-        out[name] = {"params": {k: v["matrix"] + v["vector"] for k, v in g.items()},
-                     "weight_bytes": {p: weight_bytes(g, p) for p in ("fp32", "fp16", "int8")}}  # fmt: skip
+        out[name] = {
+            "params": {k: v["matrix"] + v["vector"] for k, v in g.items()},
+            "weight_bytes": {p: weight_bytes(g, p) for p in ("fp32", "fp16", "int8")},
+        }
     return out
 
 
@@ -109,19 +111,34 @@ def main() -> int:
             "prefix": flops_of(lambda: prefix(*args)),
             "step": flops_of(lambda: step(x, t, omega, *ctx)),
         }
-        res["eager_s"] = {"prefix": median_time(lambda: prefix(*args), a.repeats),
-                          "step": median_time(lambda: step(x, t, omega, *ctx), 2 * a.repeats)}  # fmt: skip
+        res["eager_s"] = {
+            "prefix": median_time(lambda: prefix(*args), a.repeats),
+            "step": median_time(lambda: step(x, t, omega, *ctx), 2 * a.repeats),
+        }
         v_ref = step(x, t, omega, *ctx).numpy()
     res["peak_rss_gb_eager"] = peak_rss_gb()
     tmp = Path(tempfile.mkdtemp(prefix="bench-smolvla-"))
     names = ["image_cam0", "tokens", "token_mask", "state"]
     t0 = time.perf_counter()
     with torch.no_grad():
-        torch.onnx.export(prefix, args, str(tmp / "prefix.onnx"), input_names=names,
-                          output_names=list(PREFIX_OUTPUTS), opset_version=17, dynamo=False)  # fmt: skip
-        torch.onnx.export(step, (x, t, omega, *ctx), str(tmp / "step.onnx"),
-                          input_names=["x", "t", "omega", *PREFIX_OUTPUTS], output_names=["velocity"],
-                          opset_version=17, dynamo=False)  # fmt: skip
+        torch.onnx.export(
+            prefix,
+            args,
+            str(tmp / "prefix.onnx"),
+            input_names=names,
+            output_names=list(PREFIX_OUTPUTS),
+            opset_version=17,
+            dynamo=False,
+        )
+        torch.onnx.export(
+            step,
+            (x, t, omega, *ctx),
+            str(tmp / "step.onnx"),
+            input_names=["x", "t", "omega", *PREFIX_OUTPUTS],
+            output_names=["velocity"],
+            opset_version=17,
+            dynamo=False,
+        )
     res["export_s"] = time.perf_counter() - t0
     res["graph_bytes"] = {
         p.stem: sum(f.stat().st_size for f in tmp.glob(p.stem + "*")) for p in tmp.glob("*.onnx")
@@ -134,7 +151,7 @@ def main() -> int:
         "omega": omega.numpy(),
         **dict(zip(PREFIX_OUTPUTS, ctx_np, strict=True)),
     }
-    del model, prefix, step
+    model.to("meta")  # free the torch weights before the onnxruntime sessions load theirs
     so = ort.SessionOptions()
     so.intra_op_num_threads = so.inter_op_num_threads = 1
     for precision in ("fp32", "int8"):
@@ -147,23 +164,32 @@ def main() -> int:
         ctx_o = sp.run(None, feeds_prefix)
         feeds = {**feeds_step, **dict(zip(PREFIX_OUTPUTS, ctx_o, strict=True))}
         v = ss.run(None, feeds)[0]
-        res[f"onnx_{precision}_s"] = {"prefix": median_time(lambda sp=sp: sp.run(None, feeds_prefix), a.repeats),
-                                      "step": median_time(lambda ss=ss, f=feeds: ss.run(None, f), 2 * a.repeats)}  # fmt: skip
+        res[f"onnx_{precision}_s"] = {
+            "prefix": median_time(lambda sp=sp: sp.run(None, feeds_prefix), a.repeats),
+            "step": median_time(lambda ss=ss, f=feeds: ss.run(None, f), 2 * a.repeats),
+        }
         diff = v - v_ref
-        res[f"onnx_{precision}_velocity"] = {"max_abs": float(np.abs(diff).max()),
-            "cosine": float((v.ravel() @ v_ref.ravel()) / np.linalg.norm(v) / np.linalg.norm(v_ref))}  # fmt: skip
+        res[f"onnx_{precision}_velocity"] = {
+            "max_abs": float(np.abs(diff).max()),
+            "cosine": float((v.ravel() @ v_ref.ravel()) / np.linalg.norm(v) / np.linalg.norm(v_ref)),
+        }
         del sp, ss
         res[f"peak_rss_gb_{precision}"] = peak_rss_gb()
     n = spec.num_steps
     chunk = {k: res[k]["prefix"] + n * res[k]["step"] for k in ("eager_s", "onnx_fp32_s", "onnx_int8_s")}
     res["chunk_s"] = chunk
-    res["speedup"] = {"step_fp32": res["eager_s"]["step"] / res["onnx_fp32_s"]["step"],
-                      "prefix_fp32": res["eager_s"]["prefix"] / res["onnx_fp32_s"]["prefix"],
-                      "chunk_fp32": chunk["eager_s"] / chunk["onnx_fp32_s"],
-                      "chunk_int8": chunk["eager_s"] / chunk["onnx_int8_s"]}  # fmt: skip
+    res["speedup"] = {
+        "step_fp32": res["eager_s"]["step"] / res["onnx_fp32_s"]["step"],
+        "prefix_fp32": res["eager_s"]["prefix"] / res["onnx_fp32_s"]["prefix"],
+        "chunk_fp32": chunk["eager_s"] / chunk["onnx_fp32_s"],
+        "chunk_int8": chunk["eager_s"] / chunk["onnx_int8_s"],
+    }
     peak = res["matmul_peak_gflops"]
-    res["fraction_of_peak"] = {f"{k}_{g}": res["flops"][g] / res[k][g] / 1e9 / peak
-                               for k in ("eager_s", "onnx_fp32_s") for g in ("prefix", "step")}  # fmt: skip
+    res["fraction_of_peak"] = {
+        f"{k}_{g}": res["flops"][g] / res[k][g] / 1e9 / peak
+        for k in ("eager_s", "onnx_fp32_s")
+        for g in ("prefix", "step")
+    }
     print(json.dumps(res, indent=1))
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

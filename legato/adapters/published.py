@@ -13,25 +13,53 @@ from typing import Any
 
 # SmolVLM2-500M-Video-Instruct's config (the hub's config.json), the fields SmolVLA reads.
 SMOLVLM2_500M = {
-    "vision": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-               "image_size": 512, "patch_size": 16, "model_type": "smolvlm_vision"},
-    "text": {"vocab_size": 49280, "hidden_size": 960, "intermediate_size": 2560, "num_hidden_layers": 32,
-             "num_attention_heads": 15, "num_key_value_heads": 5, "head_dim": 64, "rms_norm_eps": 1e-5,
-             "rope_theta": 100000.0, "max_position_embeddings": 8192, "tie_word_embeddings": True},
+    "vision": {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "image_size": 512,
+        "patch_size": 16,
+        "model_type": "smolvlm_vision",
+    },
+    "text": {
+        "vocab_size": 49280,
+        "hidden_size": 960,
+        "intermediate_size": 2560,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 15,
+        "num_key_value_heads": 5,
+        "head_dim": 64,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 100000.0,
+        "max_position_embeddings": 8192,
+        "tie_word_embeddings": True,
+    },
     "scale_factor": 4,
-}  # fmt: skip
-SMOLVLA_BASE = {"num_vlm_layers": 16, "num_expert_layers": -1, "expert_width_multiplier": 0.75,
-                "self_attn_every_n_layers": 2, "chunk_size": 50, "num_steps": 10, "max_action_dim": 32,
-                "max_state_dim": 32, "tokenizer_max_length": 48, "resize_imgs_with_padding": [512, 512],
-                "min_period": 4e-3, "max_period": 4.0}  # fmt: skip
+}
+SMOLVLA_BASE = {
+    "num_vlm_layers": 16,
+    "num_expert_layers": -1,
+    "expert_width_multiplier": 0.75,
+    "self_attn_every_n_layers": 2,
+    "chunk_size": 50,
+    "num_steps": 10,
+    "max_action_dim": 32,
+    "max_state_dim": 32,
+    "tokenizer_max_length": 48,
+    "resize_imgs_with_padding": [512, 512],
+    "min_period": 4e-3,
+    "max_period": 4.0,
+}
 
 
 def smolvlm_config(sizes: dict[str, Any] = SMOLVLM2_500M):
     from transformers import LlamaConfig, SmolVLMConfig
 
     text = LlamaConfig(**sizes["text"])
-    return SmolVLMConfig(vision_config=dict(sizes["vision"]), text_config=text.to_dict(),
-                         scale_factor=sizes["scale_factor"])  # fmt: skip
+    return SmolVLMConfig(
+        vision_config=dict(sizes["vision"]), text_config=text.to_dict(), scale_factor=sizes["scale_factor"]
+    )
 
 
 def smolvla_config(
@@ -40,8 +68,13 @@ def smolvla_config(
     """A LeRobot SmolVLA config.json (SO-101-like features) at the published sizes."""
     feats = {f"observation.images.cam{i}": {"type": "VISUAL", "shape": [3, *hw]} for i in range(cameras)}
     feats["observation.state"] = {"type": "STATE", "shape": [state_dim]}
-    return {"type": "smolvla", **SMOLVLA_BASE, "input_features": feats,
-            "output_features": {"action": {"type": "ACTION", "shape": [action_dim]}}, "empty_cameras": 0}  # fmt: skip
+    return {
+        "type": "smolvla",
+        **SMOLVLA_BASE,
+        "input_features": feats,
+        "output_features": {"action": {"type": "ACTION", "shape": [action_dim]}},
+        "empty_cameras": 0,
+    }
 
 
 def smolvla_module(cfg: dict[str, Any] | None = None, meta: bool = False):
@@ -54,8 +87,13 @@ def smolvla_module(cfg: dict[str, Any] | None = None, meta: bool = False):
     ctx = torch.device("meta") if meta else torch.device("cpu")
     with ctx:
         spec = spec_from_config(cfg, cfg["output_features"]["action"]["shape"][0])
-        return SmolVLA(spec, smolvlm_config(), cfg["num_vlm_layers"], cfg["num_expert_layers"],
-                       cfg["expert_width_multiplier"])  # fmt: skip
+        return SmolVLA(
+            spec,
+            smolvlm_config(),
+            cfg["num_vlm_layers"],
+            cfg["num_expert_layers"],
+            cfg["expert_width_multiplier"],
+        )
 
 
 def pi05_module(meta: bool = True):
@@ -63,9 +101,17 @@ def pi05_module(meta: bool = True):
 
     from legato.adapters.pi05 import Pi05, Pi05Spec, published_sizes
 
-    spec = Pi05Spec(chunk=50, num_steps=10, max_action_dim=32, action_dim=6, state_dim=6,
-                    cameras=(("observation.images.base_0_rgb", (224, 224)),), image_hw=(224, 224),
-                    min_period=4e-3, max_period=4.0)  # fmt: skip
+    spec = Pi05Spec(
+        chunk=50,
+        num_steps=10,
+        max_action_dim=32,
+        action_dim=6,
+        state_dim=6,
+        cameras=(("observation.images.base_0_rgb", (224, 224)),),
+        image_hw=(224, 224),
+        min_period=4e-3,
+        max_period=4.0,
+    )
     with torch.device("meta") if meta else torch.device("cpu"):
         return Pi05(spec, published_sizes({}))
 
