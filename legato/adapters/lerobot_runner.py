@@ -11,6 +11,7 @@ calls the expert through the boundary conversion (tau = 1 - t, v = -v_lerobot).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,7 @@ import numpy as np
 import torch
 
 from edge.normalize import Normalizer
-from edge.policy import ChunkPolicy, ChunkRequest, ModelSpec, Observation, check_request
-from edge.sampler import legato_sample, pad_reference
-from edge.schedule import omega_schedule
+from edge.policy import ChunkPolicy, ChunkRequest, ModelSpec, Observation
 from legato.adapters.legato_flow import LegatoHead
 from legato.adapters.lerobot_files import read_policy_folder
 from legato.adapters.lerobot_train import LEGATO_FILE, load_policy
@@ -87,67 +86,151 @@ def load(path: str | Path) -> LeRobotCheckpoint:
     return LeRobotCheckpoint(path, policy, meta, spec, head)
 
 
-class LeRobotChunkRunner(ChunkPolicy):
-    """Chunks in raw joint units from a LeRobot policy; forward-only methods (naive, sync, legato)."""
+def section(ck: LeRobotCheckpoint) -> dict[str, Any]:
+    """The manifest's adapter section of a LeRobot SmolVLA folder (edge.adapter.AdapterSpec): its
+    graphs' names (legato.adapters.smolvla_graphs), t = 1 noise, dims padded to LeRobot's 32, the
+    cameras by name, the language through the bundle's tokenizer.json with LeRobot's "\\n",
+    mean-std normalisation with LeRobot's epsilons."""
+    from legato.adapters.smolvla_graphs import PREFIX_OUTPUTS
 
-    def __init__(self, ck: LeRobotCheckpoint, seed: int = 0, threads: int = 0) -> None:
-        identity = Normalizer(np.zeros(1), np.ones(1), np.zeros(1), np.ones(1))  # unused: own normalisation
-        super().__init__(ck.spec, identity, source=str(ck.path))
-        self.ck, self.policy, self.head = ck, ck.policy, ck.head
-        self.rng = np.random.default_rng(seed)
-        if threads:
-            torch.set_num_threads(threads)
+    p, s, spec = ck.policy, ck.policy.spec, ck.spec
+    norm = p.folder.input_norm
+    st, act = norm.stats.get("observation.state", {}), p.folder.output_norm.stats["action"]
+    tok = p.tokenizer
+    return {
+        "name": p.folder.type,
+        "method": spec.method,
+        "time_convention": "t1-noise",
+        "horizon": s.chunk,
+        "num_steps": s.num_steps,
+        "action_dim": s.action_dim,
+        "action_pad": s.max_action_dim,
+        "state_dim": s.state_dim,
+        "state_pad": s.max_state_dim,
+        "control_hz": spec.control_hz,
+        "schedule": {"shape": spec.schedule_shape, "d_max": spec.d_max, "r_max": spec.r_max},
+        "capabilities": {"omega": ck.head.omega_dim is not None, "hard_prefix": False, "fused": False},
+        "observation": {
+            "cameras": [
+                {
+                    "name": k.rsplit(".", 1)[-1],
+                    "input": f"image_{k.rsplit('.', 1)[-1]}",
+                    "height": h,
+                    "width": w,
+                }
+                for k, (h, w) in s.cameras
+            ],
+            "state": "state",
+            "language": {
+                "tokens": "tokens",
+                "mask": "token_mask",
+                "max_tokens": spec.max_tokens,
+                "vocab_size": len(tok),
+                "pad_id": int(tok.pad_token_id or 0),
+                "tokenizer": "tokenizer.json",
+                "append": "\n",
+            },
+        },
+        "normalization": Normalizer(
+            np.asarray(st.get("mean", np.zeros(s.state_dim))),
+            np.asarray(st.get("std", np.ones(s.state_dim))),
+            np.asarray(act["mean"]),
+            np.asarray(act["std"]),
+            kind="mean-std",
+            state_eps=float(norm.eps),
+            action_eps=float(norm.eps),
+        ).to_dict(),
+        "graphs": {
+            "prefix": {"outputs": list(PREFIX_OUTPUTS)},
+            "flow_head": {
+                "x": "x",
+                "t": "t",
+                "omega": "omega" if ck.head.omega_dim is not None else None,
+                "velocity": "velocity",
+                "context": {n: n for n in PREFIX_OUTPUTS},
+            },
+        },
+    }
 
-    def _norm(self, chunk: np.ndarray) -> np.ndarray:
-        """Raw (b, h, a) -> normalised, zero-padded to max_action_dim."""
-        x = self.policy.folder.output_norm.normalize("action", chunk)
-        return np.pad(x, ((0, 0), (0, 0), (0, self.policy.spec.max_action_dim - x.shape[-1]))).astype(
-            np.float32
-        )
 
-    def _unnorm(self, x: np.ndarray) -> np.ndarray:
-        return self.policy.folder.output_norm.unnormalize("action", x[..., : self.spec.action_dim]).astype(
-            np.float32
+class TorchField:
+    """The adapter's torch prefix and expert as the sampler's field (edge.denoiser.Field), batch b,
+    converting at the head from the sampler's t = 0 noise (tau = 1 - t, v = -v_lerobot)."""
+
+    def __init__(self, ck: LeRobotCheckpoint, batch: int) -> None:
+        s, self.ck, self.batch = ck.policy.spec, ck, batch
+        L = ck.spec.max_tokens
+        self.observation = {
+            f"image_{k.rsplit('.', 1)[-1]}": np.zeros((batch, h, w, 3), np.uint8) for k, (h, w) in s.cameras
+        }
+        self.observation |= {
+            "tokens": np.zeros((batch, L), np.int64),
+            "token_mask": np.zeros((batch, L), np.int64),
+            "state": np.zeros((batch, s.max_state_dim), np.float32),
+        }
+        self._prefix: Any = None
+
+    def buffers(self) -> tuple[None, None, None, None]:
+        return (None, None, None, None)
+
+    @torch.no_grad()
+    def encode(self) -> None:
+        from legato.adapters.smolvla import frames_to_pixels
+
+        s, o = self.ck.policy.spec, self.observation
+        pixels = [frames_to_pixels(o[f"image_{k.rsplit('.', 1)[-1]}"], s.image_hw) for k, _ in s.cameras]
+        masks = [torch.ones(self.batch, dtype=torch.bool) for _ in pixels]
+        th = torch.from_numpy
+        self._prefix = self.ck.policy.model.prefix(
+            pixels, masks, th(o["tokens"].copy()), th(o["token_mask"].copy()).bool(), th(o["state"].copy())
         )
 
     @torch.no_grad()
-    def encode(self, obs: Observation) -> Any:
-        camera = self.policy.spec.cameras[0][0]
-        tasks = [detokenize(t) for t in obs.tokens]
-        batch = {camera: obs.image, "observation.state": obs.state, "task": tasks}
-        return self.policy.model.prefix(*self.policy.prefix_inputs(batch))
+    def velocity(self, y: np.ndarray, t: np.ndarray, omega: np.ndarray, out: np.ndarray) -> None:
+        model, prefix = self.ck.policy.model, self._prefix
+        tau = torch.from_numpy(1.0 - t[:, 0].astype(np.float32))
+        v = self.ck.head.velocity(
+            lambda x, tt: model.velocity(x, tt, *prefix),
+            torch.from_numpy(y),
+            tau,
+            torch.from_numpy(omega.astype(np.float32)),
+        )
+        out[...] = -v.numpy()
+
+
+class LeRobotChunkRunner(ChunkPolicy):
+    """A LeRobot SmolVLA folder through the one chunk assembly (edge.denoiser), for the harness.
+    The simulator's observations carry its own token ids: they are turned back into the
+    instruction and tokenised by the policy's tokenizer (as a robot's prompt would be)."""
+
+    def __init__(self, ck: LeRobotCheckpoint, seed: int = 0, threads: int = 0) -> None:
+        from edge.adapter import AdapterSpec
+
+        super().__init__(AdapterSpec.from_dict(section(ck), f"adapter of {ck.path}"), source=str(ck.path))
+        self.ck = ck
+        if threads:
+            torch.set_num_threads(threads)
+
+    def field(self, batch: int) -> TorchField:
+        return TorchField(self.ck, batch)
 
     def chunk(
         self, method: str, obs: Observation, prev: np.ndarray | None, req: ChunkRequest, eps: np.ndarray
     ) -> np.ndarray:
-        spec = self.spec
-        check_request(method, spec, req, source=self.source)
-        if method not in ("naive", "sync", "legato"):
-            return super().chunk(method, obs, prev, req, eps)  # refuses with the base class's message
-        h, n = spec.horizon, spec.num_steps
-        b, pad = eps.shape[0], self.policy.spec.max_action_dim - eps.shape[-1]
-        eps_full = np.concatenate([eps, self.rng.standard_normal((b, h, pad)).astype(np.float32)], -1)
-        prefix = self.encode(obs)
-        model, head = self.policy.model, self.head
+        from legato.adapters.lerobot_files import tokenize
+        from sim.env import Observation as SimObservation
 
-        @torch.no_grad()
-        def velocity(y: np.ndarray, t: np.ndarray, omega: np.ndarray) -> np.ndarray:
-            tau = torch.from_numpy(1.0 - t[:, 0].astype(np.float32))
-            v = head.velocity(
-                lambda x, tt: model.velocity(x, tt, *prefix),
-                torch.from_numpy(y),
-                tau,
-                torch.from_numpy(omega.astype(np.float32)),
+        if (
+            eps.shape[-1] != self.adapter.action_pad
+        ):  # the harness draws the robot's dims; LeRobot samples all
+            seed = int.from_bytes(hashlib.sha256(eps.tobytes()).digest()[:8], "little")  # deterministic
+            extra = np.random.default_rng(seed).standard_normal(
+                (*eps.shape[:2], self.adapter.action_pad - eps.shape[-1])
             )
-            return -v.numpy()  # the LeRobot field points from data to noise
-
-        if prev is None or method in ("naive", "sync"):
-            zeros = np.zeros((b, h), np.float32)
-            x = legato_sample(velocity, eps_full, np.zeros_like(eps_full), zeros, n)
-            return self._unnorm(x)
-        a_ref = self._norm(pad_reference(prev[:, req.s :], h))
-        omega = np.broadcast_to(omega_schedule(req.d, req.r, h, spec.schedule_shape), (b, h)).astype(
-            np.float32
-        )
-        x = legato_sample(velocity, eps_full, a_ref, omega.copy(), n, req.final_blend)
-        return self._unnorm(x)
+            eps = np.concatenate([eps, extra.astype(np.float32)], -1)
+        policy = self.ck.policy
+        tasks = [detokenize(t) + "\n" for t in obs.tokens]
+        cfg = dict(policy.tokenizer_step.get("config", {}), padding="max_length")
+        ids, _ = tokenize(policy.tokenizer, tasks, cfg)
+        translated = SimObservation(obs.image, ids, obs.state)
+        return super().chunk(method, translated, prev, req, eps)

@@ -49,6 +49,46 @@ def test_lerobot_written_dataset_trains_and_resumes(tmp_path, hf_offline):
 
     policy = SmolVLAPolicy.load(out)  # the run folder is a LeRobot policy folder
     assert policy.spec.chunk == 16 and policy.spec.action_dim == 3
+    _harness_chunk_equals_the_adapter(out)
+
+
+def _harness_chunk_equals_the_adapter(run):
+    """The evaluation's path (edge.denoiser over the adapter's field, t = 0 noise, padded dims)
+    gives LeRobot's sample_actions chunk for the same observation and noise."""
+    import numpy as np
+    import torch
+
+    from edge.policy import ChunkRequest
+    from legato.adapters import lerobot_runner
+    from sim.env import ReachEnv
+    from sim.episodes import sample_episodes
+    from sim.language import detokenize
+    from sim.task import TaskConfig
+
+    ck = lerobot_runner.load(run)
+    runner = lerobot_runner.LeRobotChunkRunner(ck)
+    ep = sample_episodes(TaskConfig(), 1000, 2)
+    obs = ReachEnv(TaskConfig(), ep.scenes, ep.template).observe()
+    eps = np.random.default_rng(0).standard_normal((2, 16, 32)).astype(np.float32)
+    chunk = runner.chunk("legato", obs, None, ChunkRequest(d=0, s=8, r=0), eps)  # a first chunk: omega = 0
+    lerobot_obs = {
+        "observation.images.top": obs.image,
+        "observation.state": obs.state,
+        "task": [detokenize(t) for t in obs.tokens],
+    }
+    p = ck.policy
+    with torch.no_grad():  # LeRobot's Euler loop from t = 1, the omega channel written as 0
+        prefix = p.model.prefix(*p.prefix_inputs(lerobot_obs))
+        x, n = torch.from_numpy(eps), p.spec.num_steps
+        for k in range(n):
+            tau = torch.full((2,), 1.0 - k / n)
+            x = (
+                x
+                - ck.head.velocity(lambda y, t: p.model.velocity(y, t, *prefix), x, tau, torch.zeros(2, 16))
+                / n
+            )
+    ref = p.folder.output_norm.unnormalize("action", x[..., :3].numpy())
+    assert np.abs(chunk - ref).max() < 1e-4
 
 
 def test_dataset_whose_features_disagree_with_the_policy_is_refused(tmp_path, hf_offline, capsys):
