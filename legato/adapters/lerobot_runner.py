@@ -78,10 +78,9 @@ def load(path: str | Path) -> LeRobotCheckpoint:
         schedule_shape=str(sch.get("shape", "linear")),
         control_hz=fps,
     )
+    omega_dim = meta.get("omega_dim")  # absent: a plain LeRobot checkpoint, no omega input
     head = LegatoHead(
-        s.num_steps,
-        int(meta.get("omega_dim", s.max_action_dim - 1)),
-        str(meta.get("velocity_form", "factored")),
+        s.num_steps, None if omega_dim is None else int(omega_dim), str(meta.get("velocity_form", "factored"))
     )
     return LeRobotCheckpoint(path, policy, meta, spec, head)
 
@@ -198,16 +197,40 @@ class TorchField:
         out[...] = -v.numpy()
 
 
-class LeRobotChunkRunner(ChunkPolicy):
-    """A LeRobot SmolVLA folder through the one chunk assembly (edge.denoiser), for the harness.
-    The simulator's observations carry its own token ids: they are turned back into the
-    instruction and tokenised by the policy's tokenizer (as a robot's prompt would be)."""
+def pad_noise(eps: np.ndarray, action_pad: int) -> np.ndarray:
+    """The harness draws noise in the robot's dims; LeRobot samples every padded dim too: the
+    rest comes from a generator seeded by the given noise (deterministic, different per chunk)."""
+    if eps.shape[-1] == action_pad:
+        return eps
+    seed = int.from_bytes(hashlib.sha256(eps.tobytes()).digest()[:8], "little")
+    extra = np.random.default_rng(seed).standard_normal((*eps.shape[:2], action_pad - eps.shape[-1]))
+    return np.concatenate([eps, extra.astype(np.float32)], -1)
 
-    def __init__(self, ck: LeRobotCheckpoint, seed: int = 0, threads: int = 0) -> None:
+
+def sim_to_policy_tokens(obs: Observation, policy: Any) -> Observation:
+    """The simulator's token ids -> its instruction -> the policy's tokenizer (padded to max_length),
+    as a robot's prompt reaches the bundle."""
+    from legato.adapters.lerobot_files import tokenize
+    from sim.env import Observation as SimObservation
+
+    tasks = [detokenize(t) + "\n" for t in obs.tokens]
+    cfg = dict(policy.tokenizer_step.get("config", {}), padding="max_length")
+    ids, _ = tokenize(policy.tokenizer, tasks, cfg)
+    return SimObservation(obs.image, ids, obs.state)
+
+
+class LeRobotChunkRunner(ChunkPolicy):
+    """A LeRobot SmolVLA folder through the one chunk assembly (edge.denoiser): the harness's
+    runner (sim_tokens: the simulator's observations are re-tokenised) and the export's torch
+    reference (sim_tokens=False: observations already carry the tokenizer's ids)."""
+
+    def __init__(
+        self, ck: LeRobotCheckpoint, seed: int = 0, threads: int = 0, sim_tokens: bool = True
+    ) -> None:
         from edge.adapter import AdapterSpec
 
         super().__init__(AdapterSpec.from_dict(section(ck), f"adapter of {ck.path}"), source=str(ck.path))
-        self.ck = ck
+        self.ck, self.sim_tokens = ck, sim_tokens
         if threads:
             torch.set_num_threads(threads)
 
@@ -217,20 +240,21 @@ class LeRobotChunkRunner(ChunkPolicy):
     def chunk(
         self, method: str, obs: Observation, prev: np.ndarray | None, req: ChunkRequest, eps: np.ndarray
     ) -> np.ndarray:
-        from legato.adapters.lerobot_files import tokenize
-        from sim.env import Observation as SimObservation
+        if self.sim_tokens:
+            obs = sim_to_policy_tokens(obs, self.ck.policy)
+        return super().chunk(method, obs, prev, req, pad_noise(eps, self.adapter.action_pad))
 
-        if (
-            eps.shape[-1] != self.adapter.action_pad
-        ):  # the harness draws the robot's dims; LeRobot samples all
-            seed = int.from_bytes(hashlib.sha256(eps.tobytes()).digest()[:8], "little")  # deterministic
-            extra = np.random.default_rng(seed).standard_normal(
-                (*eps.shape[:2], self.adapter.action_pad - eps.shape[-1])
-            )
-            eps = np.concatenate([eps, extra.astype(np.float32)], -1)
-        policy = self.ck.policy
-        tasks = [detokenize(t) + "\n" for t in obs.tokens]
-        cfg = dict(policy.tokenizer_step.get("config", {}), padding="max_length")
-        ids, _ = tokenize(policy.tokenizer, tasks, cfg)
-        translated = SimObservation(obs.image, ids, obs.state)
-        return super().chunk(method, translated, prev, req, eps)
+
+class SimTokens(ChunkPolicy):
+    """Any ChunkPolicy of a LeRobot bundle (e.g. edge.bundle_policy.BundlePolicy) in the
+    simulator's harness: observations re-tokenised, noise padded."""
+
+    def __init__(self, inner: ChunkPolicy, policy: Any) -> None:
+        super().__init__(inner.adapter, inner.source)
+        self.inner, self.policy = inner, policy
+
+    def chunk(
+        self, method: str, obs: Observation, prev: np.ndarray | None, req: ChunkRequest, eps: np.ndarray
+    ) -> np.ndarray:
+        obs = sim_to_policy_tokens(obs, self.policy)
+        return self.inner.chunk(method, obs, prev, req, pad_noise(eps, self.adapter.action_pad))
