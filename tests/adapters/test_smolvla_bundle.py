@@ -21,8 +21,14 @@ PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 def fixture_profile(tmp_path: Path) -> Path:
     """x86-cpu with the fixture policy's H = 10, N = 10, plain (d_max 0), stepwise graphs."""
     text = (PROFILES / "x86-cpu.toml").read_text()
-    for key, value in (("horizon", "10"), ("execution_horizon", "5"), ("num_steps", "10"), ("d_max", "0"),
-                       ("ramp", "0"), ("graph", '"stepwise"')):  # fmt: skip
+    for key, value in (
+        ("horizon", "10"),
+        ("execution_horizon", "5"),
+        ("num_steps", "10"),
+        ("d_max", "0"),
+        ("ramp", "0"),
+        ("graph", '"stepwise"'),
+    ):
         text = re.sub(rf"^{key} = \S+", f"{key} = {value}", text, flags=re.M)
     path = tmp_path / "x86-cpu-smolvla-fixture.toml"
     path.write_text(text)
@@ -31,8 +37,17 @@ def fixture_profile(tmp_path: Path) -> Path:
 
 def test_export_detects_smolvla_gates_and_verifies(tmp_path, hf_offline, capsys):
     out = tmp_path / "bundle"
-    code = main(["export", "--checkpoint", str(FIXTURES / "smolvla"), "--profile", str(fixture_profile(tmp_path)),
-                 "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "export",
+            "--checkpoint",
+            str(FIXTURES / "smolvla"),
+            "--profile",
+            str(fixture_profile(tmp_path)),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     man = json.loads((out / "manifest.json").read_text())
     ad = man["adapter"]
