@@ -40,15 +40,6 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(ts)
 
 
-def matmul_peak_gflops() -> float:
-    """One-thread fp32 GEMM rate (torch, 1024^3, median of 5): the ceiling we compare with."""
-    import torch
-
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    t = median_time(lambda: a @ b, 5)
-    return 2 * 1024**3 / t / 1e9
-
-
 def flops_of(fn) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -74,7 +65,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="also write the results as JSON")
     ap.add_argument("--memory-table", action="store_true", help="only the parameter / weight-byte table")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="timed rounds (after one warm-up round)")
+    ap.add_argument(
+        "--graphs", default=None, help="folder of this script's exported graphs to reuse (same seed)"
+    )
     a = ap.parse_args()
     if a.memory_table:
         print(json.dumps(memory_table(), indent=1))
@@ -90,7 +84,6 @@ def main() -> int:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     res: dict = {"machine": "shared 2-core x86 (loaded by other engineers' jobs), 1 thread"}
-    res["matmul_peak_gflops"] = matmul_peak_gflops()
     model = smolvla_module().eval()
     spec = model.spec
     res["params"] = sum(p.numel() for p in model.parameters())
@@ -111,70 +104,79 @@ def main() -> int:
             "prefix": flops_of(lambda: prefix(*args)),
             "step": flops_of(lambda: step(x, t, omega, *ctx)),
         }
-        res["eager_s"] = {
-            "prefix": median_time(lambda: prefix(*args), a.repeats),
-            "step": median_time(lambda: step(x, t, omega, *ctx), 2 * a.repeats),
-        }
         v_ref = step(x, t, omega, *ctx).numpy()
     res["peak_rss_gb_eager"] = peak_rss_gb()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-smolvla-"))
+    tmp = Path(a.graphs) if a.graphs else Path(tempfile.mkdtemp(prefix="bench-smolvla-"))
     names = ["image_cam0", "tokens", "token_mask", "state"]
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        torch.onnx.export(
-            prefix,
-            args,
-            str(tmp / "prefix.onnx"),
-            input_names=names,
-            output_names=list(PREFIX_OUTPUTS),
-            opset_version=17,
-            dynamo=False,
-        )
-        torch.onnx.export(
-            step,
-            (x, t, omega, *ctx),
-            str(tmp / "step.onnx"),
-            input_names=["x", "t", "omega", *PREFIX_OUTPUTS],
-            output_names=["velocity"],
-            opset_version=17,
-            dynamo=False,
-        )
-    res["export_s"] = time.perf_counter() - t0
-    res["graph_bytes"] = {
-        p.stem: sum(f.stat().st_size for f in tmp.glob(p.stem + "*")) for p in tmp.glob("*.onnx")
-    }
-    ctx_np = [c.numpy() for c in ctx]
+    if not (tmp / "step.onnx").exists():
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            torch.onnx.export(
+                prefix,
+                args,
+                str(tmp / "prefix.onnx"),
+                input_names=names,
+                output_names=list(PREFIX_OUTPUTS),
+                opset_version=17,
+                dynamo=False,
+            )
+            torch.onnx.export(
+                step,
+                (x, t, omega, *ctx),
+                str(tmp / "step.onnx"),
+                input_names=["x", "t", "omega", *PREFIX_OUTPUTS],
+                output_names=["velocity"],
+                opset_version=17,
+                dynamo=False,
+            )
+        res["export_s"] = time.perf_counter() - t0
+    for g in ("prefix", "step"):
+        if not (tmp / f"{g}-int8.onnx").exists():
+            to_dynamic_int8(tmp / f"{g}.onnx", tmp / f"{g}-int8.onnx")
+    res["graph_bytes"] = {p.stem: p.stat().st_size for p in sorted(tmp.glob("*.onnx"))}
     feeds_prefix = {n: v.numpy() for n, v in zip(names, args, strict=True)}
-    feeds_step = {
-        "x": x.numpy(),
-        "t": t.numpy(),
-        "omega": omega.numpy(),
-        **dict(zip(PREFIX_OUTPUTS, ctx_np, strict=True)),
-    }
-    model.to("meta")  # free the torch weights before the onnxruntime sessions load theirs
     so = ort.SessionOptions()
     so.intra_op_num_threads = so.inter_op_num_threads = 1
-    for precision in ("fp32", "int8"):
-        if precision == "int8":
-            for g in ("prefix", "step"):
-                to_dynamic_int8(tmp / f"{g}.onnx", tmp / f"{g}-int8.onnx")
-        suffix = "" if precision == "fp32" else "-int8"
+    sessions, feeds = {}, {}
+    for precision, suffix in (("fp32", ""), ("int8", "-int8")):
         sp = ort.InferenceSession(str(tmp / f"prefix{suffix}.onnx"), so, providers=["CPUExecutionProvider"])
         ss = ort.InferenceSession(str(tmp / f"step{suffix}.onnx"), so, providers=["CPUExecutionProvider"])
         ctx_o = sp.run(None, feeds_prefix)
-        feeds = {**feeds_step, **dict(zip(PREFIX_OUTPUTS, ctx_o, strict=True))}
-        v = ss.run(None, feeds)[0]
-        res[f"onnx_{precision}_s"] = {
-            "prefix": median_time(lambda sp=sp: sp.run(None, feeds_prefix), a.repeats),
-            "step": median_time(lambda ss=ss, f=feeds: ss.run(None, f), 2 * a.repeats),
+        f = {
+            "x": x.numpy(),
+            "t": t.numpy(),
+            "omega": omega.numpy(),
+            **dict(zip(PREFIX_OUTPUTS, ctx_o, strict=True)),
         }
-        diff = v - v_ref
+        v = ss.run(None, f)[0]
         res[f"onnx_{precision}_velocity"] = {
-            "max_abs": float(np.abs(diff).max()),
+            "max_abs": float(np.abs(v - v_ref).max()),
             "cosine": float((v.ravel() @ v_ref.ravel()) / np.linalg.norm(v) / np.linalg.norm(v_ref)),
         }
-        del sp, ss
-        res[f"peak_rss_gb_{precision}"] = peak_rss_gb()
+        sessions[precision], feeds[precision] = (sp, ss), f
+    res["peak_rss_gb_sessions"] = peak_rss_gb()
+    # Side by side: every round times each backend once (and the GEMM ceiling), so a load that
+    # changes during the run changes all of them alike; medians over the rounds.
+    times: dict[str, list[float]] = {}
+
+    def once(key: str, fn) -> None:
+        t0 = time.perf_counter()
+        fn()
+        times.setdefault(key, []).append(time.perf_counter() - t0)
+
+    a_mm, b_mm = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    with torch.no_grad():
+        for _ in range(a.repeats + 1):
+            once("matmul", lambda: a_mm @ b_mm)
+            once("eager_prefix", lambda: prefix(*args))
+            once("eager_step", lambda: step(x, t, omega, *ctx))
+            for prec, (sp, ss) in sessions.items():
+                once(f"onnx_{prec}_prefix", lambda sp=sp: sp.run(None, feeds_prefix))
+                once(f"onnx_{prec}_step", lambda ss=ss, prec=prec: ss.run(None, feeds[prec]))
+    med = {k: statistics.median(v[1:]) for k, v in times.items()}  # the first round warms up
+    res["matmul_peak_gflops"] = 2 * 1024**3 / med["matmul"] / 1e9
+    for k in ("eager", "onnx_fp32", "onnx_int8"):
+        res[f"{k}_s"] = {"prefix": med[f"{k}_prefix"], "step": med[f"{k}_step"]}
     n = spec.num_steps
     chunk = {k: res[k]["prefix"] + n * res[k]["step"] for k in ("eager_s", "onnx_fp32_s", "onnx_int8_s")}
     res["chunk_s"] = chunk
