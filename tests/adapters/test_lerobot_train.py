@@ -114,3 +114,53 @@ def test_dataset_whose_features_disagree_with_the_policy_is_refused(tmp_path, hf
     assert code == 2 and err.count("\n") == 0
     assert "observation.images.top is (48, 64, 3) (H, W, C), the policy expects (96, 128, 3)" in err
     assert not out.exists()
+
+
+def test_pi05_fine_tunes_with_legato_on_a_dataset_of_its_features(tmp_path, hf_offline):
+    import numpy as np
+
+    from legato.adapters.pi05 import Pi05Policy
+    from legato.lerobot_dataset import EpisodeData, write_dataset
+
+    rng = np.random.default_rng(0)
+    cams = {"observation.images.base_0_rgb": (40, 48), "observation.images.left_wrist_0_rgb": (32, 32)}
+    feats = {
+        k: {"dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"]}
+        for k, (h, w) in cams.items()
+    }
+    feats |= {
+        "observation.state": {"dtype": "float32", "shape": [6], "names": None},
+        "action": {"dtype": "float32", "shape": [6], "names": None},
+    }
+    eps = [
+        EpisodeData(
+            "pick up the cube",
+            {"observation.state": rng.normal(size=(12, 6)), "action": rng.normal(size=(12, 6))},
+            {k: rng.integers(0, 256, (12, h, w, 3), dtype=np.uint8) for k, (h, w) in cams.items()},
+        )
+    ]
+    data = tmp_path / "ds"
+    data.mkdir()
+    write_dataset(data, 10, feats, eps)
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--policy",
+                "pi05",
+                "--init",
+                str(FIXTURES / "pi05"),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                *SMALL,
+            ]
+        )
+        == 0
+    )
+    assert json.loads((out / "legato.json").read_text())["num_steps"] == 10
+    assert Pi05Policy.load(out).spec.chunk == 10  # the run folder loads (sizes.json travelled with it)
