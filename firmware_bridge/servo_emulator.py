@@ -453,13 +453,13 @@ class EmulatedServoBus:
                         continue
                     return
             now = time.monotonic()
-            if not data and t is not None and self._parser.pending:
-                # the line is idle now (this read found nothing) and the packet's last byte is older
-                # than the timeout: the rest never came, drop it as a servo does. Judged only on an
-                # idle line, so an emulator thread that wakes late never drops bytes still queued
-                if now - self._last_rx > self.config.inter_byte_timeout_s:
-                    self._parser.reset()
-                    self.partial_dropped += 1
+            # the line is idle now (this read found nothing) and the packet's last byte is older
+            # than the timeout: the rest never came, drop it as a servo does. Judged only on an
+            # idle line, so an emulator thread that wakes late never drops bytes still queued
+            stale = now - self._last_rx > self.config.inter_byte_timeout_s
+            if not data and t is not None and self._parser.pending and stale:
+                self._parser.reset()
+                self.partial_dropped += 1
             if data:
                 self._last_rx = now
                 out: list[bytes] = []
