@@ -165,11 +165,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     _write_summary(args.summary_json, summary)
     head = (f"{summary.get('episodes', 0)} episodes, success {summary.get('success_rate', float('nan')):.3f}"
             if args.sim else f"{summary['ticks']} ticks")  # fmt: skip
-    late = summary.get("bus.reply_timeouts")
     eprint(f"legato run: {head}, d {summary['delay_mode']}, underruns {summary['underruns']}, faults "
-           f"{summary['faults']} (stale joint state {summary['stale_ticks']}"
-           f"{f', reply timeouts {sum(late)}' if late is not None else ''}), missed ticks "
-           f"{summary['missed_ticks']}, shutdown {summary['shutdown']}")  # fmt: skip
+           f"{summary['faults']} (stale joint state {summary['stale_ticks']}), reply timeouts "
+           f"{summary['reply_timeouts']}, missed ticks {summary['missed_ticks']}, shutdown "
+           f"{summary['shutdown']}")  # fmt: skip
     if summary["shutdown"] == "port-lost":
         ev = summary["port_events"][-1] if summary["port_events"] else {}
         raise PortLost(f"serial port lost at {ev.get('lost_at_s', '?')} s and not back after "

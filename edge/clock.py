@@ -57,7 +57,7 @@ class ClockTick:
         self.sp = np.zeros(a, f32)  # the setpoint being made safe
         self._lo_step, self._hi_step = np.zeros(a, f32), np.zeros(a, f32)
         self._finite = np.zeros(a, bool)
-        self.fresh_at = np.zeros(a)  # host time each joint's newest value was measured
+        self.fresh_at = np.zeros(a)  # host time each joint's newest value was measured (-inf: never)
         self._age = np.zeros(a)
         self._stale = np.zeros(a, bool)
         self._last_tel: Any = None
@@ -154,15 +154,12 @@ class ClockTick:
 
     def _joint_state(self, now: float) -> bool:
         """Publish the bus's newest telemetry (when it is new) and say whether any joint's value is
-        older than stale_s. A joint's value dates from its telemetry's receive time unless the
-        bus marked it stale (a servo that did not answer: its last good value, kept)."""
+        older than stale_s (``Telemetry.measured_at``: when the bus measured each joint; a silent
+        servo keeps its last good value and its old time)."""
         tel = self.bus.latest_telemetry()
         if tel is not None and tel is not self._last_tel:
             self._last_tel = tel
-            if tel.stale is None:
-                self.fresh_at[...] = tel.received_at
-            else:
-                np.copyto(self.fresh_at, tel.received_at, where=~tel.stale)
+            self.fresh_at[...] = tel.measured_at
             n = self.state.ints
             if self.state.telemetry.write(tel):
                 n[I.TEL_PUBLISHED] += 1

@@ -95,6 +95,7 @@ class Layout:
             ("tel_pos", f32, (a,)),
             ("tel_vel", f32, (a,)),
             ("tel_eff", f32, (a,)),
+            ("tel_meas", f64, (a,)),
             ("tel_stale", np.dtype(np.uint8), (a,)),
             ("tel_err", i64, (a,)),
             ("health_len", i64, (2,)),  # payload bytes, publish count
@@ -165,12 +166,13 @@ class TelemetryBlock:
     the one it read at each tick (so the worker's observation is the state the tick saw), the
     clock process's publisher between runs. Scalars: received_at, sent_at (NaN: none),
     last_applied_seq, controller_time_us, torque_enabled, holding, faults, has stale flags, has
-    servo errors, publish count."""
+    servo errors, publish count; None is NaN (the fields a bus cannot have)."""
 
     SCALARS = 10
 
     def __init__(self, v: dict[str, np.ndarray], lock: Any) -> None:
         self.f, self.pos, self.vel, self.eff = v["tel_f"], v["tel_pos"], v["tel_vel"], v["tel_eff"]
+        self.meas = v["tel_meas"]
         self.stale, self.err, self.lock = v["tel_stale"], v["tel_err"], lock
 
     def write(self, tel: Any) -> bool:
@@ -182,8 +184,9 @@ class TelemetryBlock:
             self.pos[...] = tel.positions
             self.vel[...] = tel.velocities
             self.eff[...] = tel.efforts
-            f[0], f[1] = tel.received_at, np.nan if tel.sent_at is None else tel.sent_at
-            f[2], f[3] = tel.last_applied_seq, tel.controller_time_us
+            self.meas[...] = tel.measured_at
+            f[0], f[1] = tel.received_at, _num(tel.sent_at)
+            f[2], f[3] = _num(tel.last_applied_seq), _num(tel.controller_time_us)
             f[4], f[5], f[6] = tel.torque_enabled, tel.holding, tel.faults
             f[7] = tel.stale is not None
             if tel.stale is not None:
@@ -206,20 +209,29 @@ class TelemetryBlock:
             f = self.f
             if f[9] == 0:
                 return None
-            pos, vel, eff = self.pos.copy(), self.vel.copy(), self.eff.copy()
+            pos, vel, eff, meas = self.pos.copy(), self.vel.copy(), self.eff.copy(), self.meas.copy()
             stale = self.stale.astype(bool) if f[7] else None
             err = tuple(int(x) for x in self.err) if f[8] else None
             vals = [float(x) for x in f[:7]]
         finally:
             self.lock.release()
-        for arr in (pos, vel, eff, stale):
+        for arr in (pos, vel, eff, meas, stale):
             if arr is not None:
                 arr.setflags(write=False)
-        return Telemetry(positions=pos, velocities=vel, efforts=eff, last_applied_seq=int(vals[2]),
-                         controller_time_us=int(vals[3]), received_at=vals[0],
-                         sent_at=None if np.isnan(vals[1]) else vals[1], torque_enabled=bool(vals[4]),
+        return Telemetry(positions=pos, velocities=vel, efforts=eff, measured_at=meas,
+                         last_applied_seq=_opt_int(vals[2]), controller_time_us=_opt_int(vals[3]),
+                         received_at=vals[0], sent_at=None if np.isnan(vals[1]) else vals[1],
+                         torque_enabled=bool(vals[4]),
                          holding=bool(vals[5]), faults=int(vals[6]), stale=stale,
                          servo_errors=err)  # fmt: skip
+
+
+def _num(x: float | int | None) -> float:
+    return np.nan if x is None else float(x)
+
+
+def _opt_int(x: float) -> int | None:
+    return None if np.isnan(x) else int(x)
 
 
 class HealthSlot:

@@ -192,8 +192,7 @@ class Session:
         dt = now - since
         tot = self.totals.get
         ep = f"episode {len(self.episodes) + 1} " if self.plant is not None else ""
-        hl = self.bus.health()
-        late = f"  reply timeouts {sum(hl.reply_timeouts)}" if isinstance(hl, ServoHealth) else ""
+        late = f"  reply timeouts {self.bus.health().missed_replies}"
         self.status_fn(f"{ep}rate {ticks / max(dt, 1e-9):5.1f} Hz  d {st['d_est']}  underruns "
                        f"{tot('underruns', 0) + st['underruns']}  faults {tot('faults', 0) + st['faults']}  "
                        f"stale {tot('stale_ticks', 0) + st['stale_ticks']}{late}  "
@@ -300,6 +299,7 @@ class Session:
         out["bus.reconnects"] = hl.reconnects
         out["bus.setpoints_rejected"] = hl.setpoints_rejected
         out["bus.frames_sent"], out["bus.frames_received"] = hl.frames_sent, hl.frames_received
+        out["reply_timeouts"] = hl.missed_replies  # replies that did not come in time (every bus)
         if isinstance(hl, ServoHealth):  # a servo bus: cycles each servo did not answer in
             out["bus.reply_timeouts"] = list(hl.reply_timeouts)
         return out

@@ -3,8 +3,9 @@
 The profile's ``[serial] protocol`` chooses the device: "firmware" the emulated motor controller,
 "feetech" or "dynamixel" emulated servos (``[serial] ids``). :class:`SimRig` starts it on a
 pseudo-terminal and writes the simulator's arm into the profile's own fields (:meth:`profile`):
-``[robot]`` joints, limits and speed; ``[serial]`` port (the pty) and stream rate (what the
-emulated device keeps up with); for servos a LeRobot calibration file that maps the arm's joint
+``[robot]`` joints, limits and speed, stale_ms at least SIM_STALE_MS (the emulated device shares
+the CPU with inference); ``[serial]`` port (the pty) and stream rate (what the emulated device
+keeps up with); for servos a LeRobot calibration file that maps the arm's joint
 ranges into one turn (:func:`sim_calibration`). The host side (the bus, the loop) is then built
 from that profile by the one rig builder (edge/rig.py), exactly as for a robot's port.
 
@@ -26,6 +27,10 @@ from edge.errors import UsageError
 from edge.profiles import Profile, check_robot
 
 SIM_JOINTS = ("shoulder", "elbow", "wrist")  # the reference arm's joint names (profiles/*.toml)
+# The emulated device runs in the inference process (SCHED_OTHER, sharing the CPU with inference
+# and whatever else runs), so on a loaded machine its telemetry can be this late while a robot's
+# controller, its own device, would not be: --sim holds on stale state only past this.
+SIM_STALE_MS = 1000.0
 
 
 class _FirmwareTarget:
@@ -151,6 +156,7 @@ class SimRig:
         robot = dataclasses.replace(
             p.robot, joints=self.joint_names, q_min=tuple(arm.q_min), q_max=tuple(arm.q_max),
             max_velocity=(float(arm.vel_max),) * arm.num_joints, calibration=self.calibration_path,
+            stale_ms=max(p.robot.stale_ms, SIM_STALE_MS),
         )  # fmt: skip
         # the emulated device ticks at tick_hz: a stream faster than half of it would queue
         stream = min(float(p.serial.stream_hz or p.control.rate_hz), self.tick_hz / 2)

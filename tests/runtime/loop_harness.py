@@ -36,13 +36,28 @@ class FakeBus:
             self.sent.append(np.array(positions, np.float32))
 
     def latest_telemetry(self):
+        now = self.clock()
         if self._tel is None or not self.silent:
+            meas = np.full(self.a, now)
             stale = None
-            if self.stale_joint is not None:
+            if self.stale_joint is not None:  # as a servo bus: its last good value, and its time
                 stale = np.zeros(self.a, bool)
                 stale[self.stale_joint] = True
+                if self._tel is not None:
+                    meas[self.stale_joint] = self._tel.measured_at[self.stale_joint]
             z = np.zeros(self.a, np.float32)
-            self._tel = Telemetry(z, z, z, 0, 0, self.clock(), None, True, False, 0, stale)
+            self._tel = Telemetry(
+                positions=z,
+                velocities=z,
+                efforts=z,
+                measured_at=meas,
+                received_at=now,
+                sent_at=None,
+                torque_enabled=True,
+                holding=False,
+                faults=0,
+                stale=stale,
+            )
         return self._tel
 
 

@@ -139,7 +139,18 @@ class LateBus:
     def start(self) -> None:
         if self.after is not None:
             z = np.zeros(3, np.float32)
-            tel = Telemetry(z, z, z, 0, 0, time.monotonic(), None, True, False, 0)
+            t = time.monotonic()
+            tel = Telemetry(
+                positions=z,
+                velocities=z,
+                efforts=z,
+                measured_at=np.full(3, t),
+                received_at=t,
+                sent_at=None,
+                torque_enabled=True,
+                holding=False,
+                faults=0,
+            )
             threading.Timer(self.after, lambda: setattr(self, "tel", tel)).start()
 
     def latest_telemetry(self):
