@@ -293,8 +293,9 @@ def _check_files(m: Manifest) -> None:
         for n in sorted(names):
             rel = (base / n).relative_to(m.path).as_posix()
             if rel not in allowed:
-                raise BundleError(f"{m.path}: {rel} is not listed in the manifest's files (a bundle holds "
-                                  "exactly what its manifest lists; re-export it or remove the file)")  # fmt: skip
+                raise BundleError(f"{m.path}: {rel} is not listed in the manifest's files (a bundle "
+                                  "holds exactly what its manifest lists; re-export it or remove "
+                                  "the file)")  # fmt: skip
 
 
 def _load_graphs(m: Manifest) -> dict[str, Any]:
@@ -314,7 +315,9 @@ def _load_graphs(m: Manifest) -> dict[str, Any]:
         except BundleError as e:
             for x in engines.values():
                 x.close()
-            raise BundleError(f"{m.path}: graph {g.name} does not load in onnxruntime ({str(e)[:200]})") from None
+            raise BundleError(
+                f"{m.path}: graph {g.name} does not load in onnxruntime ({str(e)[:200]})"
+            ) from None
         engines[g.name] = eng
         sess = eng.session
         for kind, real, declared in (
@@ -386,7 +389,9 @@ def _forward_check(m: Manifest, engines: dict[str, Any]) -> None:
                                           "input (NaN or inf weights, or an overflow); the bundle is "
                                           "refused")  # fmt: skip
             if not np.all(np.isfinite(chunk)):
-                raise BundleError(f"{m.path}: the chunk is not finite on a fixed input; the bundle is refused")
+                raise BundleError(
+                    f"{m.path}: the chunk is not finite on a fixed input; the bundle is refused"
+                )
             tail = chunk[req.s :].copy()
 
 

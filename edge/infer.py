@@ -48,8 +48,9 @@ def read_observation(path: str | Path, ad: AdapterSpec, bundle: str | Path) -> t
     known = {IMAGE_KEY + n for n in cams} | {STATE_KEY, TOKENS_KEY, MASK_KEY, TASK_KEY}
     unknown = sorted(k for k in data if k.startswith("observation.") and k not in known)
     if unknown:
-        raise UsageError(f"--obs {path}: {unknown[0]} is not an input of this policy (it takes "
-                         f"{', '.join(sorted(known - {MASK_KEY, TASK_KEY, TOKENS_KEY}))} and the language)")  # fmt: skip
+        takes = ", ".join(sorted(known - {MASK_KEY, TASK_KEY, TOKENS_KEY}))
+        raise UsageError(f"--obs {path}: {unknown[0]} is not an input of this policy (it takes {takes} "
+                         "and the language)")  # fmt: skip
     images = {}
     for name, c in cams.items():
         key = IMAGE_KEY + name
@@ -76,7 +77,9 @@ def read_observation(path: str | Path, ad: AdapterSpec, bundle: str | Path) -> t
         if TASK_KEY in data:
             task = data[TASK_KEY]
             if task.dtype.kind != "U" or task.size != 1:
-                raise UsageError(f"--obs {path}: {TASK_KEY} must be one string, got {task.dtype}{list(task.shape)}")
+                raise UsageError(
+                    f"--obs {path}: {TASK_KEY} must be one string, got {task.dtype}{list(task.shape)}"
+                )
             tokens, mask = encode_prompt(load_tokenizer(bundle, lang), str(task.reshape(())), lang)
         elif TOKENS_KEY in data:
             tokens, mask = pad_tokens(data[TOKENS_KEY], lang, source=f"--obs {path}: {TOKENS_KEY}")
@@ -101,7 +104,8 @@ def _array(path: str | Path, flag: str) -> np.ndarray:
     return x
 
 
-def infer(bundle: str | Path, obs: str | Path, noise: str | Path | None = None, prev: str | Path | None = None,
+def infer(bundle: str | Path, obs: str | Path, noise: str | Path | None = None,
+          prev: str | Path | None = None,
           delay: int | None = None, ramp: int | None = None, seed: int = 0, profile: str | None = None,
           fused: bool = False) -> np.ndarray:  # fmt: skip
     """One chunk (H, a) in the robot's units; the bundle verified, the engines onnxruntime's CPU
@@ -113,7 +117,7 @@ def infer(bundle: str | Path, obs: str | Path, noise: str | Path | None = None, 
     if (prev is None) != (delay is None):
         raise UsageError("--prev and --delay go together (the executing chunk and the delay d)")
     if profile is not None:
-        from edge.runtime import load
+        from edge.assembly import load
 
         man, _, den = load(str(bundle), profile, fused=fused)
     else:
@@ -143,8 +147,9 @@ def infer(bundle: str | Path, obs: str | Path, noise: str | Path | None = None, 
         tail = _array(prev, "--prev").astype(np.float32)
         k = tail.shape[0] if tail.ndim == 2 else 0
         if tail.ndim != 2 or tail.shape[1] != spec.action_dim or not 1 <= k < h:
-            raise UsageError(f"--prev {prev}: shape {list(tail.shape)}; it is the executing chunk from the new "
-                             f"chunk's index 0 on: [k, {spec.action_dim}] with 1 <= k < H = {h} (k = H - s)")  # fmt: skip
+            raise UsageError(f"--prev {prev}: shape {list(tail.shape)}; it is the executing chunk from the "
+                             f"new chunk's index 0 on: [k, {spec.action_dim}] with 1 <= k < H = {h} "
+                             "(k = H - s)")  # fmt: skip
         s, d = h - k, int(delay or 0)
     r = default_ramp(spec, d, s) if ramp is None else ramp
     req = ChunkRequest(d=d, s=s, r=r)

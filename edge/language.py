@@ -20,33 +20,61 @@ from edge.adapter import LanguageSpec
 from edge.errors import UsageError
 
 
-def pad_tokens(ids: Any, lang: LanguageSpec, source: str = "--tokens") -> tuple[np.ndarray, np.ndarray]:
-    """Ids (any integer sequence) -> (tokens (l,) int64, mask (l,) bool), checked and padded."""
+def pad_ids(ids: Any, max_tokens: int, vocab_size: int | None, pad_id: int,
+            source: str = "--tokens") -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Ids (an integer sequence) -> (tokens (max_tokens,) int64, mask (max_tokens,) bool), checked
+    against the vocabulary (0..vocab_size-1; None: any id >= 0) and padded on the right."""
     arr = np.asarray(ids)
     if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
-        raise UsageError(f"{source}: expected a list of integer token ids, got {arr.dtype}{list(arr.shape)}")
-    if arr.size == 0:
-        raise UsageError(f"{source}: no token ids")
-    if arr.size > lang.max_tokens:
-        raise UsageError(f"{source}: {arr.size} tokens, the policy takes at most {lang.max_tokens}")
-    bad = [int(x) for x in arr if not 0 <= int(x) < lang.vocab_size]
+        raise UsageError(f"{source}: expected integer token ids, got {arr.dtype}{list(arr.shape)}")
+    if arr.size > max_tokens:
+        raise UsageError(f"{source} has {arr.size} ids; the bundle's model takes at most {max_tokens}")
+    hi = vocab_size - 1 if vocab_size else None
+    bad = [int(i) for i in arr if int(i) < 0 or (hi is not None and int(i) > hi)]
     if bad:
-        raise UsageError(f"{source}: token id {bad[0]} is outside the vocabulary 0..{lang.vocab_size - 1}")
-    tokens = np.full(lang.max_tokens, lang.pad_id, np.int64)
+        raise UsageError(f"{source} id {bad[0]} is outside the bundle's vocabulary "
+                         f"({f'0..{hi}' if hi is not None else '>= 0'})")  # fmt: skip
+    tokens = np.full(max_tokens, pad_id, np.int64)
     tokens[: arr.size] = arr
-    mask = np.zeros(lang.max_tokens, np.bool_)
+    mask = np.zeros(max_tokens, np.bool_)
     mask[: arr.size] = True
     return tokens, mask
 
 
-def parse_token_list(text: str, lang: LanguageSpec, source: str = "--tokens") -> tuple[np.ndarray, np.ndarray]:
-    """'3,5,7' -> pad_tokens; anything but comma-separated integers is one line."""
-    parts = [p.strip() for p in text.split(",")]
-    try:
-        ids = [int(p) for p in parts]
-    except ValueError:
-        raise UsageError(f"{source} {text!r}: expected comma-separated integer token ids, e.g. 2,5,9") from None
-    return pad_tokens(ids, lang, source)
+def pad_tokens(ids: Any, lang: LanguageSpec, source: str = "--tokens") -> tuple[np.ndarray, np.ndarray]:
+    """pad_ids with the adapter's language section."""
+    return pad_ids(ids, lang.max_tokens, lang.vocab_size, lang.pad_id, source)
+
+
+def parse_token_list(text: str, max_tokens: int, vocab_size: int | None, pad_id: int,
+                     source: str = "--tokens") -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """'2,5,13' -> pad_ids; a value that is not an integer is one line."""
+    ids = []
+    for x in (p.strip() for p in text.split(",")):
+        try:
+            ids.append(int(x))
+        except ValueError:
+            raise UsageError(f"{source} {text!r}: {x!r} is not an integer token id "
+                             "(expected comma-separated integers, e.g. 2,5,13)") from None  # fmt: skip
+    return pad_ids(ids, max_tokens, vocab_size, pad_id, source)
+
+
+def instruction(man: Any, tokens: str | None = None, prompt: str | None = None) -> tuple[Any, Any]:
+    """The instruction of a robot run from ``--tokens`` or ``--prompt`` (one of them) for the
+    bundle ``man`` (edge.bundle.Manifest): (tokens, mask), all pad without either; (None, None)
+    for a policy that takes no language."""
+    lang = man.adapter.observation.language
+    if tokens is not None and prompt is not None:
+        raise UsageError("give the instruction as --prompt or as --tokens, not both")
+    if lang is None:
+        if tokens is not None or prompt is not None:
+            raise UsageError("this bundle's policy takes no instruction (no language input)")
+        return None, None
+    if prompt is not None:
+        return encode_prompt(load_tokenizer(man.path, lang), prompt, lang)
+    if tokens is not None:
+        return parse_token_list(tokens, lang.max_tokens, lang.vocab_size, lang.pad_id)
+    return pad_ids([], lang.max_tokens, lang.vocab_size, lang.pad_id)
 
 
 def load_tokenizer(bundle: str | Path, lang: LanguageSpec) -> Any:
@@ -58,7 +86,9 @@ def load_tokenizer(bundle: str | Path, lang: LanguageSpec) -> Any:
     try:
         from tokenizers import Tokenizer
     except ImportError:
-        raise UsageError("a prompt needs the tokenizers library: pip install 'legato-edge[language]'") from None
+        raise UsageError(
+            "a prompt needs the tokenizers library: pip install 'legato-edge[language]'"
+        ) from None
     try:
         return Tokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises its own Exception type for a bad file
@@ -70,4 +100,4 @@ def encode_prompt(tokenizer: Any, prompt: str, lang: LanguageSpec) -> tuple[np.n
     if not prompt.strip():
         raise UsageError("--prompt is empty")
     enc = tokenizer.encode(prompt + lang.append)
-    return pad_tokens(enc.ids, lang, source=f"--prompt {prompt!r}")
+    return pad_tokens(enc.ids, lang, source=f"--prompt {prompt!r}:")

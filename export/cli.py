@@ -72,7 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(func=bundle_info)
     f = ss.add_parser(
         "infer",
-        help="one chunk from recorded inputs (OBS.npz with LeRobot feature names) through the robot's denoiser",
+        help="one chunk from recorded inputs (OBS.npz with LeRobot feature names) through the robot's "
+        "denoiser",
     )
     f.add_argument("--bundle", required=True, help="bundle folder")
     f.add_argument(
@@ -83,10 +84,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     f.add_argument("--noise", default=None, help="noise .npy in the policy's shape (H, padded action dim)")
     f.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="noise seed without --noise")
-    f.add_argument("--prev", default=None, help="executing chunk from the new chunk's index 0 on, .npy (k, a)")
-    f.add_argument("--delay", type=int_in(0, 10_000), default=None, help="delay d with --prev (control steps)")
-    f.add_argument("--ramp", type=int_in(0, 10_000), default=None, help="ramp r (default: min(r_max, H - s - d))")
-    f.add_argument("--profile", default=None, help="run on this profile's engines (default: onnxruntime, CPU)")
+    f.add_argument(
+        "--prev", default=None, help="executing chunk from the new chunk's index 0 on, .npy (k, a)"
+    )
+    f.add_argument(
+        "--delay", type=int_in(0, 10_000), default=None, help="delay d with --prev (control steps)"
+    )
+    f.add_argument(
+        "--ramp", type=int_in(0, 10_000), default=None, help="ramp r (default: min(r_max, H - s - d))"
+    )
+    f.add_argument(
+        "--profile", default=None, help="run on this profile's engines (default: onnxruntime, CPU)"
+    )
     f.add_argument("--fused", action="store_true", help="the fused graph instead of prefix + flow head")
     f.add_argument("--out", required=True, help="the chunk, .npy (H, a) in the robot's units")
     f.add_argument("--force", action="store_true", help="replace an existing --out written by legato")

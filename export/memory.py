@@ -26,7 +26,12 @@ from typing import Any
 import numpy as np
 import onnx
 
-_FLOAT = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+_FLOAT = {
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.BFLOAT16,
+}
 
 
 def _itemsize(elem_type: int) -> int:
@@ -102,7 +107,10 @@ def graph_memory(path: str | Path, estimates: bool = False) -> dict[str, Any]:
     """The manifest's ``graphs.<g>.memory`` for the graph file at ``path`` (its own precision);
     with ``estimates`` (an fp32 graph) also ``by_precision``."""
     model = onnx.load(str(path), load_external_data=False)
-    out: dict[str, Any] = {"weight_bytes": _weights(model, _itemsize), "peak_activation_bytes": _peak(model, _itemsize)}
+    out: dict[str, Any] = {
+        "weight_bytes": _weights(model, _itemsize),
+        "peak_activation_bytes": _peak(model, _itemsize),
+    }
     if estimates:
 
         def half(et: int) -> int:
@@ -112,7 +120,10 @@ def graph_memory(path: str | Path, estimates: bool = False) -> dict[str, Any]:
             return 1 if et in _FLOAT else _itemsize(et)
 
         out["by_precision"] = {
-            "fp32": {"weight_bytes": out["weight_bytes"], "peak_activation_bytes": out["peak_activation_bytes"]},
+            "fp32": {
+                "weight_bytes": out["weight_bytes"],
+                "peak_activation_bytes": out["peak_activation_bytes"],
+            },
             "fp16": {"weight_bytes": _weights(model, half), "peak_activation_bytes": _peak(model, half)},
             "int8": {"weight_bytes": _weights(model, half, one), "peak_activation_bytes": _peak(model, one)},
         }

@@ -81,7 +81,9 @@ def test_the_sampler_section_must_be_what_the_model_was_trained_with(tiny_bundle
 
     b = _copy(tiny_bundle, tmp_path)
     _edit(b, lambda m: m["sampler"].__setitem__("num_steps", 7))
-    with pytest.raises(BundleError, match=r"sampler.num_steps = 7, but the model was trained with num_steps = 5"):
+    with pytest.raises(
+        BundleError, match=r"sampler.num_steps = 7, but the model was trained with num_steps = 5"
+    ):
         verify(b)
     assert main(["run", "--bundle", str(b), "--sim", "--episodes", "1", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

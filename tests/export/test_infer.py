@@ -14,7 +14,7 @@ def sample(tiny_checkpoints):
     from legato import adapters
 
     lp = adapters.load(tiny_checkpoints["legato"])
-    return next(s for s in lp.samples(3) if s.prev is not None)
+    return next(s for s in lp.samples(8) if s.prev is not None)
 
 
 def _obs(tmp_path, smp, **extra):
@@ -40,11 +40,22 @@ def test_infer_is_the_robots_chunk_first_and_continued(tiny_bundle, sample, tmp_
     s, d = 8, 2
     np.save(tmp_path / "prev.npy", sample.prev[0, s:])
     out = tmp_path / "a.npy"
-    base = ["bundle", "infer", "--bundle", str(tiny_bundle), "--obs", str(obs), "--noise", str(tmp_path / "noise.npy")]
+    base = [
+        "bundle",
+        "infer",
+        "--bundle",
+        str(tiny_bundle),
+        "--obs",
+        str(obs),
+        "--noise",
+        str(tmp_path / "noise.npy"),
+    ]
     assert main([*base, "--prev", str(tmp_path / "prev.npy"), "--delay", str(d), "--out", str(out)]) == 0
     pol = BundlePolicy(tiny_bundle)
     spec = pol.spec
-    want = pol.chunk("legato", sample.obs, sample.prev, ChunkRequest(d, s, default_ramp(spec, d, s)), eps[None])
+    want = pol.chunk(
+        "legato", sample.obs, sample.prev, ChunkRequest(d, s, default_ramp(spec, d, s)), eps[None]
+    )
     got = np.load(out)
     assert got.shape == (16, 3) and got.dtype == np.float32
     np.testing.assert_array_equal(got, want[0])
@@ -70,7 +81,8 @@ def test_infer_is_the_robots_chunk_first_and_continued(tiny_bundle, sample, tmp_
         ({"observation.images.top": np.zeros((96, 128, 3), np.uint8)}, [],
          r"observation.images.top is uint8\[96, 128, 3\], camera 'top' takes uint8\[48, 64, 3\]"),
         ({"observation.state": np.zeros(5, np.float32)}, [], r"observation.state is float32\[5\]"),
-        ({"observation.language.tokens": np.array([3, 99])}, [], "token id 99 is outside the vocabulary 0..13"),
+        ({"observation.language.tokens": np.array([3, 99])}, [],
+         r"tokens id 99 is outside the bundle.s vocabulary \(0..13\)"),
         ({"observation.language.tokens": None, "task": np.array("reach the red target")}, [],
          "this bundle carries no tokenizer"),
         ({}, ["--noise", "NOISE"], r"--noise .*: shape \[16, 2\], the policy samples \[16, 3\]"),
