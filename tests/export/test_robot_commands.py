@@ -47,3 +47,18 @@ def test_reference_bundle_verifies_without_torch():
     assert res.returncode == 0 and "flow_head.onnx (fp32, opset 17" in res.stdout
     res = legato_without_torch("bundle", "verify", str(ROOT / "models/legato"))
     assert res.returncode == 2 and "not a bundle (no manifest.json)" in res.stderr
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="reference bundle not generated (make export)")
+def test_bundle_infer_runs_without_torch(tmp_path):
+    import numpy as np
+
+    obs = tmp_path / "obs.npz"
+    np.savez(obs, **{"observation.images.top": np.full((48, 64, 3), 90, np.uint8),
+                     "observation.state": np.array([0.6, 2.6, -1.7, 0, 0, 0], np.float32),
+                     "observation.language.tokens": np.array([2, 5, 11, 8])})  # fmt: skip
+    res = legato_without_torch("bundle", "infer", "--bundle", str(REFERENCE), "--obs", str(obs), "--out",
+                               str(tmp_path / "a.npy"))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    a = np.load(tmp_path / "a.npy")
+    assert a.shape == (16, 3) and np.all(np.isfinite(a))
