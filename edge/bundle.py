@@ -260,7 +260,7 @@ def _engine_paths(m: Manifest) -> set[str]:
     return out
 
 
-def _check_files(m: Manifest) -> None:
+def _check_files(m: Manifest, extra_files: tuple[str, ...] = ()) -> None:
     """Every listed file present, inside the bundle, with its sha256; nothing else in the folder
     (the manifest, the output marker and engine plans the engines section names aside)."""
     root = m.path.resolve()
@@ -281,7 +281,7 @@ def _check_files(m: Manifest) -> None:
             raise BundleError(
                 f"{m.path}: {rel} is corrupt (sha256 {got[:12]}..., manifest says {digest[:12]}...)"
             )
-    allowed = {MANIFEST, OUTPUT_MARKER, *files, *_engine_paths(m)}
+    allowed = {MANIFEST, OUTPUT_MARKER, *files, *_engine_paths(m), *extra_files}
     if (read_marker(m.path) or {}).get("kind") == "release":
         allowed.add(RELEASE_PROFILE)  # a flashed release carries the profile it was flashed for
     for dirpath, dirnames, names in os.walk(m.path):
@@ -395,13 +395,14 @@ def _forward_check(m: Manifest, engines: dict[str, Any]) -> None:
             tail = chunk[req.s :].copy()
 
 
-def verify(path: str | Path, *, load_graphs: bool = True) -> Manifest:
+def verify(path: str | Path, *, load_graphs: bool = True, extra_files: tuple[str, ...] = ()) -> Manifest:
     """Check a bundle completely: manifest structure and types, every sha256 and nothing
     unlisted, the graph I/O against the adapter, and (load_graphs) that every graph opens in
     onnxruntime with that I/O and one chunk through the robot's denoiser on a fixed input is
-    finite in every graph output."""
+    finite in every graph output. ``extra_files``: names the caller adds beside the bundle's own
+    (`legato flash` assembling a release: its profile.toml, before the release is marked)."""
     m = load_manifest(path)
-    _check_files(m)
+    _check_files(m, extra_files)
     for name, e in m.engines.items():
         key = e.get("key", {}) if isinstance(e, dict) else {}
         missing = [k for k in ENGINE_KEY_FIELDS if k not in key]
