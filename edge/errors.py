@@ -30,3 +30,8 @@ class ProfileError(LegatoError):
 
 class UsageError(LegatoError, ValueError):
     """A command-line value outside its valid range, named by the flag the user typed."""
+
+
+class ChunkUnavailable(LegatoError):
+    """No chunk this time (a remote server's timeout, a dropped link): the loop counts it, holds
+    and asks again; the first chunk after a gap longer than d_max is sampled with omega = 0."""
