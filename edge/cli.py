@@ -18,7 +18,12 @@ MODES = ("legato", "hard-prefix", "naive")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bundle", required=True, help="bundle folder (legato export)")
+    p.add_argument("--bundle", default=None, help="bundle folder (legato export); not with --remote")
+    p.add_argument("--remote", default=None, metavar="ws://HOST:PORT",
+                   help="chunks from a policy server (legato serve) instead of a local bundle")  # fmt: skip
+    p.add_argument("--api-key-file", default=None, help="--remote: file whose first line is the server's key")
+    p.add_argument("--remote-timeout-ms", type=float_in(1.0, 600_000.0), default=1000.0,
+                   help="--remote: a chunk not back in this long is given up (the arm holds, it asks again)")  # fmt: skip
     p.add_argument("--profile", default="x86-cpu", help="device profile name or .toml path")
     p.add_argument("--latency-ms", type=float_in(0.0, 10_000.0), default=0.0,
                    help="pad each inference (from the frame's capture) to at least this many ms")  # fmt: skip
@@ -87,14 +92,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_profile)
 
 
+def _load(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(model, profile, denoiser): a local bundle, or a policy server with --remote."""
+    from edge.errors import UsageError
+
+    if (args.bundle is None) == (args.remote is None):
+        raise UsageError("give --bundle (a local bundle) or --remote ws://HOST:PORT (a policy server), one of them")
+    if args.remote is None:
+        from edge.runtime import load
+
+        return load(args.bundle, args.profile, args.mode, args.fused)
+    if args.fused:
+        raise UsageError("--fused chooses the server's graphs: pass it to legato serve, not with --remote")
+    from edge.remote.client import load_remote
+
+    return load_remote(args.remote, args.profile, args.api_key_file, args.mode, args.remote_timeout_ms / 1000.0)
+
+
 def _session(args: argparse.Namespace, episodes: int | None) -> tuple[Any, Any]:
     """Build (session, rig) for --sim or --port; the caller closes the rig / bus."""
     import numpy as np
 
     from edge.errors import UsageError
-    from edge.runtime import Session, SimRig, eprint, load, loop_config
+    from edge.runtime import Session, SimRig, eprint, loop_config
 
-    man, prof, den = load(args.bundle, args.profile, args.mode, args.fused)
+    man, prof, den = _load(args)
     cfg = loop_config(man, prof, args.latency_ms, args.ramp, args.max_step, args.seed)
     status = None if getattr(args, "quiet", False) else (lambda s: eprint("legato run: " + s))
     a = man.spec.action_dim
@@ -162,6 +184,9 @@ def _drive(args: argparse.Namespace, episodes: int | None, cycle: int) -> Any:
     finally:
         rig.close()
         restore()
+        close = getattr(session.den, "close", None)  # a remote denoiser: its link
+        if close is not None:
+            close()
     return session
 
 
@@ -221,9 +246,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.synthetic:
         import numpy as np
 
-        from edge.runtime import load
-
-        man, prof, den = load(args.bundle, args.profile, args.mode, args.fused)
+        man, prof, den = _load(args)
         obs = None
         if args.observations:
             with np.load(args.observations) as z:

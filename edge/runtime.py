@@ -37,16 +37,8 @@ def load(bundle: str, profile: str, mode: str | None = None,
 
     man = verify(bundle)
     prof = load_profile(profile)
-    spec, c = man.spec, prof.control
     src = f"bundle {bundle}"
-    if c.num_steps != spec.num_steps:
-        raise MethodError(f"profile {prof.name} asks for N={c.num_steps} steps but {src} was trained with "
-                          f"N={spec.num_steps}")  # fmt: skip
-    if c.horizon != spec.horizon:
-        raise MethodError(f"profile {prof.name} asks for H={c.horizon} but {src} has H={spec.horizon}")
-    if c.d_max > spec.d_max:
-        raise MethodError(f"profile {prof.name} allows delays up to d_max={c.d_max} but {src} was trained "
-                          f"for d_max={spec.d_max}")  # fmt: skip
+    check_fit(prof, man.spec, src)
     engines = {}
     graphs = ("prefix", "flow_head", "fused") if fused else ("prefix", "flow_head")
     if fused and "fused" not in man.graphs:
@@ -64,9 +56,22 @@ def load(bundle: str, profile: str, mode: str | None = None,
             engines[g] = open_engine(Path(man.path) / info["file"], opts, name=g, key=info.get("key"))
         else:
             engines[g] = open_engine(man.graph_path(g), opts, name=g)
-    den = ChunkDenoiser(spec, man.norm, engines["prefix"], engines["flow_head"], mode=mode or mode_for(spec),
+    den = ChunkDenoiser(man.spec, man.norm, engines["prefix"], engines["flow_head"], mode=mode or mode_for(man.spec),
                         source=src, fused=engines.get("fused"))  # fmt: skip
     return man, prof, den
+
+
+def check_fit(prof: Any, spec: Any, src: str) -> None:
+    """Refuse a model (a bundle's, or a policy server's) whose N, H or d_max the profile's loop does not fit."""
+    c = prof.control
+    if c.num_steps != spec.num_steps:
+        raise MethodError(f"profile {prof.name} asks for N={c.num_steps} steps but {src} was trained with "
+                          f"N={spec.num_steps}")  # fmt: skip
+    if c.horizon != spec.horizon:
+        raise MethodError(f"profile {prof.name} asks for H={c.horizon} but {src} has H={spec.horizon}")
+    if c.d_max > spec.d_max:
+        raise MethodError(f"profile {prof.name} allows delays up to d_max={c.d_max} but {src} was trained "
+                          f"for d_max={spec.d_max}")  # fmt: skip
 
 
 def loop_config(man: Any, prof: Any, latency_ms: float, ramp: int | None, max_step: float | None,
@@ -440,8 +445,11 @@ class Session:
         out["delay_hist"] = {str(k): est.count(k) for k in sorted(set(est))}
         out["delay_mode"] = int(max(set(est), key=est.count)) if est else 0
         for k in ("ticks", "chunks", "underruns", "start_holds", "faults", "nan_setpoints", "missed_ticks",
-                  "step_clamped", "limit_clamped", "delay_clips", "tick_errors"):  # fmt: skip
+                  "step_clamped", "limit_clamped", "delay_clips", "tick_errors", "chunks_unavailable"):  # fmt: skip
             out[k] = int(self.totals.get(k, 0))
+        counters = getattr(self.den, "counters", None)  # a remote denoiser: its link's counters
+        if counters is not None:
+            out.update(counters())
         out.update(latency_summary(ticks, chunks, self.records.stage_names, self.cfg.period))
         out["records_dropped"] = self.records.dropped
         out["shutdown"] = self.stop_reason or "completed"
