@@ -78,7 +78,7 @@ class RemoteDenoiser:
         m = self.meta
         self.spec = ModelSpec.from_config(m["model"], source=f"server {url}")
         self.mode = str(m["policy"]["mode"])
-        self.schema = protocol.observation_schema(self.spec)
+        self.schema = protocol.observation_schema(self.spec, m["model"])
         if {k: t.to_dict() for k, t in self.schema.items()} != m["observation"]:
             raise RemoteMismatch(f"--remote {url}: the server expects observation {m['observation']}, "
                                  f"this client sends {self.schema}")  # fmt: skip
@@ -117,14 +117,13 @@ class RemoteDenoiser:
     def _reconnect(self) -> None:
         wait = self._next_attempt - self.clock()
         if wait > 0 and self._closed.wait(wait):
-            raise ChunkUnavailable(f"remote {self.url}: client closed")
+            raise self._unavailable("closed", f"remote {self.url}: client closed", False)
         try:
             meta = self._open()
         except _link_errors() as e:
             self._next_attempt = self.clock() + self._backoff
             self._backoff = min(self._backoff * 2, self.backoff_max_s)
-            self._note("unreachable", f"remote {self.url}: not reachable ({_why(e)}); retrying with backoff")
-            raise ChunkUnavailable(f"remote {self.url}: not reachable ({_why(e)})") from None
+            raise self._unavailable("unreachable", f"remote {self.url}: not reachable ({_why(e)})", False) from None
         self.reconnects += 1
         self._backoff = self.backoff_min_s
         if _identity(meta) != _identity(self.meta):

@@ -57,32 +57,38 @@ class Refusal(LegatoError):
 class TensorSpec:
     shape: tuple[int, ...]
     dtype: str  # numpy dtype.str: "|u1", "<f4", "<i8"
+    range: tuple[int, int] | None = None  # inclusive bounds of every element (token ids: the vocabulary)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"shape": list(self.shape), "dtype": self.dtype}
+        d: dict[str, Any] = {"shape": list(self.shape), "dtype": self.dtype}
+        if self.range is not None:
+            d["range"] = list(self.range)
+        return d
 
     @property
     def nbytes(self) -> int:
         return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
 
-def observation_schema(spec: Any) -> dict[str, TensorSpec]:
-    """The observation a bundle's model takes, by key (spec: edge.policy.ModelSpec)."""
+def observation_schema(spec: Any, model: dict[str, Any]) -> dict[str, TensorSpec]:
+    """The observation a bundle's model takes, by key (spec: edge.policy.ModelSpec; model: the
+    manifest's model section, for the vocabulary the token ids index)."""
     h, w = spec.image_hw
+    vocab = int(model["policy"]["vocab_size"])
     return {IMAGE: TensorSpec((h, w, 3), np.dtype(np.uint8).str),
             STATE: TensorSpec((spec.state_dim,), np.dtype(np.float32).str),
-            TOKENS: TensorSpec((spec.max_tokens,), np.dtype(np.int64).str)}  # fmt: skip
+            TOKENS: TensorSpec((spec.max_tokens,), np.dtype(np.int64).str, (0, vocab - 1))}  # fmt: skip
 
 
 def metadata(man: Any, prof: Any, den: Any, server_id: str, version: str,
              max_message: int | None = None) -> dict[str, Any]:  # fmt: skip
     """The map sent on connect (man: bundle Manifest, prof: Profile, den: the served denoiser)."""
     spec = den.spec
-    obs = observation_schema(spec)
+    model = man.data["model"]
+    obs = observation_schema(spec, model)
     h, a = spec.horizon, spec.action_dim
     largest = sum(t.nbytes for t in obs.values()) + 2 * h * a * 4 + 4096
     limit = max_message or max(DEFAULT_MAX_MESSAGE, 4 * largest)
-    model = man.data["model"]
     joints = model.get("task", {}).get("arm", {}).get("joint_names")
     return {
         "server": "legato-edge", "version": version, "protocol": PROTOCOL, "legato_protocol": LEGATO_PROTOCOL,
@@ -146,6 +152,9 @@ def parse_request(msg: Any, schema: dict[str, TensorSpec], horizon: int, action_
             raise Refusal(f"observation {k} is {x.dtype.str} {_shape(x)}, the bundle needs {t.dtype} {t.shape}")
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             raise Refusal(f"observation {k} holds NaN or inf")
+        if t.range is not None and x.size and (x.min() < t.range[0] or x.max() > t.range[1]):
+            raise Refusal(f"observation {k} holds values in [{x.min()}, {x.max()}], the bundle takes "
+                          f"[{t.range[0]}, {t.range[1]}]")  # fmt: skip
         obs[k] = x
     leg = msg.get("legato")
     if leg is None:  # a plain openpi client: every chunk sampled from scratch

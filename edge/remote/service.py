@@ -65,7 +65,7 @@ class PolicyService:
         self.meta = protocol.metadata(man, prof, den, self.server_id, _version(), max_message)
         self.max_message = int(self.meta["max_message_bytes"])
         self.meta_bytes = wire.packb(self.meta)
-        self.schema = protocol.observation_schema(den.spec)
+        self.schema = protocol.observation_schema(den.spec, man.data["model"])
         self.h, self.a = den.spec.horizon, den.spec.action_dim
         self.default_s = prof.control.execution_horizon
         self.delay_s = delay_s
