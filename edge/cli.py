@@ -23,7 +23,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="chunks from a policy server (legato serve) instead of a local bundle")  # fmt: skip
     p.add_argument("--api-key-file", default=None, help="--remote: file whose first line is the server's key")
     p.add_argument("--remote-timeout-ms", type=float_in(1.0, 600_000.0), default=1000.0,
-                   help="--remote: a chunk not back in this long is given up (the arm holds, it asks again)")  # fmt: skip
+                   help="--remote: a chunk not back in this long is given up (hold, ask again)")  # fmt: skip
     p.add_argument("--profile", default="x86-cpu", help="device profile name or .toml path")
     p.add_argument("--latency-ms", type=float_in(0.0, 10_000.0), default=0.0,
                    help="pad each inference (from the frame's capture) to at least this many ms")  # fmt: skip
@@ -97,7 +97,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from edge.errors import UsageError
 
     if (args.bundle is None) == (args.remote is None):
-        raise UsageError("give --bundle (a local bundle) or --remote ws://HOST:PORT (a policy server), one of them")
+        raise UsageError(
+            "give --bundle (a local bundle) or --remote ws://HOST:PORT (a policy server), one of them"
+        )
     if args.remote is None:
         from edge.runtime import load
 
@@ -106,7 +108,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         raise UsageError("--fused chooses the server's graphs: pass it to legato serve, not with --remote")
     from edge.remote.client import load_remote
 
-    return load_remote(args.remote, args.profile, args.api_key_file, args.mode, args.remote_timeout_ms / 1000.0)
+    return load_remote(
+        args.remote, args.profile, args.api_key_file, args.mode, args.remote_timeout_ms / 1000.0
+    )
 
 
 def _session(args: argparse.Namespace, episodes: int | None) -> tuple[Any, Any]:

@@ -56,13 +56,13 @@ def load(bundle: str, profile: str, mode: str | None = None,
             engines[g] = open_engine(Path(man.path) / info["file"], opts, name=g, key=info.get("key"))
         else:
             engines[g] = open_engine(man.graph_path(g), opts, name=g)
-    den = ChunkDenoiser(man.spec, man.norm, engines["prefix"], engines["flow_head"], mode=mode or mode_for(man.spec),
-                        source=src, fused=engines.get("fused"))  # fmt: skip
+    den = ChunkDenoiser(man.spec, man.norm, engines["prefix"], engines["flow_head"],
+                        mode=mode or mode_for(man.spec), source=src, fused=engines.get("fused"))  # fmt: skip
     return man, prof, den
 
 
 def check_fit(prof: Any, spec: Any, src: str) -> None:
-    """Refuse a model (a bundle's, or a policy server's) whose N, H or d_max the profile's loop does not fit."""
+    """Refuse a model (a bundle's or a policy server's) whose N, H or d_max the profile's loop can't fit."""
     c = prof.control
     if c.num_steps != spec.num_steps:
         raise MethodError(f"profile {prof.name} asks for N={c.num_steps} steps but {src} was trained with "
@@ -445,7 +445,8 @@ class Session:
         out["delay_hist"] = {str(k): est.count(k) for k in sorted(set(est))}
         out["delay_mode"] = int(max(set(est), key=est.count)) if est else 0
         for k in ("ticks", "chunks", "underruns", "start_holds", "faults", "nan_setpoints", "missed_ticks",
-                  "step_clamped", "limit_clamped", "delay_clips", "tick_errors", "chunks_unavailable"):  # fmt: skip
+                  "step_clamped", "limit_clamped", "delay_clips", "tick_errors",
+                  "chunks_unavailable"):  # fmt: skip
             out[k] = int(self.totals.get(k, 0))
         counters = getattr(self.den, "counters", None)  # a remote denoiser: its link's counters
         if counters is not None:

@@ -19,25 +19,53 @@ DEFAULT_PORT = 8000  # openpi's
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve a bundle to robots over openpi's websocket protocol")
     p.add_argument("--bundle", required=True, help="bundle folder (legato export)")
-    p.add_argument("--profile", default="x86-cpu", help="device profile of this machine (its engines' backend)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (0.0.0.0 for every interface: then use --api-key-file)")  # fmt: skip
+    p.add_argument(
+        "--profile", default="x86-cpu", help="device profile of this machine (its engines' backend)"
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (0.0.0.0 for every interface: then use --api-key-file)",
+    )
     p.add_argument("--port", type=int_in(0, 65535), default=DEFAULT_PORT, help="TCP port (0: any free one)")
-    p.add_argument("--api-key-file", default=None,
-                   help="file whose first line is the key clients must send (Authorization: Api-Key KEY)")  # fmt: skip
-    p.add_argument("--mode", choices=("legato", "hard-prefix", "naive"), default=None,
-                   help="sampler mode (default: the one the bundle's model was trained for)")  # fmt: skip
+    p.add_argument(
+        "--api-key-file",
+        default=None,
+        help="file whose first line is the key clients must send (Authorization: Api-Key KEY)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("legato", "hard-prefix", "naive"),
+        default=None,
+        help="sampler mode (default: the one the bundle's model was trained for)",
+    )
     p.add_argument("--fused", action="store_true", help="run the bundle's fused graph")
-    p.add_argument("--replicas", type=int_in(1, 64), default=1,
-                   help="K > 1: K replicas behind Ray Serve's proxy (pip install 'legato-edge[serve]')")  # fmt: skip
-    p.add_argument("--ray-cpus", type=int_in(1, 1024), default=None,
-                   help="--replicas: CPUs the local Ray instance may use (default: K + 1)")  # fmt: skip
+    p.add_argument(
+        "--replicas",
+        type=int_in(1, 64),
+        default=1,
+        help="K > 1: K replicas behind Ray Serve's proxy (pip install 'legato-edge[serve]')",
+    )
+    p.add_argument(
+        "--ray-cpus",
+        type=int_in(1, 1024),
+        default=None,
+        help="--replicas: CPUs the local Ray instance may use (default: K + 1)",
+    )
     p.add_argument("--max-sessions", type=int_in(1, 10_000), default=64, help="open sessions at most")
-    p.add_argument("--max-message-kb", type=int_in(1, 1 << 20), default=None,
-                   help="largest request accepted (default: 1 MiB or 4x the largest valid request)")  # fmt: skip
+    p.add_argument(
+        "--max-message-kb",
+        type=int_in(1, 1 << 20),
+        default=None,
+        help="largest request accepted (default: 1 MiB or 4x the largest valid request)",
+    )
     p.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="noise for requests that send none")
-    p.add_argument("--delay-ms", type=float_in(0.0, 60_000.0), default=0.0,
-                   help="hold every reply back this long (what-ifs: a slow server)")  # fmt: skip
+    p.add_argument(
+        "--delay-ms",
+        type=float_in(0.0, 60_000.0),
+        default=0.0,
+        help="hold every reply back this long (what-ifs: a slow server)",
+    )
     p.add_argument("--quiet", action="store_true", help="no status line")
     p.set_defaults(func=cmd_serve)
 
@@ -62,8 +90,9 @@ def build_service(args: argparse.Namespace) -> Any:
     key = read_api_key(args.api_key_file)
     man, prof, den = load(args.bundle, args.profile, args.mode, args.fused)
     limit = args.max_message_kb * 1024 if args.max_message_kb else None
-    return PolicyService(man, prof, den, api_key=key, max_message=limit, seed=args.seed,
-                         delay_s=args.delay_ms / 1000.0)  # fmt: skip
+    return PolicyService(
+        man, prof, den, api_key=key, max_message=limit, seed=args.seed, delay_s=args.delay_ms / 1000.0
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -75,8 +104,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         raise LegatoError(f"legato serve needs {e.name}: pip install 'legato-edge'") from None
     if not _loopback(args.host) and args.api_key_file is None:
-        eprint(f"legato serve: warning: --host {args.host} accepts any client on the network "
-               "without --api-key-file")  # fmt: skip
+        eprint(
+            f"legato serve: warning: --host {args.host} accepts any client on the network "
+            "without --api-key-file"
+        )
     if args.replicas > 1:
         from edge.remote.replicas import serve_replicas
 
@@ -87,8 +118,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     spec = service.den.spec
 
     def ready(host: str, port: int) -> None:
-        eprint(f"legato serve: {service.man.name} ({service.den.mode}, H {spec.horizon}, a {spec.action_dim}, "
-               f"{service.prof.name}) on ws://{host}:{port} (GET /healthz); Ctrl-C stops")  # fmt: skip
+        eprint(
+            f"legato serve: {service.man.name} ({service.den.mode}, H {spec.horizon}, a {spec.action_dim}, "
+            f"{service.prof.name}) on ws://{host}:{port} (GET /healthz); Ctrl-C stops"
+        )
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -111,8 +144,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         service.close()
     st = service.stats()
-    eprint(f"legato serve: stopped after {st['sessions_total']} sessions, {st['requests']} chunks, "
-           f"{st['refused']} refused, {st['failed']} failed")  # fmt: skip
+    eprint(
+        f"legato serve: stopped after {st['sessions_total']} sessions, {st['requests']} chunks, "
+        f"{st['refused']} refused, {st['failed']} failed"
+    )
     return 0
 
 
@@ -123,5 +158,7 @@ async def _status(service: Any, stop: asyncio.Event, every_s: float = 10.0) -> N
         st, now = service.stats(), time.monotonic()
         rate = (st["requests"] - last) / max(now - t_last, 1e-9)
         last, t_last = st["requests"], now
-        eprint(f"legato serve: {st['sessions_open']} sessions, {rate:.1f} chunks/s, {st['requests']} chunks, "
-               f"{st['refused']} refused, {st['failed']} failed")  # fmt: skip
+        eprint(
+            f"legato serve: {st['sessions_open']} sessions, {rate:.1f} chunks/s, {st['requests']} chunks, "
+            f"{st['refused']} refused, {st['failed']} failed"
+        )

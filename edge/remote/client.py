@@ -23,6 +23,7 @@ server's engine calls) and chunk (all of it); ``legato profile --remote`` shows 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 import time
@@ -59,9 +60,17 @@ class RemoteDenoiser:
 
     stage_names = ("request", "network", "server", "reply", "engines", "chunk")
 
-    def __init__(self, url: str, api_key: str | None = None, *, reply_timeout_s: float = 1.0,
-                 connect_timeout_s: float = 2.0, backoff_min_s: float = 0.05, backoff_max_s: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        *,
+        reply_timeout_s: float = 1.0,
+        connect_timeout_s: float = 2.0,
+        backoff_min_s: float = 0.05,
+        backoff_max_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not url.startswith(("ws://", "wss://")):
             raise LegatoError(f"--remote {url!r}: expected ws://HOST:PORT (or wss://)")
         self.url, self.api_key, self.clock = url, api_key, clock
@@ -80,8 +89,10 @@ class RemoteDenoiser:
         self.mode = str(m["policy"]["mode"])
         self.schema = protocol.observation_schema(self.spec, m["model"])
         if {k: t.to_dict() for k, t in self.schema.items()} != m["observation"]:
-            raise RemoteMismatch(f"--remote {url}: the server expects observation {m['observation']}, "
-                                 f"this client sends {self.schema}")  # fmt: skip
+            raise RemoteMismatch(
+                f"--remote {url}: the server expects observation {m['observation']}, "
+                f"this client sends {self.schema}"
+            )
         h, a = self.spec.horizon, self.spec.action_dim
         self._obs = {k: np.zeros(t.shape, np.dtype(t.dtype)) for k, t in self.schema.items()}
         self.chunk = np.zeros((h, a), np.float32)
@@ -99,8 +110,16 @@ class RemoteDenoiser:
         from websockets.sync.client import connect
 
         headers = {"Authorization": f"Api-Key {self.api_key}"} if self.api_key else None
-        ws = connect(self.url, compression=None, max_size=None, additional_headers=headers, proxy=None,
-                     open_timeout=self.connect_timeout_s, close_timeout=0.5, **_connect_kwargs())  # fmt: skip
+        ws = connect(
+            self.url,
+            compression=None,
+            max_size=None,
+            additional_headers=headers,
+            proxy=None,
+            open_timeout=self.connect_timeout_s,
+            close_timeout=0.5,
+            **_connect_kwargs(),
+        )
         try:
             first = ws.recv(timeout=self.connect_timeout_s)
             if isinstance(first, str):
@@ -123,22 +142,24 @@ class RemoteDenoiser:
         except _link_errors() as e:
             self._next_attempt = self.clock() + self._backoff
             self._backoff = min(self._backoff * 2, self.backoff_max_s)
-            raise self._unavailable("unreachable", f"remote {self.url}: not reachable ({_why(e)})", False) from None
+            raise self._unavailable(
+                "unreachable", f"remote {self.url}: not reachable ({_why(e)})", False
+            ) from None
         self.reconnects += 1
         self._backoff = self.backoff_min_s
         if _identity(meta) != _identity(self.meta):
             self._drop()
-            raise RemoteMismatch(f"--remote {self.url}: the server came back serving another model "
-                                 f"({meta['policy']}, before {self.meta['policy']})")  # fmt: skip
+            raise RemoteMismatch(
+                f"--remote {self.url}: the server came back serving another model "
+                f"({meta['policy']}, before {self.meta['policy']})"
+            )
         self.server_id = str(meta.get("server_id", "?"))
 
     def _drop(self) -> None:
         ws, self._ws = self._ws, None
         if ws is not None:
-            try:
+            with contextlib.suppress(Exception):  # already gone: nothing to release
                 ws.close()
-            except Exception:  # already gone: nothing to release
-                pass
 
     def _note(self, kind: str, line: str) -> None:
         if not any(e.startswith(f"[{kind}]") for e in self.errors):
@@ -167,8 +188,13 @@ class RemoteDenoiser:
             self._reconnect()
         cid = self._next_id
         self._next_id += 1
-        leg: dict[str, Any] = {"chunk_id": cid, "d": int(req.d), "s": int(req.s), "r": int(req.r),
-                               "noise": np.asarray(eps, np.float32).reshape(h, a)}  # fmt: skip
+        leg: dict[str, Any] = {
+            "chunk_id": cid,
+            "d": int(req.d),
+            "s": int(req.s),
+            "r": int(req.r),
+            "noise": np.asarray(eps, np.float32).reshape(h, a),
+        }
         if prev_tail is not None:
             leg["prev_tail"] = np.asarray(prev_tail, np.float32)
         data = wire.packb({**self._obs, "legato": leg})
@@ -189,11 +215,14 @@ class RemoteDenoiser:
                 self._timeouts_in_a_row += 1
                 drop = self._timeouts_in_a_row >= 2
                 self.disconnects += int(drop)
-                raise self._unavailable("timeout", f"remote {self.url}: no reply in {self.reply_timeout_s:.2f} s",
-                                        drop) from None  # fmt: skip
+                raise self._unavailable(
+                    "timeout", f"remote {self.url}: no reply in {self.reply_timeout_s:.2f} s", drop
+                ) from None
             except (ConnectionClosed, OSError) as e:
                 self.disconnects += 1
-                raise self._unavailable("link", f"remote {self.url}: connection lost ({_why(e)})", True) from None
+                raise self._unavailable(
+                    "link", f"remote {self.url}: connection lost ({_why(e)})", True
+                ) from None
             t2 = time.perf_counter_ns()
             if isinstance(msg, str):
                 self.server_errors += 1
@@ -205,20 +234,27 @@ class RemoteDenoiser:
             except LegatoError as e:
                 self.garbage_replies += 1
                 self.disconnects += 1
-                raise self._unavailable("garbage", f"remote {self.url}: not a chunk reply ({e})", True) from None
+                raise self._unavailable(
+                    "garbage", f"remote {self.url}: not a chunk reply ({e})", True
+                ) from None
             if rid is not None and rid < cid:  # the answer to a request we gave up on
                 self.stale_replies += 1
                 continue
             if rid is not None and rid != cid:
                 self.garbage_replies += 1
                 self.disconnects += 1
-                raise self._unavailable("garbage", f"remote {self.url}: reply to chunk {rid}, asked {cid}", True)
+                raise self._unavailable(
+                    "garbage", f"remote {self.url}: reply to chunk {rid}, asked {cid}", True
+                )
             break
         self._timeouts_in_a_row = 0
         np.copyto(self.chunk, actions)
         t3 = time.perf_counter_ns()
-        server_ms = float(leg_r.get("queue_ms", 0.0)) + float(rep["server_timing"].get("infer_ms", 0.0)) \
-            if isinstance(rep.get("server_timing"), dict) else 0.0  # fmt: skip
+        server_ms = (
+            float(leg_r.get("queue_ms", 0.0)) + float(rep["server_timing"].get("infer_ms", 0.0))
+            if isinstance(rep.get("server_timing"), dict)
+            else 0.0
+        )
         server_ns = int(server_ms * 1e6)
         st = self.stage_ns
         st[0] = t1 - t0
@@ -233,11 +269,19 @@ class RemoteDenoiser:
         return self.chunk
 
     def counters(self) -> dict[str, Any]:
-        return {"remote.chunks": self.chunks, "remote.timeouts": self.timeouts,
-                "remote.stale_replies": self.stale_replies, "remote.garbage_replies": self.garbage_replies,
-                "remote.server_errors": self.server_errors, "remote.disconnects": self.disconnects,
-                "remote.reconnects": self.reconnects, "remote.unavailable": self.unavailable,
-                "remote.server": self.server_id, "remote.url": self.url, "remote.errors": list(self.errors)}  # fmt: skip
+        return {
+            "remote.chunks": self.chunks,
+            "remote.timeouts": self.timeouts,
+            "remote.stale_replies": self.stale_replies,
+            "remote.garbage_replies": self.garbage_replies,
+            "remote.server_errors": self.server_errors,
+            "remote.disconnects": self.disconnects,
+            "remote.reconnects": self.reconnects,
+            "remote.unavailable": self.unavailable,
+            "remote.server": self.server_id,
+            "remote.url": self.url,
+            "remote.errors": list(self.errors),
+        }
 
     def close(self) -> None:
         self._closed.set()
@@ -261,7 +305,12 @@ def _reply_fields(rep: Any, h: int, a: int) -> tuple[int | None, np.ndarray, dic
 
 def _identity(meta: dict[str, Any]) -> Any:
     """What must not change across a reconnect: the model and what the server expects and returns."""
-    return (meta.get("model"), meta.get("observation"), meta.get("action"), meta.get("policy", {}).get("mode"))
+    return (
+        meta.get("model"),
+        meta.get("observation"),
+        meta.get("action"),
+        meta.get("policy", {}).get("mode"),
+    )
 
 
 def _why(e: BaseException) -> str:
@@ -283,8 +332,13 @@ class RemoteModel:
         self.name = str(meta["policy"]["name"])
 
 
-def load_remote(url: str, profile: str, api_key_file: str | None = None, mode: str | None = None,
-                reply_timeout_s: float = 1.0) -> tuple[RemoteModel, Any, RemoteDenoiser]:  # fmt: skip
+def load_remote(
+    url: str,
+    profile: str,
+    api_key_file: str | None = None,
+    mode: str | None = None,
+    reply_timeout_s: float = 1.0,
+) -> tuple[RemoteModel, Any, RemoteDenoiser]:
     """Connect to `legato serve` at ``url`` and check that its model fits this robot's profile
     (N, H, d_max, as a local bundle must); ``mode`` (when given) must be the one it serves."""
     from edge.errors import MethodError
@@ -297,8 +351,10 @@ def load_remote(url: str, profile: str, api_key_file: str | None = None, mode: s
     try:
         check_fit(prof, den.spec, f"the model served at {url}")
         if mode is not None and mode != den.mode:
-            raise MethodError(f"--mode {mode}: the server at {url} samples in mode {den.mode!r} "
-                              "(the server's --mode chooses)")  # fmt: skip
+            raise MethodError(
+                f"--mode {mode}: the server at {url} samples in mode {den.mode!r} "
+                "(the server's --mode chooses)"
+            )
     except BaseException:
         den.close()
         raise

@@ -75,13 +75,16 @@ def observation_schema(spec: Any, model: dict[str, Any]) -> dict[str, TensorSpec
     manifest's model section, for the vocabulary the token ids index)."""
     h, w = spec.image_hw
     vocab = int(model["policy"]["vocab_size"])
-    return {IMAGE: TensorSpec((h, w, 3), np.dtype(np.uint8).str),
-            STATE: TensorSpec((spec.state_dim,), np.dtype(np.float32).str),
-            TOKENS: TensorSpec((spec.max_tokens,), np.dtype(np.int64).str, (0, vocab - 1))}  # fmt: skip
+    return {
+        IMAGE: TensorSpec((h, w, 3), np.dtype(np.uint8).str),
+        STATE: TensorSpec((spec.state_dim,), np.dtype(np.float32).str),
+        TOKENS: TensorSpec((spec.max_tokens,), np.dtype(np.int64).str, (0, vocab - 1)),
+    }
 
 
-def metadata(man: Any, prof: Any, den: Any, server_id: str, version: str,
-             max_message: int | None = None) -> dict[str, Any]:  # fmt: skip
+def metadata(
+    man: Any, prof: Any, den: Any, server_id: str, version: str, max_message: int | None = None
+) -> dict[str, Any]:
     """The map sent on connect (man: bundle Manifest, prof: Profile, den: the served denoiser)."""
     spec = den.spec
     model = man.data["model"]
@@ -91,21 +94,39 @@ def metadata(man: Any, prof: Any, den: Any, server_id: str, version: str,
     limit = max_message or max(DEFAULT_MAX_MESSAGE, 4 * largest)
     joints = model.get("task", {}).get("arm", {}).get("joint_names")
     return {
-        "server": "legato-edge", "version": version, "protocol": PROTOCOL, "legato_protocol": LEGATO_PROTOCOL,
+        "server": "legato-edge",
+        "version": version,
+        "protocol": PROTOCOL,
+        "legato_protocol": LEGATO_PROTOCOL,
         "server_id": server_id,
-        "policy": {"name": man.name, "method": spec.method, "mode": den.mode, "profile": prof.name,
-                   "backend": prof.engine("flow_head").backend, "precision": man.precision},
+        "policy": {
+            "name": man.name,
+            "method": spec.method,
+            "mode": den.mode,
+            "profile": prof.name,
+            "backend": prof.engine("flow_head").backend,
+            "precision": man.precision,
+        },
         "observation": {k: t.to_dict() for k, t in obs.items()},
         "prompt": None,  # this bundle takes token ids (observation.language.tokens), no prompt string
-        "action": {"horizon": h, "dim": a, "units": "rad", "frame": "absolute joint targets",
-                   "joints": list(joints) if joints else None},
-        "control_hz": float(prof.control.rate_hz), "num_steps": spec.num_steps,
-        "d_max": spec.d_max, "r_max": spec.r_max, "schedule_shape": spec.schedule_shape,
-        "execution_horizon": prof.control.execution_horizon, "ramp": prof.control.ramp,
+        "action": {
+            "horizon": h,
+            "dim": a,
+            "units": "rad",
+            "frame": "absolute joint targets",
+            "joints": list(joints) if joints else None,
+        },
+        "control_hz": float(prof.control.rate_hz),
+        "num_steps": spec.num_steps,
+        "d_max": spec.d_max,
+        "r_max": spec.r_max,
+        "schedule_shape": spec.schedule_shape,
+        "execution_horizon": prof.control.execution_horizon,
+        "ramp": prof.control.ramp,
         "request": {"legato": dict(LEGATO_REQUEST)},
         "max_message_bytes": int(limit),
         "model": model,
-    }  # fmt: skip
+    }
 
 
 @dataclass
@@ -131,30 +152,37 @@ def _shape(x: np.ndarray) -> str:
     return str(tuple(x.shape))
 
 
-def parse_request(msg: Any, schema: dict[str, TensorSpec], horizon: int, action_dim: int,
-                  default_s: int) -> Request:  # fmt: skip
+def parse_request(
+    msg: Any, schema: dict[str, TensorSpec], horizon: int, action_dim: int, default_s: int
+) -> Request:
     """Check a decoded request against the served bundle; raises :class:`Refusal` (one line)."""
     if not isinstance(msg, dict):
         raise Refusal(f"a request is a msgpack map, got {type(msg).__name__}")
     keys = {k for k in msg if k != "legato"}
     missing, unknown = sorted(set(schema) - keys), sorted(str(k) for k in keys - set(schema))
     if missing or unknown:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + \
-            ([f"unknown {', '.join(unknown)}"] if unknown else [])  # fmt: skip
-        raise Refusal(f"observation keys do not match the bundle: {'; '.join(parts)} "
-                      f"(expected {', '.join(schema)})")  # fmt: skip
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unknown {', '.join(unknown)}"] if unknown else []
+        )
+        raise Refusal(
+            f"observation keys do not match the bundle: {'; '.join(parts)} (expected {', '.join(schema)})"
+        )
     obs: dict[str, np.ndarray] = {}
     for k, t in schema.items():
         x = msg[k]
         if not isinstance(x, np.ndarray):
             raise Refusal(f"observation {k} must be an array ({t.dtype} {t.shape}), got {type(x).__name__}")
         if x.dtype.str != t.dtype or tuple(x.shape) != t.shape:
-            raise Refusal(f"observation {k} is {x.dtype.str} {_shape(x)}, the bundle needs {t.dtype} {t.shape}")
+            raise Refusal(
+                f"observation {k} is {x.dtype.str} {_shape(x)}, the bundle needs {t.dtype} {t.shape}"
+            )
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             raise Refusal(f"observation {k} holds NaN or inf")
         if t.range is not None and x.size and (x.min() < t.range[0] or x.max() > t.range[1]):
-            raise Refusal(f"observation {k} holds values in [{x.min()}, {x.max()}], the bundle takes "
-                          f"[{t.range[0]}, {t.range[1]}]")  # fmt: skip
+            raise Refusal(
+                f"observation {k} holds values in [{x.min()}, {x.max()}], the bundle takes "
+                f"[{t.range[0]}, {t.range[1]}]"
+            )
         obs[k] = x
     leg = msg.get("legato")
     if leg is None:  # a plain openpi client: every chunk sampled from scratch
@@ -169,16 +197,31 @@ def parse_request(msg: Any, schema: dict[str, TensorSpec], horizon: int, action_
         raise Refusal(f"legato.chunk_id must be >= 0, got {cid}")
     tail = leg.get("prev_tail")
     if tail is not None:
-        if not isinstance(tail, np.ndarray) or tail.dtype != np.float32 or tail.ndim != 2 or \
-                tail.shape[1] != action_dim or not 1 <= tail.shape[0] <= horizon:  # fmt: skip
+        if (
+            not isinstance(tail, np.ndarray)
+            or tail.dtype != np.float32
+            or tail.ndim != 2
+            or tail.shape[1] != action_dim
+            or not 1 <= tail.shape[0] <= horizon
+        ):
             got = f"{tail.dtype.str} {_shape(tail)}" if isinstance(tail, np.ndarray) else type(tail).__name__
-            raise Refusal(f"legato.prev_tail must be <f4 (k, {action_dim}) with 1 <= k <= {horizon}, got {got}")
+            raise Refusal(
+                f"legato.prev_tail must be <f4 (k, {action_dim}) with 1 <= k <= {horizon}, got {got}"
+            )
         if not np.isfinite(tail).all():
             raise Refusal("legato.prev_tail holds NaN or inf")
     noise = leg.get("noise")
     if noise is not None:
-        if not isinstance(noise, np.ndarray) or noise.dtype != np.float32 or noise.shape != (horizon, action_dim):
-            got = f"{noise.dtype.str} {_shape(noise)}" if isinstance(noise, np.ndarray) else type(noise).__name__
+        if (
+            not isinstance(noise, np.ndarray)
+            or noise.dtype != np.float32
+            or noise.shape != (horizon, action_dim)
+        ):
+            got = (
+                f"{noise.dtype.str} {_shape(noise)}"
+                if isinstance(noise, np.ndarray)
+                else type(noise).__name__
+            )
             raise Refusal(f"legato.noise must be <f4 ({horizon}, {action_dim}), got {got}")
         if not np.isfinite(noise).all():
             raise Refusal("legato.noise holds NaN or inf")

@@ -44,8 +44,9 @@ class _WsConnection:
         await self.ws.close(code, reason)
 
 
-def http_reply(service: PolicyService, path: str, auth: str | None,
-               max_sessions: int) -> tuple[int, str, str] | None:  # fmt: skip
+def http_reply(
+    service: PolicyService, path: str, auth: str | None, max_sessions: int
+) -> tuple[int, str, str] | None:
     """The HTTP answer to a request before the websocket upgrade (status, content type, body), or
     None to go on with the upgrade. Shared by both transports."""
     if path == "/healthz":
@@ -53,35 +54,61 @@ def http_reply(service: PolicyService, path: str, auth: str | None,
     if path == "/stats":
         return 200, "application/json", json.dumps(service.stats()) + "\n"
     if not service.authorized(auth):
-        return 401, "text/plain", "legato serve: missing or wrong API key (send 'Authorization: Api-Key KEY')\n"
+        return (
+            401,
+            "text/plain",
+            "legato serve: missing or wrong API key (send 'Authorization: Api-Key KEY')\n",
+        )
     if service.sessions_open >= max_sessions:
         return 503, "text/plain", f"legato serve: {max_sessions} sessions open, no room for another\n"
     return None
 
 
-async def serve(service: PolicyService, host: str, port: int, stop: asyncio.Event,
-                ready: Callable[[str, int], None] | None = None, max_sessions: int = 64) -> None:  # fmt: skip
+async def serve(
+    service: PolicyService,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    ready: Callable[[str, int], None] | None = None,
+    max_sessions: int = 64,
+) -> None:
     """Serve until ``stop`` is set; ``ready(host, port)`` once listening (port 0: the one chosen)."""
     from websockets.asyncio.server import serve as ws_serve
     from websockets.datastructures import Headers
     from websockets.http11 import Response
 
     def process_request(connection: Any, request: Any) -> Any:
-        r = http_reply(service, request.path.split("?", 1)[0], request.headers.get("Authorization"), max_sessions)
+        r = http_reply(
+            service, request.path.split("?", 1)[0], request.headers.get("Authorization"), max_sessions
+        )
         if r is None:
             return None
         status, ctype, body = r
         raw = body.encode()
-        headers = Headers([("Content-Type", f"{ctype}; charset=utf-8"), ("Content-Length", str(len(raw))),
-                           ("Connection", "close")])  # fmt: skip
+        headers = Headers(
+            [
+                ("Content-Type", f"{ctype}; charset=utf-8"),
+                ("Content-Length", str(len(raw))),
+                ("Connection", "close"),
+            ]
+        )
         return Response(status, http.HTTPStatus(status).phrase, headers, raw)
 
     async def handler(ws: Any) -> None:
         await run_session(_WsConnection(ws), service)
 
-    async with ws_serve(handler, host, port, compression=None, max_size=service.max_message,
-                        process_request=process_request, ping_interval=20, ping_timeout=20,
-                        open_timeout=10, close_timeout=2) as server:  # fmt: skip
+    async with ws_serve(
+        handler,
+        host,
+        port,
+        compression=None,
+        max_size=service.max_message,
+        process_request=process_request,
+        ping_interval=20,
+        ping_timeout=20,
+        open_timeout=10,
+        close_timeout=2,
+    ) as server:
         sock = next(iter(server.sockets))
         bound_host, bound_port = sock.getsockname()[:2]
         if ready is not None:

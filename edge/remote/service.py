@@ -40,8 +40,10 @@ def read_api_key(path: str | None) -> str | None:
     except (OSError, UnicodeDecodeError) as e:
         raise LegatoError(f"--api-key-file {path}: cannot read it ({type(e).__name__}: {e})") from None
     if not key or any(c.isspace() for c in key):
-        raise LegatoError(f"--api-key-file {path}: the first line must be the key (no spaces), it is "
-                          f"{'empty' if not key else 'not one word'}")  # fmt: skip
+        raise LegatoError(
+            f"--api-key-file {path}: the first line must be the key (no spaces), it is "
+            f"{'empty' if not key else 'not one word'}"
+        )
     return key
 
 
@@ -57,8 +59,17 @@ def _version() -> str:
 class PolicyService:
     """A denoiser behind the protocol. ``delay_s`` (tests, what-ifs) holds every reply back."""
 
-    def __init__(self, man: Any, prof: Any, den: Any, *, api_key: str | None = None,
-                 max_message: int | None = None, seed: int = 0, delay_s: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        man: Any,
+        prof: Any,
+        den: Any,
+        *,
+        api_key: str | None = None,
+        max_message: int | None = None,
+        seed: int = 0,
+        delay_s: float = 0.0,
+    ) -> None:
         self.man, self.prof, self.den = man, prof, den
         self.api_key = api_key
         self.server_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -120,17 +131,34 @@ class PolicyService:
         server_timing = {"infer_ms": infer_ms}
         if prev_total_s is not None:
             server_timing["prev_total_ms"] = prev_total_s * 1e3
-        reply = {"actions": chunk, "policy_timing": {"infer_ms": stages.get("chunk", infer_ms)},
-                 "server_timing": server_timing,
-                 "legato": {"chunk_id": req.chunk_id, "d": cr.d, "s": cr.s, "r": cr.r, "mode": den.mode,
-                            "server": self.server_id, "queue_ms": (t0 - received) * 1e3,
-                            "engines_ms": stages.get("engines", infer_ms), "stages_ms": stages}}  # fmt: skip
+        reply = {
+            "actions": chunk,
+            "policy_timing": {"infer_ms": stages.get("chunk", infer_ms)},
+            "server_timing": server_timing,
+            "legato": {
+                "chunk_id": req.chunk_id,
+                "d": cr.d,
+                "s": cr.s,
+                "r": cr.r,
+                "mode": den.mode,
+                "server": self.server_id,
+                "queue_ms": (t0 - received) * 1e3,
+                "engines_ms": stages.get("engines", infer_ms),
+                "stages_ms": stages,
+            },
+        }
         return wire.packb(reply)
 
     def stats(self) -> dict[str, Any]:
-        return {"server_id": self.server_id, "sessions_open": self.sessions_open,
-                "sessions_total": self.sessions_total, "requests": self.requests, "refused": self.refused,
-                "failed": self.failed, "auth_refused": self.auth_refused}  # fmt: skip
+        return {
+            "server_id": self.server_id,
+            "sessions_open": self.sessions_open,
+            "sessions_total": self.sessions_total,
+            "requests": self.requests,
+            "refused": self.refused,
+            "failed": self.failed,
+            "auth_refused": self.auth_refused,
+        }
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -32,8 +32,12 @@ class WireError(LegatoError):
 def _pack_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         _check_dtype(obj.dtype)
-        return {b"__ndarray__": True, b"data": np.ascontiguousarray(obj).tobytes(), b"dtype": obj.dtype.str,
-                b"shape": list(obj.shape)}  # fmt: skip
+        return {
+            b"__ndarray__": True,
+            b"data": np.ascontiguousarray(obj).tobytes(),
+            b"dtype": obj.dtype.str,
+            b"shape": list(obj.shape),
+        }
     if isinstance(obj, np.generic):
         _check_dtype(obj.dtype)
         return {b"__npgeneric__": True, b"data": obj.item(), b"dtype": obj.dtype.str}
@@ -63,15 +67,18 @@ def _object_hook(m: dict[Any, Any]) -> Any:
         if not isinstance(data, bytes) or not isinstance(dtype, (str, bytes)) or not isinstance(shape, list):
             raise WireError("array map needs data (bin), dtype (str) and shape (list)")
         dt = _dtype(dtype)
-        if len(shape) > MAX_NDIM or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
-                                            for n in shape):  # fmt: skip
+        if len(shape) > MAX_NDIM or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+        ):
             raise WireError(f"array shape {shape!r} is not a list of at most {MAX_NDIM} sizes >= 0")
         n = 1
         for s in shape:
             n *= s
         if n * dt.itemsize != len(data):
-            raise WireError(f"array of shape {tuple(shape)} and dtype {dt.str} needs {n * dt.itemsize} "
-                            f"bytes, the message has {len(data)}")  # fmt: skip
+            raise WireError(
+                f"array of shape {tuple(shape)} and dtype {dt.str} needs {n * dt.itemsize} "
+                f"bytes, the message has {len(data)}"
+            )
         return np.frombuffer(data, dt).reshape(shape)
     if any(k in m for k in _GEN):
         dt, data = _dtype(_get(m, "dtype")), _get(m, "data")
@@ -101,8 +108,9 @@ def unpackb(data: bytes | bytearray | memoryview, max_bytes: int) -> Any:
     if len(data) > max_bytes:
         raise WireError(f"message of {len(data)} bytes exceeds the limit of {max_bytes}")
     try:
-        return msgpack.unpackb(bytes(data), object_hook=_object_hook, ext_hook=_refuse_ext, raw=False,
-                               strict_map_key=True)  # fmt: skip
+        return msgpack.unpackb(
+            bytes(data), object_hook=_object_hook, ext_hook=_refuse_ext, raw=False, strict_map_key=True
+        )
     except WireError:
         raise
     except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as e:

@@ -70,13 +70,21 @@ def server():
     s.stop()
 
 
-def start_serve(*args: str, port: int = 0, env: dict[str, str] | None = None,
-                timeout_s: float = 60.0) -> tuple[subprocess.Popen, int]:  # fmt: skip
+def start_serve(
+    *args: str, port: int = 0, env: dict[str, str] | None = None, timeout_s: float = 60.0
+) -> tuple[subprocess.Popen, int]:
     """`legato serve --bundle BUNDLE ARGS --port PORT` in its own process group; returns it and the
     port it listens on (read from its ready line)."""
     cmd = [*LEGATO, "serve", "--bundle", str(BUNDLE), "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            env={**os.environ, **(env or {})}, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
     assert proc.stderr is not None
     t_end = time.monotonic() + timeout_s
     lines = []

@@ -17,8 +17,11 @@ from edge.remote.client import RemoteDenoiser, RemoteMismatch
 
 def observation(rng, spec):
     h, w = spec.image_hw
-    return (rng.integers(0, 255, (h, w, 3)).astype(np.uint8), rng.integers(0, 14, spec.max_tokens),
-            rng.standard_normal(spec.state_dim).astype(np.float32))  # fmt: skip
+    return (
+        rng.integers(0, 255, (h, w, 3)).astype(np.uint8),
+        rng.integers(0, 14, spec.max_tokens),
+        rng.standard_normal(spec.state_dim).astype(np.float32),
+    )
 
 
 def test_remote_chunk_is_the_local_chunk_and_the_stages_add_up(server):
@@ -29,8 +32,10 @@ def test_remote_chunk_is_the_local_chunk_and_the_stages_add_up(server):
     _, _, local = load(str(BUNDLE), "x86-cpu")
     try:
         assert den.spec == local.spec and den.mode == "legato"
-        for tail, req in ((None, ChunkRequest(0, 8, 0)), (rng.standard_normal((8, 3)).astype(np.float32),
-                                                          ChunkRequest(2, 8, 4))):  # fmt: skip
+        for tail, req in (
+            (None, ChunkRequest(0, 8, 0)),
+            (rng.standard_normal((8, 3)).astype(np.float32), ChunkRequest(2, 8, 4)),
+        ):
             obs = observation(rng, den.spec)
             eps = rng.standard_normal((1, 16, 3)).astype(np.float32)
             den.set_observation(*obs)
@@ -105,8 +110,10 @@ def test_a_late_reply_is_given_up_then_dropped_as_stale():
         s.stop()
 
 
-@pytest.mark.parametrize(("what", "counter", "words"), [("garbage", "garbage_replies", "not a chunk reply"),
-                                                        ("text", "server_errors", "engine fell over")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("what", "counter", "words"),
+    [("garbage", "garbage_replies", "not a chunk reply"), ("text", "server_errors", "engine fell over")],
+)
 def test_garbage_or_an_error_line_is_one_line_then_the_link_is_renewed(what, counter, words):
     s = ScriptedServer(make_service(), [what, what])
     den = RemoteDenoiser(s.url, backoff_min_s=0.01)

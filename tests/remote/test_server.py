@@ -26,7 +26,9 @@ def request_from(meta, rng, **legato):
     for key, t in meta["observation"].items():
         dt = np.dtype(t["dtype"])
         lo, hi = t.get("range", (0, 255))
-        obs[key] = (rng.integers(lo, hi + 1, t["shape"]) if dt.kind in "iu" else rng.standard_normal(t["shape"])).astype(dt)
+        obs[key] = (
+            rng.integers(lo, hi + 1, t["shape"]) if dt.kind in "iu" else rng.standard_normal(t["shape"])
+        ).astype(dt)
     if legato:
         obs["legato"] = legato
     return obs
@@ -60,13 +62,19 @@ def test_metadata_describes_what_it_serves_and_a_request_built_from_it_gets_a_ch
         assert meta["observation"] == {
             "observation.image": {"shape": [*pol["image_hw"], 3], "dtype": "|u1"},
             "observation.state": {"shape": [pol["state_dim"]], "dtype": "<f4"},
-            "observation.language.tokens": {"shape": [pol["max_tokens"]], "dtype": "<i8",
-                                            "range": [0, pol["vocab_size"] - 1]},
+            "observation.language.tokens": {
+                "shape": [pol["max_tokens"]],
+                "dtype": "<i8",
+                "range": [0, pol["vocab_size"] - 1],
+            },
         }
         assert meta["prompt"] is None
         assert meta["action"]["horizon"] == pol["horizon"] and meta["action"]["dim"] == pol["action_dim"]
         assert meta["action"]["units"] == "rad"
-        assert (meta["num_steps"], meta["d_max"]) == (pol["num_steps"], manifest["model"]["schedule"]["d_max"])
+        assert (meta["num_steps"], meta["d_max"]) == (
+            pol["num_steps"],
+            manifest["model"]["schedule"]["d_max"],
+        )
         assert meta["control_hz"] == 50.0 and meta["policy"]["mode"] == "legato"
         assert set(meta["request"]["legato"]) == {"chunk_id", "prev_tail", "d", "s", "r", "noise"}
         r1 = infer(c, request_from(meta, rng))
@@ -93,10 +101,14 @@ def test_the_continuation_fields_give_the_local_denoisers_chunk(server):
         tail = rng.standard_normal((h - 8, a)).astype(np.float32) * 0.1 + 1.0
         noise = rng.standard_normal((h, a)).astype(np.float32)
         obs = request_from(meta, rng)
-        rep = infer(c, {**obs, "legato": {"chunk_id": 7, "prev_tail": tail, "d": 2, "s": 8, "r": 4, "noise": noise}})
+        rep = infer(
+            c, {**obs, "legato": {"chunk_id": 7, "prev_tail": tail, "d": 2, "s": 8, "r": 4, "noise": noise}}
+        )
     assert rep["legato"]["chunk_id"] == 7 and (rep["legato"]["d"], rep["legato"]["r"]) == (2, 4)
     _, _, den = load(str(BUNDLE), "x86-cpu")
-    den.set_observation(obs["observation.image"], obs["observation.language.tokens"], obs["observation.state"])
+    den.set_observation(
+        obs["observation.image"], obs["observation.language.tokens"], obs["observation.state"]
+    )
     local = den.denoise(noise[None], tail, ChunkRequest(d=2, s=8, r=4))
     np.testing.assert_array_equal(rep["actions"], local)
     np.testing.assert_allclose(rep["actions"][:2], tail[:2], atol=1e-5)
@@ -121,14 +133,29 @@ def _bad_requests(meta):
     return [
         (wire.packb(drop), "missing observation.state"),
         (wire.packb({**good, "observation.extra": np.zeros(1, np.float32)}), "unknown observation.extra"),
-        (wire.packb({**good, "observation.state": np.zeros(5, np.float32)}), "<f4 (5,), the bundle needs <f4 (6,)"),
-        (wire.packb({**good, "observation.image": good["observation.image"].astype(np.float32)}),
-         "observation.image is <f4 (48, 64, 3), the bundle needs |u1"),
+        (
+            wire.packb({**good, "observation.state": np.zeros(5, np.float32)}),
+            "<f4 (5,), the bundle needs <f4 (6,)",
+        ),
+        (
+            wire.packb({**good, "observation.image": good["observation.image"].astype(np.float32)}),
+            "observation.image is <f4 (48, 64, 3), the bundle needs |u1",
+        ),
         (wire.packb({**good, "observation.state": np.full(6, np.nan, np.float32)}), "NaN"),
-        (wire.packb({**good, "observation.language.tokens": np.full(6, 164, np.int64)}), "the bundle takes [0, 13]"),
-        (wire.packb({**good, "legato": {"prev_tail": np.zeros((h, a + 1), np.float32), "d": 1, "s": 8}}), "prev_tail"),
-        (wire.packb({**good, "legato": {"prev_tail": np.zeros((8, a), np.float32), "d": 9, "s": 8, "r": 0}}),
-         "exceeds the trained d_max"),
+        (
+            wire.packb({**good, "observation.language.tokens": np.full(6, 164, np.int64)}),
+            "the bundle takes [0, 13]",
+        ),
+        (
+            wire.packb({**good, "legato": {"prev_tail": np.zeros((h, a + 1), np.float32), "d": 1, "s": 8}}),
+            "prev_tail",
+        ),
+        (
+            wire.packb(
+                {**good, "legato": {"prev_tail": np.zeros((8, a), np.float32), "d": 9, "s": 8, "r": 0}}
+            ),
+            "exceeds the trained d_max",
+        ),
         (wire.packb({**good, "legato": {"bogus": 1}}), "unknown legato field bogus"),
         (b"\xc1 not msgpack", "not a msgpack message"),
         (msgpack.packb([1, 2, 3]), "a request is a msgpack map"),

@@ -23,8 +23,12 @@ def openpi_pack(obj):
 
 
 def test_packs_the_bytes_openpi_client_packs():
-    obs = {"observation.image": np.arange(24, dtype=np.uint8).reshape(2, 4, 3),
-           "observation.state": np.linspace(0, 1, 6, dtype=np.float32), "n": np.int64(7), "prompt": "pick"}  # fmt: skip
+    obs = {
+        "observation.image": np.arange(24, dtype=np.uint8).reshape(2, 4, 3),
+        "observation.state": np.linspace(0, 1, 6, dtype=np.float32),
+        "n": np.int64(7),
+        "prompt": "pick",
+    }
     assert wire.packb(obs) == openpi_pack(obs)
 
 
