@@ -16,7 +16,7 @@ counts it, holds, asks again) and is counted here:
   to ``backoff_max_s``), each attempt bounded by ``connect_timeout_s``; the reconnected server
   must serve the same model (same metadata) or the run stops (:class:`RemoteMismatch`).
 
-Stages (``stage_names``, nanoseconds in ``stage_ns``): request (pack + send), network (the round
+Stages (``stage_names``, nanoseconds in ``stage_ns``): request (packing), network (send to reply, the round
 trip less the server's own time), server (its queue + inference), reply (decode), engines (the
 server's engine calls) and chunk (all of it); ``legato profile --remote`` shows them.
 """
@@ -200,12 +200,12 @@ class RemoteDenoiser:
         data = wire.packb({**self._obs, "legato": leg})
         from websockets.exceptions import ConnectionClosed
 
+        t1 = time.perf_counter_ns()  # the send is the network's: a thread switch there must not split it
         try:
             self._ws.send(data)
         except (ConnectionClosed, OSError) as e:
             self.disconnects += 1
             raise self._unavailable("link", f"remote {self.url}: connection lost ({_why(e)})", True) from None
-        t1 = time.perf_counter_ns()
         deadline = self.clock() + self.reply_timeout_s
         while True:
             try:

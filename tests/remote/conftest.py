@@ -117,3 +117,71 @@ def stop(proc: subprocess.Popen, sig: int | None = None) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+class RemoteRun:
+    """`legato run --sim --remote URL ARGS` assembled by the CLI's own code (edge.cli._session), in a
+    thread, with every setpoint sent to the bus recorded (tick order) so a test can look for jumps."""
+
+    def __init__(self, url: str, *args: str, episodes: int = 2) -> None:
+        from edge.cli import _session
+        from legato.cli import build_parser
+
+        self.args = build_parser().parse_args(["run", "--remote", url, "--sim", "--quiet", *args])
+        self.session, self.rig = _session(self.args, episodes)
+        self.episodes = episodes
+        self.setpoints: list[Any] = []
+        bus = self.session.bus
+        send = bus.send_setpoint
+
+        plant = self.session.plant
+        self.episode_of: list[int] = []
+
+        def recording(sp: Any) -> None:
+            self.setpoints.append(sp.copy())
+            self.episode_of.append(plant.result.index)
+            send(sp)
+
+        bus.send_setpoint = recording
+        self.summary: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from edge.cli import _finish
+
+        try:
+            self.session.run_sim(self.episodes, None)
+        except BaseException as e:  # reported by join()
+            self.error = e
+        finally:
+            self.rig.close()
+            self.session.den.close()
+        self.summary = _finish(self.session)
+
+    def start(self) -> RemoteRun:
+        self.thread.start()
+        return self
+
+    def join(self, timeout_s: float = 120.0) -> dict[str, Any]:
+        self.thread.join(timeout_s)
+        assert not self.thread.is_alive(), "the run did not finish"
+        if self.error is not None:
+            raise self.error
+        assert self.summary is not None
+        return self.summary
+
+    def args_max_step(self) -> float:
+        """The loop's per-tick step limit (rad) this run was configured with."""
+        return float(max(self.session.cfg.max_step))
+
+    def max_step(self) -> float:
+        """Largest change of any joint's setpoint between two consecutive sends of one episode (rad;
+        the start posture each episode begins with is a reset, not a step)."""
+        import numpy as np
+
+        sp, ep = np.asarray(self.setpoints), np.asarray(self.episode_of)
+        if len(sp) < 2:
+            return 0.0
+        same = ep[1:] == ep[:-1]
+        return float(np.abs(np.diff(sp, axis=0))[same].max())
