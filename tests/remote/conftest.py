@@ -71,11 +71,16 @@ def server():
 
 
 def start_serve(
-    *args: str, port: int = 0, env: dict[str, str] | None = None, timeout_s: float = 60.0
+    *args: str,
+    port: int = 0,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 60.0,
+    prefix: tuple[str, ...] = (),
+    bundle: Path = BUNDLE,
 ) -> tuple[subprocess.Popen, int]:
-    """`legato serve --bundle BUNDLE ARGS --port PORT` in its own process group; returns it and the
-    port it listens on (read from its ready line)."""
-    cmd = [*LEGATO, "serve", "--bundle", str(BUNDLE), "--port", str(port), *args]
+    """`legato serve --bundle BUNDLE ARGS --port PORT` in its own process group (behind ``prefix``,
+    e.g. ``ip netns exec NS``); returns it and the port it listens on (read from its ready line)."""
+    cmd = [*prefix, *LEGATO, "serve", "--bundle", str(bundle), "--port", str(port), *args]
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
