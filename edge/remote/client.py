@@ -99,6 +99,7 @@ class RemoteDenoiser:
         self.stage_ns = np.zeros(len(self.stage_names), np.int64)
         self.server_stages: dict[str, float] = {}  # the last reply's server-side stages (ms)
         self.server_id = str(m.get("server_id", "?"))
+        self.servers_seen: set[str] = set()  # every replica that answered (one while the session sticks)
         self._next_id = 0
         self._timeouts_in_a_row = 0
         self.chunks = self.timeouts = self.stale_replies = self.garbage_replies = self.server_errors = 0
@@ -263,6 +264,7 @@ class RemoteDenoiser:
         st[3] = t3 - t2
         st[4] = int(float(leg_r.get("engines_ms", 0.0)) * 1e6)
         st[5] = t3 - t0
+        self.servers_seen.add(str(leg_r.get("server", "?")))
         stages = leg_r.get("stages_ms")
         self.server_stages = dict(stages) if isinstance(stages, dict) else {}
         self.chunks += 1
@@ -279,6 +281,7 @@ class RemoteDenoiser:
             "remote.reconnects": self.reconnects,
             "remote.unavailable": self.unavailable,
             "remote.server": self.server_id,
+            "remote.servers_seen": sorted(self.servers_seen),
             "remote.url": self.url,
             "remote.errors": list(self.errors),
         }
