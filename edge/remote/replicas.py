@@ -71,8 +71,11 @@ def build_app(options: dict[str, Any], replicas: int, gpus_per_replica: float) -
 
     app = FastAPI()
 
-    @serve.deployment(num_replicas=replicas, max_ongoing_requests=int(options["max_sessions"]),
-                      ray_actor_options={"num_cpus": 1, "num_gpus": gpus_per_replica})  # fmt: skip
+    @serve.deployment(
+        num_replicas=replicas,
+        max_ongoing_requests=int(options["max_sessions"]),
+        ray_actor_options={"num_cpus": 1, "num_gpus": gpus_per_replica},
+    )
     @serve.ingress(app)
     class LegatoReplica:
         def __init__(self) -> None:
@@ -142,20 +145,36 @@ def serve_replicas(args: argparse.Namespace) -> int:
     # replicas are other processes with their own working directory: absolute paths
     profile = str(Path(args.profile).resolve()) if Path(args.profile).suffix == ".toml" else args.profile
     key_file = str(Path(args.api_key_file).resolve()) if args.api_key_file else None
-    options = {"bundle": str(Path(args.bundle).resolve()), "profile": profile, "mode": args.mode, "fused": args.fused,
-               "api_key_file": key_file, "max_message_kb": args.max_message_kb, "seed": args.seed,
-               "delay_ms": args.delay_ms, "max_sessions": args.max_sessions}  # fmt: skip
+    options = {
+        "bundle": str(Path(args.bundle).resolve()),
+        "profile": profile,
+        "mode": args.mode,
+        "fused": args.fused,
+        "api_key_file": key_file,
+        "max_message_kb": args.max_message_kb,
+        "seed": args.seed,
+        "delay_ms": args.delay_ms,
+        "max_sessions": args.max_sessions,
+    }
     # Ray's own services on loopback only
-    ray.init(num_cpus=args.ray_cpus or k + 1, num_gpus=1 if gpu else 0, include_dashboard=False,
-             _node_ip_address="127.0.0.1",
-             object_store_memory=80 * 1024 * 1024, configure_logging=False, log_to_driver=False)  # fmt: skip
+    ray.init(
+        num_cpus=args.ray_cpus or k + 1,
+        num_gpus=1 if gpu else 0,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        object_store_memory=80 * 1024 * 1024,
+        configure_logging=False,
+        log_to_driver=False,
+    )
     stop = threading.Event()
     old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         serve.start(http_options=HTTPOptions(host=args.host, port=args.port))
         serve.run(build_app(options, k, 1.0 / k if gpu else 0.0), name="legato", route_prefix="/")
-        eprint(f"legato serve: {k} replicas of {args.bundle} ({args.profile}) on Ray Serve, "
-               f"on ws://{args.host}:{args.port} (GET /healthz); Ctrl-C stops")  # fmt: skip
+        eprint(
+            f"legato serve: {k} replicas of {args.bundle} ({args.profile}) on Ray Serve, "
+            f"on ws://{args.host}:{args.port} (GET /healthz); Ctrl-C stops"
+        )
         while not stop.wait(0.5):
             pass
     finally:

@@ -14,6 +14,7 @@ Needs root (CAP_NET_ADMIN) and network namespaces; :func:`unavailable` says why 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import heapq
@@ -67,8 +68,15 @@ def unavailable() -> str | None:
 class EmulatedLink:
     """``with EmulatedLink(30, 10, 0.01) as link:`` run a server in ``link.ns`` bound to ``THERE``."""
 
-    def __init__(self, delay_ms: float, jitter_ms: float, loss: float, seed: int = 0,
-                 both: bool = False, force_tun: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        delay_ms: float,
+        jitter_ms: float,
+        loss: float,
+        seed: int = 0,
+        both: bool = False,
+        force_tun: bool = False,
+    ) -> None:
         self.delay_ms, self.jitter_ms, self.loss, self.seed, self.both = delay_ms, jitter_ms, loss, seed, both
         tag = f"{os.getpid() % 100000}"
         self.ns, self.dev_here, self.dev_there = f"lgr-{tag}", f"lgrA{tag}", f"lgrB{tag}"
@@ -116,8 +124,18 @@ class EmulatedLink:
         self._check(_run("ip", "tuntap", "add", "dev", b, "mode", "tun", ns=self.ns))
         self._check(_run("ip", "addr", "add", HERE, "peer", THERE, "dev", a))
         self._check(_run("ip", "addr", "add", THERE, "peer", HERE, "dev", b, ns=self.ns))
-        cmd = [sys.executable, __file__, self.ns, a, b, str(self.delay_ms), str(self.jitter_ms), str(self.loss),
-               str(self.seed), "1" if self.both else "0"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            self.ns,
+            a,
+            b,
+            str(self.delay_ms),
+            str(self.jitter_ms),
+            str(self.loss),
+            str(self.seed),
+            "1" if self.both else "0",
+        ]
         self.forwarder = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.forwarder.stdout is not None
         line = self.forwarder.stdout.readline()  # "ready" once both devices are attached
@@ -154,11 +172,15 @@ def _setns(path: str) -> None:
         os.close(fd)
 
 
-def forward(ns: str, a: str, b: str, delay_ms: float, jitter_ms: float, loss: float, seed: int,
-            both: bool) -> None:  # fmt: skip
+def forward(
+    ns: str, a: str, b: str, delay_ms: float, jitter_ms: float, loss: float, seed: int, both: bool
+) -> None:
     """Copy packets between TUN ``a`` (this namespace) and ``b`` (in ``ns``): a -> b delayed and
     lossy, b -> a too when ``both``, else at once. Runs until killed."""
     fa = _open_tun(a)
+    # a network, not a process: where permitted, the scheduler must not make it slower
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(20))
     _setns(f"/run/netns/{ns}")
     fb = _open_tun(b)
     print("ready", flush=True)

@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import BUNDLE, ServerThread, make_service
+from remote_helpers import BUNDLE, ServerThread, make_service
 
 from edge.errors import ChunkUnavailable, LegatoError
 from edge.policy import ChunkRequest
@@ -103,7 +103,8 @@ def test_a_late_reply_is_given_up_then_dropped_as_stale():
     try:
         with pytest.raises(ChunkUnavailable, match="no reply in 0.20 s"):
             _chunk(den, rng)
-        assert _chunk(den, rng).shape == (16, 3)  # the late answer to chunk 0 arrives first: dropped
+        den.reply_timeout_s = 10.0  # now wait: the late answer to chunk 0 arrives first and is dropped
+        assert _chunk(den, rng).shape == (16, 3)
         assert (den.timeouts, den.stale_replies, den.chunks, den.disconnects) == (1, 1, 1, 0)
     finally:
         den.close()

@@ -5,7 +5,7 @@ the kernel has it, else the TUN forwarder in netemu.py with the same parameters.
 from __future__ import annotations
 
 import pytest
-from conftest import RemoteRun, start_serve, stop
+from remote_helpers import RemoteRun, start_serve, stop
 
 netemu = pytest.importorskip("netemu")
 

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import ServerThread, make_service
+from remote_helpers import ServerThread, make_service
 
 pytestmark = pytest.mark.slow  # builds a venv the first time (.ci/run runs it)
 
@@ -38,7 +38,8 @@ CLIENT = textwrap.dedent(
                       else rng.standard_normal(t["shape"])).astype(dt)
         r = policy.infer(obs)
         out["replies"].append({"shape": list(r["actions"].shape), "dtype": r["actions"].dtype.str,
-                               "server_timing": sorted(r["server_timing"]), "policy_timing": sorted(r["policy_timing"]),
+                               "server_timing": sorted(r["server_timing"]),
+                               "policy_timing": sorted(r["policy_timing"]),
                                "finite": bool(np.isfinite(r["actions"]).all())})
     bad = dict(obs)
     bad["observation.state"] = np.zeros(2, np.float32)
@@ -59,8 +60,12 @@ def openpi_python() -> Path:
     r = subprocess.run([sys.executable, "-m", "venv", str(CACHE)], capture_output=True, text=True)
     if r.returncode == 0:
         # openpi-client 0.1.2 imports typing_extensions without declaring it
-        r = subprocess.run([str(py), "-m", "pip", "install", "-q", "openpi-client", "numpy<2", "typing_extensions"],
-                           capture_output=True, text=True, timeout=600)  # fmt: skip
+        r = subprocess.run(
+            [str(py), "-m", "pip", "install", "-q", "openpi-client", "numpy<2", "typing_extensions"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     if r.returncode != 0:
         import shutil
 
@@ -74,8 +79,9 @@ def test_openpi_client_round_trip_unchanged(key):
     py = openpi_python()
     server = ServerThread(make_service(api_key=key))
     try:
-        r = subprocess.run([str(py), "-c", CLIENT, str(server.port), key or ""], capture_output=True,
-                           text=True, timeout=120)  # fmt: skip
+        r = subprocess.run(
+            [str(py), "-c", CLIENT, str(server.port), key or ""], capture_output=True, text=True, timeout=120
+        )
     finally:
         server.stop()
     assert r.returncode == 0, r.stderr[-2000:]

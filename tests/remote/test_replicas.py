@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import LEGATO, ROOT, start_serve, stop
+from remote_helpers import LEGATO, ROOT, start_serve, stop
 
 pytest.importorskip("ray.serve", reason="Ray Serve is not installed: pip install 'legato-edge[serve]'")
 pytestmark = pytest.mark.slow  # a local Ray instance takes ~30 s to start (.ci/run runs these)
@@ -35,8 +35,20 @@ def robots(port: int, n: int, tmp_path, episodes: int = 2) -> list[dict]:
     procs = []
     for i in range(n):
         out = tmp_path / f"robot{i}.json"
-        cmd = [*LEGATO, "run", "--remote", f"ws://127.0.0.1:{port}", "--sim", "--episodes", str(episodes),
-               "--seed", str(1000 + i), "--quiet", "--summary-json", str(out)]  # fmt: skip
+        cmd = [
+            *LEGATO,
+            "run",
+            "--remote",
+            f"ws://127.0.0.1:{port}",
+            "--sim",
+            "--episodes",
+            str(episodes),
+            "--seed",
+            str(1000 + i),
+            "--quiet",
+            "--summary-json",
+            str(out),
+        ]
         procs.append((subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True), out))
         time.sleep(0.3)  # the proxy picks the replica with fewer open sessions
     summaries = []
@@ -69,6 +81,14 @@ def test_replicas_refuse_a_bad_request_and_keep_serving(replicas):
         c.send(wire.packb({"observation.state": 1}))
         line = c.recv(timeout=10)
         assert isinstance(line, str) and "missing observation.image" in line
-    r = subprocess.run([sys.executable, "-c", f"import urllib.request as u; print(u.urlopen('http://127.0.0.1:{replicas}/healthz').read())"],
-                       capture_output=True, text=True, timeout=30)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import urllib.request as u; print(u.urlopen('http://127.0.0.1:{replicas}/healthz').read())",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert "OK" in r.stdout

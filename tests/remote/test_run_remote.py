@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import time
 
-from conftest import RemoteRun, start_serve, stop
+from remote_helpers import RemoteRun, start_serve, stop
 
 from edge.remote.client import RemoteDenoiser
 
@@ -59,7 +59,11 @@ def test_server_killed_mid_episode_and_restarted_the_arm_holds_and_resumes_witho
     assert s["step_clamped"] == 0 and run.max_step() <= run.args_max_step()
     sp = run.setpoints
     resume = next(i for i in range(n0 + 25 + len(held), len(sp)) if (sp[i] != held[0]).any())
-    steps = [abs(sp[i] - sp[i - 1]).max() for i in range(n0 - 100, n0) if run.episode_of[i] == run.episode_of[i - 1]]
+    steps = [
+        abs(sp[i] - sp[i - 1]).max()
+        for i in range(n0 - 100, n0)
+        if run.episode_of[i] == run.episode_of[i - 1]
+    ]
     assert abs(sp[resume] - sp[resume - 1]).max() <= max(steps)  # no larger than the steps before the kill
 
 

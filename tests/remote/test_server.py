@@ -9,7 +9,7 @@ import json
 import msgpack
 import numpy as np
 import pytest
-from conftest import BUNDLE, ServerThread, make_service
+from remote_helpers import BUNDLE, ServerThread, make_service
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
