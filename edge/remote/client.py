@@ -37,6 +37,9 @@ from edge.policy import ChunkRequest, ModelSpec
 from edge.remote import protocol, wire
 
 
+MAX_REPLY = 1 << 24  # bytes: the largest metadata or reply the robot reads (16 MiB)
+
+
 class RemoteMismatch(LegatoError):
     """The server serves something other than what this robot runs (or other than before)."""
 
@@ -67,6 +70,7 @@ class RemoteDenoiser:
         *,
         reply_timeout_s: float = 1.0,
         connect_timeout_s: float = 2.0,
+        start_timeout_s: float = 10.0,
         backoff_min_s: float = 0.05,
         backoff_max_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
@@ -80,8 +84,8 @@ class RemoteDenoiser:
         self._closed = threading.Event()
         self._backoff = backoff_min_s
         self._next_attempt = 0.0
-        try:
-            self.meta = self._open()
+        try:  # the first connect may take longer (a lost SYN alone costs a second): nothing runs yet
+            self.meta = self._open(start_timeout_s)
         except _link_errors() as e:
             raise LegatoError(f"--remote {url}: cannot reach the policy server ({_why(e)})") from None
         m = self.meta
@@ -107,25 +111,26 @@ class RemoteDenoiser:
         self.errors: list[str] = []  # one line per distinct kind of fault
 
     # ---- the link ----------------------------------------------------------------------------
-    def _open(self) -> dict[str, Any]:
+    def _open(self, timeout_s: float | None = None) -> dict[str, Any]:
         from websockets.sync.client import connect
 
+        timeout_s = self.connect_timeout_s if timeout_s is None else timeout_s
         headers = {"Authorization": f"Api-Key {self.api_key}"} if self.api_key else None
         ws = connect(
             self.url,
             compression=None,
-            max_size=None,
+            max_size=MAX_REPLY,  # a reply is a chunk and a few timings: a server can't flood the robot
             additional_headers=headers,
             proxy=None,
-            open_timeout=self.connect_timeout_s,
+            open_timeout=timeout_s,
             close_timeout=0.5,
             **_connect_kwargs(),
         )
         try:
-            first = ws.recv(timeout=self.connect_timeout_s)
+            first = ws.recv(timeout=timeout_s)
             if isinstance(first, str):
                 raise LegatoError(f"the server answered: {' '.join(first.split())[:200]}")
-            meta = wire.unpackb(first, 1 << 24)
+            meta = wire.unpackb(first, MAX_REPLY)
             if not isinstance(meta, dict) or "model" not in meta or "observation" not in meta:
                 raise LegatoError("its first message is not legato serve's metadata map")
         except BaseException:
@@ -230,7 +235,7 @@ class RemoteDenoiser:
                 self.disconnects += 1
                 raise self._unavailable("server", f"remote {self.url}: {' '.join(msg.split())[:300]}", True)
             try:
-                rep = wire.unpackb(msg, 1 << 24)
+                rep = wire.unpackb(msg, MAX_REPLY)
                 rid, actions, leg_r = _reply_fields(rep, h, a)
             except LegatoError as e:
                 self.garbage_replies += 1

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-BUNDLE = ROOT / "models" / "legato-x86-cpu"
+# the committed reference bundle; $LEGATO_TEST_BUNDLE where the tests run from a copy (CI's robot install)
+BUNDLE = Path(os.environ.get("LEGATO_TEST_BUNDLE") or ROOT / "models" / "legato-x86-cpu")
 LEGATO = [sys.executable, "-m", "legato.cli"]
 
 
