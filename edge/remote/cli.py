@@ -52,6 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="--replicas: CPUs the local Ray instance may use (default: K + 1)",
     )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="--replicas: join this Ray cluster (ray start on each GPU machine) instead of a local one",
+    )
     p.add_argument("--max-sessions", type=int_in(1, 10_000), default=64, help="open sessions at most")
     p.add_argument(
         "--max-message-kb",

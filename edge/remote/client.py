@@ -36,7 +36,6 @@ from edge.errors import ChunkUnavailable, LegatoError
 from edge.policy import ChunkRequest, ModelSpec
 from edge.remote import protocol, wire
 
-
 MAX_REPLY = 1 << 24  # bytes: the largest metadata or reply the robot reads (16 MiB)
 
 

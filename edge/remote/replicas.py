@@ -135,9 +135,8 @@ def serve_replicas(args: argparse.Namespace) -> int:
     read_api_key(args.api_key_file)  # a bad key file is one line before Ray starts
     prof = load_profile(args.profile)
     k = args.replicas
-    gpu = prof.engine("flow_head").backend == "tensorrt" or any(
-        "CUDA" in p for p in prof.engine("flow_head").providers
-    )
+    eng = prof.engine("flow_head")
+    gpu = eng.backend == "tensorrt" or any("CUDA" in p or "Tensorrt" in p for p in eng.providers)
     if args.port == 0:
         raise LegatoError("--replicas needs a fixed --port (Ray Serve's proxy does not pick one)")
     from pathlib import Path
@@ -157,15 +156,20 @@ def serve_replicas(args: argparse.Namespace) -> int:
         "max_sessions": args.max_sessions,
     }
     # Ray's own services on loopback only
-    ray.init(
-        num_cpus=args.ray_cpus or k + 1,
-        num_gpus=1 if gpu else 0,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        object_store_memory=80 * 1024 * 1024,
-        configure_logging=False,
-        log_to_driver=False,
-    )
+    if (
+        args.ray_address
+    ):  # a cluster of GPU machines someone started (docs/remote.md): replicas spread over it
+        ray.init(address=args.ray_address, configure_logging=False, log_to_driver=False)
+    else:
+        ray.init(
+            num_cpus=args.ray_cpus or k + 1,
+            num_gpus=1 if gpu else 0,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            object_store_memory=80 * 1024 * 1024,
+            configure_logging=False,
+            log_to_driver=False,
+        )
     stop = threading.Event()
     old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
