@@ -252,11 +252,11 @@ def closed(a: argparse.Namespace) -> dict[str, Any]:
             out["link"]["kind"] = link.kind
             for name, bundle in (("legato remote", BUNDLE), ("naive remote", plain)):
                 proc, port = start_serve(
-                    "--quiet", "--host", netemu.THERE, bundle=bundle, prefix=("ip", "netns", "exec", link.ns)
+                    "--quiet", "--host", link.there, bundle=bundle, prefix=("ip", "netns", "exec", link.ns)
                 )
                 try:
                     t0 = time.monotonic()
-                    s = run_recorded(["--remote", f"ws://{netemu.THERE}:{port}", *ep], a.episodes)
+                    s = run_recorded(["--remote", f"ws://{link.there}:{port}", *ep], a.episodes)
                 finally:
                     stop(proc)
                 out[name] = {k: s.get(k) for k in KEYS} | {"wall_s": round(time.monotonic() - t0, 1)}

@@ -1,7 +1,8 @@
 """An emulated network between this namespace and one the test creates: delay, jitter and loss.
 
 ``EmulatedLink`` makes a network namespace and joins it to this one with a point-to-point link
-(198.18.0.1 here, 198.18.0.2 there: RFC 2544's benchmarking range, and only inside this pair):
+(``here`` and ``there``: a /30 of 198.18.0.0/15, RFC 2544's benchmarking range, chosen from the
+process id so that two links at once do not collide; used only inside this pair):
 - where the kernel has ``sch_netem``: a veth pair with ``tc qdisc ... netem delay D J loss L`` on
   this side's egress (the robot's requests and ACKs);
 - where it has not (CONFIG_NET_SCH_NETEM unset, as on this project's machines): two TUN devices,
@@ -28,7 +29,13 @@ import sys
 import time
 from pathlib import Path
 
-HERE, THERE = "198.18.0.1", "198.18.0.2"
+NET = 0xC6120000  # 198.18.0.0/15
+
+
+def _addr(n: int) -> str:
+    return ".".join(str((n >> s) & 0xFF) for s in (24, 16, 8, 0))
+
+
 TUNSETIFF, IFF_TUN, IFF_NO_PI = 0x400454CA, 0x0001, 0x1000
 CLONE_NEWNET = 0x40000000
 
@@ -66,7 +73,7 @@ def unavailable() -> str | None:
 
 
 class EmulatedLink:
-    """``with EmulatedLink(30, 10, 0.01) as link:`` run a server in ``link.ns`` bound to ``THERE``."""
+    """``with EmulatedLink(30, 10, 0.01) as link:`` run a server in ``link.ns`` bound to ``link.there``."""
 
     def __init__(
         self,
@@ -81,6 +88,8 @@ class EmulatedLink:
         tag = f"{os.getpid() % 100000}"
         self.ns, self.dev_here, self.dev_there = f"lgr-{tag}", f"lgrA{tag}", f"lgrB{tag}"
         self.kind = "tun" if force_tun or not has_netem() else "netem"
+        base = NET + 4 * (os.getpid() % (1 << 15))
+        self.here, self.there = _addr(base + 1), _addr(base + 2)
         self.forwarder: subprocess.Popen | None = None
 
     def __enter__(self) -> EmulatedLink:
@@ -110,9 +119,9 @@ class EmulatedLink:
         a, b = self.dev_here, self.dev_there
         self._check(_run("ip", "link", "add", a, "type", "veth", "peer", "name", b))
         self._check(_run("ip", "link", "set", b, "netns", self.ns))
-        self._check(_run("ip", "addr", "add", f"{HERE}/30", "dev", a))
+        self._check(_run("ip", "addr", "add", f"{self.here}/30", "dev", a))
         self._check(_run("ip", "link", "set", a, "up"))
-        self._check(_run("ip", "addr", "add", f"{THERE}/30", "dev", b, ns=self.ns))
+        self._check(_run("ip", "addr", "add", f"{self.there}/30", "dev", b, ns=self.ns))
         self._check(_run("ip", "link", "set", b, "up", ns=self.ns))
         self._check(_run("tc", "qdisc", "add", "dev", a, "root", *self._netem_args()))
         if self.both:
@@ -122,8 +131,8 @@ class EmulatedLink:
         a, b = self.dev_here, self.dev_there
         self._check(_run("ip", "tuntap", "add", "dev", a, "mode", "tun"))
         self._check(_run("ip", "tuntap", "add", "dev", b, "mode", "tun", ns=self.ns))
-        self._check(_run("ip", "addr", "add", HERE, "peer", THERE, "dev", a))
-        self._check(_run("ip", "addr", "add", THERE, "peer", HERE, "dev", b, ns=self.ns))
+        self._check(_run("ip", "addr", "add", self.here, "peer", self.there, "dev", a))
+        self._check(_run("ip", "addr", "add", self.there, "peer", self.here, "dev", b, ns=self.ns))
         cmd = [
             sys.executable,
             __file__,

@@ -15,9 +15,9 @@ pytestmark = pytest.mark.skipif(WHY is not None, reason=f"emulated network: {WHY
 
 def test_run_sim_remote_through_delay_jitter_and_loss():
     with netemu.EmulatedLink(delay_ms=30, jitter_ms=10, loss=0.01, seed=0) as link:
-        proc, port = start_serve("--quiet", "--host", netemu.THERE, prefix=("ip", "netns", "exec", link.ns))
+        proc, port = start_serve("--quiet", "--host", link.there, prefix=("ip", "netns", "exec", link.ns))
         try:
-            s = RemoteRun(f"ws://{netemu.THERE}:{port}", episodes=2).start().join()
+            s = RemoteRun(f"ws://{link.there}:{port}", episodes=2).start().join()
         finally:
             stop(proc)
     assert s["episodes"] == 2 and s["errors"] == []
