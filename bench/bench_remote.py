@@ -249,16 +249,18 @@ def closed(a: argparse.Namespace) -> dict[str, Any]:
     from remote_helpers import start_serve, stop
 
     out: dict[str, Any] = {"link": {"delay_ms": a.delay_ms, "jitter_ms": a.jitter_ms, "loss": a.loss}}
+    if a.fifo:  # threads made from here on inherit it (the loop's clock raises itself to 50)
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(5))
     ep = ["--sim", "--episodes", str(a.episodes), "--seed", "1000"]
     with tempfile.TemporaryDirectory() as tmp:
         plain = plain_bundle(Path(tmp))
         with netemu.EmulatedLink(a.delay_ms, a.jitter_ms, a.loss, seed=0) as link:
             out["link"]["kind"] = link.kind
-            out["link"]["server_fifo"] = bool(a.server_fifo)
+            out["link"]["fifo"] = bool(a.fifo)
             for name, bundle in (("legato remote", BUNDLE), ("naive remote", plain)):
-                # --server-fifo: the server as a machine of its own would run it, not behind the
-                # robot's and everyone else's jobs on these two cores
-                chrt = ("chrt", "-f", "10") if a.server_fifo else ()
+                # --fifo: the server as a machine of its own would run it, not behind the robot's and
+                # everyone else's jobs on these two cores
+                chrt = ("chrt", "-f", "10") if a.fifo else ()
                 proc, port = start_serve(
                     "--quiet",
                     "--host",
@@ -381,7 +383,11 @@ def main() -> int:
     c.add_argument("--delay-ms", type=float, default=30.0)
     c.add_argument("--jitter-ms", type=float, default=10.0)
     c.add_argument("--loss", type=float, default=0.01)
-    c.add_argument("--server-fifo", action="store_true", help="run the server SCHED_FIFO (its own machine)")
+    c.add_argument(
+        "--fifo",
+        action="store_true",
+        help="robot SCHED_FIFO 5, server 10 (each as its own machine would run it, on a loaded box)",
+    )
     s = sub.add_parser("soak")
     s.add_argument("--seconds", type=float, default=600.0)
     s.add_argument("--robots", type=int, default=4)
