@@ -56,9 +56,9 @@ def pct(x: list[float] | np.ndarray, q: float) -> float:
 def overhead(a: argparse.Namespace) -> dict[str, Any]:
     from remote_helpers import start_serve, stop
 
+    from edge.assembly import load
     from edge.policy import ChunkRequest
     from edge.remote.client import RemoteDenoiser
-    from edge.runtime import load
 
     out: dict[str, Any] = {}
     runs = [("legato serve", ("--quiet",), 0)]
@@ -185,7 +185,8 @@ def run_recorded(argv: list[str], episodes: int) -> dict[str, Any]:
     from legato.cli import build_parser
 
     args = build_parser().parse_args(["run", *argv, "--quiet"])
-    session, rig = _session(args, episodes)
+    session = _session(args, episodes)
+    rig = session.rig
     rec = Recorder(session)
     try:
         session.run_sim(episodes, None)

@@ -39,7 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="sampler mode (default: the one the bundle's model was trained for)",
     )
-    p.add_argument("--fused", action="store_true", help="run the bundle's fused graph")
+    p.add_argument(
+        "--graph",
+        choices=("fused", "stepwise"),
+        default=None,
+        help="fused: the bundle's one-call graph; stepwise: prefix + N flow-head calls, per-step timings "
+        "(default: the profile's [control] graph)",
+    )
     p.add_argument(
         "--replicas",
         type=int_in(1, 64),
@@ -89,11 +95,12 @@ def eprint(msg: str) -> None:
 
 
 def build_service(args: argparse.Namespace) -> Any:
+    from edge.assembly import load
     from edge.remote.service import PolicyService, read_api_key
-    from edge.runtime import load
 
     key = read_api_key(args.api_key_file)
-    man, prof, den = load(args.bundle, args.profile, args.mode, args.fused)
+    fused = None if args.graph is None else args.graph == "fused"
+    man, prof, den = load(args.bundle, args.profile, args.mode, fused)
     limit = args.max_message_kb * 1024 if args.max_message_kb else None
     return PolicyService(
         man, prof, den, api_key=key, max_message=limit, seed=args.seed, delay_s=args.delay_ms / 1000.0

@@ -61,6 +61,7 @@ class RemoteDenoiser:
     """A denoiser whose chunks come from `legato serve` at ``url`` (ws://HOST:PORT)."""
 
     stage_names = ("request", "network", "server", "reply", "engines", "chunk")
+    graph = "remote"  # the server's profile chooses its graphs (the summary's "graph")
 
     def __init__(
         self,
@@ -333,6 +334,8 @@ class RemoteModel:
     """What the robot knows of a served model: it stands in for the bundle's Manifest in the
     runtime (``spec``, ``data["model"]``: the arm and task for --sim, ``name``, ``path``)."""
 
+    remote = True  # the runtime reports ``path`` (the server's URL) as it is
+
     def __init__(self, url: str, meta: dict[str, Any], spec: ModelSpec) -> None:
         self.path, self.spec = url, spec
         self.data: dict[str, Any] = {"model": meta["model"], "name": meta["policy"]["name"], "remote": url}
@@ -348,10 +351,10 @@ def load_remote(
 ) -> tuple[RemoteModel, Any, RemoteDenoiser]:
     """Connect to `legato serve` at ``url`` and check that its model fits this robot's profile
     (N, H, d_max, as a local bundle must); ``mode`` (when given) must be the one it serves."""
+    from edge.assembly import check_fit
     from edge.errors import MethodError
     from edge.profiles import load_profile
     from edge.remote.service import read_api_key
-    from edge.runtime import check_fit
 
     prof = load_profile(profile)
     den = RemoteDenoiser(url, read_api_key(api_key_file), reply_timeout_s=reply_timeout_s)

@@ -64,7 +64,7 @@ class _StarletteConnection:
 
 def build_app(options: dict[str, Any], replicas: int, gpus_per_replica: float) -> Any:
     """The Ray Serve application: ``options`` are the `legato serve` arguments each replica needs
-    (bundle, profile, mode, fused, api_key_file, max_message_kb, seed, delay_ms, max_sessions)."""
+    (bundle, profile, mode, graph, api_key_file, max_message_kb, seed, delay_ms, max_sessions)."""
     serve = _import_serve()
     from fastapi import FastAPI, WebSocket
     from starlette.responses import Response
@@ -148,7 +148,7 @@ def serve_replicas(args: argparse.Namespace) -> int:
         "bundle": str(Path(args.bundle).resolve()),
         "profile": profile,
         "mode": args.mode,
-        "fused": args.fused,
+        "graph": args.graph,
         "api_key_file": key_file,
         "max_message_kb": args.max_message_kb,
         "seed": args.seed,

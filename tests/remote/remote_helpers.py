@@ -22,8 +22,8 @@ LEGATO = [sys.executable, "-m", "legato.cli"]
 
 
 def make_service(**kw: Any) -> Any:
+    from edge.assembly import load
     from edge.remote.service import PolicyService
-    from edge.runtime import load
 
     man, prof, den = load(str(BUNDLE), "x86-cpu")
     return PolicyService(man, prof, den, **kw)
@@ -126,7 +126,8 @@ class RemoteRun:
         from legato.cli import build_parser
 
         self.args = build_parser().parse_args(["run", "--remote", url, "--sim", "--quiet", *args])
-        self.session, self.rig = _session(self.args, episodes)
+        self.session = _session(self.args, episodes)
+        self.rig = self.session.rig
         self.episodes = episodes
         self.setpoints: list[Any] = []
         bus = self.session.bus

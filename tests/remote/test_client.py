@@ -25,7 +25,7 @@ def observation(rng, spec):
 
 
 def test_remote_chunk_is_the_local_chunk_and_the_stages_add_up(server):
-    from edge.runtime import load
+    from edge.assembly import load
 
     rng = np.random.default_rng(0)
     den = RemoteDenoiser(server.url)

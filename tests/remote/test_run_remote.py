@@ -37,8 +37,13 @@ def test_server_killed_mid_episode_and_restarted_the_arm_holds_and_resumes_witho
     proc, port = start_serve("--quiet")
     try:
         run = RemoteRun(f"ws://127.0.0.1:{port}", "--remote-timeout-ms", "300", episodes=3).start()
-        den = run.session.den
+        den, plant = run.session.den, run.session.plant
+        den.backoff_max_s = 0.2  # retry often: the restart (~2-3 s here) must end inside the 5 s episode
         _wait_chunks(den, 15)
+        t_end = time.monotonic() + 30
+        while not 5 <= plant.result.steps <= 20:  # early in an episode: the hold ends inside it
+            assert time.monotonic() < t_end
+            time.sleep(0.005)
         stop(proc, signal.SIGKILL)  # no close frame: the link just dies
         t_kill = time.monotonic()
         n0 = len(run.setpoints)
@@ -59,6 +64,7 @@ def test_server_killed_mid_episode_and_restarted_the_arm_holds_and_resumes_witho
     assert s["step_clamped"] == 0 and run.max_step() <= run.args_max_step()
     sp = run.setpoints
     resume = next(i for i in range(n0 + 25 + len(held), len(sp)) if (sp[i] != held[0]).any())
+    assert run.episode_of[resume] == run.episode_of[n0]  # resumed in the episode it held in
     steps = [
         abs(sp[i] - sp[i - 1]).max()
         for i in range(n0 - 100, n0)
