@@ -24,4 +24,4 @@ def test_run_sim_remote_through_delay_jitter_and_loss():
     assert s["chunk.network_ms.p50"] > 20  # the emulated delay is the network stage
     assert s["chunk.latency_ms.p50"] > s["chunk.network_ms.p50"]  # from the frame's capture
     assert s["delay_mode"] >= 2  # d from the measured latency (50 Hz: 20 ms a step)
-    assert s["step_clamped"] == 0 and s["nan_setpoints"] == 0 and s["chunks"] == s["remote.chunks"]
+    assert s["nan_setpoints"] == 0 and s["chunks"] == s["remote.chunks"]
