@@ -10,7 +10,6 @@ holds, waits up to ``reconnect_s`` for the bus to come back, and resumes with a 
 from __future__ import annotations
 
 import dataclasses
-import gc
 import math
 import signal
 import threading
@@ -135,11 +134,12 @@ class Session:
                     self.totals[k] = old + v if k in _SUMMED else max(old, v)
             self.errors.extend(st["worker_errors"])
             # The finished loop and its clock thread reference each other (the tick is a bound
-            # method): collect the cycle now, so that its record rings (~2.9 MB) are freed every
-            # episode rather than at a gen-2 collection that large numpy buffers never trigger
-            # (a 10-minute --sim run grew 45-56 MB without this).
-            del loop
-            gc.collect()
+            # method): break the cycle, so that reference counting frees its record rings (~2.9 MB)
+            # when the next episode's loop replaces it, not a gen-2 collection that large numpy
+            # buffers never trigger (a 10-minute --sim run grew 45-56 MB). Not gc.collect(): in
+            # this process it holds the GIL long enough to starve the bridge's stream past the
+            # controller's watchdog.
+            loop.clock_thread = None  # type: ignore[assignment]
         return why
 
     def _wait_reconnect(self) -> bool:
