@@ -36,14 +36,14 @@ def test_run_sim_remote_over_loopback():
 def test_server_killed_mid_episode_and_restarted_the_arm_holds_and_resumes_without_a_jump():
     proc, port = start_serve("--quiet")
     try:
-        run = RemoteRun(f"ws://127.0.0.1:{port}", "--remote-timeout-ms", "300", episodes=3).start()
+        run = RemoteRun(f"ws://127.0.0.1:{port}", "--remote-timeout-ms", "300", episodes=4).start()
         den, plant = run.session.den, run.session.plant
         den.backoff_max_s = 0.2  # retry often: the restart (~2-3 s here) must end inside the 5 s episode
         _wait_chunks(den, 5)
         t_end = time.monotonic() + 60
-        # early in the second episode (the link is warm; the hold ends inside the episode)
-        while not (plant.result.index == 1 and 5 <= plant.result.steps <= 20):
-            assert time.monotonic() < t_end and plant.result.index <= 1, "missed the second episode's start"
+        # early in an episode after the first (the link is warm; the hold ends inside the episode)
+        while not (plant.result.index >= 1 and 5 <= plant.result.steps <= 40):
+            assert time.monotonic() < t_end and plant.result.index <= 2, "missed the episodes' starts"
             time.sleep(0.002)
         stop(proc, signal.SIGKILL)  # no close frame: the link just dies
         t_kill = time.monotonic()
@@ -57,7 +57,7 @@ def test_server_killed_mid_episode_and_restarted_the_arm_holds_and_resumes_witho
         stop(proc)
     assert time.monotonic() - t_kill > 0.6
     assert len(held) > 0 and all((h == held[0]).all() for h in held)  # holding, one setpoint
-    assert s["episodes"] == 3 and s["errors"] == []
+    assert s["episodes"] == 4 and s["errors"] == []
     assert s["chunks_unavailable"] >= 1 and s["remote.reconnects"] == 1 and s["underruns"] > 0
     assert s["remote.disconnects"] >= 1
     # nothing jumps: no setpoint beyond the per-tick step limit, and the first one after the hold
