@@ -68,3 +68,29 @@ def test_corrective_head_outputs_the_factored_velocity_when_the_correction_is_ze
     v = head.velocity(torch.cat([raw[..., :3], torch.zeros(2, 16, 3)], -1), t, omega)
     f = (1 - omega * cfg.num_steps * (1 - t))[..., None]
     torch.testing.assert_close(v, raw[..., :3] * f)
+
+
+def test_the_recover_recipe_trains_with_own_references_and_round_trips(demos_path, tmp_path):
+    from legato import checkpoint
+    from legato.config import PolicyConfig, TrainConfig
+    from legato.train import train
+
+    cfg = TrainConfig(method="legato", steps=2, batch_obs=4, draws=2, warmup=1, ckpt_every=100,
+                      reference_target="recover", p_own_reference=0.5)  # fmt: skip
+    pcfg = PolicyConfig(width=16, heads=2, prefix_layers=1, head_layers=1, velocity_form="corrective")
+    ck = checkpoint.load(train(demos_path, tmp_path / "run", cfg, pcfg, show_progress=False))
+    assert ck.policy_cfg.velocity_form == "corrective" and ck.train_cfg.reference_target == "recover"
+    assert ck.model.head.out.out_features == 2 * ck.policy_cfg.action_dim
+
+
+def test_own_references_are_the_models_plan_from_s_steps_earlier_reindexed(demos_path):
+    """At an episode's first row the earlier plan is the row's own (shift 0); later rows use the
+    chunk planned s rows before, shifted by s."""
+    from legato.data import ChunkSampler
+    from legato.demos import load
+
+    demos = load(demos_path)
+    sampler = ChunkSampler(demos, None, 16, seed=0)
+    first = int(demos.offsets[3])
+    prev, full = sampler.earlier(np.array([first, first + 3, first + 20]), 8)
+    assert prev.tolist() == [first, first, first + 12] and full.tolist() == [False, False, True]
