@@ -135,5 +135,5 @@ def side_of_path(start: np.ndarray, goal: np.ndarray, obstacle: np.ndarray, path
     n = np.stack([-u[:, 1], u[:, 0]], -1)  # left normal
     perp = np.einsum("btc,bc->bt", path - obstacle[:, None], n)  # (b, t)
     idx = np.argmax(np.abs(perp), axis=-1)
-    peak = perp[np.arange(len(perp)), idx]
+    peak = np.nan_to_num(perp[np.arange(len(perp)), idx])  # a NaN plan (rejected later) is undecided
     return np.where(np.abs(peak) < 0.01, 0, np.sign(peak)).astype(np.int64)
