@@ -97,10 +97,12 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
            camera: str | list[str] | None = None, tokens: str | None = None, prompt: str | None = None,
            sim_state: str = "telemetry", reconnect_s: float = 5.0,
            status: Callable[[str], None] | None = None, clock: str = "process",
-           recorder: Any = None) -> Any:  # fmt: skip
+           recorder: Any = None, loaded: tuple[Any, Any, Any] | None = None) -> Any:  # fmt: skip
     """A started session (edge.session.Session) on ``port`` or, with ``sim``, on the simulated arm
     (``episodes`` held-out episodes of ``seed``); the caller closes ``session.rig``. ``clock``:
-    where the control clock and the bus run (edge.rig.Rig: "process", or "thread" to compare)."""
+    where the control clock and the bus run (edge.rig.Rig: "process", or "thread" to compare).
+    ``loaded``: a (model, profile, denoiser) already made (`legato run --remote`:
+    edge.remote.client.load_remote) instead of loading ``bundle``."""
     from edge.assembly import load
     from edge.rig import build_rig, loop_config
     from edge.session import Session
@@ -111,7 +113,7 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
     if sim and (tokens is not None or camera is not None or prompt is not None):
         raise UsageError("--tokens, --prompt and --camera apply to --port (--sim gives each episode's camera "
                          "and instruction)")  # fmt: skip
-    man, prof, den = load(bundle, profile, mode, fused)
+    man, prof, den = loaded if loaded is not None else load(bundle, profile, mode, fused)
     a = man.spec.action_dim
     if sim:
         from edge.simrig import SimRig
@@ -155,4 +157,4 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
             return SimSource(plant.render, lambda: plant.tokens, TelemetryState(bus, a, extrapolate=False))
 
     return Session(man, rig.prof, den, cfg, rig=rig, make_source=make_source, status=status,
-                   reconnect_s=reconnect_s)  # fmt: skip
+                   reconnect_s=reconnect_s, recorder=recorder)  # fmt: skip

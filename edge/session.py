@@ -151,6 +151,9 @@ class Session:
             self.totals["stale_joints"] = [x + y for x, y in zip(sj, st["stale_joints"], strict=True)]
             self.scheduling = st.get("scheduling", self.scheduling)
             self.errors.extend(st["worker_errors"])
+            # (no reference cycle keeps a finished loop: the tick ring is the session's shared
+            # state, the clock thread belongs to the clock process's host and is dropped at stop,
+            # and the worker's thread lets go of its target when it ends)
         return why
 
     def _drain(self, loop: ControlLoop) -> None:
@@ -293,7 +296,13 @@ class Session:
         out["hold_confirmed"] = self.hold_confirmed
         out["port_events"] = self.port_events
         out["errors"] = self.errors
-        out["graph"] = "fused" if self.den.fused is not None else "stepwise"
+        # a remote denoiser (legato run --remote): the server chooses the graph; the link's counters
+        counters = getattr(self.den, "counters", None)
+        if counters is not None:
+            out.update(counters())
+        out["graph"] = getattr(self.den, "graph", None) or (
+            "fused" if self.den.fused is not None else "stepwise"
+        )
         hl = self.bus.health()  # a closed bus still reports its counters
         out["telemetry.rtt_ms.p50"], out["telemetry.rtt_ms.p99"] = hl.rtt_p50_ms, hl.rtt_p99_ms
         out["bus.reconnects"] = hl.reconnects
