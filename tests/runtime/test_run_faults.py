@@ -150,8 +150,8 @@ def test_the_same_scenarios_through_sim_give_the_same_summary_fields(bundle, tmp
         t = threading.Thread(target=sess.run_sim, args=(None, 9.0))
         t.start()
         time.sleep(1.5)
-        emu.set_silent(2, True)  # the elbow, past the stale limit
-        time.sleep(SIM_STALE_MS / 1000 + 1.0)
+        emu.set_silent(2, True)  # the elbow, past the stale limit (by half a second: 25 holds, within
+        time.sleep(SIM_STALE_MS / 1000 + 0.5)  # the profile's 50-tick fault budget)
         emu.set_silent(2, False)
         time.sleep(1.0)
         emu.unplug()
@@ -164,6 +164,8 @@ def test_the_same_scenarios_through_sim_give_the_same_summary_fields(bundle, tmp
     s = sess.summary()
     assert set(s) >= FIELDS
     sj = s["stale_joints"]
-    assert sj["elbow"] - max(sj["shoulder"], sj["wrist"]) >= 20, sj
+    assert sj["elbow"] - max(sj["shoulder"], sj["wrist"]) >= 10, sj
     ev = s["port_events"]
-    assert len(ev) == 1 and ev[0]["reconnected"] and s["shutdown"] == "completed" and s["hold_sent"]
+    assert len(ev) == 1 and ev[0]["reconnected"] and s["shutdown"] == "completed" and s["hold_sent"], s[
+        "shutdown"
+    ]
