@@ -160,12 +160,19 @@ class Rig:
         self.started = True
         return self.first_telemetry(timeout_s)
 
-    def first_telemetry(self, timeout_s: float = TELEMETRY_WAIT_S) -> Any:
-        """The newest telemetry, waiting until ``timeout_s`` for the first frame."""
+    def first_telemetry(
+        self, timeout_s: float = TELEMETRY_WAIT_S, measured_after: float | None = None
+    ) -> Any:
+        """The newest telemetry, waiting until ``timeout_s`` for the first frame; with
+        ``measured_after`` (a host time: a reconnect), for one that measured every joint since then
+        (the newest there is when none comes in time: the loop then holds on its stale state)."""
         end = time.monotonic() + timeout_s
         while True:
             tel = self.clock.latest_telemetry()
-            if tel is not None:
+            fresh = tel is not None and (
+                measured_after is None or float(tel.measured_at.min()) >= measured_after
+            )
+            if fresh or (tel is not None and time.monotonic() >= end):
                 return tel
             if time.monotonic() >= end:
                 raise UsageError(f"no telemetry from the motor controller on {self.prof.serial.port} within "

@@ -247,10 +247,13 @@ class Session:
         from where the arm is then."""
         self._t0 = time.monotonic()
         end = self._t0 + seconds if seconds else math.inf
+        since: float | None = None
         while not self.stop_event.is_set() and time.monotonic() < end:
-            hold = np.asarray(self.rig.first_telemetry().positions, np.float32)
+            # after a reconnect: the arm where it is now, not where it was before the port went
+            hold = np.asarray(self.rig.first_telemetry(measured_after=since).positions, np.float32)
             why = self._run_loop(hold, lambda: False, end)
             if why == "port-lost":
+                since = time.monotonic()
                 if not self._wait_reconnect():
                     self.stop_reason = "port-lost"
                     return

@@ -97,15 +97,15 @@ def test_port_pulled_from_the_controller_holds_reconnects_and_reports(bundle, tm
 
 def test_feetech_bus_port_pulled_and_one_servo_silent(bundle, tmp_path, video, capsys):
     """The emulated Feetech bus: unplugged T0 s in for 1 s (the servo bus reconnects), then servo 2
-    (the elbow) silent for 1.5 s from T0 + 2.5 s: the loop holds on its stale state (past stale_ms
+    (the elbow) silent for 1.5 s from T0 + 4 s: the loop holds on its stale state (past stale_ms
     300) and resumes; the summary counts the holds on the elbow and the replies that never came."""
     link = tmp_path / "ttyFT"
     emu = emulate(
-        link, "--bus", "feetech", "--ids", "1-3", "--unplug", f"{T0}:1.0", "--silent", f"2:{T0 + 2.5}:1.5"
+        link, "--bus", "feetech", "--ids", "1-3", "--unplug", f"{T0}:1.0", "--silent", f"2:{T0 + 4}:1.5"
     )
     try:
         prof = profile(tmp_path, "x86-cpu-feetech")
-        rc, err = run_port(capsys, bundle, prof, link, video, T0 + 6, tmp_path / "s.json")
+        rc, err = run_port(capsys, bundle, prof, link, video, T0 + 7.5, tmp_path / "s.json")
     finally:
         stop(emu)
     assert rc == 0, err
