@@ -46,8 +46,12 @@ def make_bundle(
     data: bytes = b"weights v1",
     salt: float = 0.0,
     engine_key: dict | None = None,
+    memory: dict[str, tuple[int, int]] | None = None,
 ) -> Path:
-    """A bundle folder at `out` (created): manifest.json, prefix.onnx, flow_head.onnx, data/blob.bin."""
+    """A bundle folder at `out` (created): manifest.json, prefix.onnx, flow_head.onnx, data/blob.bin.
+
+    `memory`: graph -> (weight_bytes, peak_activation_bytes) recorded in the manifest as the export
+    records them (docs/bundle.md, "memory"); the graph files stay tiny."""
     cfg = json.loads((REPO / "models/legato/config.json").read_text())
     spec = ModelSpec.from_config(cfg)
     io = expected_io(spec, cfg)
@@ -64,6 +68,8 @@ def make_bundle(
             "inputs": [{"name": k, "dtype": d, "shape": list(s)} for k, (d, s) in ins.items()],
             "outputs": [{"name": k, "dtype": d, "shape": list(s)} for k, (d, s) in outs.items()],
         }
+        if memory and g in memory:
+            graphs[g]["memory"] = {"weight_bytes": memory[g][0], "peak_activation_bytes": memory[g][1]}
     (out / "data").mkdir()
     (out / "data/blob.bin").write_bytes(data)
     files = {f"{g}.onnx": graphs[g]["sha256"] for g in graphs}

@@ -90,6 +90,37 @@ INVALID = [
     ("x86-cpu", 'soc = "x86"', 'soc = "riscv"', ["'soc'", "x86, orin, thor"]),
     ("x86-cpu", 'precisions = ["fp32", "int8"]', 'precisions = ["fp32", "int4"]', ["precisions", "int4"]),
     ("x86-cpu", 'precision = "fp32"', 'precision = "fp16"', ["engine.prefix.precision", "fp32, int8"]),
+    # what the protocol and the buses enforce (firmware_bridge), refused at load time
+    ("x86-cpu", "ids = [1, 2, 3]", "ids = [1, 2, 2]", ["'serial.ids'", "repeats id 2"]),
+    ("x86-cpu-feetech", "ids = [1, 2, 3]", "ids = [1, 2, 253]", ["'serial.ids'", "253", "0..252", "feetech"]),
+    ("x86-cpu", "ids = [1, 2, 3]", "ids = []", ["'serial.ids'", "1 to 32"]),
+    ("x86-cpu", "ids = [1, 2, 3]", f"ids = {list(range(33))}", ["'serial.ids'", "33 entries", "1 to 32"]),
+    ("x86-cpu", "watchdog_ms = 100", "watchdog_ms = 4", ["'serial.watchdog_ms'", "5 to 60000"]),
+    ("x86-cpu", "watchdog_ms = 100", "watchdog_ms = 0", ["'serial.watchdog_ms'", "5 to 60000"]),
+    (
+        "jetson-agx-orin-64gb",
+        "watchdog_ms = 100",
+        "watchdog_ms = 3000",
+        ["watchdog_ms'", "2540", "dynamixel"],
+    ),
+    (
+        "jetson-agx-orin-64gb",
+        "watchdog_ms = 100",
+        "watchdog_ms = 30",
+        ["watchdog_ms'", "two control periods"],
+    ),
+    ("x86-cpu", 'port = "/dev/ttyUSB0"', 'port = ""', ["'serial.port'", "empty"]),
+    ("jetson-thor", 'compute_capability = "11.0"', 'compute_capability = "11.0+"', ["capability", "one"]),
+    ("x86-cuda", 'compute_capability = "8.6+', 'compute_capability = "sm86', ["compute_capability", "8.6+"]),
+    ("jetson-orin-nx-16gb", 'tensorrt = "10.3.0"', 'tensorrt = "8.5.2"', ["JetPack 5 / TensorRT 8.5 is not"]),
+    ("jetson-orin-nx-16gb", 'l4t = "36.4.3"', 'l4t = "35.4.1"', ["JetPack 5 / TensorRT 8.5 is not"]),
+    ("jetson-agx-orin-64gb", 'precision = "fp16"', 'precision = "fp32"', ["dla_core", "fp16 and int8 only"]),
+    (
+        "jetson-orin-nano-8gb",
+        "memory_gb = 8.0",
+        "memory_gb = 8.0\nmemory_reserve_gb = 9",
+        ["memory_reserve_gb"],
+    ),
 ]
 
 
@@ -128,3 +159,57 @@ def test_setpoint_bytes_by_hand():
     assert setpoint_bytes("firmware", 3) == 27
     # Feetech: sync write 7 + 3*3, sync read 8 + 3, three 8-byte replies
     assert setpoint_bytes("feetech", 3) == 16 + 11 + 24
+
+
+def test_a_non_utf8_profile_is_one_line(tmp_path):
+    p = tmp_path / "latin1.toml"
+    p.write_bytes((PROFILE_DIR / "x86-cpu.toml").read_bytes().replace(b"Any x86-64", b"Caf\xe9 x86-64"))
+    with pytest.raises(ProfileError) as e:
+        load_profile(p)
+    assert "\n" not in str(e.value) and "not UTF-8" in str(e.value) and "0xe9" in str(e.value)
+
+
+def test_servo_watchdog_may_be_off():
+    import tempfile
+    from pathlib import Path
+
+    text = (PROFILE_DIR / "jetson-agx-orin-64gb.toml").read_text()
+    text = text.replace("watchdog_ms = 100", "watchdog_ms = 0")
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "p.toml").write_text(text)
+        assert load_profile(Path(d) / "p.toml").serial.watchdog_ms == 0
+
+
+@pytest.mark.parametrize("protocol", ["firmware", "feetech", "dynamixel"])
+def test_what_the_loader_accepts_the_bus_accepts(tmp_path, protocol):
+    """Nothing `legato profiles show` accepts dies later: over a grid of [serial] and rate values,
+    every profile that loads builds the bus configuration the runtime builds from it."""
+    from firmware_bridge.config import BridgeConfig, JointLimits, LinkConfig
+    from firmware_bridge.servo_bus import ServoBusConfig
+
+    base = (PROFILE_DIR / "x86-cpu.toml").read_text().replace("stream_hz = 500.0", "")
+    loaded = refused = 0
+    for rate in (10.0, 50.0, 200.0):
+        for wd in (0, 3, 5, 20, 40, 100, 2540, 2541, 60000, 60001):
+            for ids in ("[1, 2, 3]", "[0, 252]", "[1, 1]", "[253]", "[7]"):
+                text = (base.replace('protocol = "firmware"', f'protocol = "{protocol}"')
+                        .replace("watchdog_ms = 100", f"watchdog_ms = {wd}")
+                        .replace("ids = [1, 2, 3]", f"ids = {ids}")
+                        .replace("rate_hz = 50.0", f"rate_hz = {rate}"))  # fmt: skip
+                path = tmp_path / "p.toml"
+                path.write_text(text)
+                try:
+                    p = load_profile(path)
+                except ProfileError:
+                    refused += 1
+                    continue
+                loaded += 1
+                sr = p.serial
+                if protocol == "firmware":
+                    LinkConfig(sr.port, sr.baud)
+                    hz = float(sr.stream_hz or p.control.rate_hz)
+                    BridgeConfig(JointLimits.uniform(len(sr.ids)), rate_hz=hz, watchdog_ms=sr.watchdog_ms)
+                else:
+                    ServoBusConfig(sr.port, sr.ids, baudrate=sr.baud, period_s=1 / p.control.rate_hz,
+                                   watchdog_ms=sr.watchdog_ms)  # fmt: skip
+    assert loaded > 10 and refused > 10  # both sides of every rule were visited
