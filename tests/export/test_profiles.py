@@ -35,7 +35,15 @@ def test_every_profile_loads():
     assert load_profile("x86-cpu-feetech").serial.protocol == "feetech"
 
 
+def _with_calibration(folder):
+    """Profiles name their calibration relative to themselves: copies travel with it."""
+    import shutil
+
+    shutil.copy(PROFILE_DIR / "reference-arm.feetech.json", folder)
+
+
 def _variant(tmp_path, base: str, old: str, new: str):
+    _with_calibration(tmp_path)
     text = (PROFILE_DIR / f"{base}.toml").read_text()
     assert old in text, old
     path = tmp_path / f"my-{base}.toml"
@@ -176,6 +184,7 @@ def test_servo_watchdog_may_be_off():
     text = (PROFILE_DIR / "jetson-agx-orin-64gb.toml").read_text()
     text = text.replace("watchdog_ms = 100", "watchdog_ms = 0")
     with tempfile.TemporaryDirectory() as d:
+        _with_calibration(d)
         (Path(d) / "p.toml").write_text(text)
         assert load_profile(Path(d) / "p.toml").serial.watchdog_ms == 0
 
@@ -183,16 +192,21 @@ def test_servo_watchdog_may_be_off():
 @pytest.mark.parametrize("protocol", ["firmware", "feetech", "dynamixel"])
 def test_what_the_loader_accepts_the_bus_accepts(tmp_path, protocol):
     """Nothing `legato profiles show` accepts dies later: over a grid of [serial] and rate values,
-    every profile that loads builds the bus configuration the runtime builds from it."""
-    from firmware_bridge.config import BridgeConfig, JointLimits, LinkConfig
+    every profile that loads yields the bus configuration the runtime builds from it (edge.rig
+    bus_spec, then the bus's own config as firmware_bridge.factory.open_bus makes it)."""
+    from edge.rig import bus_spec
+    from firmware_bridge.config import BridgeConfig, LinkConfig
     from firmware_bridge.servo_bus import ServoBusConfig
 
-    base = (PROFILE_DIR / "x86-cpu.toml").read_text().replace("stream_hz = 500.0", "")
+    _with_calibration(tmp_path)
+    base = (PROFILE_DIR / f"{'x86-cpu' if protocol == 'firmware' else 'x86-cpu-feetech'}.toml").read_text()
+    base = base.replace('protocol = "feetech"', 'protocol = "firmware"')
     loaded = refused = 0
-    for rate in (10.0, 50.0, 200.0):
+    for rate, stream in ((10.0, ""), (50.0, ""), (50.0, "stream_hz = 500.0"), (200.0, "")):
         for wd in (0, 3, 5, 20, 40, 100, 2540, 2541, 60000, 60001):
-            for ids in ("[1, 2, 3]", "[0, 252]", "[1, 1]", "[253]", "[7]"):
+            for ids in ("[1, 2, 3]", "[0, 1, 252]", "[1, 1, 2]", "[1, 2, 253]", "[4, 5, 6]"):
                 text = (base.replace('protocol = "firmware"', f'protocol = "{protocol}"')
+                        .replace("stream_hz = 500.0", stream)
                         .replace("watchdog_ms = 100", f"watchdog_ms = {wd}")
                         .replace("ids = [1, 2, 3]", f"ids = {ids}")
                         .replace("rate_hz = 50.0", f"rate_hz = {rate}"))  # fmt: skip
@@ -204,12 +218,11 @@ def test_what_the_loader_accepts_the_bus_accepts(tmp_path, protocol):
                     refused += 1
                     continue
                 loaded += 1
-                sr = p.serial
-                if protocol == "firmware":
-                    LinkConfig(sr.port, sr.baud)
-                    hz = float(sr.stream_hz or p.control.rate_hz)
-                    BridgeConfig(JointLimits.uniform(len(sr.ids)), rate_hz=hz, watchdog_ms=sr.watchdog_ms)
+                spec = bus_spec(p)
+                settings = dict(spec.settings)
+                if spec.kind == "firmware":
+                    LinkConfig(settings.pop("port"), settings.pop("baudrate"))
+                    BridgeConfig(**settings)
                 else:
-                    ServoBusConfig(sr.port, sr.ids, baudrate=sr.baud, period_s=1 / p.control.rate_hz,
-                                   watchdog_ms=sr.watchdog_ms)  # fmt: skip
+                    ServoBusConfig(**settings)
     assert loaded > 10 and refused > 10  # both sides of every rule were visited
