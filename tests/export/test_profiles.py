@@ -39,7 +39,8 @@ def _with_calibration(folder):
     """Profiles name their calibration relative to themselves: copies travel with it."""
     import shutil
 
-    shutil.copy(PROFILE_DIR / "reference-arm.feetech.json", folder)
+    for cal in PROFILE_DIR.glob("reference-arm.*.json"):
+        shutil.copy(cal, folder)
 
 
 def _variant(tmp_path, base: str, old: str, new: str):
