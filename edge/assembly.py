@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edge.denoiser import ChunkDenoiser, mode_for
+from edge.denoiser import ChunkDenoiser, denoiser_for, mode_for
 from edge.engine import EngineOptions, open_engine
 from edge.errors import BundleError, MethodError
 
@@ -57,6 +57,5 @@ def load(bundle: str, profile: str, mode: str | None = None,
                                      dla_core=(info.get("flags") or {}).get("dla_core"))  # fmt: skip
         else:
             engines[g] = open_engine(man.graph_path(g), opts, name=g)
-    den = ChunkDenoiser(spec, man.norm, engines["prefix"], engines["flow_head"], mode=mode,
-                        source=src, fused=engines.get("fused"))  # fmt: skip
+    den = denoiser_for(man.adapter, engines, mode=mode, source=src)
     return man, prof, den
