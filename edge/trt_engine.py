@@ -25,7 +25,8 @@ mode (another thread's CUDA calls neither join nor break it), and later runs lau
 capture that fails ends the capture, destroys the partial graph, clears the pending CUDA error
 (cudaGetLastError) and leaves the plain path in use (``graph_error`` says why).
 ``close`` frees the graph exec and graph, the device buffers, the TensorRT context, engine and
-runtime (in that order) and the retained primary context; a run after close is an error.
+runtime (in that order) and the retained primary context (a run after close is refused by
+:class:`edge.engine.Engine`).
 
 CUDA context: pycuda's primary context of ``device_id`` is pushed around every call that touches
 CUDA (load, run, close), so the engine may be loaded in one thread and run in another (the
@@ -221,8 +222,6 @@ class TrtEngine(Engine):
         self.inputs[name] = producer.outputs[output]
 
     def _run_impl(self) -> None:
-        if self._closed:
-            raise RuntimeError(f"{self.name}: engine used after close()")
         self._ctx.push()
         try:
             if self._graph_exec is not None:
