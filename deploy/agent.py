@@ -213,7 +213,7 @@ def verify_release(folder: Path, load_graphs: bool = False) -> dict[str, Any]:
     with the count of files checked."""
     from edge.bundle import verify
 
-    m = verify(folder, load_graphs=load_graphs)
+    m = verify(folder, load_graphs=load_graphs, extra_files=(PROFILE_FILE,))  # the flashed profile too
     plans = sum(
         1 for e in m.engines.values() if isinstance(e, dict) and e.get("file") not in (None, *m.files)
     )

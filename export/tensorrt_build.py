@@ -7,7 +7,8 @@ What a build does (docs/jetson.md, "Engines (TensorRT)"):
   (fp16 weights/compute, or Q/DQ for int8), never from builder flags;
 - a workspace pool limit from the profile (``engine.<graph>.workspace_mb``);
 - a timing cache, one file per TensorRT version and compute capability in ``cache_dir``
-  (`legato flash` keeps it in DEST/cache, outside the releases, so it survives flashes): loaded
+  (`legato flash` keeps it in DEST/cache, outside the releases, so it survives flashes; never in
+  the bundle, which holds exactly what its manifest lists): loaded
   when present, written atomically after each build. A cache TensorRT refuses
   (``set_timing_cache`` returns false: another device or version) is replaced by a fresh one;
 - a DLA core with GPU fallback where the profile asks (refused when the device has none, and
@@ -66,6 +67,14 @@ def cache_name(ident: DeviceIdentity) -> str:
     """'timing-trt10.3.0-sm87.cache': a cache embeds the device and TensorRT it was made on."""
     cc = (ident.compute_capability or "unknown").replace(".", "")
     return f"timing-trt{ident.tensorrt or 'unknown'}-sm{cc}.cache"
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/legato-edge/tensorrt (~/.cache/... by default): a timing cache outlives bundles."""
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "legato-edge" / "tensorrt"
 
 
 def build_engine(
@@ -147,7 +156,8 @@ def build_engines(
 ) -> dict[str, Any]:
     """Engines for every graph whose profile backend is tensorrt, into BUNDLE/engines/.
     Returns the manifest's `engines` section (written into manifest.json by `legato flash`; this
-    function writes no manifest). The timing cache goes to `cache_dir` (default BUNDLE/engines)."""
+    function writes no manifest). The timing cache goes to `cache_dir` (`legato flash`: DEST/cache;
+    default: the user's cache folder), never into the bundle, which holds only what it lists."""
     from edge.bundle import sha256_file
 
     wanted = [
@@ -162,7 +172,7 @@ def build_engines(
     folder = bundle / "engines"
     folder.mkdir(exist_ok=True)
     ident = identify()
-    cache_path = Path(cache_dir or folder) / cache_name(ident)
+    cache_path = Path(cache_dir or default_cache_dir()) / cache_name(ident)
     precisions = _graph_precisions(bundle)
     out: dict[str, Any] = {}
     for g in wanted:

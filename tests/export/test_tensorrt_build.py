@@ -141,9 +141,10 @@ def fake_tensorrt(
 
 
 @pytest.fixture
-def bundle_copy(tiny_bundle, tmp_path):
+def bundle_copy(tiny_bundle, tmp_path, monkeypatch):
     """The tiny bundle, its manifest saying fp16 (what a TensorRT profile exports; the builder reads
-    only the precision the manifest records)."""
+    only the precision the manifest records). The default timing-cache folder is the test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     b = tmp_path / "b"
     shutil.copytree(tiny_bundle, b)
     return with_precision(b, "fp16")
@@ -188,9 +189,11 @@ def test_build_call_sequence_and_timing_cache_reuse(bundle_copy, monkeypatch):
         c for c in calls[len(first) :] if c[0].startswith("config.")
     ]  # the flow head stays on the GPU
     assert (bundle_copy / "engines/flow_head.plan").read_bytes() == b"PLAN"
-    cache = bundle_copy / "engines" / engines["prefix"]["flags"]["timing_cache"]
+    cache = bundle_copy.parent / "xdg/legato-edge/tensorrt" / engines["prefix"]["flags"]["timing_cache"]
     assert cache.name.startswith("timing-trt10.3.0-sm") and cache.is_file()  # one per TensorRT and GPU
-    assert not [p for p in (bundle_copy / "engines").iterdir() if ".tmp-" in p.name]  # written atomically
+    assert sorted(p.name for p in (bundle_copy / "engines").iterdir()) == [  # plans only: written
+        "flow_head.plan", "fused.plan", "prefix.plan"]  # atomically, no cache inside the bundle  # fmt: skip
+    assert not [p for p in cache.parent.iterdir() if ".tmp-" in p.name]
     key = engines["flow_head"]["key"]
     assert key["tensorrt"] == "10.3.0" and len(key["onnx_sha256"]) == 64
     assert engines["prefix"]["flags"]["dla_core"] == 0 and engines["prefix"]["flags"]["strongly_typed"]
@@ -296,6 +299,7 @@ def test_a_failed_build_carries_tensorrts_log_in_one_line(bundle_copy, monkeypat
 
 
 def test_an_fp32_graph_on_dla_is_refused(tiny_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     calls: list = []
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(calls))
     b = tmp_path / "fp32"
