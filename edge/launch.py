@@ -96,9 +96,12 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
            latency_ms: float = 0.0, ramp: int | None = None, max_step: float | None = None, seed: int = 1000,
            camera: str | list[str] | None = None, tokens: str | None = None, prompt: str | None = None,
            sim_state: str = "telemetry",
-           reconnect_s: float = 5.0, status: Callable[[str], None] | None = None) -> Any:  # fmt: skip
+           reconnect_s: float = 5.0, status: Callable[[str], None] | None = None,
+           loaded: tuple[Any, Any, Any] | None = None) -> Any:  # fmt: skip
     """A started session (edge.session.Session) on ``port`` or, with ``sim``, on the simulated arm
-    (``episodes`` held-out episodes of ``seed``); the caller closes ``session.rig``."""
+    (``episodes`` held-out episodes of ``seed``); the caller closes ``session.rig``. ``loaded``: a
+    (model, profile, denoiser) already made (`legato run --remote`: edge.remote.client.load_remote)
+    instead of loading ``bundle``."""
     from edge.assembly import load
     from edge.rig import build_rig, loop_config
     from edge.session import Session
@@ -109,7 +112,7 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
     if sim and (tokens is not None or camera is not None or prompt is not None):
         raise UsageError("--tokens, --prompt and --camera apply to --port (--sim gives each episode's camera "
                          "and instruction)")  # fmt: skip
-    man, prof, den = load(bundle, profile, mode, fused)
+    man, prof, den = loaded if loaded is not None else load(bundle, profile, mode, fused)
     a = man.spec.action_dim
     if sim:
         from edge.simrig import SimRig
