@@ -37,3 +37,18 @@ def int8_bundle(tmp_path_factory) -> Path:
             "--parity-samples", "16"]  # fmt: skip
     assert main(args) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def recorded_run(bundle, tmp_path_factory):
+    """`legato run --sim --episodes 5 --record F`: (recording path, the run's summary)."""
+    import json
+
+    from legato.cli import main
+
+    d = tmp_path_factory.mktemp("rec")
+    rec, summ = d / "run.mcap", d / "summary.json"
+    args = ["run", "--bundle", str(bundle), "--sim", "--episodes", "5", "--quiet", "--record", str(rec),
+            "--summary-json", str(summ)]  # fmt: skip
+    assert main(args) == 0
+    return rec, json.loads(summ.read_text())
