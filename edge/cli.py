@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.cliargs import float_in, int_in
+from edge.record_cli import add_record_args, open_recorder, record_line
 
 MODES = ("legato", "hard-prefix", "naive")
 
@@ -66,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="--sim: joint state from the bridge's telemetry (the robot's path) or the simulator",
     )
     p.add_argument("--quiet", action="store_true", help="no status line")
+    add_record_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("profile", help="per-stage latency, control jitter, a trace and a picture")
@@ -84,18 +86,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="--synthetic: recorded observations (.npz: image, tokens, state), not random",
     )
     p.add_argument("--force", action="store_true", help="replace an existing report at --out")
+    add_record_args(p)
     p.set_defaults(func=cmd_profile)
 
 
 def _session(args: argparse.Namespace, episodes: int | None) -> tuple[Any, Any]:
     """Build (session, rig) for --sim or --port; the caller closes the rig / bus."""
-    import numpy as np
-
-    from edge.errors import UsageError
-    from edge.runtime import Session, SimRig, eprint, load, loop_config
+    from edge.runtime import load, loop_config
 
     man, prof, den = load(args.bundle, args.profile, args.mode, args.fused)
     cfg = loop_config(man, prof, args.latency_ms, args.ramp, args.max_step, args.seed)
+    recorder = open_recorder(args, man, prof, cfg, den)  # before any motor: a refused file stops here
+    try:
+        return _build(args, man, prof, den, cfg, episodes, recorder)
+    except BaseException:
+        if recorder is not None:
+            recorder.close()
+        raise
+
+
+def _build(args: argparse.Namespace, man: Any, prof: Any, den: Any, cfg: Any, episodes: int | None,
+           recorder: Any) -> tuple[Any, Any]:  # fmt: skip
+    import numpy as np
+
+    from edge.errors import UsageError
+    from edge.runtime import Session, SimRig, eprint
+
     status = None if getattr(args, "quiet", False) else (lambda s: eprint("legato run: " + s))
     a = man.spec.action_dim
     if args.sim:
@@ -113,7 +129,7 @@ def _session(args: argparse.Namespace, episodes: int | None) -> tuple[Any, Any]:
             return SimSource(plant.render, lambda: plant.tokens, TelemetryState(bus, a, extrapolate=False))
 
         return Session(man, prof, den, cfg, bus=bus, make_source=make_source, plant=plant, rig=rig,
-                       status=status, reconnect_s=args.reconnect_s), rig  # fmt: skip
+                       status=status, reconnect_s=args.reconnect_s, recorder=recorder), rig  # fmt: skip
     from edge.sources import OpenCVSource, TelemetryState
     from firmware_bridge.config import JointLimits
     from firmware_bridge.factory import open_bus
@@ -141,7 +157,7 @@ def _session(args: argparse.Namespace, episodes: int | None) -> tuple[Any, Any]:
             bus.close()
 
     return Session(man, prof, den, cfg, bus=bus, make_source=make_cam, status=status,
-                   reconnect_s=args.reconnect_s), _Rig()  # fmt: skip
+                   reconnect_s=args.reconnect_s, recorder=recorder), _Rig()  # fmt: skip
 
 
 def _cycle(seconds: float | None) -> int:
@@ -159,6 +175,10 @@ def _drive(args: argparse.Namespace, episodes: int | None, cycle: int) -> Any:
             session.run_sim(episodes, args.seconds)
         else:
             session.run_timed(args.seconds)
+    except BaseException:
+        if session.recorder is not None:
+            session.recorder.close()  # what was recorded stays readable
+        raise
     finally:
         rig.close()
         restore()
@@ -170,6 +190,8 @@ def _finish(session: Any) -> dict[str, Any]:
     s.update({"bundle": session.man.path.as_posix() if hasattr(session.man.path, "as_posix") else
               str(session.man.path), "profile": session.prof.name, "mode": session.den.mode,
               "latency_ms": session.cfg.latency_pad_s * 1e3, "rate_hz": session.cfg.rate_hz})  # fmt: skip
+    if session.recorder is not None:  # the summary goes into the recording, its counts into the summary
+        s.update(session.recorder.close(s))
     return s
 
 
@@ -191,6 +213,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"legato run: {summary['ticks']} ticks, d {summary['delay_mode']}, underruns {summary['underruns']}, "
         f"faults {summary['faults']}, shutdown {summary['shutdown']}")  # fmt: skip
     eprint(line)
+    if "record.file" in summary:
+        eprint("legato run: " + record_line(summary))
     if summary["shutdown"] == "port-lost":
         ev = summary["port_events"][-1] if summary["port_events"] else {}
         raise PortLost(f"serial port lost at {ev.get('lost_at_s', '?')} s and not back after "

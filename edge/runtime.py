@@ -245,8 +245,10 @@ class Session:
 
     def __init__(self, man: Any, prof: Any, den: ChunkDenoiser, cfg: LoopConfig, *, bus: Any,
                  make_source: Callable[[], Any], plant: Any = None, rig: SimRig | None = None,
-                 status: Callable[[str], None] | None = None, reconnect_s: float = 5.0) -> None:  # fmt: skip
+                 status: Callable[[str], None] | None = None, reconnect_s: float = 5.0,
+                 recorder: Any = None) -> None:  # fmt: skip
         self.man, self.prof, self.den, self.cfg = man, prof, den, cfg
+        self.recorder = recorder  # --record (edge/recorder.py): fed from the worker and each drain
         self.bus, self.make_source, self.plant, self.rig = bus, make_source, plant, rig
         self.status_fn = status
         self.reconnect_s = reconnect_s
@@ -282,7 +284,7 @@ class Session:
     def _run_loop(self, hold: np.ndarray, until: Callable[[], bool], deadline: float,
                   seed: int | None = None) -> str:  # fmt: skip
         cfg = self.cfg if seed is None else dataclasses.replace(self.cfg, seed=seed)
-        loop = ControlLoop(cfg, self.bus, self.make_source(), self.den, hold)
+        loop = ControlLoop(cfg, self.bus, self.make_source(), self.den, hold, recorder=self.recorder)
         self.loop = loop
         loop.start()
         why = "done"
@@ -303,19 +305,28 @@ class Session:
                     why = "port-lost"
                     break
                 self._status(loop)
-                self.records.drain(loop)
+                self._drain(loop)
         finally:
             loop.stop()
             self.hold_sent = True
             if self.rig is not None:
                 self.hold_confirmed = self.rig.confirm_hold(loop.last)
-            self.records.drain(loop)
+            self._drain(loop)
             st = loop.status()
             for k, v in st.items():
                 if isinstance(v, int):
                     self.totals[k] = self.totals.get(k, 0) + v
             self.errors.extend(st["worker_errors"])
         return why
+
+    def _drain(self, loop: ControlLoop) -> None:
+        self.records.drain(loop)
+        if self.recorder is not None:
+            try:
+                tel = self.bus.latest_telemetry()
+            except Exception:  # a closing bus: the tick rows still go to the recording
+                tel = None
+            self.recorder.on_ticks(self.records.ticks[-1], tel)
 
     def _connected(self) -> bool:
         h = getattr(self.bus, "health", None)
