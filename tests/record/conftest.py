@@ -33,8 +33,19 @@ def int8_bundle(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("bundle") / "legato-int8"
     ck = str(ROOT / "models" / "legato")
-    args = ["export", "--checkpoint", ck, "--precision", "int8", "--out", str(out), "--episodes", "0",
-            "--parity-samples", "16"]  # fmt: skip
+    args = [
+        "export",
+        "--checkpoint",
+        ck,
+        "--precision",
+        "int8",
+        "--out",
+        str(out),
+        "--episodes",
+        "1",
+        "--parity-samples",
+        "16",
+    ]
     assert main(args) == 0
     return out
 
@@ -48,7 +59,18 @@ def recorded_run(bundle, tmp_path_factory):
 
     d = tmp_path_factory.mktemp("rec")
     rec, summ = d / "run.mcap", d / "summary.json"
-    args = ["run", "--bundle", str(bundle), "--sim", "--episodes", "5", "--quiet", "--record", str(rec),
-            "--summary-json", str(summ)]  # fmt: skip
+    args = [
+        "run",
+        "--bundle",
+        str(bundle),
+        "--sim",
+        "--episodes",
+        "5",
+        "--quiet",
+        "--record",
+        str(rec),
+        "--summary-json",
+        str(summ),
+    ]
     assert main(args) == 0
     return rec, json.loads(summ.read_text())

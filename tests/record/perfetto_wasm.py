@@ -96,8 +96,12 @@ class WasmTraceProcessor:
         if why:
             raise RuntimeError(why)
         dist = web_dist()
-        proc = subprocess.Popen([str(node()), str(BRIDGE), str(dist)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        proc = subprocess.Popen(
+            [str(node()), str(BRIDGE), str(dist)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         self._rows = TraceProcessor.QueryResultIterator
         self.rpc = TraceProcessorRpc(_Pipe(proc), ProtoFactory(PlatformDelegate()))
         try:

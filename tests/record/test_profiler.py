@@ -54,8 +54,15 @@ def test_the_warmup_chunk_is_left_out_of_table_and_picture_alike():
 def test_table_has_no_rows_without_samples_and_unknown_counts_show_a_dash():
     s = latency_summary(ticks(50), chunks([5.0, 6.0]), STAGES, PERIOD)
     s.update({"telemetry.rtt_ms.p50": 1.5, "telemetry.rtt_ms.p99": 4.0})  # a bus's round trip: no n
-    s.update({"chunk.empty_ms.p50": None, "chunk.empty_ms.p90": None, "chunk.empty_ms.p99": None,
-              "chunk.empty_ms.max": None, "chunk.empty_ms.n": 0})  # fmt: skip
+    s.update(
+        {
+            "chunk.empty_ms.p50": None,
+            "chunk.empty_ms.p90": None,
+            "chunk.empty_ms.p99": None,
+            "chunk.empty_ms.max": None,
+            "chunk.empty_ms.n": 0,
+        }
+    )
     out = io.StringIO()
     print_table(s, out)
     lines = out.getvalue().splitlines()
