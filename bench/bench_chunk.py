@@ -33,7 +33,7 @@ def chunk_flops(ck, rewritten: bool) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from export.graphs import FlowHeadGraph, PrefixGraph, example_inputs
+    from legato.adapters.reference_graphs import FlowHeadGraph, PrefixGraph, example_inputs
 
     pol = ck.model.eval()
     ex = example_inputs(pol)
@@ -74,6 +74,7 @@ def plain_policy(ck, folder: Path, threads: int):
 
     from edge.bundle_policy import _engine
     from edge.policy import ChunkPolicy
+    from legato.runner import TorchPolicyRunner
 
     pol = ck.model.eval()
     cfg = pol.cfg
@@ -102,31 +103,35 @@ def plain_policy(ck, folder: Path, threads: int):
             output_names=["v"],
         )
 
-    class Plain(ChunkPolicy):
+    class PlainField:
+        """The plain export as the denoiser's field (batch 1): the prefix gives kv, the head
+        reads the normalised state and kv."""
+
+        batch = 1
+
         def __init__(self) -> None:
-            super().__init__(ck.spec, ck.norm, "plain export")
             self.p = _engine(folder / "plain_prefix.onnx", threads)
             self.h = _engine(folder / "plain_head.onnx", threads)
+            self.observation = self.p.inputs
+            self.h.bind("kv", self.p, "kv")
 
-        def encode(self, obs):  # batch 1, the same buffer discipline as BundlePolicy
-            p, h = self.p.inputs, self.h.inputs
-            p["image"][...], p["tokens"][...], p["state"][...] = (
-                obs.image,
-                obs.tokens,
-                self.norm.state(obs.state),
-            )
+        def buffers(self):
+            return (self.h.inputs["y"], self.h.inputs["t"], self.h.inputs["omega"], self.h.outputs["v"])
+
+        def encode(self) -> None:
             self.p.run()
-            h["state"][...], h["kv"][...] = p["state"], self.p.outputs["kv"]
+            self.h.inputs["state"][...] = self.p.inputs["state"]
 
-        def velocity(self, prefix):
-            h = self.h.inputs
+        def velocity(self, y, t, omega, out) -> None:
+            self.h.run()
 
-            def f(y, t, om):
-                h["y"][...], h["t"][...], h["omega"][...] = y, t, om
-                self.h.run()
-                return self.h.outputs["v"].copy()
+    class Plain(ChunkPolicy):
+        def __init__(self) -> None:
+            super().__init__(TorchPolicyRunner(ck).adapter, "plain export")
+            self._field = PlainField()
 
-            return f
+        def field(self, batch):
+            return self._field
 
     return Plain()
 
@@ -143,8 +148,8 @@ def main() -> int:
 
     from edge.bundle_policy import BundlePolicy
     from edge.policy import ChunkRequest
-    from export.parity import held_out_samples
     from export.pipeline import ExportOptions, export_bundle
+    from legato.adapters.reference import held_out_samples
     from legato.checkpoint import load
     from legato.runner import TorchPolicyRunner
 

@@ -29,8 +29,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-KEYS = ("control.period_error_ms.p50", "control.period_error_ms.p99", "chunk.latency_ms.p50",
-        "chunk.latency_ms.p99")  # fmt: skip
+KEYS = (
+    "control.period_error_ms.p50",
+    "control.period_error_ms.p99",
+    "chunk.latency_ms.p50",
+    "chunk.latency_ms.p99",
+)
 
 
 def one_run(bundle: str, seconds: float, record: Path | None, fmt: str, scale: int) -> dict[str, Any]:
@@ -41,7 +45,8 @@ def one_run(bundle: str, seconds: float, record: Path | None, fmt: str, scale: i
     if record is not None:
         argv += ["--record", str(record), "--record-image", fmt]
     args = build_parser().parse_args(argv)
-    session, rig = cli._session(args, cli._cycle(seconds))
+    session = cli._session(args, cli._cycle(seconds))
+    rig = session.rig
     if record is not None and scale > 1:  # the recorder gets a full-resolution frame
         rec, hook = session.recorder, session.recorder.on_chunk
 
@@ -56,11 +61,21 @@ def one_run(bundle: str, seconds: float, record: Path | None, fmt: str, scale: i
         rig.close()
     s = cli._finish(session)
     out = {k: s.get(k) for k in KEYS}
-    out.update({"ticks": s["ticks"], "chunks": s["chunks"], "missed_ticks": s["missed_ticks"],
-                "underruns": s["underruns"]})  # fmt: skip
+    out.update(
+        {
+            "ticks": s["ticks"],
+            "chunks": s["chunks"],
+            "missed_ticks": s["missed_ticks"],
+            "underruns": s["underruns"],
+        }
+    )
     if record is not None:
-        out.update({"mb": (s.get("record.bytes") or 0) / 1e6,
-                    "dropped": s["record.dropped_chunks"] + s["record.dropped_ticks"]})  # fmt: skip
+        out.update(
+            {
+                "mb": (s.get("record.bytes") or 0) / 1e6,
+                "dropped": s["record.dropped_chunks"] + s["record.dropped_ticks"],
+            }
+        )
     return out
 
 
@@ -71,8 +86,12 @@ def main() -> int:
     ap.add_argument("--bundle", default=str(ROOT / "models" / "legato-x86-cpu"))
     ap.add_argument("--json", default=None, help="also write the results here")
     a = ap.parse_args()
-    configs = {"none": (None, 1), "png 64x48": ("png", 1), "png 640x480": ("png", 10),
-               "jpeg 640x480": ("jpeg", 10)}  # fmt: skip
+    configs = {
+        "none": (None, 1),
+        "png 64x48": ("png", 1),
+        "png 640x480": ("png", 10),
+        "jpeg 640x480": ("jpeg", 10),
+    }
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in configs}
     with tempfile.TemporaryDirectory() as d:
         for r in range(a.repeats):
@@ -81,26 +100,40 @@ def main() -> int:
                 t = time.monotonic()
                 res = one_run(a.bundle, a.seconds, path, fmt or "png", scale)
                 runs[name].append(res)
-                print(f"repeat {r + 1}/{a.repeats} {name:<13} {time.monotonic() - t:5.1f} s: "
-                      + "  ".join(f"{k.split('.', 1)[1].replace('_ms', '')} {res[k]:.3f}" for k in KEYS)
-                      + (f"  {res['mb']:.1f} MB, {res['dropped']} dropped" if "mb" in res else ""),
-                      flush=True)  # fmt: skip
+                print(
+                    f"repeat {r + 1}/{a.repeats} {name:<13} {time.monotonic() - t:5.1f} s: "
+                    + "  ".join(f"{k.split('.', 1)[1].replace('_ms', '')} {res[k]:.3f}" for k in KEYS)
+                    + (f"  {res['mb']:.1f} MB, {res['dropped']} dropped" if "mb" in res else ""),
+                    flush=True,
+                )
     base = {k: float(np.median([x[k] for x in runs["none"]])) for k in KEYS}
-    print(f"\n{platform.node()} ({platform.machine()}, {platform.python_version()}), {a.seconds:g} s x "
-          f"{a.repeats} interleaved runs per configuration, 50 Hz, medians over the runs (ms), ratio to none:")
+    print(
+        f"\n{platform.node()} ({platform.machine()}, {platform.python_version()}), {a.seconds:g} s x "
+        f"{a.repeats} interleaved runs per configuration, 50 Hz, medians over the runs (ms), ratio to none:"
+    )
     table = {}
     for name, rs in runs.items():
         med = {k: float(np.median([x[k] for x in rs])) for k in KEYS}
         extra = {k: float(np.median([x[k] for x in rs])) for k in ("mb", "dropped") if k in rs[0]}
-        table[name] = {**med, **extra, "missed_ticks": int(sum(x["missed_ticks"] for x in rs)),
-                       "underruns": int(sum(x["underruns"] for x in rs))}  # fmt: skip
-        cells = "  ".join(f"{k.split('.', 1)[1].replace('_ms', '')} {med[k]:.3f} ({med[k] / base[k]:.2f}x)"
-                          for k in KEYS)  # fmt: skip
+        table[name] = {
+            **med,
+            **extra,
+            "missed_ticks": int(sum(x["missed_ticks"] for x in rs)),
+            "underruns": int(sum(x["underruns"] for x in rs)),
+        }
+        cells = "  ".join(
+            f"{k.split('.', 1)[1].replace('_ms', '')} {med[k]:.3f} ({med[k] / base[k]:.2f}x)" for k in KEYS
+        )
         mb = f"  {extra['mb']:.1f} MB" if "mb" in extra else ""
-        print(f"{name:<13} {cells}{mb}  missed {table[name]['missed_ticks']}  underruns {table[name]['underruns']}")
+        print(
+            f"{name:<13} {cells}{mb}  missed {table[name]['missed_ticks']}  "
+            f"underruns {table[name]['underruns']}"
+        )
     if a.json:
-        Path(a.json).write_text(json.dumps({"seconds": a.seconds, "repeats": a.repeats, "runs": runs,
-                                            "medians": table}, indent=1) + "\n")  # fmt: skip
+        Path(a.json).write_text(
+            json.dumps({"seconds": a.seconds, "repeats": a.repeats, "runs": runs, "medians": table}, indent=1)
+            + "\n"
+        )
     return 0
 
 

@@ -63,50 +63,43 @@ def raw_engine_ms(den, repeats: int = 300) -> np.ndarray:
 
 def session(bundle: str, seconds: float, rate: float | None = None, latency_ms: float = 0.0,
             switch: float | None = 0.0005, episodes: bool = False):  # fmt: skip
-    """A --sim session; with episodes=False one continuous loop (the arm just follows the policy)."""
+    """A --sim session (stepwise graphs: per-step times); with episodes=False one continuous loop
+    (the arm just follows the policy)."""
     import dataclasses
 
-    from edge.runtime import Session, SimRig, load, loop_config
-    from edge.sources import SimSource, TelemetryState
+    from edge.launch import launch
 
-    man, prof, den = load(bundle, "x86-cpu")
-    cfg = loop_config(man, prof, latency_ms, None, None, 1000)
-    cfg = dataclasses.replace(cfg, switch_interval_s=switch, **({"rate_hz": rate} if rate else {}))
-    rig = SimRig(man, prof, episodes=5, seed=1000)
+    s = launch(bundle, "x86-cpu", sim=True, episodes=5, seed=1000, latency_ms=latency_ms, fused=False)
     try:
-        s = Session(man, prof, den, cfg, bus=rig.bus, plant=rig.plant, rig=rig,
-                    make_source=lambda: SimSource(rig.plant.render, lambda: rig.plant.tokens,
-                                                  TelemetryState(rig.bus, 3)))  # fmt: skip
+        s.cfg = dataclasses.replace(s.cfg, switch_interval_s=switch, **({"rate_hz": rate} if rate else {}))
         if episodes:
             s.run_sim(None, seconds)
         else:
-            q0 = rig.plant.load(0)
-            rig.bus.send_setpoint(q0)
+            q0 = s.plant.load(0)
+            s.bus.send_setpoint(q0)
             s._run_loop(q0, lambda: False, time.monotonic() + seconds)
-        return s, den
+        return s, s.den
     finally:
-        rig.close()
+        s.rig.close()
 
 
 def external_session(bundle: str, seconds: float, rate: float | None = None) -> tuple:
     """The loop on the robot's own shape: the motor controller is another process (`legato firmware
-    emulate` on a pty: as a microcontroller is another device), the firmware bridge and the loop
-    here; the camera is the simulator's render of a fixed scene at the arm's measured joints."""
+    emulate` on a pty: as a microcontroller is another device), the rig built from the x86-cpu
+    profile on that port, the loop here; the camera is the simulator's render of a fixed scene at
+    the arm's measured joints."""
     import dataclasses
 
-    from edge.runtime import Session, load, loop_config
+    from edge.assembly import load
+    from edge.rig import build_rig, loop_config
+    from edge.session import Session
     from edge.sources import SimSource, TelemetryState
-    from firmware_bridge.bridge import FirmwareBridge
-    from firmware_bridge.config import BridgeConfig, JointLimits, LinkConfig
     from sim.camera import Camera
     from sim.env import instruction_tokens
     from sim.episodes import sample_episodes
     from sim.task import TaskConfig
 
-    man, prof, den = load(bundle, "x86-cpu")
-    cfg = loop_config(man, prof, 0.0, None, None, 1000)
-    if rate:
-        cfg = dataclasses.replace(cfg, rate_hz=rate)
+    man, prof, den = load(bundle, "x86-cpu", fused=False)
     task = TaskConfig.from_dict(man.data["model"]["task"])
     ep = sample_episodes(task, 1000, 1)
     cam, tokens = Camera(task.arm, task.scene, task.camera), instruction_tokens(ep.scenes, ep.template)[0]
@@ -119,26 +112,26 @@ def external_session(bundle: str, seconds: float, rate: float | None = None) -> 
             end = time.monotonic() + 20
             while not os.path.exists(link) and time.monotonic() < end:
                 time.sleep(0.05)
-            arm = task.arm
-            limits = JointLimits(tuple(arm.q_min), tuple(arm.q_max), (6.0,) * 3, (1.0,) * 3)
-            bus = FirmwareBridge(BridgeConfig(limits, rate_hz=500.0, telemetry_hz=250), LinkConfig(link))
-            bus.start()
+            rig = build_rig(man, prof, port=link)
+            cfg = loop_config(man, rig.prof, 0.0, None, None, 1000)
+            if rate:
+                cfg = dataclasses.replace(cfg, rate_hz=rate)
+            rig.start()
             try:
-                ts = TelemetryState(bus, 3)
+                ts = TelemetryState(rig.bus, 3)
 
                 def render() -> np.ndarray:
                     return cam.render(ep.scenes, ts.read()[:3][None].astype(np.float64))[0]
 
-                s = Session(
-                    man, prof, den, cfg, bus=bus, make_source=lambda: SimSource(render, lambda: tokens, ts)
-                )
+                s = Session(man, rig.prof, den, cfg, rig=rig,
+                            make_source=lambda: SimSource(render, lambda: tokens, ts))  # fmt: skip
                 q0 = ep.scenes.q0[0].astype(np.float32)
-                bus.send_setpoint(q0)
+                rig.bus.send_setpoint(q0)
                 time.sleep(0.5)
                 s._run_loop(q0, lambda: False, time.monotonic() + seconds)
                 return s, den
             finally:
-                bus.close()
+                rig.close()
         finally:
             emu.terminate()
             emu.wait(timeout=10)

@@ -34,14 +34,19 @@ def main() -> int:
     import onnxruntime as ort
 
     from export import precision
-    from export.graphs import example_inputs, export_graph, modules
-    from export.parity import held_out_samples
+    from export.graphs import export_graph
+    from legato.adapters import ExportGraph
+    from legato.adapters.reference import graph_names, held_out_samples, section
+    from legato.adapters.reference_graphs import example_inputs, modules
     from legato.checkpoint import load
 
     ck = load(a.checkpoint)
     work = Path(tempfile.mkdtemp(prefix="sweep-fp16-"))
     pol = ck.model.eval()
-    export_graph(modules(pol)["fused"], example_inputs(pol)["fused"], "fused", work / "fp32.onnx")
+    ins, outs = graph_names(section(ck))["fused"]
+    export_graph(
+        ExportGraph(modules(pol)["fused"], example_inputs(pol)["fused"], ins, outs), work / "fp32.onnx"
+    )
     samples = held_out_samples(ck, a.samples)
     rng = np.random.default_rng(0)
     h, ad = ck.spec.horizon, ck.spec.action_dim

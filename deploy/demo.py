@@ -98,18 +98,8 @@ def smoothness(paths: dict[int, list[np.ndarray]], dt: float) -> dict[str, float
 def run_session(
     bundle: Path, profile: str, episodes: int, latency_ms: float, seed: int
 ) -> tuple[Any, Any, Any]:
-    """`legato run --sim --episodes K`'s session (edge.runtime), with the path recorder attached."""
-    from edge.runtime import Session, SimRig, load, loop_config
-    from edge.sources import SimSource, TelemetryState
-
-    man, prof, den = load(str(bundle), profile, None)
-    cfg = loop_config(man, prof, latency_ms, None, None, seed)
-    rig = SimRig(man, prof, episodes=episodes, seed=seed)
-    rec = PathRecorder(rig.plant)
-    a = man.spec.action_dim
-
-    def make_source() -> Any:
-        return SimSource(rig.plant.render, lambda: rig.plant.tokens, TelemetryState(rig.bus, a))
+    """`legato run --sim --episodes K`'s session (edge.launch), with the path recorder attached."""
+    from edge.launch import launch
 
     shown = [""]
 
@@ -119,18 +109,10 @@ def run_session(
             shown[0] = head
             print(f"  {line}", file=sys.stderr, flush=True)
 
-    session = Session(
-        man,
-        prof,
-        den,
-        cfg,
-        bus=rig.bus,
-        make_source=make_source,
-        plant=rig.plant,
-        rig=rig,
-        status=status,
-        reconnect_s=5.0,
-    )
+    session = launch(str(bundle), profile, sim=True, episodes=episodes, latency_ms=latency_ms, seed=seed,
+                     status=status, reconnect_s=5.0)  # fmt: skip
+    rig = session.rig
+    rec = PathRecorder(rig.plant)
     restore = session.install_signals()
     try:
         session.run_sim(episodes, None)

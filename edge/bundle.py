@@ -1,52 +1,72 @@
 """Read and verify a bundle (docs/bundle.md) without torch: what the robot loads.
 
-``load_manifest(path)`` parses manifest.json into a :class:`Manifest` (model spec,
-normalisation, graph I/O, precision, parity, engine keys) and checks its structure;
-``verify(path)`` also checks every file's sha256, opens every graph in onnxruntime and
-compares its inputs and outputs with the manifest, and checks that the graph shapes agree with
-the model config. Every failure is a one-line :class:`edge.errors.BundleError`.
+``load_manifest(path)`` parses manifest.json into a :class:`Manifest` (the adapter section,
+graph I/O, precision, parity, engine keys) and checks its structure and types, and that the
+graphs' declared I/O is what the adapter says; ``verify(path)`` also checks every file's sha256,
+opens every graph in onnxruntime and compares its inputs and outputs with the manifest. Every
+failure is a one-line :class:`edge.errors.BundleError`. Nothing here knows a model architecture:
+the manifest's ``adapter`` section (edge.adapter) declares it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.errors import BundleError, LegatoError
+from edge.adapter import AdapterSpec, read_adapter
+from edge.errors import BundleError
 from edge.normalize import Normalizer
 from edge.outputs import sha256_file
 from edge.policy import ModelSpec
 
 FORMAT = "legato-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the adapter section (policy adapters); 1: the reference model only
 MANIFEST = "manifest.json"
 GRAPHS = ("prefix", "flow_head", "fused")  # the fused graph is optional
 REQUIRED_GRAPHS = ("prefix", "flow_head")
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_KEY_FIELDS = ("tensorrt", "cuda", "gpu", "compute_capability", "l4t", "jetpack", "onnx_sha256")
+DTYPES = ("float32", "float16", "uint8", "int8", "int32", "int64", "bool")
 _ORT_DTYPES = {
     "tensor(float)": "float32",
     "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
     "tensor(int64)": "int64",
     "tensor(float16)": "float16",
     "tensor(int32)": "int32",
+    "tensor(bool)": "bool",
 }
+
+
+def _type_error(where: str, want: str, v: Any) -> BundleError:
+    s = repr(v)
+    return BundleError(
+        f"{where} must be {want}, got {type(v).__name__} {s if len(s) <= 40 else s[:37] + '...'}"
+    )
 
 
 @dataclass(frozen=True)
 class TensorInfo:
     name: str
-    dtype: str  # numpy dtype name: float32 | uint8 | int64
+    dtype: str  # numpy dtype name, one of DTYPES
     shape: tuple[int, ...]  # static
 
     @staticmethod
     def from_dict(d: Any, where: str) -> TensorInfo:
-        try:
-            return TensorInfo(str(d["name"]), str(d["dtype"]), tuple(int(x) for x in d["shape"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise BundleError(f"{where}: malformed tensor entry ({type(e).__name__}: {e})") from None
+        if not isinstance(d, Mapping):
+            raise _type_error(where, "an object {name, dtype, shape}", d)
+        name, dtype, shape = d.get("name"), d.get("dtype"), d.get("shape")
+        if not isinstance(name, str) or not name:
+            raise _type_error(f"{where}.name", "a non-empty string", name)
+        if dtype not in DTYPES:
+            raise BundleError(f"{where} {name!r}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        if not isinstance(shape, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0
+                                                  for x in shape):  # fmt: skip
+            raise _type_error(f"{where} {name!r} shape", "a list of positive integers", shape)
+        return TensorInfo(name, dtype, tuple(shape))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
@@ -74,15 +94,28 @@ class GraphInfo:
                 return t
         raise BundleError(f"graph {self.name} has no output {name!r}")
 
+    def io(self) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, tuple[str, tuple[int, ...]]]]:
+        return (
+            {t.name: (t.dtype, t.shape) for t in self.inputs},
+            {t.name: (t.dtype, t.shape) for t in self.outputs},
+        )
+
 
 @dataclass(frozen=True)
 class Manifest:
     path: Path  # the bundle folder
     data: dict[str, Any]  # manifest.json as parsed
-    spec: ModelSpec
-    norm: Normalizer
+    adapter: AdapterSpec  # the policy as its adapter declared it
     precision: str
     graphs: dict[str, GraphInfo]
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.adapter.spec
+
+    @property
+    def norm(self) -> Normalizer:
+        return self.adapter.norm
 
     @property
     def name(self) -> str:
@@ -90,7 +123,8 @@ class Manifest:
 
     @property
     def model_config(self) -> dict[str, Any]:
-        return self.data["model"]
+        """The checkpoint's own config as exported (the adapter's business; provenance here)."""
+        return dict(self.data.get("model") or {})
 
     @property
     def parity(self) -> dict[str, Any]:
@@ -115,27 +149,50 @@ class Manifest:
         return self.path / self.graphs[name].file
 
 
-def expected_io(spec: ModelSpec, cfg: dict[str, Any]) -> dict[str, tuple[dict[str, tuple], dict[str, tuple]]]:
-    """The documented graph I/O for a model config: {graph: ({input: (dtype, shape)}, {output: ...})}."""
-    p = cfg["policy"]
-    h, a, s, n = spec.horizon, spec.action_dim, spec.state_dim, spec.num_steps
-    hi, wi = spec.image_hw
-    L, c, l = int(p["head_layers"]), int(p["width"]), spec.max_tokens  # noqa: N806
-    pt = (hi // 8) * (wi // 8) + l + 1
-    f32 = "float32"
-    obs = {"image": ("uint8", (1, hi, wi, 3)), "tokens": ("int64", (1, l)), "state": (f32, (1, s))}
-    prefix_out = {"kv": (f32, (1, L, 2, pt, c)), "mod": (f32, (1, n + 1, L, 6, c)), "cond": (f32, (1, h, c))}
-    head_in = {"y": (f32, (1, h, a)), "t": (f32, (1, h)), "omega": (f32, (1, h)), **prefix_out}
-    fused_in = {**obs, "eps": (f32, (1, h, a)), "a_ref": (f32, (1, h, a)), "omega": (f32, (1, h))}
-    return {
-        "prefix": (obs, prefix_out),
-        "flow_head": (head_in, {"v": (f32, (1, h, a))}),
-        "fused": (fused_in, {"chunk": (f32, (1, h, a))}),
+def _graph_info(name: str, g: Any, where: str) -> GraphInfo:
+    if not isinstance(g, Mapping):
+        raise _type_error(where, "an object", g)
+    for key, kind in (("file", str), ("sha256", str), ("precision", str), ("opset", int)):
+        v = g.get(key)
+        if not isinstance(v, kind) or isinstance(v, bool) or (kind is str and not v):
+            raise _type_error(f"{where}.{key}", "a non-empty string" if kind is str else "an integer", v)
+    if g["precision"] not in PRECISIONS:
+        raise BundleError(f"{where}.precision {g['precision']!r} is not one of {', '.join(PRECISIONS)}")
+    io = []
+    for key in ("inputs", "outputs"):
+        v = g.get(key)
+        if not isinstance(v, list) or not v:
+            raise _type_error(f"{where}.{key}", "a non-empty list", v)
+        io.append(tuple(TensorInfo.from_dict(t, f"{where}.{key}[{i}]") for i, t in enumerate(v)))
+    return GraphInfo(name, g["file"], g["sha256"], g["precision"], g["opset"], io[0], io[1])
+
+
+def _check_sampler(data: Mapping[str, Any], ad: AdapterSpec, where: str) -> None:
+    """The sampler section restates what training fixed: it must agree with the adapter."""
+    s = data.get("sampler")
+    if not isinstance(s, Mapping):
+        raise _type_error(f"{where}.sampler", "an object", s)
+    want = {
+        "num_steps": ad.num_steps,
+        "omega_schedule": ad.schedule_shape,
+        "d_max": ad.d_max,
+        "r_max": ad.r_max,
     }
+    for k, v in want.items():
+        if k not in s:
+            raise BundleError(f"{where}.sampler lacks {k!r}")
+        if type(s[k]) is not type(v) or s[k] != v:
+            raise BundleError(f"{where}.sampler.{k} = {s[k]!r}, but the model was trained with {k} = {v!r} "
+                              "(the adapter section); the sampler must run what training fixed")  # fmt: skip
+    if s.get("final_blend", True) is not True:
+        raise BundleError(
+            f"{where}.sampler.final_blend = {s['final_blend']!r}: the runtime always applies it"
+        )
 
 
 def load_manifest(path: str | Path) -> Manifest:
-    """Parse and structurally check BUNDLE/manifest.json (no hashing, no graph loading)."""
+    """Parse and check BUNDLE/manifest.json (structure, types, adapter, graph I/O against the
+    adapter, sampler against the adapter); no hashing, no graph loading."""
     root = Path(path)
     mpath = root / MANIFEST
     if not root.is_dir():
@@ -148,47 +205,44 @@ def load_manifest(path: str | Path) -> Manifest:
         raise BundleError(f"{mpath}: unreadable manifest ({e})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BundleError(f"{mpath}: not a legato bundle manifest (format {FORMAT!r} expected)")
-    if data.get("format_version") != FORMAT_VERSION:
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        old = isinstance(version, int) and not isinstance(version, bool) and version < FORMAT_VERSION
+        src = (data.get("source") or {}).get("checkpoint") if isinstance(data.get("source"), dict) else None
         raise BundleError(
-            f"{mpath}: format_version {data.get('format_version')!r} is not supported "
-            f"(this runtime reads {FORMAT_VERSION})"
+            f"{mpath}: format_version {version!r} is not supported (this runtime reads {FORMAT_VERSION})"
+            + (
+                "; it is an older bundle: re-export it with "
+                f"`legato export --checkpoint {src or 'CHECKPOINT'}`"
+                if old
+                else ""
+            )  # fmt: skip
         )
-    for key in ("model", "graphs", "files", "precision"):
+    for key, want in (("adapter", dict), ("graphs", dict), ("files", dict), ("precision", str),
+                      ("sampler", dict), ("engines", dict)):  # fmt: skip
         if key not in data:
             raise BundleError(f"{mpath}: manifest lacks {key!r}")
-    try:
-        spec = ModelSpec.from_config(data["model"], source=f"{mpath} model")
-        norm = Normalizer.from_dict(data["model"].get("normalization"))
-    except LegatoError as e:
-        raise BundleError(str(e)) from None
-    except ValueError as e:
-        raise BundleError(f"{mpath}: model normalization: {e}") from None
+        if not isinstance(data[key], want):
+            raise _type_error(f"{mpath}: {key!r}", "an object" if want is dict else "a string", data[key])
+    for rel, digest in data["files"].items():
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise _type_error(f"{mpath}: files[{rel!r}]", "a sha256 hex string", digest)
+    adapter = read_adapter(data["adapter"], f"{mpath} adapter")
     precision = data["precision"]
     if precision not in PRECISIONS:
         raise BundleError(f"{mpath}: precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     graphs: dict[str, GraphInfo] = {}
-    if not isinstance(data["graphs"], dict):
-        raise BundleError(f"{mpath}: 'graphs' must be an object")
     for name, g in data["graphs"].items():
         where = f"{mpath} graphs.{name}"
         if name not in GRAPHS:
             raise BundleError(f"{where}: unknown graph (allowed: {', '.join(GRAPHS)})")
-        try:
-            graphs[name] = GraphInfo(
-                name=name,
-                file=str(g["file"]),
-                sha256=str(g["sha256"]),
-                precision=str(g["precision"]),
-                opset=int(g["opset"]),
-                inputs=tuple(TensorInfo.from_dict(t, where) for t in g["inputs"]),
-                outputs=tuple(TensorInfo.from_dict(t, where) for t in g["outputs"]),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise BundleError(f"{where}: malformed ({type(e).__name__}: {e})") from None
+        graphs[name] = _graph_info(name, g, where)
     missing = [g for g in REQUIRED_GRAPHS if g not in graphs]
     if missing:
         raise BundleError(f"{mpath}: bundle lacks the {', '.join(missing)} graph")
-    return Manifest(root, data, spec, norm, precision, graphs)
+    adapter.check_graphs({n: g.io() for n, g in graphs.items()}, str(mpath))
+    _check_sampler(data, adapter, str(mpath))
+    return Manifest(root, data, adapter, precision, graphs)
 
 
 def _check_files(m: Manifest) -> None:
@@ -209,18 +263,6 @@ def _check_files(m: Manifest) -> None:
             raise BundleError(
                 f"{m.path}: {rel} is corrupt (sha256 {got[:12]}..., manifest says {digest[:12]}...)"
             )
-
-
-def _check_io(m: Manifest) -> None:
-    want = expected_io(m.spec, m.model_config)
-    for g in m.graphs.values():
-        ins, outs = want[g.name]
-        for kind, declared, expect in (("input", g.inputs, ins), ("output", g.outputs, outs)):
-            got = {t.name: (t.dtype, t.shape) for t in declared}
-            if got != expect:
-                raise BundleError(
-                    f"{m.path}: graph {g.name} {kind}s {got} do not match the model config ({expect})"
-                )
 
 
 def _load_graphs(m: Manifest) -> None:
@@ -254,9 +296,8 @@ def _load_graphs(m: Manifest) -> None:
 
 def verify(path: str | Path, *, load_graphs: bool = True) -> Manifest:
     """Check a bundle completely: manifest structure, every sha256, the graph I/O against the
-    model config, and (load_graphs) that every graph opens in onnxruntime with that I/O."""
+    adapter, and (load_graphs) that every graph opens in onnxruntime with that I/O."""
     m = load_manifest(path)
-    _check_io(m)
     _check_files(m)
     for name, e in m.engines.items():
         key = e.get("key", {}) if isinstance(e, dict) else {}
@@ -287,6 +328,19 @@ def summary(m: Manifest) -> list[str]:
         f"d_max={s.d_max}, r_max={s.r_max}, schedule {s.schedule_shape}, {s.control_hz:g} Hz",
         f"  profile: {m.profile_name}, precision {m.precision}",
     ]
+    ad = m.adapter
+    cams = ", ".join(f"{c.name} {c.height}x{c.width}" for c in ad.observation.cameras) or "none"
+    lang = ad.observation.language
+    lines.append(
+        f"  adapter: {ad.name}, time {ad.time_convention}, actions {ad.action_dim} (graphs {ad.action_pad}), "
+        f"state {ad.state_dim} (graphs {ad.state_pad}), cameras {cams}, language "
+        + (
+            "none"
+            if lang is None
+            else f"{lang.max_tokens} tokens" + (f", tokenizer {lang.tokenizer}" if lang.tokenizer else "")
+        )
+        + f", omega {'yes' if ad.omega else 'no'}, hard prefix {'yes' if ad.hard_prefix else 'no'}"
+    )
     for g in m.graphs.values():
         lines.append(
             f"  graph {g.name}: {g.file} ({g.precision}, opset {g.opset}, sha256 {g.sha256[:12]}...)"

@@ -18,6 +18,9 @@ from edge.record_cli import add_record_args, open_recorder, record_line
 MODES = ("legato", "hard-prefix", "naive")
 
 
+SUMMARY_KIND = "legato run summary"  # marks --summary-json files as this command's own
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, help="bundle folder (legato export)")
     p.add_argument("--profile", default="x86-cpu", help="device profile name or .toml path")
@@ -26,16 +29,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=MODES, default=None,
                    help="sampler mode (default: the one the bundle's model was trained for)")  # fmt: skip
     p.add_argument("--ramp", type=int_in(0, 1024), default=None,
-                   help="Legato ramp r (default: the evaluation's rule min(r_max, H - s - d))")  # fmt: skip
+                   help="Legato ramp r (default: the profile's [control] ramp)")  # fmt: skip
     p.add_argument(
         "--max-step",
         type=float_in(0.0, 10.0, lo_open=True),
         default=None,
-        help="largest setpoint change per control tick, rad (default: 2 vel_max / rate)",
+        help="largest setpoint change per control tick, rad (default: the profile's [robot] max_step)",
     )
-    p.add_argument("--fused", action="store_true",
-                   help="run the bundle's fused graph (prefix + N steps + blends in one call) instead of "
-                   "the prefix graph and N flow-head calls (legato and naive modes)")  # fmt: skip
+    p.add_argument("--graph", choices=("fused", "stepwise"), default=None,
+                   help="fused: the bundle's one-call graph (prefix + N steps + blends); stepwise: the "
+                   "prefix graph and N flow-head calls, with per-step timings (default: the profile's "
+                   "[control] graph)")  # fmt: skip
     p.add_argument("--seed", type=int_in(0, 2**31 - 1), default=1000,
                    help="held-out episode set (--sim) and sampling-noise seed")  # fmt: skip
     p.add_argument(
@@ -43,7 +47,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=None,
         help="with --port: V4L2 index, GStreamer pipeline (with '!') or video file (OpenCV extra)",
     )
-    p.add_argument("--tokens", default=None, help="with --port: instruction token ids, comma-separated")
+    p.add_argument("--tokens", default=None,
+                   help="with --port: instruction token ids, comma-separated (padded with the pad id 0; "
+                   "default: all padding)")  # fmt: skip
     p.add_argument("--reconnect-s", type=float_in(0.0, 600.0), default=5.0,
                    help="how long a lost port may take to come back before the run stops")  # fmt: skip
 
@@ -59,7 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--episodes", type=int_in(1, 100_000), default=None,
                    help="--sim: held-out episodes to run (default 10 unless --seconds is given)")  # fmt: skip
-    p.add_argument("--summary-json", default=None, help="write the run's summary (JSON) to this file")
+    p.add_argument("--summary-json", default=None,
+                   help="write the run's summary (JSON) to this file (replaces only a summary it "
+                   "wrote)")  # fmt: skip
     p.add_argument(
         "--sim-state",
         choices=("telemetry", "plant"),
@@ -68,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no status line")
     add_record_args(p)
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, command="run")
 
     p = sub.add_parser("profile", help="per-stage latency, control jitter, a trace and a picture")
     _common(p)
@@ -87,77 +95,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--force", action="store_true", help="replace an existing report at --out")
     add_record_args(p)
-    p.set_defaults(func=cmd_profile)
+    p.set_defaults(func=cmd_profile, command="profile")
 
 
-def _session(args: argparse.Namespace, episodes: int | None) -> tuple[Any, Any]:
-    """Build (session, rig) for --sim or --port; the caller closes the rig / bus."""
-    from edge.runtime import load, loop_config
-
-    man, prof, den = load(args.bundle, args.profile, args.mode, args.fused)
-    cfg = loop_config(man, prof, args.latency_ms, args.ramp, args.max_step, args.seed)
-    recorder = open_recorder(args, man, prof, cfg, den)  # before any motor: a refused file stops here
+def is_summary(path: Path) -> bool:
+    """True when ``path`` is a summary `legato run --summary-json` wrote (so it may be replaced)."""
     try:
-        return _build(args, man, prof, den, cfg, episodes, recorder)
-    except BaseException:
-        if recorder is not None:
-            recorder.close()
-        raise
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("kind") == SUMMARY_KIND
 
 
-def _build(args: argparse.Namespace, man: Any, prof: Any, den: Any, cfg: Any, episodes: int | None,
-           recorder: Any) -> tuple[Any, Any]:  # fmt: skip
-    import numpy as np
+def _fused(args: argparse.Namespace) -> bool | None:
+    return None if args.graph is None else args.graph == "fused"
 
-    from edge.errors import UsageError
-    from edge.runtime import Session, SimRig, eprint
 
-    status = None if getattr(args, "quiet", False) else (lambda s: eprint("legato run: " + s))
-    a = man.spec.action_dim
-    if args.sim:
-        from edge.sources import PlantSource, SimSource, TelemetryState
+def _session(args: argparse.Namespace, episodes: int | None) -> Any:
+    """The session of `legato run` / `legato profile` (edge.launch); the caller closes its rig."""
+    from edge.launch import launch
 
-        rig = SimRig(man, prof, episodes=episodes or 1, seed=args.seed)
-        plant, bus = rig.plant, rig.bus
-
-        from_plant = getattr(args, "sim_state", "telemetry") == "plant"
-
-        def make_source() -> Any:
-            if from_plant:  # image and state of one instant, straight from the simulator
-                return PlantSource(plant)
-            # no extrapolation: the lockstep plant stands still between two setpoints
-            return SimSource(plant.render, lambda: plant.tokens, TelemetryState(bus, a, extrapolate=False))
-
-        return Session(man, prof, den, cfg, bus=bus, make_source=make_source, plant=plant, rig=rig,
-                       status=status, reconnect_s=args.reconnect_s, recorder=recorder), rig  # fmt: skip
-    from edge.sources import OpenCVSource, TelemetryState
-    from firmware_bridge.config import JointLimits
-    from firmware_bridge.factory import open_bus
-
-    if args.camera is None:
-        raise UsageError("--port needs --camera (V4L2 index, GStreamer pipeline or video file)")
-    arm = man.data["model"]["task"]["arm"]
-    s = prof.serial
-    if s.protocol == "firmware":
-        limits = JointLimits(tuple(arm["q_min"][:a]), tuple(arm["q_max"][:a]), (float(arm["vel_max"]),) * a,
-                             (0.05,) * a)  # fmt: skip
-        bus = open_bus("firmware", port=args.port, limits=limits, baudrate=s.baud, watchdog_ms=s.watchdog_ms,
-                       rate_hz=float(s.stream_hz or prof.control.rate_hz))  # fmt: skip
-    else:
-        bus = open_bus(s.protocol, port=args.port, ids=list(s.ids), baudrate=s.baud)
-    bus.start()
-    tokens = np.array([int(x) for x in args.tokens.split(",")] if args.tokens else [0] * man.spec.max_tokens)
-    ts = TelemetryState(bus, a)
-
-    def make_cam() -> Any:
-        return OpenCVSource(args.camera, man.spec.image_hw, tokens, ts, man.spec.state_dim)
-
-    class _Rig:
-        def close(self) -> None:
-            bus.close()
-
-    return Session(man, prof, den, cfg, bus=bus, make_source=make_cam, status=status,
-                   reconnect_s=args.reconnect_s, recorder=recorder), _Rig()  # fmt: skip
+    command = getattr(args, "command", "run")
+    quiet = getattr(args, "quiet", False)
+    return launch(args.bundle, args.profile, port=args.port, sim=bool(args.sim), episodes=episodes,
+                  mode=args.mode, fused=_fused(args), latency_ms=args.latency_ms, ramp=args.ramp,
+                  max_step=args.max_step, seed=args.seed, camera=args.camera, tokens=args.tokens,
+                  sim_state=getattr(args, "sim_state", "telemetry"), reconnect_s=args.reconnect_s,
+                  status=None if quiet else (lambda s: eprint(f"legato {command}: {s}")),
+                  record=(lambda *a: open_recorder(args, *a)) if args.record else None)  # fmt: skip
 
 
 def _cycle(seconds: float | None) -> int:
@@ -168,7 +133,7 @@ def _cycle(seconds: float | None) -> int:
 def _drive(args: argparse.Namespace, episodes: int | None, cycle: int) -> Any:
     """Build the session and run it (--sim episodes, or a timed run on the port) with SIGTERM and
     SIGINT handled; the rig is always closed: streaming stops, the hold is sent, the port closes."""
-    session, rig = _session(args, cycle)
+    session = _session(args, cycle)
     restore = session.install_signals()
     try:
         if args.sim:
@@ -180,29 +145,31 @@ def _drive(args: argparse.Namespace, episodes: int | None, cycle: int) -> Any:
             session.recorder.close()  # what was recorded stays readable
         raise
     finally:
-        rig.close()
+        session.rig.close()
         restore()
     return session
 
 
 def _finish(session: Any) -> dict[str, Any]:
     s = session.summary()
-    s.update({"bundle": session.man.path.as_posix() if hasattr(session.man.path, "as_posix") else
-              str(session.man.path), "profile": session.prof.name, "mode": session.den.mode,
-              "latency_ms": session.cfg.latency_pad_s * 1e3, "rate_hz": session.cfg.rate_hz})  # fmt: skip
+    s.update({"kind": SUMMARY_KIND, "bundle": Path(session.man.path).as_posix(), "profile": session.prof.name,
+              "mode": session.den.mode, "latency_ms": session.cfg.latency_pad_s * 1e3,
+              "rate_hz": session.cfg.rate_hz})  # fmt: skip
     if session.recorder is not None:  # the summary goes into the recording, its counts into the summary
         s.update(session.recorder.close(s))
     return s
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge.runtime import PortLost, eprint
+    from edge.errors import FaultStop, PortLost, UsageError
 
     episodes = args.episodes if args.episodes is not None else (None if args.seconds else 10)
     if args.port and args.episodes is not None:
-        from edge.errors import UsageError
-
         raise UsageError("--episodes needs --sim (a robot run stops after --seconds or on Ctrl-C)")
+    if args.summary_json:  # refuse a foreign file before anything starts
+        from edge.outputs import check_file_target
+
+        check_file_target(args.summary_json, replace=True, what="run summary", own=is_summary)
     session = _drive(args, episodes, episodes if episodes is not None else _cycle(args.seconds))
     summary = _finish(session)
     _write_summary(args.summary_json, summary)
@@ -220,6 +187,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise PortLost(f"serial port lost at {ev.get('lost_at_s', '?')} s and not back after "
                        f"{ev.get('after_s', '?')} s ({ev.get('reconnects', 0)} reconnects); the loop held "
                        "and stopped, the controller's watchdog holds the motors")  # fmt: skip
+    if summary["shutdown"] == "faults":
+        raise FaultStop(f"stopped after {summary['shutdown_reason']}; the loop held the last safe setpoint")
     if summary["errors"]:
         eprint("legato run: errors: " + "; ".join(summary["errors"]))
         return 1
@@ -231,23 +200,31 @@ def _write_summary(path: str | None, summary: dict[str, Any]) -> None:
         return
     from edge.outputs import atomic_file
 
-    atomic_file(path, (json.dumps(summary, indent=1, sort_keys=True) + "\n").encode(), replace=True)
+    atomic_file(path, (json.dumps(summary, indent=1, sort_keys=True) + "\n").encode(), replace=True,
+                what="run summary", own=is_summary)  # fmt: skip
+
+
+def eprint(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from edge.outputs import atomic_folder, check_target
     from edge.profiler import latency_summary, print_table, synthetic, write_report
-    from edge.runtime import eprint
 
     check_target(Path(args.out), "profile", replace=args.force)  # refuse before measuring
+    if args.synthetic and args.record:
+        from edge.errors import UsageError
+
+        raise UsageError("--record needs --sim or --port (--synthetic runs the engines alone, no robot)")
     extra: dict[str, Any] = {"seconds": args.seconds}
     teg = None
     if args.synthetic:
         import numpy as np
 
-        from edge.runtime import load
+        from edge.assembly import load
 
-        man, prof, den = load(args.bundle, args.profile, args.mode, args.fused)
+        man, prof, den = load(args.bundle, args.profile, args.mode, _fused(args))
         obs = None
         if args.observations:
             with np.load(args.observations) as z:
@@ -277,6 +254,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     with atomic_folder(args.out, "profile", replace=args.force) as tmp:
         write_report(tmp, summary, ticks, chunks, names, extra)
     eprint(f"legato profile: wrote {args.out} (summary.json, trace.json, profile.png)")
+    if "record.file" in summary:
+        eprint("legato profile: " + record_line(summary))
     return 0
 
 

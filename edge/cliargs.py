@@ -86,7 +86,10 @@ class float_in(_Typed):  # noqa: N801
 
     def __init__(self, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> None:
         self.lo, self.hi, self.lo_open = lo, hi, lo_open
-        self.valid = ("number > " + str(lo)) if lo_open and hi is None else "number " + _range_text(lo, hi)
+        if lo_open:  # "0.0..10.0" would read as if 0 were allowed
+            self.valid = f"number > {lo}" + (f" and <= {hi}" if hi is not None else "")
+        else:
+            self.valid = "number " + _range_text(lo, hi)
 
     def __call__(self, text: str) -> float:
         try:
@@ -95,9 +98,7 @@ class float_in(_Typed):  # noqa: N801
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         bad_lo = self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo)
         if not math.isfinite(v) or bad_lo or (self.hi is not None and v > self.hi):
-            raise argparse.ArgumentTypeError(
-                f"must be a {self.valid.removeprefix('number ')} number, got {text}"
-            )
+            raise argparse.ArgumentTypeError(f"must be a {self.valid}, got {text}")
         return v
 
 

@@ -10,7 +10,14 @@ The hot path is allocation-free:
 
 ``__call__(feeds)`` is the convenient, copying form for parity tests and tools. Backends
 implement only ``_run_impl`` (and build their buffers in ``__init__``), in the manner of
-Polygraphy's runners; the base class checks names, shapes and dtypes once.
+Polygraphy's runners; the base class checks names, shapes and dtypes once, and that the engine
+is open on every call (``run`` after ``close`` is an :class:`EngineClosedError`).
+
+Chaining graphs: ``head.bind("kv", prefix, "kv")`` feeds an input from another engine's output
+where that output lies, with no copy by the caller: on onnxruntime (CPU) the input is bound to
+the producer's output buffer; on TensorRT the producer's device buffer becomes the input's
+address, so a K/V cache stays on the GPU between the prefix and every head call instead of
+crossing PCIe N times per chunk. After ``bind``, ``inputs[name]`` is ``producer.outputs[output]``.
 
 Backends: :class:`OrtEngine` (onnxruntime, IOBinding onto the numpy buffers, so a run copies
 nothing and allocates no output) here, and ``edge.trt_engine.TrtEngine`` (TensorRT 10 +
@@ -91,6 +98,10 @@ class EngineOptions:
         return EngineOptions(**kw)
 
 
+class EngineClosedError(RuntimeError):
+    """An engine used after ``close``: a bug in the caller, named clearly."""
+
+
 class Engine:
     """A loaded graph with preallocated host buffers. Subclasses fill ``input_specs`` /
     ``output_specs`` and ``inputs`` / ``outputs`` and implement ``_run_impl``."""
@@ -101,18 +112,57 @@ class Engine:
     inputs: dict[str, np.ndarray]  # name -> host buffer the caller writes before run()
     outputs: dict[str, np.ndarray]  # name -> host buffer run() fills (same array every call)
     runs: int = 0
+    _closed: bool = False
 
     def _alloc(self) -> None:
         self.inputs = {n: np.zeros(s.shape, s.dtype) for n, s in self.input_specs.items()}
         self.outputs = {n: np.zeros(s.shape, s.dtype) for n, s in self.output_specs.items()}
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineClosedError(f"engine {self.name} is closed: it cannot run or bind after close()")
+
     def run(self) -> None:
         """Run once on the current input buffers; results in ``outputs``. Allocation-free."""
+        self._check_open()
         self._run_impl()
         self.runs += 1
 
     def _run_impl(self) -> None:
         raise NotImplementedError
+
+    def bind(self, name: str, producer: Engine, output: str) -> None:
+        """Feed input ``name`` from ``producer``'s output ``output`` (same shape and dtype) where
+        it lies: no copy between the two runs, and on a device backend no host round trip. Bind
+        before the first run (a captured CUDA graph keeps the addresses it was captured with)."""
+        self._check_open()
+        producer._check_open()
+        if name not in self.input_specs:
+            raise BundleError(
+                f"{self.name}: no input {name!r} to bind (inputs: {', '.join(self.input_specs)})"
+            )
+        if output not in producer.output_specs:
+            raise BundleError(f"{producer.name}: no output {output!r} to bind {self.name}.{name} to "
+                              f"(outputs: {', '.join(producer.output_specs)})")  # fmt: skip
+        mine, theirs = self.input_specs[name], producer.output_specs[output]
+        if mine.shape != theirs.shape or mine.dtype != theirs.dtype:
+            raise BundleError(f"{self.name} input {name!r} {mine.dtype}{list(mine.shape)} cannot take "
+                              f"{producer.name} output {output!r} "
+                              f"{theirs.dtype}{list(theirs.shape)}")  # fmt: skip
+        self._bind_impl(name, producer, output)
+        self.bound[name] = (producer.name, output)
+
+    @property
+    def bound(self) -> dict[str, tuple[str, str]]:
+        """Bound inputs: name -> (producer engine, its output)."""
+        if "_bound" not in self.__dict__:
+            self._bound: dict[str, tuple[str, str]] = {}
+        return self._bound
+
+    def _bind_impl(self, name: str, producer: Engine, output: str) -> None:
+        """Host backends whose run reads ``inputs`` by name: the input becomes the producer's
+        output buffer. Backends that bind addresses at load time override this."""
+        self.inputs[name] = producer.outputs[output]
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Copy ``feeds`` into the input buffers, run, return copies of the outputs."""
@@ -231,7 +281,15 @@ class OrtEngine(Engine):
     def _run_impl(self) -> None:
         self.session.run_with_iobinding(self._binding, self._run_options)
 
+    def _bind_impl(self, name: str, producer: Engine, output: str) -> None:
+        buf = producer.outputs[output]
+        if not (buf.flags.c_contiguous and buf.flags.aligned):
+            raise BundleError(f"{producer.name} output {output!r} is not a contiguous host buffer")
+        self.inputs[name] = buf
+        self._binding.bind_input(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
+
     def close(self) -> None:
+        self._closed = True
         self.__dict__.pop("_binding", None)
         self.__dict__.pop("session", None)
 

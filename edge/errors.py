@@ -30,3 +30,16 @@ class ProfileError(LegatoError):
 
 class UsageError(LegatoError, ValueError):
     """A command-line value outside its valid range, named by the flag the user typed."""
+
+
+class PortLost(LegatoError):
+    """The serial port vanished and did not come back in time (motors left in the controller's hold)."""
+
+
+class FaultStop(LegatoError):
+    """The loop held for a fault on ``max_fault_ticks`` consecutive ticks and the run stopped."""
+
+
+class ChunkUnavailable(LegatoError):
+    """No chunk this time (a remote policy's timeout or dropped link): the worker counts it, the
+    clock holds, and the next request is made as usual. Never raised for a bug."""

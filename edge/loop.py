@@ -78,7 +78,7 @@ class LoopConfig:
     q_min: tuple[float, ...]  # rad, joint limits every setpoint is clamped to
     q_max: tuple[float, ...]
     max_step: tuple[float, ...]  # rad per control tick, per joint
-    ramp: int | None = None  # Legato ramp r; None = the evaluation's rule min(r_max, H - s - d)
+    ramp: int | None = None  # Legato ramp r (capped at H - s - d); None: min(r_max, H - s - d)
     latency_pad_s: float = 0.0  # pad each inference (from capture) to at least this long
     spin_s: float = 0.0005  # spin this long before each deadline instead of sleeping
     ring: int = 1 << 15  # rows in each record ring (ticks, chunks) between two drains
@@ -90,6 +90,8 @@ class LoopConfig:
     # SCHED_FIFO priority of the clock thread (Linux; needs CAP_SYS_NICE or root, else it stays
     # SCHED_OTHER and ``rt_priority_set`` says so). 0 leaves the scheduler alone.
     rt_priority: int = 50
+    stale_s: float = 0.1  # joint state older than this holds the arm (M3: the tick reads it)
+    max_fault_ticks: int = 0  # consecutive fault ticks after which ``fault_stop`` is set; 0: never
 
     @property
     def period(self) -> float:
@@ -185,6 +187,8 @@ class ControlLoop:
         # counters
         self.ticks = self.underruns = self.start_holds = self.faults = self.chunks = 0
         self.nan_setpoints = self.step_clamped = self.limit_clamped = self.delay_clips = 0
+        self.fault_streak = self.max_fault_streak = 0  # consecutive fault ticks: now, the longest
+        self.fault_stop = False  # max_fault_ticks consecutive fault ticks happened: the session stops
         self.d_est = 0
         self.latencies = np.zeros(max(1, cfg.latency_window))
         self.n_lat = 0
@@ -286,6 +290,14 @@ class ControlLoop:
             self.nan_setpoints += 1
             self.faults += 1
             fault = 1
+        if fault:
+            self.fault_streak += 1
+            if self.fault_streak > self.max_fault_streak:
+                self.max_fault_streak = self.fault_streak
+            if self.cfg.max_fault_ticks and self.fault_streak >= self.cfg.max_fault_ticks:
+                self.fault_stop = True
+        else:
+            self.fault_streak = 0
         t1 = self.clock()
         self.bus.send_setpoint(sp)
         t2 = self.clock()
@@ -368,4 +380,5 @@ class ControlLoop:
                 "start_holds": self.start_holds, "faults": self.faults, "nan_setpoints": self.nan_setpoints,
                 "step_clamped": self.step_clamped, "limit_clamped": self.limit_clamped,
                 "missed_ticks": ct.overruns, "tick_errors": ct.tick_errors, "delay_clips": self.delay_clips,
-                "rt_priority": self.rt_priority_set, "worker_errors": list(self.errors)}  # fmt: skip
+                "max_fault_streak": self.max_fault_streak, "rt_priority": self.rt_priority_set,
+                "worker_errors": list(self.errors)}  # fmt: skip

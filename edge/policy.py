@@ -1,11 +1,12 @@
 """The robot-side policy contract: what a model was trained for, what a chunk request may ask,
-and how a chunk is assembled from an encoder and a velocity field. No torch.
+and the batched policy interface of the evaluation. No torch.
 
 Every backend (torch for the evaluation, onnxruntime and TensorRT on the robot) subclasses
-:class:`ChunkPolicy` and implements only ``encode`` and ``velocity``; reference padding,
-normalisation and the mode dispatch live here once, so a bundle is checked in closed loop
-exactly like a checkpoint. Conventions as in edge/sampler.py (t = 0 noise) and
-edge/schedule.py; shapes: b batch, h chunk length H, a action dim, s_dim state dim.
+:class:`ChunkPolicy` and implements only its velocity field; the chunk itself is assembled once,
+by edge.denoiser.ChunkDenoiser (reference padding, normalisation, omega, the mode dispatch), so a
+bundle is checked in closed loop exactly like a checkpoint, on the path the robot runs.
+Conventions as in edge/sampler.py (t = 0 noise) and edge/schedule.py; shapes: b batch, h chunk
+length H, a action dim, s_dim state dim.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge.errors import MethodError
-from edge.normalize import Normalizer
-from edge.sampler import VelocityFn, hard_prefix_sample, legato_sample, pad_reference
-from edge.schedule import SCHEDULE_SHAPES, omega_schedule
+from edge.schedule import SCHEDULE_SHAPES
 
 # Inference methods and the training method each needs.
 INFERENCE_METHODS: dict[str, str] = {
@@ -75,7 +74,7 @@ class ModelSpec:
                               f"{', '.join(SCHEDULE_SHAPES)}")  # fmt: skip
         for f in fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, int) and v < (0 if f.name in ("d_max", "r_max") else 1):
+            if isinstance(v, int) and v < (0 if f.name in ("d_max", "r_max", "max_tokens") else 1):
                 raise MethodError(f"{source}: {f.name} = {v} is out of range")
         if not self.control_hz > 0:
             raise MethodError(f"{source}: control_hz = {self.control_hz} must be > 0")
@@ -147,42 +146,59 @@ class Observation(Protocol):
 
 
 class ChunkPolicy:
-    """A model behind the edge sampler. Subclasses implement ``encode`` (once per chunk) and
-    ``velocity`` (the field the sampler calls N times); RTC is the torch backend's own."""
+    """A model behind the one chunk assembly (edge.denoiser.ChunkDenoiser), for batches of
+    observations: the evaluation's rollouts and the export's gates call ``chunk``.
 
-    def __init__(self, spec: ModelSpec, norm: Normalizer, source: str = "the model") -> None:
-        self.spec, self.norm, self.source = spec, norm, source
+    Subclasses implement ``field(batch)``: the velocity field of their backend, either for the
+    whole batch (torch) or for batch 1 (the robot's engines: then the batch runs observation by
+    observation through the very denoiser the robot runs). Inference-time RTC needs autograd and
+    is the torch backend's own (``rtc_chunk``).
+    """
 
-    def encode(self, obs: Observation) -> Any:
-        """Run the prefix encoder once for a batch of observations; returns what velocity needs."""
+    def __init__(self, adapter: Any, source: str = "the model") -> None:
+        self.adapter, self.spec, self.norm, self.source = adapter, adapter.spec, adapter.norm, source
+        self._denoisers: dict[tuple[str, int, bool], Any] = {}
+
+    def field(self, batch: int) -> Any:
+        """An edge.denoiser.Field of batch ``batch`` (or of batch 1)."""
         raise NotImplementedError
 
-    def velocity(self, prefix: Any) -> VelocityFn:
-        """The flow head bound to one encoded prefix: v = f(y, t, omega), normalised units."""
-        raise NotImplementedError
+    def fused_engine(self) -> Any:
+        """The fused graph's engine where the backend runs one (None: the stepwise path)."""
+        return None
 
-    def rtc_chunk(self, prefix: Any, eps: np.ndarray, a_ref: np.ndarray, req: ChunkRequest) -> np.ndarray:
+    def rtc_chunk(self, obs: Observation, prev: np.ndarray, req: ChunkRequest, eps: np.ndarray) -> np.ndarray:
         raise MethodError(f"{type(self).__name__} is forward-only; inference-time RTC needs the torch model")
+
+    def denoiser(self, mode: str, batch: int, fused: bool = False) -> Any:
+        """The ChunkDenoiser of this backend for ``mode`` and a batch (made once, then reused)."""
+        from edge.denoiser import ChunkDenoiser
+
+        key = (mode, batch, fused)
+        den = self._denoisers.get(key)
+        if den is None:
+            fu = self.fused_engine() if fused else None
+            den = ChunkDenoiser(self.adapter, self.field(batch), mode=mode, source=self.source, fused=fu)
+            self._denoisers[key] = den
+        return den
 
     def chunk(self, method: str, obs: Observation, prev: np.ndarray | None, req: ChunkRequest,
               eps: np.ndarray) -> np.ndarray:  # fmt: skip
         """The next chunk in raw joint units (b, h, a). prev: the chunk being executed (raw),
         whose index req.s is the new chunk's index 0; None for the first chunk (plain sampling)."""
-        spec = self.spec
-        check_request(method, spec, req, source=self.source)
-        h, n = spec.horizon, spec.num_steps
-        prefix = self.encode(obs)
+        check_request(method, self.spec, req, source=self.source)
+        if method == "rtc" and prev is not None:
+            return self.rtc_chunk(obs, prev, req, eps)
+        mode = {"legato": "legato", "rtc-train": "hard-prefix"}.get(method, "naive")
+        fused = self.fused_engine() is not None and mode != "hard-prefix" and req.final_blend
         b = eps.shape[0]
-        if prev is None or method in ("naive", "sync"):
-            zeros = np.zeros((b, h), np.float32)
-            x = legato_sample(self.velocity(prefix), eps, np.zeros_like(eps), zeros, n)
-            return self.norm.unaction(x, obs.state)
-        a_ref = self.norm.action(pad_reference(prev[:, req.s :], h), obs.state)
-        if method == "legato":
-            omega = np.broadcast_to(omega_schedule(req.d, req.r, h, spec.schedule_shape), (b, h)).copy()
-            x = legato_sample(self.velocity(prefix), eps, a_ref, omega, n, req.final_blend)
-        elif method == "rtc-train":
-            x = hard_prefix_sample(self.velocity(prefix), eps, a_ref, req.d, n)
-        else:
-            x = self.rtc_chunk(prefix, eps, a_ref, req)
-        return self.norm.unaction(x, obs.state)
+        den = self.denoiser(mode, b, fused)
+        tail = None if prev is None else prev[:, req.s :]
+        if den.batch == b:
+            den.set_observation(obs.image, obs.tokens, obs.state)
+            return den.denoise(eps, tail, req).reshape(eps.shape[:2] + (self.spec.action_dim,)).copy()
+        out = np.empty((b, self.spec.horizon, self.spec.action_dim), np.float32)
+        for i in range(b):  # a batch-1 field: one observation at a time, as on the robot
+            den.set_observation(obs.image[i], obs.tokens[i], obs.state[i])
+            out[i] = den.denoise(eps[i : i + 1], None if tail is None else tail[i], req)
+        return out

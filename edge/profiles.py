@@ -15,9 +15,10 @@ file, the key and what is allowed. Impossible combinations refused:
 
 from __future__ import annotations
 
+import math
 import os
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,9 @@ class ControlSettings:
     execution_horizon: int  # s, actions executed per chunk
     num_steps: int  # N (must match the model)
     d_max: int  # largest delay the runtime will use (<= the model's)
-    ramp: int  # r, Legato ramp length
+    ramp: int  # r, Legato ramp length the loop samples with (capped at H - s - d per chunk)
     latency_window: int = 10  # b: delay estimate = ceil(max of the last b latencies / period)
+    graph: str = "stepwise"  # fused: one call per chunk | stepwise: prefix + N head calls (per-step times)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,39 @@ class SerialSettings:
     watchdog_ms: int  # controller-side hold when the host goes silent
     ids: tuple[int, ...] = (1, 2, 3)  # motor ids, joint order
     stream_hz: float | None = None  # setpoint stream rate; None = control rate
+
+
+@dataclass(frozen=True)
+class RobotSettings:
+    """The arm the robot has. Arrays are in action order (the order of the model's actions and of
+    ``[serial] ids``); radians and seconds. ``max_velocity`` and ``max_step`` may be one number
+    for every joint; at least one of them is given."""
+
+    joints: tuple[str, ...]  # joint names in action order (LeRobot's motor names on servo buses)
+    q_min: tuple[float, ...]  # rad, lowest setpoint per joint (every setpoint is clamped to it)
+    q_max: tuple[float, ...]  # rad, highest
+    max_velocity: tuple[float, ...] | None = None  # rad/s per joint (the controller's speed cap)
+    max_step: tuple[float, ...] | None = None  # rad per control tick; default max_velocity / rate_hz
+    calibration: str | None = None  # LeRobot calibration JSON (servo buses), relative to the profile
+    stale_ms: float = 100.0  # joint state older than this holds the arm and stops the policy
+    max_fault_ticks: int = 50  # consecutive fault ticks (NaN, stale state) before `legato run` stops
+
+    @property
+    def n_joints(self) -> int:
+        return len(self.joints)
+
+    def step_per_tick(self, rate_hz: float) -> tuple[float, ...]:
+        """rad per control tick, per joint: max_step, else max_velocity / rate_hz."""
+        if self.max_step is not None:
+            return self.max_step
+        assert self.max_velocity is not None  # check_robot: one of the two is given
+        return tuple(v / rate_hz for v in self.max_velocity)
+
+    def velocity(self, rate_hz: float) -> tuple[float, ...]:
+        """rad/s per joint: max_velocity, else max_step * rate_hz."""
+        if self.max_velocity is not None:
+            return self.max_velocity
+        return tuple(s * rate_hz for s in self.step_per_tick(rate_hz))
 
 
 @dataclass(frozen=True)
@@ -102,6 +137,7 @@ class Profile:
     control: ControlSettings
     serial: SerialSettings
     power: PowerSettings
+    robot: RobotSettings
 
     def engine(self, graph: str) -> EngineSettings:
         return self.engines.get(graph) or self.engines["flow_head"]
@@ -127,6 +163,7 @@ class Profile:
             "control": d(self.control),
             "serial": d(self.serial),
             "power": d(self.power),
+            "robot": d(self.robot),
         }
 
 
@@ -136,9 +173,11 @@ _TABLES: dict[str, tuple[type, tuple[str, ...]]] = {
     "control": (ControlSettings, ("rate_hz", "horizon", "execution_horizon", "num_steps", "d_max", "ramp")),
     "serial": (SerialSettings, ("port", "baud", "protocol", "watchdog_ms")),
     "power": (PowerSettings, ()),
+    "robot": (RobotSettings, ("joints", "q_min", "q_max")),
 }
 _ENGINE_REQUIRED = ("backend", "precision")
-_CHOICES = {"soc": SOCS, "backend": BACKENDS, "precision": PRECISIONS, "protocol": PROTOCOLS}
+GRAPHS = ("fused", "stepwise")
+_CHOICES = {"soc": SOCS, "backend": BACKENDS, "precision": PRECISIONS, "protocol": PROTOCOLS, "graph": GRAPHS}
 _RANGES = {  # key -> (lo, hi) inclusive
     "memory_gb": (0.5, 4096),
     "dla_cores": (0, 4),
@@ -156,6 +195,8 @@ _RANGES = {  # key -> (lo, hi) inclusive
     "baud": (1200, 12_000_000),
     "watchdog_ms": (1, 60_000),
     "stream_hz": (1, 5000),
+    "stale_ms": (1, 60_000),
+    "max_fault_ticks": (1, 1_000_000),
 }
 
 
@@ -191,6 +232,11 @@ def _convert(value: Any, tp: str, where: str, key: str) -> Any:
         if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
             raise bad("a list of integers")
         return tuple(value)
+    if base.startswith("tuple[float"):  # a list of numbers; one number stands for every joint
+        items = value if isinstance(value, list) else [value]
+        if not items or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in items):
+            raise bad("a number or a list of numbers")
+        return tuple(float(v) for v in items)
     if base.startswith("tuple[str"):
         if not isinstance(value, list) or any(not isinstance(v, str) for v in value):
             raise bad("a list of strings")
@@ -346,13 +392,14 @@ def load_profile(name_or_path: str | Path = DEFAULT_PROFILE) -> Profile:
         raise ProfileError(f"{where}: cannot read ({e.strerror or e})") from None
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(f"{where}: not valid TOML ({e})") from None
-    top = ("name", "description", "device", "engine", "control", "serial", "power")
+    top = ("name", "description", "device", "engine", "control", "serial", "power", "robot")
     unknown = [k for k in raw if k not in top]
     if unknown:
         raise ProfileError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(top)})")
-    for k in ("device", "engine", "control", "serial"):
+    required = ("device", "engine", "control", "serial", "robot")
+    for k in required:
         if k not in raw:
-            raise ProfileError(f"{where}: missing table [{k}] (required: device, engine, control, serial)")
+            raise ProfileError(f"{where}: missing table [{k}] (required: {', '.join(required)})")
     for k in ("name", "description"):
         if k in raw and not isinstance(raw[k], str):
             raise ProfileError(f"{where}: key {k!r} must be a string")
@@ -380,6 +427,87 @@ def load_profile(name_or_path: str | Path = DEFAULT_PROFILE) -> Profile:
         control=tables["control"],
         serial=tables["serial"],
         power=tables["power"],
+        robot=_resolve_calibration(tables["robot"], path),
     )
     _check_combinations(prof, where)
-    return prof
+    return check_robot(prof, where)
+
+
+def _resolve_calibration(robot: RobotSettings, profile: Path) -> RobotSettings:
+    """The calibration path relative to the profile's folder (``~`` expanded), made absolute."""
+    if robot.calibration is None:
+        return robot
+    p = Path(os.path.expanduser(robot.calibration))
+    return replace(robot, calibration=str(p if p.is_absolute() else (profile.parent / p).resolve()))
+
+
+def check_robot(p: Profile, where: str | None = None) -> Profile:
+    """Refuse a [robot] table that does not describe one arm: lengths that differ from the joint
+    count, limits that are not finite or not ordered, no speed limit, a calibration that is not
+    for these joints and servo ids, servo ids that are not one per joint. Returns the profile with
+    one-number speed limits expanded per joint. Run on load and on the profile ``--sim`` writes
+    its arm into."""
+    where = where or str(p.path)
+    r, at = p.robot, f"{where}: key 'robot."
+    n = r.n_joints
+    if n == 0 or len(set(r.joints)) != n or not all(r.joints):
+        raise ProfileError(f"{at}joints' = {list(r.joints)} must name each joint once (non-empty names)")
+    for key in ("q_min", "q_max", "max_velocity", "max_step"):
+        v = getattr(r, key)
+        if v is None:
+            continue
+        if key in ("max_velocity", "max_step") and len(v) == 1 and n > 1:
+            v = v * n
+            r = replace(r, **{key: v})
+        if len(v) != n:
+            raise ProfileError(f"{at}{key}' has {len(v)} values for {n} joints {list(r.joints)} "
+                               "(allowed: one per joint, in action order)")  # fmt: skip
+        positive = key.startswith("max_")
+        if any(not math.isfinite(x) or (positive and x <= 0) for x in v):
+            allowed = "finite numbers > 0" if positive else "finite numbers"
+            raise ProfileError(f"{at}{key}' = {list(v)} (allowed: {allowed})")
+    for j, (lo, hi) in enumerate(zip(r.q_min, r.q_max, strict=True)):
+        if not lo < hi:
+            raise ProfileError(f"{at}q_min' = {lo} is not below 'robot.q_max' = {hi} for joint "
+                               f"{r.joints[j]!r}")  # fmt: skip
+    if r.max_velocity is None and r.max_step is None:
+        raise ProfileError(f"{where}: [robot] needs max_velocity (rad/s) or max_step (rad per tick)")
+    p = replace(p, robot=r)
+    servo = p.serial.protocol in ("feetech", "dynamixel")
+    if servo and len(p.serial.ids) != n:
+        raise ProfileError(f"{where}: key 'serial.ids' = {list(p.serial.ids)} names {len(p.serial.ids)} "
+                           f"servos but [robot] has {n} joints {list(r.joints)}")  # fmt: skip
+    if r.calibration is not None and not servo:
+        raise ProfileError(f"{at}calibration' applies to servo buses (feetech, dynamixel); "
+                           f"protocol {p.serial.protocol!r} calibrates on the controller (remove the "
+                           "key)")  # fmt: skip
+    robot_calibration(p, where)
+    return p
+
+
+def robot_calibration(p: Profile, where: str | None = None) -> Any:
+    """The [robot] calibration as a ``firmware_bridge.calibration.Calibration`` in joint order
+    (LeRobot's motor names matched to the joint names), or None without one. A file that is
+    missing, unreadable, not LeRobot's format, or for other joints or servo ids is one line."""
+    r = p.robot
+    if r.calibration is None:
+        return None
+    from firmware_bridge.calibration import Calibration
+
+    what = f"{where or p.path}: key 'robot.calibration' = {r.calibration}"
+    try:
+        cal = Calibration.from_lerobot(r.calibration)
+    except FileNotFoundError:
+        raise ProfileError(f"{what}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ProfileError(f"{what}: cannot read ({e})") from None
+    except (ValueError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+        raise ProfileError(f"{what}: not a LeRobot calibration ({e})") from None
+    if set(cal.names) != set(r.joints):
+        raise ProfileError(f"{what} names motors {list(cal.names)}; [robot] joints are {list(r.joints)}")
+    order = [cal.names.index(j) for j in r.joints]
+    cal = Calibration(tuple(cal.motors[i] for i in order), cal.ticks_per_rev, r.joints)
+    if cal.ids != tuple(p.serial.ids):
+        raise ProfileError(f"{what} gives servo ids {list(cal.ids)} for joints {list(r.joints)}; "
+                           f"'serial.ids' = {list(p.serial.ids)}")  # fmt: skip
+    return cal

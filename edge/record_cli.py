@@ -125,10 +125,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from edge.cli import eprint
     from edge.outputs import atomic_folder, check_target
     from edge.recording import read_recording
     from edge.replay import load_for_replay, print_report, replay, write_report
-    from edge.runtime import eprint
 
     if args.out:
         check_target(Path(args.out), "replay", replace=args.force)
@@ -150,9 +150,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
+    from edge.cli import eprint
     from edge.outputs import atomic_folder, check_target
     from edge.recording import read_recording
-    from edge.runtime import eprint
     from edge.view import write_view
 
     check_target(Path(args.out), "view", replace=args.force)

@@ -123,10 +123,9 @@ def run_metadata(
 def omega_fed(den: Any, req: Any, h: int, first: bool) -> np.ndarray:
     """The (H,) omega the denoiser fed its graphs for the last chunk: its graph input where it has
     one, else the schedule's (a remote denoiser has no local graphs)."""
-    for eng in (getattr(den, "fused", None), getattr(den, "head", None)):
-        inputs = getattr(eng, "inputs", None)
-        if inputs is not None and "omega" in inputs:
-            return np.asarray(inputs["omega"], np.float32).reshape(h)
+    omega = getattr(den, "omega", None)  # ChunkDenoiser's (b, h) buffer (its graph input)
+    if isinstance(omega, np.ndarray) and omega.size == h:
+        return np.array(omega, np.float32).reshape(h)
     from edge.schedule import omega_schedule
 
     if first:
@@ -209,7 +208,7 @@ class Recorder:
         if self.stopped:
             self.discarded += 1
             return
-        h, a = plan.shape
+        h = plan.shape[0]
         omega = omega_fed(den, req, h, first=reference is None)
         self._seq += 1  # chunk ids restart with each episode's loop; seq numbers the recording's chunks
         item = (
@@ -224,7 +223,7 @@ class Recorder:
             int(req.r),
             np.array(omega, np.float32).reshape(h),
             None if reference is None else np.array(reference, np.float32),
-            np.array(noise, np.float32).reshape(h, a),
+            np.array(noise, np.float32).reshape(h, -1),
             np.array(plan, np.float32),
             np.array(row, float),
             tuple(stage_names),

@@ -35,8 +35,8 @@ def load_for_replay(
 ) -> tuple[Any, Any, Any]:
     """The denoiser to replay through: the bundle, on the profile (default: the recording's),
     in the recording's sampler mode and graph (fused or stepwise) unless told otherwise."""
+    from edge.assembly import load
     from edge.profiles import list_profiles
-    from edge.runtime import load
 
     d = rec.meta.get("denoiser", {})
     prof = profile or rec.meta.get("profile", {}).get("name")

@@ -13,6 +13,9 @@ Load (docs/bundle.md, jetson-tensorrt notes):
    (``pagelocked_empty``), a device buffer (``mem_alloc``), ``set_tensor_address`` once;
 4. one non-default stream. A run: H2D copies, ``execute_async_v3(stream.handle)``, D2H copies,
    ``stream.synchronize()``.
+Chaining (``Engine.bind``): an input bound to another TrtEngine's output on the same device takes
+that output's device buffer as its address; the input is then never copied host-to-device and
+the output never device-to-host (a prefix's K/V cache stays on the GPU for every head call).
 With ``cuda_graph``, the whole run (copies included: addresses are fixed) is captured into a CUDA
 graph after the first run, through cuda-python (pycuda has no graph API), and later runs launch
 the graph. A capture that fails leaves the plain path in use (``graph_error`` says why).
@@ -93,6 +96,8 @@ class TrtEngine(Engine):
         self.graph_error: str | None = None
         self._graph_exec: Any = None
         self._closed = False
+        self._device_in: set[str] = set()  # inputs bound to another engine's device buffer: no H2D
+        self._device_out: set[str] = set()  # outputs only read on the device by a bound engine: no D2H
         if key is not None:
             from edge.device import engine_key, key_mismatch
 
@@ -172,11 +177,31 @@ class TrtEngine(Engine):
     def _enqueue(self) -> None:
         cuda, s = self.cuda, self._stream
         for n, host in self.inputs.items():
-            cuda.memcpy_htod_async(self._device[n], host, s)
+            if n not in self._device_in:
+                cuda.memcpy_htod_async(self._device[n], host, s)
         if not self._context.execute_async_v3(s.handle):
             raise RuntimeError(f"{self.name}: TensorRT execute_async_v3 failed")
         for n, host in self.outputs.items():
-            cuda.memcpy_dtoh_async(host, self._device[n], s)
+            if n not in self._device_out:
+                cuda.memcpy_dtoh_async(host, self._device[n], s)
+
+    def _bind_impl(self, name: str, producer: Engine, output: str) -> None:
+        if not (isinstance(producer, TrtEngine) and producer.options.device_id == self.options.device_id):
+            super()._bind_impl(name, producer, output)  # another backend: through its host buffer
+            return
+        if self._graph_exec is not None or producer._graph_exec is not None:
+            raise BundleError(f"{self.name}: bind {name!r} before the first run (a captured CUDA graph "
+                              "keeps the addresses it was captured with)")  # fmt: skip
+        self._ctx.push()
+        try:
+            if not self._context.set_tensor_address(name, int(producer._device[output])):
+                raise BundleError(f"{self.name}: TensorRT refused {producer.name}'s {output!r} as {name!r}")
+            self._device.pop(name).free()  # the input's own buffer is no longer used
+        finally:
+            self.cuda.Context.pop()
+        self._device_in.add(name)
+        producer._device_out.add(output)
+        self.inputs[name] = producer.outputs[output]
 
     def _run_impl(self) -> None:
         self._ctx.push()

@@ -44,6 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="int8 QDQ calibration observations (.npz: image, tokens, state); default: simulator rollouts",
     )
     p.add_argument("--threads", type=int_in(1, 256), default=1, help="torch and onnxruntime threads")
+    p.add_argument(
+        "--attention",
+        choices=["auto", "standard", "onnxruntime"],
+        default="auto",
+        help="attention ops: standard (MatMul-Softmax-MatMul, what TensorRT fuses), onnxruntime "
+        "(its fused CPU op, CPU-only profiles), auto (by the profile)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     p.set_defaults(func=run_export)
 
@@ -80,6 +87,7 @@ def run_export(a: argparse.Namespace) -> int:
             episodes=a.episodes,
             calibration=a.calibration,
             threads=a.threads,
+            attention=a.attention,
         )
     )
     return 0

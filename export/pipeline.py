@@ -1,11 +1,15 @@
 """`legato export`: checkpoint + device profile -> verified bundle (docs/bundle.md).
 
+The checkpoint is loaded through its policy adapter (legato.adapters: the reference model's, or
+an architecture's), which says what the graphs are, what the robot must know about them (the
+manifest's adapter section) and where held-out observations and a closed loop come from.
 Stages (each prints one progress line): check the target and the profile, load the checkpoint,
 export the fp32 graphs (checker + shape inference), fp32 parity against torch, the precision
 transform and its gates (cosine per chunk, closed-loop success against the fp32 bundle),
 TensorRT engines where asked and possible, then the bundle is written through
-edge.outputs.atomic_folder: complete or not at all. Any refusal is one line; nothing is
-written for it.
+edge.outputs.atomic_folder: complete or not at all. Every gate runs the bundle through
+edge.denoiser.ChunkDenoiser wired exactly as `legato run` wires it (edge.bundle_policy). Any
+refusal is one line; nothing is written for it.
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ import numpy as np
 import onnx
 
 from edge.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file, verify
+from edge.engine import Engine
 from edge.errors import BundleError, OutputError, UsageError
 from edge.outputs import atomic_folder, check_target
 from edge.profiles import Profile, load_profile
 
-OPSET = 17
 GRAPHS = ("prefix", "flow_head", "fused")
 
 
@@ -42,7 +46,7 @@ class ExportOptions:
     force: bool = False
     parity_samples: int = 16  # held-out observations for the chunk gates
     episodes: int = 100  # closed-loop episodes for the fp16/int8 gate (0: skip for fp32)
-    calibration: str | Path | None = None  # .npz with image/tokens/state (else simulator rollouts)
+    calibration: str | Path | None = None  # .npz with the observation arrays (else the adapter's)
     calibration_samples: int = 32
     threads: int = 1
     attention: str = (
@@ -65,6 +69,10 @@ def _io(model: onnx.ModelProto) -> tuple[list[dict], list[dict]]:
     return [t(i) for i in model.graph.input if i.name not in init], [t(o) for o in model.graph.output]
 
 
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
 def check_graph(path: Path) -> onnx.ModelProto:
     """onnx.checker (full) and strict shape inference; a failure is a bug in the exporter."""
     model = onnx.load(str(path))
@@ -73,9 +81,12 @@ def check_graph(path: Path) -> onnx.ModelProto:
     return model
 
 
-def write_manifest(
-    folder: Path, model_cfg: dict, precision: str, graph_precision: dict[str, str], extra: dict[str, Any]
-) -> dict:
+def write_manifest(folder: Path, lp: Any, precision: str, graph_precision: dict[str, str],
+                   extra: dict[str, Any]) -> dict:  # fmt: skip
+    """Write the adapter's extra files and manifest.json (format 2) for the graphs in ``folder``."""
+    for rel, data in lp.bundle_files().items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
     graphs, files = {}, {}
     for name in GRAPHS:
         p = folder / f"{name}.onnx"
@@ -87,13 +98,15 @@ def write_manifest(
         graphs[name] = {
             "file": p.name,
             "sha256": digest,
-            "opset": OPSET,
+            "opset": _opset(model),
             "precision": graph_precision[name],
             "inputs": ins,
             "outputs": outs,
             "nodes": len(model.graph.node),
         }
         files[p.name] = digest
+    for rel in sorted(lp.bundle_files()):
+        files[rel] = sha256_file(folder / rel)
     for p in sorted((folder / "engines").glob("*")) if (folder / "engines").is_dir() else []:
         files[f"engines/{p.name}"] = sha256_file(p)
     from importlib.metadata import PackageNotFoundError, version
@@ -102,23 +115,24 @@ def write_manifest(
         tool = f"legato-edge {version('legato-edge')}"
     except PackageNotFoundError:
         tool = "legato-edge"
-    sch = model_cfg["schedule"]
+    sec = lp.section
     data = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "name": folder.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "tool": tool,
-        "model": model_cfg,
+        "adapter": sec,
+        "model": lp.model_config,
         "precision": precision,
         "sampler": {
-            "num_steps": model_cfg["policy"]["num_steps"],
-            "omega_schedule": sch.get("shape", "linear"),
-            "d_max": sch["d_max"],
-            "r_max": sch["r_max"],
+            "num_steps": sec["num_steps"],
+            "omega_schedule": sec["schedule"]["shape"],
+            "d_max": sec["schedule"]["d_max"],
+            "r_max": sec["schedule"]["r_max"],
             "blend": "host float32",
             "final_blend": True,
-            "time_grid": "t_k = k / N",
+            "time_grid": "t_k = k / N (t = 0 noise; the head converts to the adapter's convention)",
         },
         "graphs": graphs,
         "files": files,
@@ -127,18 +141,6 @@ def write_manifest(
     }
     (folder / MANIFEST).write_text(json.dumps(data, indent=1) + "\n")
     return data
-
-
-def _model_config(ck: Any) -> dict:
-    """The checkpoint's config sections the robot needs (ModelSpec.from_config reads them)."""
-    from legato.checkpoint import read_config
-
-    cfg = read_config(ck.path)
-    return {
-        k: cfg[k]
-        for k in ("format_version", "method", "policy", "schedule", "normalization", "task", "train")
-        if k in cfg
-    }
 
 
 def check_writable(out: Path) -> None:
@@ -197,96 +199,144 @@ def attention_kind(profile: Profile, requested: str, precision: str) -> str:
     return requested
 
 
-def load_calibration(path: str | Path, spec: Any) -> list[dict[str, np.ndarray]]:
-    """Observation feeds (normalised state) from a .npz with image (k, H, W, 3) uint8, tokens (k, l) int64,
-    state (k, s) raw float32; anything else is refused naming the array."""
+def load_calibration(path: str | Path, lp: Any) -> list[Any]:
+    """Held-out-style samples (no previous chunk) from a .npz with the adapter's observation
+    arrays (the reference: image (k, H, W, 3) uint8, tokens (k, l) int64, state (k, s) raw float32);
+    anything else is refused naming the array."""
+    from legato.adapters import Obs, Sample
+
+    want = lp.observation_arrays()
     try:
         data = np.load(path)
-        absent = [k for k in ("image", "tokens", "state") if k not in data.files]
+        absent = [k for k in want if k not in data.files]
         if absent:
-            raise UsageError(f"--calibration {path}: lacks array {absent[0]!r} (needs image, tokens, state)")
-        arrays = {k: data[k] for k in ("image", "tokens", "state")}
+            raise UsageError(f"--calibration {path}: lacks array {absent[0]!r} (needs {', '.join(want)})")
+        arrays = {k: data[k] for k in want}
     except (OSError, ValueError) as e:
         raise UsageError(f"--calibration {path}: unreadable ({e})") from None
-    hi, wi = spec.image_hw
-    want = {
-        "image": (np.uint8, (hi, wi, 3)),
-        "tokens": (np.int64, (spec.max_tokens,)),
-        "state": (np.float32, (spec.state_dim,)),
-    }
-    k = len(arrays["image"])
+    k = len(next(iter(arrays.values())))
     for name, (dt, shape) in want.items():
         x = arrays[name]
-        if x.dtype != dt or tuple(x.shape[1:]) != shape or len(x) != k or k == 0:
+        if x.dtype != np.dtype(dt) or tuple(x.shape[1:]) != shape or len(x) != k or k == 0:
             raise UsageError(
                 f"--calibration {path}: {name} is {x.dtype}{list(x.shape)}, the model's input "
                 f"needs {np.dtype(dt)}[k, {', '.join(map(str, shape))}] with k >= 1 for every array"
             )
-    return [{n: arrays[n][i : i + 1] for n in want} for i in range(k)]
+    return [Sample(Obs(**{n: arrays[n][i : i + 1] for n in want}), None) for i in range(k)]
 
 
-def _calibration_feeds(ck: Any, opt: ExportOptions, fp32_dir: Path) -> tuple[dict[str, list], dict[str, Any]]:
-    """Feeds for each graph: observations (simulator rollouts on seed 2000, or --calibration),
-    and the flow head's inputs recorded while sampling over them."""
-    from edge.bundle_policy import BundlePolicy
-    from edge.sampler import legato_sample
-    from export.parity import held_out_samples
+class _Recording(Engine):
+    """An engine that records a copy of its inputs at every run (the calibration feeds), delegating
+    everything else to the engine it wraps (bindings included)."""
 
-    spec, norm = ck.spec, ck.norm
-    if opt.calibration is not None:
-        obs_feeds = load_calibration(opt.calibration, spec)
-        desc = {"source": str(opt.calibration), "samples": len(obs_feeds)}
-    else:
-        seed = 2000  # neither the training seed (0) nor the held-out evaluation seed (1000)
-        samples = held_out_samples(ck, opt.calibration_samples, seed=seed)
-        obs_feeds = [
-            {
-                "image": s.obs.image,
-                "tokens": s.obs.tokens.astype(np.int64),
-                "state": s.obs.state.astype(np.float32),
-            }
-            for s in samples
-        ]
-        desc = {"source": "simulator rollouts of the torch policy", "seed": seed, "samples": len(obs_feeds)}
-    pol = BundlePolicy(fp32_dir)
-    prefix_feeds, head_feeds, fused_feeds = [], [], []
-    rng = np.random.default_rng(0)
-    for f in obs_feeds:
-        st = norm.state(f["state"])
-        prefix_feeds.append({"image": f["image"], "tokens": f["tokens"], "state": st})
-        pre = pol.prefix_engine(prefix_feeds[-1])
-        kv, mod, cond = pre["kv"], pre["mod"], pre["cond"]
-        eps = rng.standard_normal((1, spec.horizon, spec.action_dim)).astype(np.float32)
-        omega = np.zeros((1, spec.horizon), np.float32)
+    def __init__(self, inner: Engine, feeds: list[dict[str, np.ndarray]]) -> None:
+        self.inner, self.feeds, self.name = inner, feeds, inner.name
+        self.input_specs, self.output_specs = inner.input_specs, inner.output_specs
+        self.inputs, self.outputs = inner.inputs, inner.outputs
 
-        def record(y, t, om, kv=kv, mod=mod, cond=cond):  # noqa: ANN001, ANN202
-            head_feeds.append(
-                {
-                    "y": y.astype(np.float32),
-                    "t": t.astype(np.float32),
-                    "omega": om,
-                    "kv": kv,
-                    "mod": mod,
-                    "cond": cond,
-                }
-            )
-            return pol.head_engine(head_feeds[-1])["v"]
+    def _run_impl(self) -> None:
+        self.feeds.append({n: np.array(v) for n, v in self.inner.inputs.items()})
+        self.inner.run()
 
-        legato_sample(record, eps, np.zeros_like(eps), omega, spec.num_steps)
-        fused_feeds.append({**prefix_feeds[-1], "eps": eps, "a_ref": np.zeros_like(eps), "omega": omega})
+    def _bind_impl(self, name: str, producer: Engine, output: str) -> None:
+        self.inner._bind_impl(name, getattr(producer, "inner", producer), output)
+
+
+def _calibration_feeds(lp: Any, opt: ExportOptions, fp32_dir: Path) -> tuple[dict[str, list], dict[str, Any]]:
+    """Feeds for each graph, recorded from the deployed sampler (edge.denoiser over the fp32
+    engines) while it makes the chunks the robot makes: observations from the adapter (the
+    reference: simulator rollouts on seed 2000) or --calibration, each chunk continued from a
+    real reference (the observation's previous chunk, or the policy's own first chunk on it)
+    with the gates' requests (d cycling over 0..d_max, the default ramp), so the quantizer sees
+    omega > 0 and real references as well as first chunks."""
+    from edge.bundle import load_manifest
+    from edge.bundle_policy import _engine
+    from edge.denoiser import denoiser_for, mode_for
+    from export import parity
     from export.precision import feeds_sha256
 
-    desc["sha256"] = feeds_sha256(prefix_feeds)
-    return {"prefix": prefix_feeds, "flow_head": head_feeds, "fused": fused_feeds}, desc
+    if opt.calibration is not None:
+        samples = load_calibration(opt.calibration, lp)
+        desc: dict[str, Any] = {"source": str(opt.calibration), "samples": len(samples)}
+    else:
+        seed = 2000  # neither the training seed (0) nor the held-out evaluation seed (1000)
+        samples = lp.samples(opt.calibration_samples, seed=seed)
+        desc = {"source": "held-out observations of the adapter (reference: simulator rollouts of the "
+                "torch policy)", "seed": seed, "samples": len(samples)}  # fmt: skip
+    m = load_manifest(fp32_dir)
+    ad, spec = m.adapter, m.spec
+    feeds: dict[str, list] = {g: [] for g in m.graphs}
+    eng = {g: _Recording(_engine(m.graph_path(g), opt.threads), feeds[g]) for g in m.graphs}
+    mode = mode_for(spec)
+    dens = [denoiser_for(ad, {"prefix": eng["prefix"], "flow_head": eng["flow_head"]}, mode)]
+    if "fused" in eng and mode != "hard-prefix":
+        dens.append(denoiser_for(ad, eng, mode))
+    rng = np.random.default_rng(0)
+    chunks = continued = 0
+    omega_max = 0.0
+    for i, smp in enumerate(samples):
+        _, req = parity.request(spec, i)
+        o = smp.obs
+        for den in dens:
+            tail = None if smp.prev is None else smp.prev[0, req.s :]
+            for _ in range(1 if tail is not None else 2):
+                den.set_observation(o.image, o.tokens, o.state)
+                eps = rng.standard_normal(den.noise_shape).astype(np.float32)
+                out = den.denoise(eps, tail, req)
+                chunks += 1
+                if tail is not None and den.method != "naive":
+                    continued += 1
+                    omega_max = max(omega_max, float(den.omega.max()))
+                tail = out[req.s :].copy()  # a first chunk is continued from itself next
+    if "fused" in eng and mode == "hard-prefix":  # the fused graph never runs this mode: plain inputs
+        for f in feeds["prefix"]:
+            zeros = np.zeros((1, spec.horizon, ad.action_pad), np.float32)
+            fu = ad.fused
+            eps = rng.standard_normal(zeros.shape).astype(np.float32)
+            feeds["fused"].append(
+                {**f, fu.eps: eps, fu.a_ref: zeros, fu.omega: np.zeros(zeros.shape[:2], np.float32)}
+            )
+    desc.update(chunks=chunks, continued_chunks=continued, omega_max=omega_max,
+                sampler="edge.denoiser.ChunkDenoiser (the robot's), first and continued chunks",
+                sha256=feeds_sha256(feeds["prefix"]))  # fmt: skip
+    return feeds, desc
+
+
+def _stage_printer(say: Callable[[str], None]) -> Callable[[int, str], None]:
+    t0 = time.perf_counter()
+    return lambda i, text: say(f"[{i}/7 {time.perf_counter() - t0:6.1f}s] {text}")
+
+
+def _export_fp32(lp: Any, graphs: dict[str, Any], folder: Path) -> None:
+    from export.graphs import export_graph
+
+    for name, g in graphs.items():
+        export_graph(g, folder / f"{name}.onnx")
+        check_graph(folder / f"{name}.onnx")
+    write_manifest(folder, lp, "fp32", dict.fromkeys(graphs, "fp32"), {})
+
+
+def _label(graph: str) -> str:
+    return "prefix+flow_head" if graph == "flow_head" else graph
+
+
+def _chunk_gates(ref: Any, folder: Path, samples: list[Any], threads: int) -> dict[str, dict[str, float]]:
+    """The bundle in ``folder`` against the torch reference, stepwise and fused (as `legato run`
+    and `legato run --fused` run it)."""
+    from edge.bundle_policy import BundlePolicy
+    from export import parity
+
+    res = {"flow_head": parity.compare(ref, BundlePolicy(folder, threads=threads), samples)}
+    if (folder / "fused.onnx").exists():
+        res["fused"] = parity.compare(ref, BundlePolicy(folder, threads=threads, fused=True), samples)
+    return res
 
 
 def export_bundle(opt: ExportOptions) -> Path:
     say = opt.progress
     out = Path(opt.out)
+    stage = _stage_printer(say)
     t0 = time.perf_counter()
-
-    def stage(i: int, text: str) -> None:
-        say(f"[{i}/7 {time.perf_counter() - t0:6.1f}s] {text}")
 
     stage(1, f"checking {out} and profile {opt.profile}")
     check_target(out, "bundle", replace=opt.force)
@@ -302,43 +352,30 @@ def export_bundle(opt: ExportOptions) -> Path:
     stage(2, f"loading checkpoint {opt.checkpoint}")
     import torch
 
-    from legato.checkpoint import load
-    from legato.runner import TorchPolicyRunner
+    from edge.bundle_policy import BundlePolicy
+    from edge.policy import held_out_seed
+    from export import parity
+    from legato import adapters
 
     torch.set_num_threads(max(1, opt.threads))
-    ck = load(opt.checkpoint)
-    check_profile_fits(profile, ck.spec, precision)
-    model_cfg = _model_config(ck)
+    lp = adapters.load(opt.checkpoint, threads=opt.threads)
+    spec = lp.spec.spec
+    check_profile_fits(profile, spec, precision)
     if opt.calibration is not None:
-        load_calibration(opt.calibration, ck.spec)  # refuse a mismatch before minutes of work
+        load_calibration(opt.calibration, lp)  # refuse a mismatch before minutes of work
     with tempfile.TemporaryDirectory(prefix="legato-export-") as work_s:
         work = Path(work_s)
         fp32_dir = work / "fp32"
         fp32_dir.mkdir()
-        stage(3, "exporting fp32 graphs (prefix, flow_head, fused); onnx.checker + shape inference")
-        from export.graphs import example_inputs, export_graph, modules
-
-        policy = ck.model.eval()
         fused_attn = attention_kind(profile, opt.attention, precision) == "onnxruntime"
-        mods, ex = modules(policy, fused_attn), example_inputs(policy)
-        for name in GRAPHS:
-            export_graph(
-                mods[name], ex[name], name, fp32_dir / f"{name}.onnx", OPSET, fused_attention=fused_attn
-            )
-            check_graph(fp32_dir / f"{name}.onnx")
-        write_manifest(fp32_dir, model_cfg, "fp32", dict.fromkeys(GRAPHS, "fp32"), {})
+        to_export = lp.graphs(fused_attn)
+        graphs = tuple(to_export)
+        stage(3, f"exporting fp32 graphs ({', '.join(graphs)}); onnx.checker + shape inference")
+        _export_fp32(lp, to_export, fp32_dir)
         stage(4, f"fp32 parity against torch on {opt.parity_samples} held-out observations")
-        from edge.bundle_policy import BundlePolicy
-        from export import parity
-
-        samples = parity.held_out_samples(ck, opt.parity_samples)
-        torch_pol = TorchPolicyRunner(ck, threads=opt.threads)
-        fp32_pol = BundlePolicy(fp32_dir, threads=opt.threads)
-        fp32_fused = BundlePolicy(fp32_dir, threads=opt.threads, fused=True)
-        res = {
-            "flow_head": parity.compare(torch_pol, fp32_pol, samples),
-            "fused": parity.compare(torch_pol, fp32_fused, samples),
-        }
+        samples = lp.samples(opt.parity_samples)
+        torch_pol = lp.reference_policy(threads=opt.threads)
+        res = _chunk_gates(torch_pol, fp32_dir, samples, opt.threads)
         for g, r in res.items():
             if r["max_abs"] > parity.FP32_MAX_ABS:
                 raise BundleError(
@@ -346,32 +383,29 @@ def export_bundle(opt: ExportOptions) -> Path:
                     f"{parity.FP32_MAX_ABS:g} in normalised units; no bundle written"
                 )
         say(
-            f"    fp32 chunk max abs error: prefix+flow_head {res['flow_head']['max_abs']:.2e}, "
-            f"fused {res['fused']['max_abs']:.2e}"
+            "    fp32 chunk max abs error: "
+            + ", ".join(f"{_label(g)} {r['max_abs']:.2e}" for g, r in res.items())
         )
         parity_rec: dict[str, Any] = {
             "observations": len(samples),
-            "seed": parity.held_out_seed(ck.train_seed),
-            "reference": "torch (legato.runner.TorchPolicyRunner)",
+            "seed": held_out_seed(lp.train_seed),
+            "reference": f"torch ({type(torch_pol).__module__}.{type(torch_pol).__name__})",
+            "runs": "edge.denoiser.ChunkDenoiser on both sides; the bundle's over onnxruntime engines "
+            "wired as legato run wires them (edge.denoiser.denoiser_for)",
             "fp32": res,
         }
         quant: dict[str, Any] = {"method": "none"}
-        final_dir, graph_prec = fp32_dir, dict.fromkeys(GRAPHS, "fp32")
+        final_dir, graph_prec = fp32_dir, dict.fromkeys(graphs, "fp32")
         if precision != "fp32":
             stage(5, f"{precision}: transforming graphs and checking their gates")
             final_dir = work / precision
             final_dir.mkdir()
             backend = profile.engine("flow_head").backend
-            quant, graph_prec = _transform(ck, opt, precision, backend, fp32_dir, final_dir)
-            for name in GRAPHS:
+            quant, graph_prec = _transform(lp, opt, precision, backend, fp32_dir, final_dir, graphs)
+            for name in graphs:
                 check_graph(final_dir / f"{name}.onnx")
-            write_manifest(final_dir, model_cfg, precision, graph_prec, {})
-            q_pol = BundlePolicy(final_dir, threads=opt.threads)
-            q_fused = BundlePolicy(final_dir, threads=opt.threads, fused=True)
-            qres = {
-                "flow_head": parity.compare(torch_pol, q_pol, samples),
-                "fused": parity.compare(torch_pol, q_fused, samples),
-            }
+            write_manifest(final_dir, lp, precision, graph_prec, {})
+            qres = _chunk_gates(torch_pol, final_dir, samples, opt.threads)
             parity_rec[precision] = qres
             for g, r in qres.items():
                 if r["cosine_min"] < parity.COSINE_MIN:
@@ -381,8 +415,8 @@ def export_bundle(opt: ExportOptions) -> Path:
                         "no bundle written"
                     )
             say(
-                f"    {precision} min chunk cosine: prefix+flow_head {qres['flow_head']['cosine_min']:.5f}, "
-                f"fused {qres['fused']['cosine_min']:.5f}"
+                f"    {precision} min chunk cosine: "
+                + ", ".join(f"{_label(g)} {r['cosine_min']:.5f}" for g, r in qres.items())
             )
         else:
             stage(5, "fp32: no precision transform")
@@ -392,22 +426,27 @@ def export_bundle(opt: ExportOptions) -> Path:
                 f"closed loop: {opt.episodes} held-out episodes, fp32 bundle"
                 + (f" and {precision} bundle" if precision != "fp32" else ""),
             )
-            s32 = parity.closed_loop(fp32_pol, ck, opt.episodes)
-            loop = {"episodes": opt.episodes, "fp32_success": s32}
-            if precision != "fp32":
-                sq = parity.closed_loop(q_pol, ck, opt.episodes)
-                loop["success"] = sq
-                miss = 100 * (s32 - sq)
-                say(f"    success: fp32 {100 * s32:.1f} %, {precision} {100 * sq:.1f} %")
-                if abs(miss) > parity.CLOSED_LOOP_POINTS:
-                    raise BundleError(
-                        f"parity gate failed ({precision}): graphs {', '.join(GRAPHS[:2])} closed-loop "
-                        f"success {100 * sq:.1f} % vs fp32 {100 * s32:.1f} % ({miss:+.1f} points, "
-                        f"allowed {parity.CLOSED_LOOP_POINTS:g}); no bundle written"
-                    )
+            s32 = lp.closed_loop(BundlePolicy(fp32_dir, threads=opt.threads), opt.episodes)
+            if s32 is None:
+                say("    no simulator fits this policy: closed-loop gate skipped")
+                parity_rec["closed_loop"] = {"skipped": "no simulator fits the policy"}
             else:
-                say(f"    success: fp32 {100 * s32:.1f} %")
-            parity_rec["closed_loop"] = loop
+                loop = {"episodes": opt.episodes, "fp32_success": s32,
+                        "runs": "edge.denoiser.ChunkDenoiser (stepwise) in legato.rollout"}  # fmt: skip
+                if precision != "fp32":
+                    sq = lp.closed_loop(BundlePolicy(final_dir, threads=opt.threads), opt.episodes)
+                    loop["success"] = sq
+                    miss = 100 * (s32 - sq)
+                    say(f"    success: fp32 {100 * s32:.1f} %, {precision} {100 * sq:.1f} %")
+                    if abs(miss) > parity.CLOSED_LOOP_POINTS:
+                        raise BundleError(
+                            f"parity gate failed ({precision}): graphs {', '.join(GRAPHS[:2])} closed-loop "
+                            f"success {100 * sq:.1f} % vs fp32 {100 * s32:.1f} % ({miss:+.1f} points, "
+                            f"allowed {parity.CLOSED_LOOP_POINTS:g}); no bundle written"
+                        )
+                else:
+                    say(f"    success: fp32 {100 * s32:.1f} %")
+                parity_rec["closed_loop"] = loop
         else:
             stage(6, "closed loop skipped (--episodes 0)")
         parity_rec["gate"] = {
@@ -419,7 +458,8 @@ def export_bundle(opt: ExportOptions) -> Path:
         extra = {
             "source": {
                 "checkpoint": str(opt.checkpoint),
-                "weights_sha256": sha256_file(Path(opt.checkpoint) / "model.safetensors"),
+                "adapter": lp.name,
+                "weights_sha256": lp.weights_sha256,
             },
             "profile": {"name": profile.name, "sha256": sha256_file(profile.path), "data": profile.to_dict()},
             "quantization": quant,
@@ -427,15 +467,14 @@ def export_bundle(opt: ExportOptions) -> Path:
             "attention": "onnxruntime com.microsoft.MultiHeadAttention" if fused_attn else "standard ops",
         }
         with atomic_folder(out, "bundle", replace=opt.force, meta={"precision": precision}) as tmp:
-            for name in GRAPHS:
+            for name in graphs:
                 shutil.copyfile(final_dir / f"{name}.onnx", tmp / f"{name}.onnx")
             engines: dict[str, Any] = {}
             if opt.engines:
                 engines = _engines(profile, tmp, say)
-            data = write_manifest(tmp, model_cfg, precision, graph_prec, extra)
+            data = write_manifest(tmp, lp, precision, graph_prec, extra)
             if engines:
                 data["engines"] = engines
-                (tmp / MANIFEST).write_text(json.dumps(data, indent=1) + "\n")
             data["name"] = out.name
             (tmp / MANIFEST).write_text(json.dumps(data, indent=1) + "\n")
             verify(tmp)
@@ -443,27 +482,24 @@ def export_bundle(opt: ExportOptions) -> Path:
     return out
 
 
-def _transform(
-    ck: Any, opt: ExportOptions, precision: str, backend: str, src: Path, dst: Path
-) -> tuple[dict[str, Any], dict[str, str]]:
+def _transform(lp: Any, opt: ExportOptions, precision: str, backend: str, src: Path, dst: Path,
+               graphs: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, str]]:  # fmt: skip
     from export import precision as prec
 
     if precision == "fp16":
         kept = []
-        for name in GRAPHS:
+        for name in graphs:
             kept = prec.to_fp16(src / f"{name}.onnx", dst / f"{name}.onnx")
-        return {"method": "fp16", "io": "float32", "keep_fp32": kept}, dict.fromkeys(GRAPHS, "fp16")
+        return {"method": "fp16", "io": "float32", "keep_fp32": kept}, dict.fromkeys(graphs, "fp16")
     if backend == "onnxruntime":
-        if opt.calibration is not None:
-            load_calibration(opt.calibration, ck.spec)
-        for name in GRAPHS:
+        for name in graphs:
             prec.to_dynamic_int8(src / f"{name}.onnx", dst / f"{name}.onnx")
         return (
             {"method": "dynamic-int8", "per_channel": True, "ops": list(prec.QUANT_OPS), "calibration": None},
-            dict.fromkeys(GRAPHS, "int8"),
+            dict.fromkeys(graphs, "int8"),
         )
-    feeds, desc = _calibration_feeds(ck, opt, src)
-    for name in GRAPHS:
+    feeds, desc = _calibration_feeds(lp, opt, src)
+    for name in graphs:
         prec.to_qdq_int8(src / f"{name}.onnx", dst / f"{name}.onnx", feeds[name], f"for {name}")
     return (
         {
@@ -474,7 +510,7 @@ def _transform(
             "ops": list(prec.QUANT_OPS),
             "calibration": desc,
         },
-        dict.fromkeys(GRAPHS, "int8"),
+        dict.fromkeys(graphs, "int8"),
     )
 
 

@@ -400,9 +400,22 @@ def test_rejected_actions_end_a_rollout_non_zero(tiny_checkpoints):
     from legato.runner import TorchPolicyRunner
     from sim.episodes import sample_episodes
 
+    class NaNField:  # a velocity field that returns NaN (edge.denoiser.Field)
+        def __init__(self, batch):
+            self.batch, self.observation = batch, TorchPolicyRunner(ck).field(batch).observation
+
+        def buffers(self):
+            return (None, None, None, None)
+
+        def encode(self):
+            pass
+
+        def velocity(self, y, t, omega, out):
+            out.fill(np.nan)
+
     class NaNPolicy(TorchPolicyRunner):
-        def velocity(self, prefix):
-            return lambda y, t, omega: np.full_like(y, np.nan)
+        def field(self, batch):
+            return NaNField(batch)
 
     ck = checkpoint.load(tiny_checkpoints["legato"])
     spec = sample_episodes(ck.task, 1000, 2)

@@ -26,26 +26,41 @@ def _obs(ck, b=3):
     return ReachEnv(ck.task, spec.scenes, spec.template).observe()
 
 
-def test_torch_rollout_and_numpy_sampler_with_the_model_agree(tiny_checkpoints):
+def test_torch_runner_chunks_are_the_reference_sampler_over_the_torch_model(tiny_checkpoints):
+    """The evaluation's chunks come from the robot's ChunkDenoiser over a torch field: equal to
+    the bit to the readable reference (edge.sampler + Normalizer) on the same torch head, and to
+    the torch sampler within float32 rounding."""
+    from edge.sampler import pad_reference
+    from edge.schedule import omega_schedule
+
     ck = checkpoint.load(tiny_checkpoints["legato"])
     runner = TorchPolicyRunner(ck)
-    kv = runner.encode(_obs(ck))
+    obs = _obs(ck)
     rng = np.random.default_rng(0)
-    h, a = ck.policy_cfg.horizon, ck.policy_cfg.action_dim
+    h, a, n = ck.policy_cfg.horizon, ck.policy_cfg.action_dim, ck.policy_cfg.num_steps
     eps = rng.standard_normal((3, h, a)).astype(np.float32)
-    ref = rng.standard_normal((3, h, a)).astype(np.float32)
-    omega = omega_batch(np.array([0, 2, 4]), np.array([3, 5, 0]), h)
-    ours = legato_sample(runner.velocity(kv), eps, ref, omega, ck.policy_cfg.num_steps)
-    theirs = legato_sample_torch(
-        ck.model.head,
-        kv.kv,
-        kv.state,
-        torch.from_numpy(eps),
-        torch.from_numpy(ref),
-        torch.from_numpy(omega),
-        5,
-    ).numpy()
-    np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+    prev = rng.standard_normal((3, h, a)).astype(np.float32)
+    req = ChunkRequest(d=2, s=8, r=4)
+    got = runner.chunk("legato", obs, prev, req, eps)
+    state = torch.from_numpy(ck.norm.state(obs.state))
+    with torch.no_grad():
+        kv = ck.model.prefix(torch.from_numpy(obs.image), torch.from_numpy(obs.tokens), state)
+
+    @torch.no_grad()
+    def vel(y, t, w):
+        return ck.model.head(torch.from_numpy(y), torch.from_numpy(t), torch.from_numpy(w), state, kv).numpy()
+
+    a_ref = ck.norm.action(pad_reference(prev[:, 8:], h), obs.state)
+    omega = np.broadcast_to(omega_schedule(2, 4, h), (3, h)).copy()
+    want = ck.norm.unaction(legato_sample(vel, eps, a_ref, omega, n), obs.state)
+    np.testing.assert_array_equal(got, want)
+    theirs = legato_sample_torch(ck.model.head, kv, state, torch.from_numpy(eps), torch.from_numpy(a_ref),
+                                 torch.from_numpy(omega), n).numpy()  # fmt: skip
+    np.testing.assert_allclose(ck.norm.action(got, obs.state), theirs, atol=1e-5, rtol=0)
+    first = runner.chunk("legato", obs, None, req, eps)  # no reference: plain sampling
+    zeros = np.zeros((3, h), np.float32)
+    plain = legato_sample(vel, eps, np.zeros_like(eps), zeros, n)
+    np.testing.assert_array_equal(first, ck.norm.unaction(plain, obs.state))
 
 
 @pytest.mark.parametrize("weighting", ["omega2", "mean"])
@@ -253,7 +268,11 @@ def test_every_method_produces_finite_chunks_in_a_rollout(tiny_checkpoints):
                       ChunkRequest(d=2, s=6, r=4), seed=0, max_steps=40)  # fmt: skip
         assert len(res.chunks) >= 3
         assert all(np.all(np.isfinite(c.chunk)) for c in res.chunks)
-        first_switch = res.chunks[1].start
+        second = res.chunks[1]
         # Before the first chunk arrives, every method holds the start posture for d steps.
         np.testing.assert_allclose(res.commanded[:, :2], np.repeat(spec.scenes.q0[:, None], 2, 1), atol=1e-6)
-        assert first_switch == (2 + 6 + 2 if method != "sync" else 2 + 6 + 2)
+        # The second chunk takes over at d + s + d. Asynchronous methods start it at the first
+        # chunk's index s (it continues the executed prefix: takes over at its own index d); sync
+        # holds while it is computed and starts it at index 0 when it takes over.
+        assert second.start == 2 + 6 + 2
+        assert second.start - second.origin == (0 if method == "sync" else 2)

@@ -1,6 +1,6 @@
-"""Small hand-made bundles that pass edge.bundle.verify: real ONNX graphs with the documented I/O
-for the committed model's config (each output a constant), plus a data file whose bytes the test
-chooses, so a test can make two bundles that differ in exactly one file."""
+"""Small hand-made bundles that pass edge.bundle.verify: real ONNX graphs with the committed
+reference bundle's I/O (each output a constant) and its adapter section, plus a data file whose
+bytes the test chooses, so a test can make two bundles that differ in exactly one file."""
 
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ from pathlib import Path
 
 import onnx
 from onnx import TensorProto, helper
-
-from edge.bundle import expected_io
-from edge.policy import ModelSpec
 
 REPO = Path(__file__).resolve().parents[2]
 _DT = {"float32": TensorProto.FLOAT, "uint8": TensorProto.UINT8, "int64": TensorProto.INT64}
@@ -48,13 +45,13 @@ def make_bundle(
     engine_key: dict | None = None,
 ) -> Path:
     """A bundle folder at `out` (created): manifest.json, prefix.onnx, flow_head.onnx, data/blob.bin."""
-    cfg = json.loads((REPO / "models/legato/config.json").read_text())
-    spec = ModelSpec.from_config(cfg)
-    io = expected_io(spec, cfg)
+    ref = json.loads((REPO / "models/legato-x86-cpu/manifest.json").read_text())
     out.mkdir(parents=True)
     graphs = {}
     for g in ("prefix", "flow_head"):
-        ins, outs = io[g]
+        io = ref["graphs"][g]
+        ins = {t["name"]: (t["dtype"], tuple(t["shape"])) for t in io["inputs"]}
+        outs = {t["name"]: (t["dtype"], tuple(t["shape"])) for t in io["outputs"]}
         _graph(out / f"{g}.onnx", g, ins, outs, salt)
         graphs[g] = {
             "file": f"{g}.onnx",
@@ -79,11 +76,15 @@ def make_bundle(
             "key": key,
         }
         files["engines/flow_head.plan"] = engines["flow_head"]["sha256"]
+    adapter = {**ref["adapter"], "graphs": {**ref["adapter"]["graphs"], "fused": None}}
+    adapter["capabilities"] = {**adapter["capabilities"], "fused": False}
     manifest = {
         "format": "legato-bundle",
-        "format_version": 1,
+        "format_version": ref["format_version"],
         "name": name,
-        "model": cfg,
+        "adapter": adapter,
+        "model": ref["model"],
+        "sampler": ref["sampler"],
         "profile": {"name": profile},
         "precision": "fp32",
         "graphs": graphs,

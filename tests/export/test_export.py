@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from edge.bundle import expected_io, load_manifest, verify
+from edge.bundle import load_manifest, verify
 from edge.errors import BundleError, LegatoError, OutputError, ProfileError, UsageError
 
 
@@ -26,6 +26,7 @@ def test_bundle_layout_manifest_and_verify(tiny_bundle):
     assert m.precision == "fp32" and m.spec.method == "legato" and m.spec.num_steps == 5
     d = m.data
     for key in (
+        "adapter",
         "model",
         "source",
         "profile",
@@ -40,10 +41,16 @@ def test_bundle_layout_manifest_and_verify(tiny_bundle):
     assert d["sampler"]["omega_schedule"] == "linear" and d["sampler"]["d_max"] == m.spec.d_max
     assert d["parity"]["fp32"]["flow_head"]["max_abs"] <= 1e-4
     assert d["profile"]["name"] == "x86-cpu" and d["engines"] == {}
-    want = expected_io(m.spec, m.model_config)
+    assert d["format_version"] == 2 and d["adapter"]["name"] == "legato"
+    assert d["adapter"]["observation"]["cameras"] == [
+        {"name": "top", "input": "image", "height": 48, "width": 64}
+    ]
+    want = m.adapter.expected_io()
     for name, g in m.graphs.items():
-        assert {t.name: (t.dtype, t.shape) for t in g.inputs} == want[name][0]
-        assert {t.name: (t.dtype, t.shape) for t in g.outputs} == want[name][1]
+        ins, outs = g.io()
+        assert set(ins) == set(want[name][0]) and set(outs) == set(want[name][1])
+        for k, v in {**want[name][0], **want[name][1]}.items():
+            assert v is None or v == {**ins, **outs}[k]
     assert set(m.files) == {"prefix.onnx", "flow_head.onnx", "fused.onnx"}
     for mode in (p.stat().st_mode & 0o777 for p in tiny_bundle.iterdir()):
         assert mode == 0o644
@@ -86,7 +93,8 @@ def test_reference_evaluator_onnxruntime_and_torch_agree(tiny_checkpoints, tiny_
     import torch
     from onnx.reference import ReferenceEvaluator
 
-    from export.graphs import NAMES, modules
+    from legato.adapters.reference import graph_names, section
+    from legato.adapters.reference_graphs import modules
     from legato.checkpoint import load
 
     tiny_bundle = tiny_standard_bundle
@@ -95,10 +103,9 @@ def test_reference_evaluator_onnxruntime_and_torch_agree(tiny_checkpoints, tiny_
     path = str(tiny_bundle / f"{name}.onnx")
     ref = ReferenceEvaluator(path).run(None, feeds)
     rt = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)
+    ck = load(tiny_checkpoints["legato"])
     with torch.no_grad():
-        th = modules(load(tiny_checkpoints["legato"]).model)[name](
-            *(torch.from_numpy(feeds[k]) for k in NAMES[name][0])
-        )
+        th = modules(ck.model)[name](*(torch.from_numpy(feeds[k]) for k in graph_names(section(ck))[name][0]))
     th = th if isinstance(th, tuple) else (th,)
     for r, o, t in zip(ref, rt, th, strict=True):
         np.testing.assert_allclose(o, r, atol=2e-5, rtol=1e-4)
@@ -109,7 +116,7 @@ def test_rewritten_graphs_equal_the_original_model(tiny_checkpoints):
     """adaLN hoist + standard-op attention: the head's velocity is the original FlowHead's."""
     import torch
 
-    from export.graphs import FlowHeadGraph, PrefixGraph
+    from legato.adapters.reference_graphs import FlowHeadGraph, PrefixGraph
     from legato.checkpoint import load
 
     pol = load(tiny_checkpoints["legato"]).model.eval()
@@ -312,9 +319,9 @@ def test_verify_finds_corruption_and_inconsistency(tmp_path, tiny_bundle):
     shutil.rmtree(b)
     shutil.copytree(tiny_bundle, b)
     m = json.loads((b / "manifest.json").read_text())
-    m["model"]["policy"]["horizon"] = 12
+    m["adapter"]["horizon"] = 12
     (b / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(BundleError, match="do not match the model config"):
+    with pytest.raises(BundleError, match="adapter"):
         verify(b)
     with pytest.raises(BundleError, match="not a bundle"):
         verify(tmp_path)
@@ -427,3 +434,80 @@ def test_cli_export_progress_engines_line_and_one_line_errors(
         "legato: error: --episodes 0: the int8 gate needs closed-loop episodes"
     )
     assert not (tmp_path / "c").exists()
+
+
+# --- the gates run the robot's path; calibration sees what the robot's sampler makes -----------
+
+
+def test_export_gates_run_the_robots_denoiser(tiny_checkpoints, tmp_path, export_tiny, monkeypatch):
+    """Parity and closed loop run the bundle through edge.denoiser.denoiser_for (what `legato run`
+    builds), stepwise and fused, not a second chunk assembly."""
+    import edge.bundle_policy
+
+    made = []
+    real = edge.bundle_policy.denoiser_for
+
+    def spy(adapter, engines, mode=None, source="the bundle"):
+        den = real(adapter, engines, mode=mode, source=source)
+        made.append((tuple(sorted(engines)), den))
+        return den
+
+    monkeypatch.setattr(edge.bundle_policy, "denoiser_for", spy)
+    out = export_tiny(tiny_checkpoints["legato"], tmp_path / "b", episodes=2)
+    kinds = {k for k, _ in made}
+    assert ("flow_head", "prefix") in kinds and ("flow_head", "fused", "prefix") in kinds
+    stepwise = sum(d.chunks for k, d in made if "fused" not in k)
+    fused = sum(d.chunks for k, d in made if "fused" in k)
+    assert fused >= 4 and stepwise >= 4 + 2 * 4  # parity samples + the closed loop's chunks
+    assert "ChunkDenoiser" in load_manifest(out).data["parity"]["closed_loop"]["runs"]
+
+
+def test_int8_calibration_feeds_are_the_deployed_samplers_continued_chunks(
+    tiny_checkpoints, tiny_standard_bundle
+):
+    """The quantizer is calibrated on what the robot's sampler feeds the graphs: continued
+    chunks with omega > 0 and a real (nonzero) reference, as well as first chunks."""
+    from export.pipeline import ExportOptions, _calibration_feeds
+    from legato import adapters
+
+    lp = adapters.load(tiny_checkpoints["legato"])
+    opt = ExportOptions(checkpoint=tiny_checkpoints["legato"], profile="x86-cuda", out="unused",
+                        calibration_samples=4)  # fmt: skip
+    feeds, desc = _calibration_feeds(lp, opt, tiny_standard_bundle)
+    assert desc["samples"] == 4 and desc["continued_chunks"] >= 4 and desc["omega_max"] == 1.0
+    head = feeds["flow_head"]
+    assert len(head) == 5 * desc["chunks"] // 2  # N steps per stepwise chunk (half the chunks are fused)
+    assert max(float(f["omega"].max()) for f in head) == 1.0
+    assert any(((f["omega"] > 0) & (f["omega"] < 1)).any() for f in head)  # the ramp
+    fused = feeds["fused"]
+    assert any(float(np.abs(f["a_ref"]).max()) > 0 and float(f["omega"].max()) > 0 for f in fused)
+    assert any(float(f["omega"].max()) == 0 for f in fused)  # first chunks too
+    for f in head:  # every step's time on the grid k / N the sampler uses
+        np.testing.assert_allclose(f["t"] * 5, np.round(f["t"] * 5), atol=1e-6)
+
+
+def test_old_bundle_format_is_refused_with_the_fix(tmp_path, tiny_bundle):
+    b = tmp_path / "old"
+    shutil.copytree(tiny_bundle, b)
+    m = json.loads((b / "manifest.json").read_text())
+    m["format_version"] = 1
+    del m["adapter"]
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="format_version 1 is not supported .* older bundle: re-export it"):
+        verify(b)
+
+
+def test_cli_attention_flag_reaches_the_export(tmp_path, tiny_checkpoints, capsys):
+    """--attention is documented in docs/bundle.md: the CLI takes it and the bundle records it."""
+    from legato.cli import main
+
+    out = tmp_path / "std"
+    argv = ["export", "--checkpoint", str(tiny_checkpoints["legato"]), "--out", str(out), "--episodes", "0",
+            "--parity-samples", "2", "--attention", "standard"]  # fmt: skip
+    assert main(argv) == 0
+    assert load_manifest(out).data["attention"] == "standard ops"
+    ops = {n.op_type for n in onnx.load(str(out / "flow_head.onnx")).graph.node}
+    assert "MultiHeadAttention" not in ops and "Softmax" in ops
+    with pytest.raises(SystemExit):
+        main([*argv[:-1], "fused"])
+    assert "--attention: invalid choice: 'fused'" in capsys.readouterr().err

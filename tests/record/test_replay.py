@@ -31,9 +31,9 @@ def test_the_same_bundle_replays_a_recorded_run_bit_for_bit(recorded_run, bundle
     assert rep["first_divergence"] is None and rep["cosine_min"] == pytest.approx(1.0)
     assert sum(r["continued"] for r in rep["per_chunk"]) >= s["chunks"] - 5  # continuation replayed too
     assert (out / "replay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # the fused graph is another implementation: it parts from the stepwise chunks, and says where
+    # the stepwise graphs are another implementation of the fused one: they part, and it says where
     assert (
-        main(["replay", str(path), "--bundle", str(bundle), "--graph", "fused", "--tolerance", "1e-9"]) == 0
+        main(["replay", str(path), "--bundle", str(bundle), "--graph", "stepwise", "--tolerance", "1e-9"]) == 0
     )
     text = capsys.readouterr().out
     assert "first divergence over 1e-09 rad: chunk #" in text and "joint" in text
@@ -59,13 +59,14 @@ def _gate_recording(path: Path, bundle: Path) -> int:
     """A recording of exactly what export's parity gate fed its samplers: its held-out
     observations (torch rollouts, seed 1000), the references it continued, its requests and its
     noise, with the chunks the fp32 bundle's denoiser (the robot's sampler) made from them."""
-    from edge.runtime import load
+    from edge.assembly import load
+    from edge.assembly import load
     from export import parity
-    from legato.checkpoint import load as load_ck
+    from legato import adapters
 
-    ck = load_ck(ROOT / "models" / "legato")
-    samples = parity.held_out_samples(ck, 16)
-    _, _, den = load(str(bundle), "x86-cpu")
+    lp = adapters.load(ROOT / "models" / "legato", threads=1)
+    samples = lp.samples(16)  # what the export drew: the held-out seed's torch rollouts
+    _, _, den = load(str(bundle), "x86-cpu", fused=False)  # the gate's "flow_head" row: stepwise
     rng = np.random.default_rng(0)  # compare()'s noise, drawn in the same order
     meta = {
         "format": "legato-recording",
@@ -77,8 +78,8 @@ def _gate_recording(path: Path, bundle: Path) -> int:
     rec = Recorder(RecordOptions(str(path)), meta)
     names = den.stage_names
     for i, smp in enumerate(samples):
-        _, req = parity._requests(ck.spec, i)
-        eps = rng.standard_normal((1, 16, 3)).astype(np.float32)
+        _, req = parity.request(lp.spec.spec, i)
+        eps = rng.standard_normal(den.noise_shape).astype(np.float32)
         o = smp.obs
         den.set_observation(o.image[0], o.tokens[0], o.state[0])
         tail = None if smp.prev is None else smp.prev[0, req.s :]

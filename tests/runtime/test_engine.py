@@ -65,3 +65,44 @@ def test_options_and_errors(tmp_path):
         OrtEngine(bad)
     with pytest.raises(BundleError, match="fixed"):
         OrtEngine(affine_graph(tmp_path / "a.onnx"), shapes={"x": (1, 8, 3)})
+
+
+def test_run_after_close_is_a_clear_error(tmp_path):
+    from edge.engine import EngineClosedError
+
+    eng = OrtEngine(affine_graph(tmp_path / "a.onnx"))
+    eng.run()
+    eng.close()
+    eng.close()  # idempotent
+    with pytest.raises(EngineClosedError, match="engine a.onnx is closed"):
+        eng.run()
+    with pytest.raises(EngineClosedError, match="closed"):
+        eng({"x": np.zeros((1, 16, 3), np.float32)})
+
+
+def test_bound_input_reads_the_producers_output_without_a_copy(tmp_path):
+    """prefix -> head chaining: the consumer's input is the producer's output buffer, so its run
+    sees each new output with nothing copied in between."""
+    first = OrtEngine(affine_graph(tmp_path / "a.onnx"), name="first")
+    second = OrtEngine(affine_graph(tmp_path / "b.onnx", scale=3.0), name="second")
+    second.bind("x", first, "out")
+    assert second.inputs["x"] is first.outputs["out"] and second.bound == {"x": ("first", "out")}
+    for k in range(3):
+        first.inputs["x"][...] = k
+        first.run()
+        second.run()
+        bias = np.arange(3, dtype=np.float32)
+        np.testing.assert_allclose(
+            second.outputs["out"], np.broadcast_to(3 * (2 * k + bias) + bias, (1, 16, 3))
+        )
+
+
+def test_bind_refuses_unknown_names_and_mismatched_tensors(tmp_path):
+    first = OrtEngine(affine_graph(tmp_path / "a.onnx"), name="first")
+    other = OrtEngine(affine_graph(tmp_path / "c.onnx", shape=(1, 8, 3)), name="other")
+    with pytest.raises(BundleError, match="no input 'y'"):
+        other.bind("y", first, "out")
+    with pytest.raises(BundleError, match="no output 'v'"):
+        other.bind("x", first, "v")
+    with pytest.raises(BundleError, match=r"cannot take first output 'out' float32\[1, 16, 3\]"):
+        other.bind("x", first, "out")

@@ -5,10 +5,8 @@ import time
 
 import numpy as np
 import pytest
-from rt_graphs import fake_graphs
-from test_denoiser import norm, spec
+from rt_graphs import fake_denoiser
 
-from edge.denoiser import ChunkDenoiser
 from edge.loop import HOLD_START, RUN, UNDERRUN, ControlLoop, LoopConfig
 from edge.sources import Frame
 
@@ -34,9 +32,7 @@ class StaticSource:
 
 
 def make_loop(rate=100.0, pad=0.0, max_step=0.05, s=8, **kw):
-    rng = np.random.default_rng(0)
-    sp = spec()
-    den = ChunkDenoiser(sp, norm(rng), *fake_graphs(sp))
+    den = fake_denoiser()
     cfg = LoopConfig(
         rate_hz=rate,
         execution_horizon=s,

