@@ -208,26 +208,31 @@ class Recorder:
         if self.stopped:
             self.discarded += 1
             return
-        h = plan.shape[0]
-        omega = omega_fed(den, req, h, first=reference is None)
-        self._seq += 1  # chunk ids restart with each episode's loop; seq numbers the recording's chunks
-        item = (
-            "chunk",
-            self._seq,
-            int(chunk_id),
-            np.array(frame.image, np.uint8),
-            np.array(frame.tokens, np.int64),
-            np.array(frame.state, np.float32),
-            int(req.d),
-            int(req.s),
-            int(req.r),
-            np.array(omega, np.float32).reshape(h),
-            None if reference is None else np.array(reference, np.float32),
-            np.array(noise, np.float32).reshape(h, -1),
-            np.array(plan, np.float32),
-            np.array(row, float),
-            tuple(stage_names),
-        )
+        try:
+            h = plan.shape[0]
+            omega = omega_fed(den, req, h, first=reference is None)
+            self._seq += 1  # chunk ids restart with each episode's loop; seq numbers the recording's chunks
+            item = (
+                "chunk",
+                self._seq,
+                int(chunk_id),
+                np.array(frame.image, np.uint8),
+                np.array(frame.tokens if frame.tokens is not None else [], np.int64),
+                np.array(frame.state, np.float32),
+                int(req.d),
+                int(req.s),
+                int(req.r),
+                np.array(omega, np.float32).reshape(h),
+                None if reference is None else np.array(reference, np.float32),
+                np.array(noise, np.float32).reshape(h, -1),
+                np.array(plan, np.float32),
+                np.array(row, float),
+                tuple(stage_names),
+            )
+        except Exception as e:  # a frame this recorder cannot take (e.g. several cameras): the run goes on
+            self.stopped = f"cannot record this observation: {type(e).__name__}: {e}"[:300]
+            self.discarded += 1
+            return
         try:
             self.q.put_nowait(item)
         except queue.Full:

@@ -71,7 +71,7 @@ def replay(
     first: dict[str, Any] | None = None
     n = len(rec.chunks)
     for i, c in enumerate(rec.chunks):
-        den.set_observation(c.frame(), c.tokens, c.state)
+        den.set_observation(c.frame(), c.tokens if len(c.tokens) else None, c.state)
         out = den.denoise(c.noise[None], c.reference, ChunkRequest(d=c.d, s=c.s, r=c.r)).copy()
         plans.append(out)
         diff = np.abs(out.astype(np.float64) - c.plan)

@@ -59,7 +59,8 @@ def underrun_spans(rec: Any, t0: float) -> list[tuple[float, float]]:
             j = i
             while j + 1 < len(u) and u[j + 1]:
                 j += 1
-            spans.append((float(t[i]), float(t[j] + _period(rec))))
+            end = t[j + 1] if j + 1 < len(t) else t[j] + _period(rec)  # up to the next tick that ran
+            spans.append((float(t[i]), float(end)))
             i = j + 1
         else:
             i += 1

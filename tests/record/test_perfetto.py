@@ -21,7 +21,18 @@ group by t.name, s.depth order by t.name, s.depth
 @pytest.fixture(scope="module")
 def profile_report(bundle, tmp_path_factory):
     out = tmp_path_factory.mktemp("prof") / "report"
-    args = ["profile", "--bundle", str(bundle), "--sim", "--seconds", "2", "--graph", "stepwise", "--out", str(out)]
+    args = [
+        "profile",
+        "--bundle",
+        str(bundle),
+        "--sim",
+        "--seconds",
+        "2",
+        "--graph",
+        "stepwise",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0  # stepwise: prefix and N flow steps nest in each chunk
     return out
 

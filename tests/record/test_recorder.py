@@ -68,7 +68,7 @@ def test_a_recorded_run_opens_with_the_mcap_reader_and_counts_match_the_summary(
 
     rec = read_recording(path)
     assert rec.complete and rec.cut is None and len(rec.chunks) == s["chunks"]
-    c = rec.chunks[5]
+    c = next(c for c in rec.chunks if c.reference is not None and c.d >= 1)  # a continued chunk
     assert c.frame().shape == (48, 64, 3) and c.plan.shape == (16, 3) and c.noise.shape == (16, 3)
     assert c.reference is not None and c.reference.shape[1] == 3 and c.omega[: c.d].min() == 1.0
     # capture timestamps on the robot's monotonic clock, in order; setpoints between the chunks
@@ -177,6 +177,24 @@ def test_a_full_disk_stops_the_recording_not_the_caller(tmp_path):
     (tmp_path / "cut.mcap").write_bytes(bytes(st.buf))
     r = read_recording(tmp_path / "cut.mcap")
     assert not r.complete and len(r.chunks) == stats["record.chunks"]
+
+
+def test_an_observation_it_cannot_take_stops_the_recording_not_the_worker(tmp_path):
+    rec = Recorder(RecordOptions(str(tmp_path / "x.mcap")), META)
+    _feed(rec, 0)
+    end = time.monotonic() + 30
+    while rec.counts["chunks"] < 1 and time.monotonic() < end:
+        time.sleep(0.01)
+    frame = SimpleNamespace(image={"wrist": np.zeros((4, 4, 3), np.uint8)}, tokens=None, state=np.zeros(6))
+    row = np.zeros(len(CHUNK_BASE_COLS) + len(STAGES))
+    plan = np.zeros((16, 3), np.float32)
+    rec.on_chunk(1, frame, ChunkRequest(d=1, s=8, r=2), None, None, plan, plan, row, STAGES)  # no raise
+    _feed(rec, 2)
+    stats = rec.close()
+    assert (
+        stats["record.stopped"].startswith("cannot record this observation") and stats["record.chunks"] == 1
+    )
+    assert read_recording(tmp_path / "x.mcap").complete
 
 
 def _mount_tmpfs(where: Path, size: str) -> bool:

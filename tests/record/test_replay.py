@@ -33,7 +33,8 @@ def test_the_same_bundle_replays_a_recorded_run_bit_for_bit(recorded_run, bundle
     assert (out / "replay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the stepwise graphs are another implementation of the fused one: they part, and it says where
     assert (
-        main(["replay", str(path), "--bundle", str(bundle), "--graph", "stepwise", "--tolerance", "1e-9"]) == 0
+        main(["replay", str(path), "--bundle", str(bundle), "--graph", "stepwise", "--tolerance", "1e-9"])
+        == 0
     )
     text = capsys.readouterr().out
     assert "first divergence over 1e-09 rad: chunk #" in text and "joint" in text
@@ -59,7 +60,6 @@ def _gate_recording(path: Path, bundle: Path) -> int:
     """A recording of exactly what export's parity gate fed its samplers: its held-out
     observations (torch rollouts, seed 1000), the references it continued, its requests and its
     noise, with the chunks the fp32 bundle's denoiser (the robot's sampler) made from them."""
-    from edge.assembly import load
     from edge.assembly import load
     from export import parity
     from legato import adapters

@@ -10,6 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from edge.loop import UNDERRUN
 from edge.recording import read_recording
 from edge.view import headline, plan_times, underrun_spans
 from legato.cli import main
@@ -47,7 +48,7 @@ def test_view_writes_a_picture_and_a_page_with_every_frame(recorded_run, tmp_pat
     assert (out / "view.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "view.html").read_text()
     assert page.count("<figure>") == s["chunks"]  # every frame the policy consumed
-    assert f"{s['chunks']} chunks, {s['ticks']} ticks, 0 underrun ticks" in page
+    assert f"{s['chunks']} chunks, {s['ticks']} ticks, {s['underruns']} underrun ticks" in page
     assert "manifest_sha256" in page and "&quot;episodes&quot;: 5" in page
     assert main(["view", str(path), "--out", str(out)]) == 2  # an existing view needs --force
     assert "--force" in capsys.readouterr().err
@@ -59,14 +60,20 @@ def test_underruns_are_marked_where_they_happened(late_run, tmp_path):
     rec = read_recording(path)
     t0 = min(rec.ticks[0, 2], rec.chunks[0].capture_time)
     spans = underrun_spans(rec, t0)
-    period = 1 / 50.0
-    assert sum(round((b - a) / period) for a, b in spans) == s["underruns"]
+    t = rec.ticks[:, 2] - t0
+    under = rec.ticks[:, 4] == UNDERRUN
+    inside = np.zeros(len(t), bool)
+    for a, b in spans:
+        inside |= (t >= a) & (t < b)
+    assert under.sum() == s["underruns"] and np.array_equal(inside, under)  # shaded exactly there
     assert f"{s['underruns']} underrun ticks" in headline(rec)
-    # each plan starts where it took over: its swap index lands on the first tick after it was ready
+    # each plan is drawn from where it took over: its first executed action is its swap index,
+    # sent after the chunk was ready (one episode: chunk ids are unique)
     c = rec.chunks[3]
-    t = plan_times(c, 0.0, period)
-    k = int(c.msg["start_index"])
-    assert c.ready_time <= t[k] <= c.ready_time + period
+    mine = rec.ticks[(rec.ticks[:, 5] == c.chunk) & (rec.ticks[:, 4] == 0)]
+    assert int(mine[0, 6]) == int(c.msg["start_index"]) and mine[0, 2] >= c.ready_time
+    tp = plan_times(c, 0.0, 1 / 50.0)
+    assert tp[int(c.msg["start_index"])] > c.ready_time
     assert main(["view", str(path), "--out", str(tmp_path / "v")]) == 0
 
 
