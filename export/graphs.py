@@ -31,3 +31,26 @@ def export_graph(g: ExportGraph, path: str | Path) -> None:
             do_constant_folding=True,
             custom_opsets=dict(g.custom_opsets) if g.custom_opsets else None,
         )
+        _static_output_shapes(g, path)
+
+
+def _static_output_shapes(g: ExportGraph, path: str | Path) -> None:
+    """Write the traced outputs' shapes into the graph where ONNX shape inference leaves a dim
+    symbolic (a transformers vision tower's reshapes do): the bundle's manifest records static
+    shapes. (lerobot engineer's hook.)"""
+    import onnx
+
+    model = onnx.load(str(path))
+    outs = g.module(*g.args)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    changed = False
+    for o, t in zip(model.graph.output, outs, strict=True):
+        dims = o.type.tensor_type.shape.dim
+        if len(dims) == t.dim() and all(d.dim_value == s for d, s in zip(dims, t.shape, strict=True)):
+            continue
+        o.type.tensor_type.shape.Clear()
+        for s in t.shape:
+            o.type.tensor_type.shape.dim.add().dim_value = int(s)
+        changed = True
+    if changed:
+        onnx.save(model, str(path))

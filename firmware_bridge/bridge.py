@@ -169,6 +169,7 @@ class FirmwareBridge(BusBase):
             clock_drift_ppm=est.drift_ppm if est else None,
             telemetry_age_s=(self._clock() - t.received_at) if t else None,
             stale_joints=0 if t is None or self._clock() - t.received_at < self._stale_after_s else self._n,
+            missed_replies=self.link.ack_timeouts,
         )
 
     # ---- extra controls (not part of MotorBus) ---------------------------------------------
@@ -254,14 +255,19 @@ class FirmwareBridge(BusBase):
             self._last_tel = msg
             self.rtt.echo(msg.last_applied_seq, now)
             sent_us = self.clock_sync.to_host_us(frame.t_us, now * 1e6)
+            sent_at = None if sent_us is None else sent_us * 1e-6
+            # one frame measures every joint at once: at its send time, or its arrival before sync
+            measured = np.full(len(msg.positions), now if sent_at is None else min(sent_at, now))
+            measured.setflags(write=False)
             self._telemetry = Telemetry(
                 positions=_frozen(msg.positions),
                 velocities=_frozen(msg.velocities),
                 efforts=_frozen(msg.efforts),
+                measured_at=measured,
                 last_applied_seq=msg.last_applied_seq,
                 controller_time_us=frame.t_us,
                 received_at=now,
-                sent_at=None if sent_us is None else sent_us * 1e-6,
+                sent_at=sent_at,
                 torque_enabled=bool(msg.state & State.TORQUE_ENABLED),
                 holding=bool(msg.state & State.HOLDING),
                 faults=msg.faults,

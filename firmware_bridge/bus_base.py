@@ -24,6 +24,9 @@ class BusBase:
         self._hi = np.asarray(limits.position_max, dtype=np.float32)
         self.setpoints_rejected = 0
         self.setpoints_clamped = 0
+        self._a = np.empty(self._n, np.float32)  # scratch, reused every call
+        self._c = np.empty(self._n, np.float32)
+        self._finite = np.empty(self._n, bool)
 
     @property
     def n_joints(self) -> int:
@@ -33,15 +36,20 @@ class BusBase:
         """Store ``positions`` (a,) rad, clamped to the limits, for the next period.
 
         A wrong shape is a programming error (ValueError). A non-finite value is a runtime event:
-        the setpoint is refused, counted, and the previous target keeps being sent (hold)."""
-        a = np.asarray(positions, dtype=np.float32)
-        if a.shape != (self._n,):
-            raise ValueError(f"positions must have shape ({self._n},), got {a.shape}")
-        if not np.isfinite(a).all():
+        the setpoint is refused, counted, and the previous target keeps being sent (hold).
+
+        The checks run in preallocated buffers; the one allocation is the immutable tuple
+        handed to the sender thread (so it never reads a target while it is being written)."""
+        shape = np.shape(positions)
+        if shape != (self._n,):
+            raise ValueError(f"positions must have shape ({self._n},), got {shape}")
+        a, c = self._a, self._c
+        a[...] = positions  # float32, exactly what a controller receives
+        if not np.isfinite(a, out=self._finite).all():
             self.setpoints_rejected += 1
             return
-        c = np.clip(a, self._lo, self._hi)
-        if (c != a).any():
+        np.clip(a, self._lo, self._hi, out=c)
+        if not np.array_equal(a, c):
             self.setpoints_clamped += 1
         self._store_target_impl(tuple(c.tolist()))
 

@@ -13,7 +13,13 @@ in ticks. The mapping, per joint (the middle of the range is joint zero)::
     rad = sign * (raw - (range_min + range_max) / 2) * 2 pi / ticks_per_rev
     sign = -1 if drive_mode else +1
 
-so the joint limits are ``+- (range_max - range_min) / 2 * 2 pi / ticks_per_rev``.
+so the joint limits are ``+- (range_max - range_min) / 2 * 2 pi / ticks_per_rev``. Radians are
+physical here (4096 ticks a turn); LeRobot's own readings (``MotorNormMode``: DEGREES
+``(raw - mid) * 360 / 4095``, RANGE_M100_100, RANGE_0_100) are :meth:`Calibration.lerobot_values`,
+exactly as LeRobot computes them, for policies trained on LeRobot's normalised values.
+
+``lerobot_json()`` writes the file exactly as LeRobot does (``json.dump(..., indent=4)`` of the
+motors in order, fields id, drive_mode, homing_offset, range_min, range_max; no final newline).
 """
 
 from __future__ import annotations
@@ -21,9 +27,12 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+LEROBOT_MODES = ("degrees", "range_m100_100", "range_0_100")  # lerobot.motors.MotorNormMode values
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,58 @@ class Calibration:
         a = self.to_radians(np.array([m.range_min for m in self.motors]))
         b = self.to_radians(np.array([m.range_max for m in self.motors]))
         return tuple(np.minimum(a, b).tolist()), tuple(np.maximum(a, b).tolist())
+
+    # ---- LeRobot's file and LeRobot's normalised values --------------------------------------
+    def to_lerobot(self) -> dict[str, dict[str, int]]:
+        """motor name -> {id, drive_mode, homing_offset, range_min, range_max}, in joint order."""
+        if len(self.names) != len(self.motors):
+            raise ValueError("a LeRobot calibration needs a motor name per servo")
+        return {name: {"id": m.servo_id, "drive_mode": m.drive_mode, "homing_offset": m.homing_offset,
+                       "range_min": m.range_min, "range_max": m.range_max}
+                for name, m in zip(self.names, self.motors, strict=True)}  # fmt: skip
+
+    def lerobot_json(self) -> str:
+        """The file LeRobot writes (draccus: ``json.dump(..., indent=4)``), byte for byte."""
+        return json.dumps(self.to_lerobot(), indent=4)
+
+    def lerobot_values(self, raw: Sequence[int], modes: Sequence[str]) -> list[float]:
+        """LeRobot's normalised readings of raw positions, per motor's ``MotorNormMode`` value
+        ("degrees", "range_m100_100", "range_0_100"; SO-101: range_m100_100 or degrees for the
+        body, range_0_100 for the gripper), computed as LeRobot's MotorsBus._normalize does."""
+        out = []
+        for m, r, mode in zip(self.motors, raw, modes, strict=True):
+            lo, hi = m.range_min, m.range_max
+            if mode == "degrees":  # no drive mode, unbounded
+                out.append((r - (lo + hi) / 2) * 360 / (self.ticks_per_rev - 1))
+                continue
+            b = min(hi, max(lo, r))
+            if mode == "range_m100_100":
+                v = ((b - lo) / (hi - lo)) * 200 - 100
+                out.append(-v if m.drive_mode else v)
+            elif mode == "range_0_100":
+                v = ((b - lo) / (hi - lo)) * 100
+                out.append(100 - v if m.drive_mode else v)
+            else:
+                raise ValueError(f"unknown LeRobot norm mode {mode!r}; allowed: {', '.join(LEROBOT_MODES)}")
+        return out
+
+    def lerobot_ticks(self, values: Sequence[float], modes: Sequence[str]) -> list[int]:
+        """The raw goals LeRobot writes for normalised ``values`` (MotorsBus._unnormalize: clamped,
+        then truncated toward zero by ``int``)."""
+        out = []
+        for m, v, mode in zip(self.motors, values, modes, strict=True):
+            lo, hi = m.range_min, m.range_max
+            if mode == "degrees":
+                out.append(int(v * (self.ticks_per_rev - 1) / 360 + (lo + hi) / 2))
+            elif mode == "range_m100_100":
+                v = -v if m.drive_mode else v
+                out.append(int(((min(100.0, max(-100.0, v)) + 100) / 200) * (hi - lo) + lo))
+            elif mode == "range_0_100":
+                v = 100 - v if m.drive_mode else v
+                out.append(int((min(100.0, max(0.0, v)) / 100) * (hi - lo) + lo))
+            else:
+                raise ValueError(f"unknown LeRobot norm mode {mode!r}; allowed: {', '.join(LEROBOT_MODES)}")
+        return out
 
     @classmethod
     def centered(cls, ids: tuple[int, ...], ticks_per_rev: int = 4096) -> Calibration:

@@ -248,8 +248,8 @@ class EmulatedController:
                     for packet in packets:
                         try:
                             frame = decode(packet)
-                        except ProtocolError:
-                            self.core.count_bad()
+                        except ProtocolError as exc:  # rx_bad, or NACK UNSUPPORTED for a 0x14..0x1F
+                            replies += self.core.undecodable(exc, now_us)
                             continue
                         replies += self.core.handle(frame, now_us)
             now = time.monotonic()

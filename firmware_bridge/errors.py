@@ -15,10 +15,14 @@ class ProtocolError(Exception):
     #: the checks, in the order the decoder applies them (also the names of the error counters)
     KINDS = ("empty", "oversize", "cobs", "short", "crc", "version", "type", "payload")
 
-    def __init__(self, kind: str, detail: str) -> None:
+    def __init__(self, kind: str, detail: str, *, seq: int | None = None, mtype: int | None = None) -> None:
         if kind not in self.KINDS:
             raise ValueError(f"unknown ProtocolError kind {kind!r}; allowed: {self.KINDS}")
         self.kind = kind
+        # the header of a CRC-valid frame whose type is unknown ("type"): a controller answers an
+        # acknowledged command type it lacks (0x10..0x1F) with NACK UNSUPPORTED and needs both
+        self.seq = seq
+        self.mtype = mtype
         super().__init__(f"{kind}: {detail}")
 
 

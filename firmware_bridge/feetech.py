@@ -153,28 +153,37 @@ class Parser(ByteParser):
         buf = self._buf
         buf += data
         out: list[Packet] = []
+        i, n = 0, len(buf)  # parse at offset i; drop what was used once at the end (one memmove)
         while True:
-            start = buf.find(b"\xff\xff")
+            start = buf.find(b"\xff\xff", i)
             if start < 0:
-                self._skip(len(buf) - (1 if buf[-1:] == b"\xff" else 0))
+                keep = n - (1 if buf[-1:] == b"\xff" else 0)
+                self.bytes_skipped += keep - i
+                del buf[:keep]
                 return out
-            if start:
-                self._skip(start)
-            if len(buf) < 4:
-                return out
-            sid, length = buf[2], buf[3]
+            if start > i:
+                self.bytes_skipped += start - i
+                i = start
+            if n - i < 4:
+                break
+            sid, length = buf[i + 2], buf[i + 3]
             if sid == 0xFF:  # FF FF FF: the header starts one byte later
-                self._skip(1)
+                self.bytes_skipped += 1
+                i += 1
                 continue
             if length < 2:
-                self._skip(2)
+                self.bytes_skipped += 2
+                i += 2
                 continue
-            end = 4 + length
-            if len(buf) < end:
-                return out
-            if checksum(buf[2 : end - 1]) != buf[end - 1]:
+            end = i + 4 + length
+            if n < end:
+                break
+            if checksum(buf[i + 2 : end - 1]) != buf[end - 1]:
                 self.checksum_errors += 1
-                del buf[:2]  # resync: the real header may start inside this one
+                self.bytes_skipped += 2
+                i += 2  # resync: the real header may start inside this one
                 continue
-            out.append(Packet(sid, buf[4], bytes(buf[5 : end - 1])))
-            del buf[:end]
+            out.append(Packet(sid, buf[i + 4], bytes(buf[i + 5 : end - 1])))
+            i = end
+        del buf[:i]
+        return out

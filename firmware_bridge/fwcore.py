@@ -20,7 +20,12 @@ Rules (docs/protocol.md, "Firmware rules"):
   The hold target is the measured position clamped into the limits, so a POSITION_LIMIT hold
   brings the joint back inside and clearing the fault does not re-latch it.
 - Frames the controller cannot use (wrong joint count, a controller->host type) count in rx_bad
-  only; NACK UNSUPPORTED answers a command type 0x10-0x1F this firmware does not implement.
+  only. A CRC-valid frame of an acknowledged command type this firmware does not implement
+  (0x14-0x1F) is a valid frame (rx_good, its seq tracked) answered NACK UNSUPPORTED, whatever its
+  payload (``undecodable``); any other unknown type counts in rx_bad.
+- Only SETPOINT and HEARTBEAT feed a running watchdog. TORQUE(1) and a fault-clearing
+  CLEAR_FAULTS also reset ``last_feed``, as part of the fresh reference they start; a CLEAR_FAULTS
+  that clears nothing (mask 0, nothing latched, or bits still latched after it) feeds nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from firmware_bridge.errors import ProtocolError
 from firmware_bridge.messages import (
     PROTOCOL_VERSION,
     Ack,
@@ -122,16 +128,23 @@ class FirmwareCore:
         """A packet the decoder refused (COBS, CRC, length, version, type, payload)."""
         self.rx_bad = (self.rx_bad + 1) & U32
 
+    def undecodable(self, exc: ProtocolError, now_us: int) -> list[Message]:
+        """A packet the decoder refused with ``exc``: NACK UNSUPPORTED for an acknowledged command
+        type this firmware does not implement (docs/protocol.md section 4), else rx_bad."""
+        lo, hi = CONTROLLER_COMMANDS
+        if exc.kind == "type" and exc.mtype is not None and exc.seq is not None and lo <= exc.mtype <= hi:
+            self.rx_good = (self.rx_good + 1) & U32
+            self._track_rx(exc.seq)
+            return [Nack(exc.seq, exc.mtype, NackReason.UNSUPPORTED)]
+        self.count_bad()
+        return []
+
     def handle(self, frame: Frame, now_us: int) -> list[Message]:
         msg = frame.msg
         if isinstance(msg, Setpoint) and len(msg.positions) != self.n:
             self.count_bad()  # valid on the wire, unusable here: rx_bad only, never rx_good
             return []
         if msg.TYPE not in HOST_TYPES:
-            if CONTROLLER_COMMANDS[0] <= msg.TYPE <= CONTROLLER_COMMANDS[1]:
-                self.rx_good = (self.rx_good + 1) & U32
-                self._track_rx(frame.seq)
-                return [Nack(frame.seq, msg.TYPE, NackReason.UNSUPPORTED)]
             self.count_bad()  # a controller->host type (an echo, a confused peer): dropped
             return []
         self.rx_good = (self.rx_good + 1) & U32

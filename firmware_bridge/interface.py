@@ -11,6 +11,16 @@ clock offset) and ``ServoHealth`` (vendor buses: reply timeouts, per-servo error
 Conventions: arrays are shape (a,) float32, a = number of joints, in the controller's joint
 order; positions in rad, velocities in rad/s, efforts in Nm (or the bus's native torque unit
 scaled to Nm); times are host ``time.monotonic()`` seconds.
+
+Freshness is per joint: ``Telemetry.measured_at[j]`` is the host time joint j's values were
+measured (a vendor bus: when that servo's reply arrived; the firmware: the controller's send
+time on the host clock, or the receive time before time sync). A consumer holds the arm when
+``now - measured_at`` of any joint passes its limit (a profile's ``stale_ms``); the age keeps
+growing while a port is gone or a servo is silent, since nothing refreshes it.
+
+Reconnect: every bus reopens a lost port through one path
+(:class:`~firmware_bridge.reconnect.PortKeeper`); ``BusHealth.connected`` is False from the
+moment the bus sees the port fail until it is open and configured again.
 """
 
 from __future__ import annotations
@@ -28,17 +38,25 @@ class Telemetry:
     positions: np.ndarray  # (a,) rad, measured
     velocities: np.ndarray  # (a,) rad/s, measured
     efforts: np.ndarray  # (a,) Nm, applied
-    last_applied_seq: int  # sequence number of the last setpoint the controller applied
-    controller_time_us: int  # controller clock when sent (u32 microseconds, wraps)
-    received_at: float  # host monotonic time the frame was decoded
+    # (a,) float64, read-only: host monotonic time each joint's values were measured (-inf: never)
+    measured_at: np.ndarray
+    received_at: float  # host monotonic time this report was made (frame decoded, cycle ended)
     sent_at: float | None  # controller send time mapped to the host clock; None before time sync
     torque_enabled: bool
     holding: bool  # safe hold engaged (watchdog or fault)
-    faults: int  # latched fault bits (firmware_bridge.messages.Fault)
+    faults: int  # latched fault bits (firmware_bridge.messages.Fault), until clear_faults()
+    # the firmware's echo: header seq of the last setpoint it applied. None on vendor buses: their
+    # servos echo nothing, so "applied" cannot be known (the goal registers are write-only here)
+    last_applied_seq: int | None = None
+    controller_time_us: int | None = None  # firmware clock when sent (u32 us, wraps); None: no clock
     # (a,) bool, read-only: True where this joint was not read in the newest cycle and its values
     # are the last good ones (vendor buses; None where the bus reads all joints in one frame)
     stale: np.ndarray | None = None
-    servo_errors: tuple[int, ...] | None = None  # per joint ServoError bits (vendor buses), else None
+    servo_errors: tuple[int, ...] | None = None  # per joint newest ServoError bits (vendor buses)
+
+    def joint_age_s(self, now: float) -> np.ndarray:
+        """(a,) seconds since each joint was measured, at host monotonic time ``now`` (inf: never)."""
+        return now - self.measured_at
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,9 @@ class BusHealth:
     rtt_p99_ms: float | None
     telemetry_age_s: float | None  # time since the last telemetry
     stale_joints: int  # joints whose newest values are the last good ones, not fresh
+    # replies that did not come in time: servo status packets (one per silent servo per cycle),
+    # firmware acknowledgements (one per unanswered attempt). The loop reports it next to faults
+    missed_replies: int
 
 
 @dataclass(frozen=True)
@@ -104,7 +125,8 @@ class MotorBus(Protocol):
         ...
 
     def clear_faults(self) -> None:
-        """Clear latched faults (re-enabling torque with auto-enable). Raises LinkError."""
+        """Clear latched faults (re-enabling torque with auto-enable); a cause that persists latches
+        again at the next report. Raises LinkError."""
         ...
 
     def close(self) -> None:

@@ -4,7 +4,9 @@ Shape follows pyserial's ``threaded.ReaderThread``: exactly one thread reads the
 bytes into frames (``FrameSplitter`` + ``decode``, which never touch the port); every write goes
 through one lock, so frames never interleave and sequence numbers leave in order. I/O failures
 (an unplugged adapter) and errors raised by frame handlers are kept apart: the first ends the
-connection and starts reconnecting with exponential backoff, the second is counted and logged.
+connection and reconnects through the one reconnect path every bus shares
+(:class:`~firmware_bridge.reconnect.PortKeeper`: backoff, ``connection_made`` /
+``connection_lost``), the second is counted and logged.
 
 The link knows nothing about joints or streaming; :mod:`firmware_bridge.bridge` builds on it.
 """
@@ -21,6 +23,7 @@ from firmware_bridge.config import LinkConfig
 from firmware_bridge.errors import LinkError, ProtocolError, TransportError
 from firmware_bridge.framing import FrameSplitter
 from firmware_bridge.messages import Ack, Frame, Message, Nack, NackReason, decode, encode
+from firmware_bridge.reconnect import PortKeeper
 from firmware_bridge.seq import seq_add
 from firmware_bridge.stats import RxCounters, TxCounters
 from firmware_bridge.transport import SerialTransport, Transport
@@ -64,13 +67,15 @@ class SerialLink:
         self._seq = 0
         self._acks: collections.OrderedDict[int, Ack] = collections.OrderedDict()
         self._ack_cond = threading.Condition()
-        self._connected = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._generation = 0
         self._splitter = FrameSplitter()
         self.rx = RxCounters()
         self.tx = TxCounters()
+        self.ack_timeouts = 0  # request attempts that got no ACK/NACK in time
+        self._keeper: PortKeeper[Transport] = PortKeeper(
+            self._open, self, min_s=config.reconnect_min_s, max_s=config.reconnect_max_s, clock=clock
+        )
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self, wait_s: float | None = None) -> bool:
@@ -79,7 +84,7 @@ class SerialLink:
             raise RuntimeError("link already started")
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
-        return self._connected.wait(wait_s) if wait_s is not None else self.connected
+        return self._keeper.wait_connected(wait_s) if wait_s is not None else self.connected
 
     def close(self) -> None:
         """Stop the reader, join it, release the port. Idempotent; never raises."""
@@ -91,23 +96,32 @@ class SerialLink:
             self._thread.join(timeout=5.0)
             if self._thread.is_alive():  # a driver stuck in read(): say so rather than hide it
                 log.error("%s: reader thread did not stop within 5 s", self._name)
-        with self._write_lock:
-            t, self._transport = self._transport, None
-            self._connected.clear()
-        if t is not None:
-            t.close()
+        self._keeper.close()
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self._keeper.connected
 
     @property
     def generation(self) -> int:
         """Incremented on every (re)connect; a changed value means: configure the controller again."""
-        return self._generation
+        return self._keeper.generation
 
     def wait_connected(self, timeout_s: float) -> bool:
-        return self._connected.wait(timeout_s)
+        return self._keeper.wait_connected(timeout_s)
+
+    # ---- the port's owner (PortKeeper callbacks, reader thread) -----------------------------
+    def connection_made(self, t: Transport) -> None:
+        self._splitter.reset()
+        self.rx.restart_seq()
+        with self._write_lock:
+            self._transport = t
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        with self._write_lock:
+            self._transport = None
+        if exc is not None:
+            self.rx.disconnects += 1
 
     def host_us(self, t: float | None = None) -> int:
         """Host clock in microseconds (the header and time-sync timestamps)."""
@@ -161,49 +175,29 @@ class SerialLink:
                 if isinstance(ack, Nack):
                     raise LinkError(f"{msg.TYPE.name} refused by the controller: {_reason(ack.reason)}")
                 return ack
+            self.ack_timeouts += 1
             last_error = f"no acknowledgement within {timeout_s * 1e3:.0f} ms"
         raise LinkError(f"{msg.TYPE.name} failed after {len(sent)} attempts: {last_error}")
 
     # ---- reader thread ---------------------------------------------------------------------
     def _run(self) -> None:
-        backoff = self.config.reconnect_min_s
+        keeper = self._keeper
         while not self._stop.is_set():
-            t = self._transport
+            t = keeper.acquire()
             if t is None:
-                try:
-                    t = self._open()
-                except TransportError as exc:
-                    log.debug("%s: open failed (%s); retry in %.3f s", self._name, exc, backoff)
-                    self._stop.wait(backoff)
-                    backoff = min(2 * backoff, self.config.reconnect_max_s)
-                    continue
-                backoff = self.config.reconnect_min_s
-                self._splitter.reset()
-                self.rx.restart_seq()
-                with self._write_lock:
-                    self._transport = t
-                    self._generation += 1
-                    self._connected.set()
-                if self._stop.is_set():
-                    break
+                log.debug("%s: port not open (%s); retry in %.3f s", self._name, keeper.last_error,
+                          keeper.retry_in())  # fmt: skip
+                self._stop.wait(keeper.retry_in())
                 continue
             try:
                 data = t.read(self.READ_CHUNK, self.config.read_timeout_s)
             except TransportError as exc:
                 if not self._stop.is_set():
                     log.warning("%s: port lost (%s); reconnecting", self._name, exc)
-                    self._lost(t)
+                    keeper.lost(t, exc)
                 continue
             if data:
                 self._handle_bytes(data, self._clock())
-
-    def _lost(self, t: Transport) -> None:
-        with self._write_lock:
-            if self._transport is t:
-                self._transport = None
-                self._connected.clear()
-        self.rx.disconnects += 1
-        t.close()
 
     def _handle_bytes(self, data: bytes, now: float) -> None:
         rx = self.rx

@@ -413,7 +413,7 @@ def decode(packet: bytes) -> Frame:
         raise ProtocolError("version", f"protocol version {version}, this side speaks {PROTOCOL_VERSION}")
     cls = _BY_TYPE.get(mtype)
     if cls is None:
-        raise ProtocolError("type", f"unknown message type 0x{mtype:02x}")
+        raise ProtocolError("type", f"unknown message type 0x{mtype:02x}", seq=seq, mtype=mtype)
     try:
         msg = cls.unpack(body[HEADER.size :])
     except struct.error as exc:  # a layout bug must still surface as the protocol's error

@@ -4,8 +4,15 @@ also fast sync read and bulk read), so the runtime, the tests and the vendor SDK
 through pyserial exactly as a real bus (``legato firmware emulate --bus feetech --ids 1-6``).
 
 One thread owns the pty: wait for bytes until the next motor tick is due, answer each complete
-instruction at once, run the due ticks (bounded catch-up, as the controller emulator does).
-Tests make a servo ``silent`` (it never answers) or set the ``error`` byte it reports.
+instruction at once (the replies of one instruction in one write, as they would follow each other
+on the wire), run the due ticks (bounded catch-up, as the controller emulator does). Tests make a
+servo ``silent`` (it never answers) or set the ``error`` byte it reports, and ``unplug()`` /
+``replug()`` the bus adapter (the servos keep their state and torque, as on a real arm whose USB
+cable is pulled while the servo supply stays on).
+
+Like real servos, the emulated ones drop an incomplete packet when the next byte is more than
+``inter_byte_timeout_s`` late, so a truncated header (``FF FF ID 255`` and silence) costs one
+packet, not every packet until 255 more bytes have arrived.
 
 Position registers follow the vendors: Feetech reports ``encoder - homing_offset``, Dynamixel
 ``encoder + homing_offset``; the encoder is 0..ticks_per_rev with the joint's zero in the middle.
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -63,6 +71,10 @@ class ServoEmulatorConfig:
     ticks_per_rev: int = 4096
     motor: MotorParams = field(default_factory=lambda: MotorParams(kp=8.0, kd=0.3, torque_max=2.0))
     big_endian: bool = False  # Feetech SCS
+    # a packet whose next byte is later than this is dropped (an assumption of the emulator: the
+    # vendors document a receive timeout but not its value; 10 ms is far above any byte gap a host
+    # writing whole packets produces, even on a loaded machine)
+    inter_byte_timeout_s: float = 0.01
 
     def __post_init__(self) -> None:
         if self.kind not in ("feetech", "dynamixel"):
@@ -71,6 +83,8 @@ class ServoEmulatorConfig:
             raise ValueError(f"ids must be distinct servo IDs in 0..252, got {list(self.ids)}")
         if not 1 <= self.tick_hz <= 20_000:
             raise ValueError(f"tick_hz must be in 1..20000, got {self.tick_hz}")
+        if not 0 < self.inter_byte_timeout_s <= 1:
+            raise ValueError(f"inter_byte_timeout_s must be in (0, 1], got {self.inter_byte_timeout_s}")
 
 
 class _Servo:
@@ -83,8 +97,10 @@ class _Servo:
         self.silent = False  # never answers (tests set it)
         self.last_rx = 0.0  # host monotonic time of the last instruction that reached it
         if kind == "feetech":
+            self.table[0], self.table[1] = 3, 10  # firmware version 3.10 (LeRobot checks they agree)
             self.table[ft.MODEL_NUMBER : ft.MODEL_NUMBER + 2] = ft.word(ft.STS3215_MODEL, big)
             self.table[ft.ID_REG] = sid
+            self.table[ft.MAX_ANGLE_LIMIT : ft.MAX_ANGLE_LIMIT + 2] = ft.word(4095, big)  # factory 0..4095
             self.table[ft.LOCK] = 1
         else:
             self.table[dx.MODEL_NUMBER : dx.MODEL_NUMBER + 2] = dx.XM430_W350_MODEL.to_bytes(2, "little")
@@ -105,8 +121,15 @@ class _Servo:
 
     def goal_encoder(self) -> int:
         if self.kind == "feetech":
-            raw = ft.unword(self.table[ft.GOAL_POSITION : ft.GOAL_POSITION + 2], self.big)
-            return ft.from_sign_magnitude(raw, 15) + self.homing
+            raw = ft.from_sign_magnitude(
+                ft.unword(self.table[ft.GOAL_POSITION : ft.GOAL_POSITION + 2], self.big), 15
+            )
+            t, big = self.table, self.big
+            lo = ft.unword(t[ft.MIN_ANGLE_LIMIT : ft.MIN_ANGLE_LIMIT + 2], big)
+            hi = ft.unword(t[ft.MAX_ANGLE_LIMIT : ft.MAX_ANGLE_LIMIT + 2], big)
+            if lo < hi:  # position mode keeps the goal within the angle limits (0, 0: multi-turn)
+                raw = min(max(raw, lo), hi)
+            return raw + self.homing
         return (
             int.from_bytes(self.table[dx.GOAL_POSITION : dx.GOAL_POSITION + 4], "little", signed=True)
             - self.homing
@@ -158,19 +181,77 @@ class EmulatedServoBus:
         self._parser: ft.Parser | dx.Parser = ft.Parser() if self.kind == "feetech" else dx.Parser()
         self.received: collections.deque[Packet] = collections.deque(maxlen=10_000)  # instructions in
         self.replies = 0
+        self.partial_dropped = 0  # incomplete packets dropped after the inter-byte timeout
+        self._last_rx = -math.inf  # host monotonic time of the last byte received
         self.cond = threading.Condition()
-        self._pty: Pty = open_pty()
-        self._t = FdTransport(self._pty.master, owns_fd=False)
-        self._guard = LinkGuard(link_path, self._pty.path) if link_path else None
+        self._link_path = link_path
+        self._guard: LinkGuard | None = None
+        self._pty: Pty | None = None
+        self._t: FdTransport | None = None
+        self._commands: queue.Queue[tuple[Callable[[], None], threading.Event]] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._plug()
         for j, s in enumerate(self.servos.values()):  # goal = where it stands
             s.set_goal_encoder(self._tpr // 2)
             self._refresh(j, s)
 
     @property
     def port(self) -> str:
-        return self._guard.path if self._guard else self._pty.path
+        if self._link_path is not None:
+            return self._link_path
+        if self._pty is None:
+            raise RuntimeError("unplugged: no port")
+        return self._pty.path
+
+    # ---- the adapter -----------------------------------------------------------------------
+    def _plug(self) -> None:
+        pty = open_pty()
+        if self._link_path is not None:
+            try:  # refuses (LinkPathError) to replace anything that is not a stale emulator link
+                if self._guard is None:
+                    self._guard = LinkGuard(self._link_path, pty.path)
+                else:
+                    self._guard.claim(pty.path)
+            except BaseException:
+                pty.close()
+                raise
+        self._pty = pty
+        self._t = FdTransport(pty.master, owns_fd=False)
+        self._parser.reset()
+
+    def _unplug(self) -> None:
+        if self._guard is not None:
+            self._guard.release()  # only while it still points at our pty
+        if self._t is not None:
+            self._t.close()
+            self._t = None
+        if self._pty is not None:
+            self._pty.close()  # the host's open slave now reads EOF/EIO: the adapter is gone
+            self._pty = None
+
+    def unplug(self, timeout_s: float = 5.0) -> None:
+        """Emulate pulling the bus adapter's USB cable: the port disappears, the servos keep
+        running (torque, goals and positions unchanged)."""
+        self._call(self._unplug, timeout_s)
+
+    def replug(self, timeout_s: float = 5.0) -> None:
+        """A new pty appears under the same link path (needs ``link_path``)."""
+        if self._link_path is None:
+            raise RuntimeError("replug needs link_path: a new pty gets a new /dev/pts name")
+        self._call(self._plug, timeout_s)
+
+    def _call(self, fn: Callable[[], None], timeout_s: float) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            fn()
+            return
+        done = threading.Event()
+        self._commands.put((fn, done))
+        t = self._t
+        if t is not None:
+            t.cancel_read()
+        if not done.wait(timeout_s):
+            raise TimeoutError(f"servo emulator thread did not run {fn.__name__} within {timeout_s} s")
 
     # ---- test controls ---------------------------------------------------------------------
     def set_silent(self, sid: int, silent: bool = True) -> None:
@@ -212,13 +293,11 @@ class EmulatedServoBus:
 
     def close(self) -> None:
         self._stop.set()
-        self._t.cancel_read()
+        if self._t is not None:
+            self._t.cancel_read()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
-        self._t.close()
-        self._pty.close()
-        if self._guard is not None:
-            self._guard.release()
+        self._unplug()
 
     def __enter__(self) -> EmulatedServoBus:
         return self.start()
@@ -280,6 +359,14 @@ class EmulatedServoBus:
         self._refresh(j, s)  # a new homing offset shows in the present position at once
 
     def _handle(self, pkt: Packet, now: float) -> list[bytes]:
+        """The replies to one instruction; a malformed one (parameters too short for it) gets
+        none, as a servo ignores what it cannot parse."""
+        try:
+            return self._answer(pkt, now)
+        except (IndexError, ValueError):
+            return []
+
+    def _answer(self, pkt: Packet, now: float) -> list[bytes]:
         self.received.append(pkt)
         sid, inst, p = pkt.servo_id, pkt.code, pkt.params
         for s in self.servos.values():
@@ -304,6 +391,9 @@ class EmulatedServoBus:
                 self._write(s, addr, data)
                 return [self._status(sid)]
             return []
+        if sid == 0xFE and inst == 0x01:  # broadcast PING: every servo answers, in id order
+            return [r for i, sv in sorted(self.servos.items()) if not sv.silent
+                    for r in self._answer(Packet(i, 0x01, b""), now)]  # fmt: skip
         if sid == 0xFE and inst == 0x03:  # broadcast WRITE: every servo, no reply
             addr, data = (p[0], p[1:]) if fe else (int.from_bytes(p[0:2], "little"), p[2:])
             for s in self.servos.values():
@@ -346,24 +436,41 @@ class EmulatedServoBus:
         t0 = time.monotonic()
         k = 0
         while not self._stop.is_set():
+            while not self._commands.empty():
+                fn, done = self._commands.get_nowait()
+                fn()
+                done.set()
             timeout = max(0.0, t0 + (k + 1) * period - time.monotonic())
-            try:
-                data = self._t.read(4096, timeout)
-            except TransportError:
-                if not self._stop.wait(timeout):
-                    continue
-                return
+            t = self._t
+            data = b""
+            if t is None:
+                self._stop.wait(timeout)
+            else:
+                try:
+                    data = t.read(4096, timeout)
+                except TransportError:
+                    if not self._stop.wait(timeout):
+                        continue
+                    return
             now = time.monotonic()
+            # the line is idle now (this read found nothing) and the packet's last byte is older
+            # than the timeout: the rest never came, drop it as a servo does. Judged only on an
+            # idle line, so an emulator thread that wakes late never drops bytes still queued
+            stale = now - self._last_rx > self.config.inter_byte_timeout_s
+            if not data and t is not None and self._parser.pending and stale:
+                self._parser.reset()
+                self.partial_dropped += 1
             if data:
+                self._last_rx = now
                 out: list[bytes] = []
                 with self.cond:
                     for pkt in self._parser.feed(data):
                         out += self._handle(pkt, now)
                     self.cond.notify_all()
-                for reply in out:
+                if out and t is not None:
                     try:
-                        self._t.write(reply)
-                        self.replies += 1
+                        t.write(b"".join(out))
+                        self.replies += len(out)
                     except TransportError:
                         pass  # host gone: as a servo on an unplugged bus
             due = min(int((now - t0) / period) - k, 200)

@@ -1,12 +1,12 @@
-"""Link statistics: frame counters, sequence gaps, and the setpoint round trip.
+"""Link statistics: frame counters, sequence gaps, the setpoint round trip, and a sample ring.
 
-Threading: every counter has exactly one writer (the reader thread or the streamer thread, as
-noted), so increments need no lock; readers take snapshots that may be a frame apart.
+Threading: every counter has one writer thread (the reader or the streamer, as noted; a
+reconnect resets some from the thread that owns the port), so increments need no lock; readers
+take snapshots that may be a frame apart.
 """
 
 from __future__ import annotations
 
-import collections
 import math
 from dataclasses import dataclass, field
 
@@ -74,6 +74,41 @@ class TxCounters:
     by_type: dict[int, int] = field(default_factory=dict)
 
 
+class Ring:
+    """The newest ``capacity`` float samples in one preallocated array (no allocation per sample;
+    a deque of Python floats costs ~32 bytes a sample). One writer; ``values()`` copies."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self._a = np.zeros(capacity)
+        self._n = 0  # samples ever appended
+
+    def append(self, x: float) -> None:
+        self._a[self._n % len(self._a)] = x
+        self._n += 1
+
+    def __len__(self) -> int:
+        return min(self._n, len(self._a))
+
+    def values(self) -> np.ndarray:
+        """The kept samples, oldest first (a copy)."""
+        n, cap = self._n, len(self._a)
+        if n <= cap:
+            return self._a[:n].copy()
+        k = n % cap
+        return np.concatenate((self._a[k:], self._a[:k]))
+
+    def percentiles(self, qs: tuple[float, ...], scale: float = 1.0) -> tuple[float, ...] | None:
+        """Percentiles of the kept samples times ``scale``, or None without samples."""
+        if not self._n:
+            return None
+        return tuple(float(v) * scale for v in np.percentile(self._a[: len(self)], qs))
+
+    def clear(self) -> None:
+        self._n = 0
+
+
 class RoundTrip:
     """Setpoint send time by sequence number -> round trip when telemetry echoes that number.
 
@@ -84,7 +119,7 @@ class RoundTrip:
     def __init__(self, keep: int = 200_000) -> None:
         self._sent = np.full(SEQ_MOD, math.nan)  # host monotonic seconds, indexed by seq
         self._last_echo: int | None = None
-        self.samples: collections.deque[float] = collections.deque(maxlen=keep)  # seconds
+        self.samples = Ring(keep)  # seconds
 
     def sent(self, seq: int, t: float) -> None:
         self._sent[seq] = t
@@ -100,9 +135,7 @@ class RoundTrip:
 
     def percentiles(self, qs: tuple[float, ...] = (50.0, 99.0)) -> tuple[float, ...] | None:
         """Round-trip percentiles in milliseconds, or None without samples."""
-        if not self.samples:
-            return None
-        return tuple(float(v) * 1e3 for v in np.percentile(np.fromiter(self.samples, float), qs))
+        return self.samples.percentiles(qs, 1e3)
 
     def reset(self) -> None:
         self._sent.fill(math.nan)

@@ -26,6 +26,7 @@ COMMANDS: tuple[str, ...] = (
     "export.cli",  # export (torch), profiles, bundle (robot side)
     "edge.cli",  # run, profile (robot side)
     "edge.record_cli",  # replay, view (robot side)
+    "edge.servo_cli",  # servo: ping, scan, calibrate (LeRobot's calibration file)
 )
 
 

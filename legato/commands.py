@@ -36,7 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = ss.add_parser("demos", help="write an expert demonstration dataset (.npz)")
     d.add_argument("--episodes", type=int_in(1, MAX_EPISODES), default=2000, help="expert episodes")
     d.add_argument("--seed", type=int_in(0), default=0, help="episode set seed (evaluation uses 1000+)")
-    d.add_argument("--out", required=True, help="dataset file (.npz)")
+    d.add_argument("--out", required=True, help="dataset file (.npz), or folder with --format lerobot")
+    d.add_argument("--format", choices=["npz", "lerobot"], default="npz",
+                   help="npz (compact, images re-rendered on load) or lerobot (a LeRobotDataset v3 folder "
+                        "with mp4 videos; needs the vla extra)")  # fmt: skip
     d.add_argument("--force", action="store_true", help="replace an existing dataset file")
     d.set_defaults(func=sim_demos)
     r = ss.add_parser("rollout", help="run a checkpoint in the simulator with a simulated inference delay")
@@ -88,10 +91,25 @@ def sim_demos(a: argparse.Namespace) -> int:
     from sim import demos
     from sim.task import TaskConfig
 
-    check_file_target(a.out, replace=a.force, what="dataset", own=demos.is_dataset)  # before minutes of work
+    lerobot = getattr(a, "format", "npz") == "lerobot"
+    if lerobot:  # a LeRobotDataset v3 folder (sim.lerobot_format, the lerobot engineer's hook)
+        from edge.outputs import check_target
+
+        check_target(a.out, "dataset", replace=a.force)
+    else:
+        check_file_target(
+            a.out, replace=a.force, what="dataset", own=demos.is_dataset
+        )  # before minutes of work
     with tqdm(total=a.episodes, desc="expert episodes", unit="ep") as bar:
         data = demos.generate(TaskConfig(), a.seed, a.episodes, progress=lambda n: bar.update(n - bar.n))
-    demos.save(data, a.out, replace=a.force)
+    if lerobot:
+        from edge.outputs import atomic_folder
+        from sim import lerobot_format
+
+        with atomic_folder(a.out, "dataset", replace=a.force, meta={"seed": a.seed}) as tmp:
+            lerobot_format.write(data, tmp)
+    else:
+        demos.save(data, a.out, replace=a.force)
     desc = data.describe()
     print(f"wrote {a.out}: {desc['episodes']} episodes, {desc['steps']} steps, "
           f"expert success {desc['expert_success']:.3f}, left {desc['left_fraction']:.3f}")  # fmt: skip
@@ -112,9 +130,26 @@ def run_rollout(
     check_request(method, ck.spec, req, source=str(ck.path))  # refuse before sampling episodes
     # One intra-op thread: the batches are small, and two threads contending with any other
     # torch process on a 2-core machine ran 6x slower in our measurements.
-    runner = TorchPolicyRunner(ck, threads=1)
+    if hasattr(ck, "policy"):  # a LeRobot policy folder (legato/adapters/lerobot_runner.py)
+        from legato.adapters.lerobot_runner import LeRobotChunkRunner
+
+        runner = LeRobotChunkRunner(ck, seed=seed, threads=1)
+    else:
+        runner = TorchPolicyRunner(ck, threads=1)
     spec = sample_episodes(ck.task, seed, episodes)
     return rollout(runner, method, ck.task, spec.scenes, spec.template, req, seed=seed, progress=progress)
+
+
+def load_any_checkpoint(path: str):
+    """A legato checkpoint, or a LeRobot policy folder (SmolVLA / pi0.5, needs the vla extra)."""
+    from legato import checkpoint
+    from legato.adapters.lerobot_files import is_lerobot_policy
+
+    if is_lerobot_policy(path):
+        from legato.adapters import lerobot_runner
+
+        return lerobot_runner.load(path)
+    return checkpoint.load(path)
 
 
 def refuse_rejected(res, what: str) -> None:
@@ -128,12 +163,11 @@ def refuse_rejected(res, what: str) -> None:
 
 def sim_rollout(a: argparse.Namespace) -> int:
     from edge.outputs import atomic_folder, check_target
-    from legato import checkpoint
     from legato.rollout import summarize
 
     if a.out:
         check_target(a.out, "rollout", replace=a.force)
-    ck = checkpoint.load(a.checkpoint)
+    ck = load_any_checkpoint(a.checkpoint)
     method = a.method or default_method(ck.spec)
     res = run_rollout(
         ck, method, a.episodes, a.delay, a.horizon, a.ramp, a.seed, progress=sys.stderr.isatty()

@@ -181,6 +181,10 @@ def _world() -> int:
 
 
 def run(a: argparse.Namespace) -> int:
+    if getattr(a, "policy", "reference") != "reference":  # LeRobot policies: legato/adapters/lerobot_train.py
+        from legato.adapters.lerobot_train import run as run_lerobot
+
+        return run_lerobot(a)
     cfg = config_from_args(a)
     pcfg = PolicyConfig(velocity_form=a.velocity_form)
     out = train(a.data, a.out, cfg, pcfg, resume=a.resume, device=a.device, force=getattr(a, "force", False))

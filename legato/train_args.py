@@ -18,7 +18,20 @@ AUGMENTATION_OPTIONS = (  # (flag, help, type); each flag names a TrainConfig fi
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
-    p.add_argument("--data", required=True, help="demonstration dataset (.npz from `legato sim demos`)")
+    p.add_argument("--data", required=True,
+                   help="demonstration dataset: .npz from `legato sim demos`, or a LeRobotDataset v3 folder "
+                        "(with --policy smolvla|pi05)")  # fmt: skip
+    # LeRobot policies (legato/adapters/lerobot_train.py; the lerobot engineer's hook): the same
+    # objectives, schedule and run folder rules on a SmolVLA / pi0.5 expert.
+    p.add_argument(
+        "--policy",
+        default="reference",
+        choices=["reference", "smolvla", "pi05"],
+        help="reference (this project's model) or a LeRobot policy (needs the vla extra)",
+    )
+    p.add_argument("--init", default=None,
+                   help="with --policy smolvla|pi05: a LeRobot policy folder to fine-tune, or a policy "
+                        "config JSON for a fresh model (e.g. configs/smolvla-reduced.json)")  # fmt: skip
     p.add_argument("--method", default=d.method, choices=METHODS, help="training objective")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/legato")
     p.add_argument(

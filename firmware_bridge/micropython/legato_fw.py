@@ -33,6 +33,7 @@ CONFIGURE_LIMITS, CONFIGURE_WATCHDOG, TORQUE, CLEAR_FAULTS = 0x10, 0x11, 0x12, 0
 SETPOINT, HEARTBEAT, TELEMETRY, FAULT_REPORT = 0x20, 0x21, 0x30, 0x31
 TIME_SYNC_REQUEST, TIME_SYNC_RESPONSE, ACK, NACK = 0x40, 0x41, 0x7E, 0x7F
 
+COMMANDS_LO, COMMANDS_HI = 0x10, 0x1F  # acknowledged commands: one not implemented gets NACK UNSUPPORTED
 F_WATCHDOG, F_POSITION_LIMIT, F_EXTERNAL = 0x0001, 0x0002, 0x0100
 N_BAD_VALUE, N_JOINT_COUNT, N_NOT_CONFIGURED, N_FAULT_LATCHED, N_UNSUPPORTED = 1, 2, 3, 4, 5
 S_TORQUE, S_HOLDING, S_FAULT, S_CONFIGURED = 0x01, 0x02, 0x04, 0x08
@@ -180,9 +181,22 @@ class Controller:
     def ack(self, seq: int, mtype: int, reason: int = 0) -> None:
         self.out.append(self.frame(NACK if reason else ACK, struct.pack("<HBB", seq, mtype, reason)))
 
+    def track_rx(self, seq: int) -> None:
+        last = self.last_rx_seq
+        if last is None or seq_newer(seq, last):
+            if last is not None:
+                self.rx_gap = (self.rx_gap + ((seq - last) & 0xFFFF) - 1) & U32
+            self.last_rx_seq = seq
+
     def handle(self, mtype: int, seq: int, p: bytes, now_us: int) -> bool:
         """Apply one CRC-valid frame; False if its type or payload is invalid (dropped)."""
         n = self.n
+        if COMMANDS_LO <= mtype <= COMMANDS_HI and mtype not in (CONFIGURE_LIMITS, CONFIGURE_WATCHDOG,
+                                                                 TORQUE, CLEAR_FAULTS):  # fmt: skip
+            self.rx_good = (self.rx_good + 1) & U32  # a valid frame of a command this firmware lacks
+            self.track_rx(seq)
+            self.ack(seq, mtype, N_UNSUPPORTED)
+            return True
         if mtype == SETPOINT:
             if len(p) != 1 + 4 * n or p[0] != n:
                 return False
@@ -197,15 +211,7 @@ class Controller:
                 return False
         elif mtype not in (HELLO, HEARTBEAT, CONFIGURE_WATCHDOG, TORQUE, CLEAR_FAULTS, TIME_SYNC_REQUEST):
             return False
-        sizes = {
-            HELLO: 1,
-            HEARTBEAT: 0,
-            CONFIGURE_WATCHDOG: 4,
-            TORQUE: 1,
-            CLEAR_FAULTS: 2,
-            TIME_SYNC_REQUEST: 8,
-        }
-        if mtype in sizes and len(p) != sizes[mtype]:
+        if mtype in _SIZES and len(p) != _SIZES[mtype]:
             return False
         if mtype == TORQUE and p[0] > 1:
             return False
@@ -213,11 +219,7 @@ class Controller:
         if mtype == HELLO:
             self.last_rx_seq = None
             self.fresh(now_us)  # a new session does not inherit the old target
-        last = self.last_rx_seq
-        if last is None or seq_newer(seq, last):
-            if last is not None:
-                self.rx_gap = (self.rx_gap + ((seq - last) & 0xFFFF) - 1) & U32
-            self.last_rx_seq = seq
+        self.track_rx(seq)
         if mtype == SETPOINT:
             self.setpoint(seq, values, now_us)
         elif mtype == HEARTBEAT:

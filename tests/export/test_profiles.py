@@ -12,6 +12,7 @@ NAMES = [
     "jetson-orin-nano-8gb",
     "jetson-orin-nx-16gb",
     "jetson-thor",
+    "so101-follower",
     "x86-cpu",
     "x86-cpu-feetech",
     "x86-cuda",

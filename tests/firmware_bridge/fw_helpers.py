@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from firmware_bridge.bridge import FirmwareBridge
 from firmware_bridge.config import BridgeConfig, JointLimits, LinkConfig
 from firmware_bridge.errors import ProtocolError
 from firmware_bridge.faults import FaultPlan, FaultyTransport
-from firmware_bridge.messages import Setpoint, decode
+from firmware_bridge.messages import Setpoint, Torque, decode
 from firmware_bridge.transport import SerialTransport, Transport
 
 # generous: another process trains a network on the same two cores
@@ -30,6 +31,7 @@ class Recorder:
         self.inner = inner
         self.frames_written = 0
         self.setpoints: dict[int, tuple[float, ...]] = {}
+        self.torque: list[bool] = []  # every TORQUE frame written, in order: its enable flag
 
     def write(self, data: bytes) -> None:
         try:
@@ -38,6 +40,8 @@ class Recorder:
             raise AssertionError(f"link wrote an invalid frame: {exc}") from exc
         if isinstance(frame.msg, Setpoint):
             self.setpoints[frame.seq] = frame.msg.positions
+        elif isinstance(frame.msg, Torque):
+            self.torque.append(frame.msg.enable)
         self.frames_written += 1
         self.inner.write(data)
 
@@ -99,3 +103,136 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float = WAIT_S, poll_s: f
 def targets(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     """(k, n) random in-limit targets."""
     return rng.uniform(-1.0, 1.0, size=(k, n)).astype(np.float32)
+
+
+CORES = ("fwcore", "micropython")  # the two reference firmware cores every rule test runs on
+
+
+class CoreRig:
+    """One reference firmware core (``kind`` in CORES) at 1 kHz on a settable clock, fed frames
+    as the UART would (micropython: encoded bytes through its own parser; fwcore: through the
+    emulator's decoder), replies and tick output decoded. The same controls and views for both
+    cores, so every rule test runs on both."""
+
+    TICK_US = 1000
+
+    def __init__(self, kind: str, n: int = 2, watchdog_ms: int = 50, telemetry_hz: int = 100) -> None:
+        from firmware_bridge.fwcore import FirmwareCore
+        from firmware_bridge.micropython import legato_fw as fw
+
+        self.kind, self.n, self.now, self.seq = kind, n, 0, 0
+        self.hold_at: int | None = None  # controller time of the first tick that held (WATCHDOG)
+        self.fed_at: int | None = None  # controller time of the last SETPOINT/HEARTBEAT sent
+        if kind == "fwcore":
+            self.core: Any = FirmwareCore(n, 1000, lambda: self.now, watchdog_ms=watchdog_ms,
+                                          telemetry_hz=telemetry_hz)  # fmt: skip
+        elif kind == "micropython":
+            self.core = fw.Controller(n, 1000, lambda: self.now, fw.SimMotor(n), watchdog_ms=watchdog_ms,
+                                      telemetry_hz=telemetry_hz)  # fmt: skip
+        else:
+            raise ValueError(f"unknown core {kind!r}; allowed: {CORES}")
+
+    # ---- feeding ---------------------------------------------------------------------------
+    def raw(self, data: bytes) -> list:
+        """Feed wire bytes (whole frames) as the UART would; returns the decoded replies."""
+        if self.kind == "fwcore":
+            from firmware_bridge.errors import ProtocolError
+
+            out: list = []
+            for packet in data.split(b"\x00")[:-1]:
+                if not packet:
+                    continue
+                try:
+                    f = decode(packet)
+                except ProtocolError as exc:
+                    out += self.core.undecodable(exc, self.now)
+                    continue
+                out += self.core.handle(f, self.now)
+            return out
+        return [decode(p[:-1]).msg for p in self.core.feed(data, self.now)]
+
+    def send(self, msg: Any, seq: int | None = None) -> list:
+        from firmware_bridge.messages import Heartbeat, encode
+
+        if seq is None:
+            seq, self.seq = self.seq, (self.seq + 1) & 0xFFFF
+        if isinstance(msg, (Setpoint, Heartbeat)):
+            self.fed_at = self.now
+        return self.raw(encode(msg, seq, self.now))
+
+    def ticks(self, k: int) -> list:
+        from firmware_bridge.messages import Fault
+
+        out: list = []
+        for _ in range(k):
+            self.now += self.TICK_US
+            got = self.core.tick(self.now)
+            out += got if self.kind == "fwcore" else [decode(p[:-1]).msg for p in got]
+            if self.hold_at is None and self.faults & Fault.WATCHDOG:
+                self.hold_at = self.now
+        return out
+
+    def ready(self) -> None:
+        """HELLO, limits +-1 rad, 10 rad/s, 0.5 rad per tick, torque on."""
+        from firmware_bridge.messages import Ack, ConfigureLimits, Hello
+
+        n = self.n
+        self.send(Hello())
+        limits = ConfigureLimits((-1.0,) * n, (1.0,) * n, (10.0,) * n, (0.5,) * n)
+        assert isinstance(self.send(limits)[0], Ack)
+        assert isinstance(self.send(Torque(True))[0], Ack)
+
+    # ---- views (the same names on both cores) ----------------------------------------------
+    def telemetry(self) -> Any:
+        if self.kind == "fwcore":
+            return self.core.telemetry()
+        from firmware_bridge.micropython import legato_fw as fw
+
+        return decode(self.core.frame(fw.TELEMETRY, self.core.telemetry())[:-1]).msg
+
+    @property
+    def faults(self) -> int:
+        return int(self.core.faults)
+
+    @property
+    def holding(self) -> bool:
+        from firmware_bridge.messages import State
+
+        return bool(self.telemetry().state & State.HOLDING)
+
+    @property
+    def last_applied_seq(self) -> int:
+        return int(self.telemetry().last_applied_seq)
+
+    @property
+    def q(self) -> np.ndarray:
+        return np.array(self.core.motor.q, dtype=float)
+
+    def set_q(self, values: Any) -> None:
+        for j, v in enumerate(values):
+            self.core.motor.q[j] = v
+
+    @property
+    def target(self) -> np.ndarray:
+        return np.array(self.core.target, dtype=float)
+
+    @property
+    def commanded(self) -> np.ndarray:
+        return np.array(self.core.commanded, dtype=float)
+
+    @property
+    def hold_pos(self) -> np.ndarray:
+        return np.array(self.core.hold_pos if self.kind == "fwcore" else self.core.hold, dtype=float)
+
+
+def sdk_retry(call: Callable[[], Any], success: int, attempts: int = 20) -> Any:
+    """A vendor SDK call, repeated while it reports a failure. The SDKs wait a fixed few
+    milliseconds for a reply, which an emulator on a loaded machine can miss; what the tests pin
+    is that our emulated servos answer them correctly, not how fast. Returns the last result."""
+    out: Any = None
+    for _ in range(attempts):
+        out = call()
+        code = out if isinstance(out, int) else (out[1] if len(out) == 3 else out[0])
+        if code == success:
+            return out
+    return out

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fw_helpers import sdk_retry
 
 from firmware_bridge.emulator import EmulatedController, EmulatorConfig
 from firmware_bridge.ptyport import LinkGuard, LinkPathError
@@ -59,7 +60,7 @@ def test_second_emulator_refuses_a_live_link_and_the_first_removes_only_its_own(
     first = EmulatedController(EmulatorConfig(2), link_path=link)
     try:
         own = os.readlink(link)
-        with pytest.raises(LinkPathError, match="live pty of another emulator"):
+        with pytest.raises(LinkPathError, match=f"the live pty of pid {os.getpid()} "):
             EmulatedController(EmulatorConfig(2), link_path=link)
         assert os.readlink(link) == own
         # someone else re-points the link (by hand): the first emulator must leave it alone on exit
@@ -77,6 +78,49 @@ def test_a_stale_link_of_a_dead_emulator_is_taken_over_and_removed_on_exit(tmp_p
     assert os.readlink(link) == "/dev/pts/0"
     guard.release()
     assert not os.path.lexists(link)
+
+
+def test_the_link_of_a_killed_emulator_naming_our_new_pty_is_taken_over(tmp_path) -> None:
+    """A killed emulator leaves its link; Linux gives the next pty the lowest free number, so the
+    next emulator's own new pty is usually the one the stale link names. Before: refused as "the
+    live pty of another emulator" (it was our own), and the user had to delete the link by hand."""
+    from firmware_bridge.ptyport import open_pty
+
+    link = str(tmp_path / "arm")
+    pty = open_pty()
+    try:
+        os.symlink(pty.path, link)  # what the killed one left, naming the number we were just given
+        guard = LinkGuard(link, pty.path)
+        assert os.readlink(link) == pty.path
+        guard.release()
+        assert not os.path.lexists(link)
+    finally:
+        pty.close()
+
+
+def test_a_killed_emulator_process_leaves_a_link_the_next_one_takes_over(tmp_path) -> None:
+    import signal
+
+    link = str(tmp_path / "arm")
+    code = ("import sys, time; from firmware_bridge.emulator import EmulatedController, EmulatorConfig; "
+            "c = EmulatedController(EmulatorConfig(2), link_path=sys.argv[1]).start(); "
+            "print(c.port, flush=True); time.sleep(600)")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code, link], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == link
+        with pytest.raises(LinkPathError, match=f"live pty of pid {proc.pid} "):
+            LinkGuard(link, "/dev/pts/0")  # alive: refused, naming the process that drives it
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        ctrl = EmulatedController(EmulatorConfig(2), link_path=link)  # no cleanup happened
+        try:
+            assert os.path.exists(link) and os.readlink(link).startswith("/dev/pts/")
+        finally:
+            ctrl.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
 
 
 def test_ping_tells_missing_not_a_tty_busy_and_bad_timeout_apart(tmp_path, emulator) -> None:
@@ -105,7 +149,8 @@ def test_emulate_bus_prints_its_port_and_the_feetech_sdk_pings_it() -> None:
         ph, handler = scs.PortHandler(port), scs.PacketHandler(0)
         assert ph.openPort()
         try:
-            assert [handler.ping(ph, i)[1] for i in (1, 2, 3)] == [scs.COMM_SUCCESS] * 3
+            pings = [sdk_retry(lambda: handler.ping(ph, i), scs.COMM_SUCCESS)[1] for i in (1, 2, 3)]  # noqa: B023
+            assert pings == [scs.COMM_SUCCESS] * 3
         finally:
             ph.closePort()
     finally:

@@ -1,4 +1,7 @@
-"""Firmware rules of the controller core and the motor model, with a fake clock (no I/O)."""
+"""The firmware rules of docs/protocol.md section 6 on BOTH reference cores, fwcore.py (numpy, run
+by the emulator) and micropython/legato_fw.py, fed the same frames on a fake clock (no I/O):
+watchdog, safe hold, sequence order across wraparound, limits and the step limit, latching, the
+telemetry rate, gaps and time sync. Then the motor model (fwcore's plant)."""
 
 from __future__ import annotations
 
@@ -6,15 +9,14 @@ import math
 
 import numpy as np
 import pytest
+from fw_helpers import CORES, CoreRig
 
-from firmware_bridge.fwcore import FirmwareCore
 from firmware_bridge.messages import (
     Ack,
     ClearFaults,
     ConfigureLimits,
     ConfigureWatchdog,
     Fault,
-    Frame,
     Heartbeat,
     Hello,
     Nack,
@@ -28,104 +30,81 @@ from firmware_bridge.messages import (
 )
 from firmware_bridge.motor import MotorModel, MotorParams
 
-TICK_US = 1000
+BOTH = pytest.mark.parametrize("kind", CORES)
+TICK_US = CoreRig.TICK_US
 
 
-class Rig:
-    """A core at 1 kHz with a settable clock; host frames get increasing sequence numbers."""
-
-    def __init__(self, n: int = 2, watchdog_ms: int = 20) -> None:
-        self.now = 0
-        self.seq = 0
-        self.core = FirmwareCore(n, 1000, lambda: self.now, watchdog_ms=watchdog_ms, telemetry_hz=100)
-        self.n = n
-
-    def send(self, msg, seq: int | None = None):
-        if seq is None:
-            seq, self.seq = self.seq, (self.seq + 1) & 0xFFFF
-        return self.core.handle(Frame(seq, self.now, msg), self.now)
-
-    def ticks(self, k: int) -> list:
-        out = []
-        for _ in range(k):
-            self.now += TICK_US
-            out += self.core.tick(self.now)
-        return out
-
-    def ready(self) -> None:
-        n = self.n
-        self.send(Hello())
-        lim = ConfigureLimits((-1.0,) * n, (1.0,) * n, (10.0,) * n, (0.5,) * n)
-        assert isinstance(self.send(lim)[0], Ack)
-        assert isinstance(self.send(Torque(True))[0], Ack)
-
-
-def test_watchdog_holds_within_timeout_plus_one_tick() -> None:
-    r = Rig(watchdog_ms=20)
+@BOTH
+def test_watchdog_holds_within_timeout_plus_one_tick(kind) -> None:
+    r = CoreRig(kind, watchdog_ms=20)
     r.ready()
     r.send(Setpoint((0.5, 0.5)))
     fed = r.now
     r.ticks(20)  # 20 ms after the feed: not yet
-    assert not r.core.faults
+    assert not r.faults
     r.ticks(1)  # 21 ms: more than the timeout
-    assert r.core.faults == Fault.WATCHDOG and r.core.holding
-    hold_us, feed_us = r.core.hold_events[-1]
-    assert feed_us == fed and 20_000 < hold_us - feed_us <= 20_000 + TICK_US
-    tel = r.core.telemetry()
+    assert r.faults == Fault.WATCHDOG and r.holding
+    assert r.hold_at is not None and 20_000 < r.hold_at - fed <= 20_000 + TICK_US
+    tel = r.telemetry()
     assert tel.state & State.HOLDING and tel.state & State.FAULT_LATCHED
 
 
-def test_heartbeat_feeds_watchdog_and_hold_keeps_measured_position() -> None:
-    r = Rig(watchdog_ms=20)
+@BOTH
+def test_heartbeat_feeds_watchdog_and_hold_keeps_measured_position(kind) -> None:
+    r = CoreRig(kind, watchdog_ms=20)
     r.ready()
     r.send(Setpoint((0.8, -0.8)))
     for _ in range(10):
         r.ticks(10)
         r.send(Heartbeat())
-    assert not r.core.faults  # 100 ms of heartbeats every 10 ms
+    assert not r.faults  # 100 ms of heartbeats every 10 ms
     r.ticks(25)
-    assert r.core.faults & Fault.WATCHDOG
-    q_hold = r.core.hold_pos.copy()
+    assert r.faults & Fault.WATCHDOG
+    q_hold, commanded = r.hold_pos, r.commanded
     r.send(Setpoint((0.0, 0.0)))  # ignored while a fault holds
-    assert r.core.rx_ignored == 1
+    assert np.array_equal(r.commanded, commanded)
     r.ticks(500)
-    assert np.allclose(r.core.motor.q, q_hold, atol=0.01)
+    assert np.allclose(r.q, q_hold, atol=0.01)
 
 
-def test_stale_and_duplicate_setpoints_rejected_across_wraparound() -> None:
-    r = Rig()
+@BOTH
+def test_stale_and_duplicate_setpoints_rejected_across_wraparound(kind) -> None:
+    r = CoreRig(kind)
     r.ready()
     r.send(Setpoint((0.1, 0.1)), seq=65534)
     r.send(Setpoint((0.2, 0.2)), seq=65535)
     r.send(Setpoint((0.3, 0.3)), seq=0)  # wrapped: newer
     r.send(Setpoint((0.9, 0.9)), seq=65535)  # late
     r.send(Setpoint((0.9, 0.9)), seq=0)  # duplicate
-    assert r.core.last_applied_seq == 0 and r.core.rx_stale == 2
-    assert np.allclose(r.core.commanded, 0.3)
+    assert r.last_applied_seq == 0 and r.core.rx_stale == 2
+    assert np.allclose(r.commanded, 0.3)
 
 
-def test_hello_and_enable_start_a_fresh_sequence_reference() -> None:
-    r = Rig()
+@BOTH
+def test_hello_and_enable_start_a_fresh_sequence_reference(kind) -> None:
+    r = CoreRig(kind)
     r.ready()
     r.send(Setpoint((0.1, 0.1)), seq=40_000)
     r.send(Hello(), seq=3)  # the host restarted: its numbers start low again
     r.send(Setpoint((0.2, 0.2)), seq=4)
-    assert r.core.last_applied_seq == 4 and r.core.rx_stale == 0
+    assert r.last_applied_seq == 4 and r.core.rx_stale == 0
 
 
-def test_limits_clamp_and_step_limit_per_tick() -> None:
-    r = Rig()
+@BOTH
+def test_limits_clamp_and_step_limit_per_tick(kind) -> None:
+    r = CoreRig(kind)
     r.ready()
     r.send(Setpoint((5.0, -5.0)))
-    assert np.array_equal(r.core.commanded, [1.0, -1.0])
+    assert np.array_equal(r.commanded, [1.0, -1.0])
     r.ticks(1)
-    assert np.allclose(r.core.target, [0.5, -0.5])  # step_max 0.5 rad per tick
+    assert np.allclose(r.target, [0.5, -0.5])  # step_max 0.5 rad per tick
     r.ticks(1)
-    assert np.allclose(r.core.target, [1.0, -1.0])
+    assert np.allclose(r.target, [1.0, -1.0])
 
 
-def test_faults_latch_until_cleared_and_torque_off_always_accepted() -> None:
-    r = Rig()
+@BOTH
+def test_faults_latch_until_cleared_and_torque_off_always_accepted(kind) -> None:
+    r = CoreRig(kind)
     r.ready()
     r.core.latch(Fault.EXTERNAL)
     r.ticks(1)
@@ -133,15 +112,16 @@ def test_faults_latch_until_cleared_and_torque_off_always_accepted() -> None:
     assert isinstance(nack, Nack) and nack.reason == NackReason.FAULT_LATCHED
     assert isinstance(r.send(Torque(False))[0], Ack) and not r.core.enabled
     r.ticks(100)
-    assert r.core.faults == Fault.EXTERNAL  # still latched
+    assert r.faults == Fault.EXTERNAL  # still latched
     assert isinstance(r.send(ClearFaults(Fault.WATCHDOG))[0], Ack)
-    assert r.core.faults == Fault.EXTERNAL  # only named bits clear
+    assert r.faults == Fault.EXTERNAL  # only named bits clear
     r.send(ClearFaults(Fault.EXTERNAL))
-    assert r.core.faults == 0 and isinstance(r.send(Torque(True))[0], Ack)
+    assert r.faults == 0 and isinstance(r.send(Torque(True))[0], Ack)
 
 
-def test_configuration_refuses_bad_values_by_nack() -> None:
-    r = Rig(n=2)
+@BOTH
+def test_configuration_refuses_bad_values_by_nack(kind) -> None:
+    r = CoreRig(kind, n=2)
     nack = r.send(Torque(True))[0]
     assert isinstance(nack, Nack) and nack.reason == NackReason.NOT_CONFIGURED
     bad = r.send(ConfigureLimits((1.0, -1.0), (0.0, 1.0), (1.0, 1.0), (0.1, 0.1)))[0]
@@ -153,8 +133,9 @@ def test_configuration_refuses_bad_values_by_nack() -> None:
     assert isinstance(r.send(ConfigureWatchdog(50, 500))[0], Ack)
 
 
-def test_telemetry_rate_gaps_and_time_sync() -> None:
-    r = Rig()
+@BOTH
+def test_telemetry_rate_gaps_and_time_sync(kind) -> None:
+    r = CoreRig(kind)
     r.ready()
     tel = [m for m in r.ticks(1000) if isinstance(m, TelemetryMsg)]
     assert len(tel) == 100  # 100 Hz over 1 s of 1 kHz ticks

@@ -1,6 +1,7 @@
 """The points where an independent firmware, written from docs/protocol.md alone, disagreed with the
-emulator and the spec (issue 12, part 5). Each decision is pinned here against BOTH reference
-cores, fwcore.py (numpy, run by the emulator) and micropython/legato_fw.py, fed the same frames."""
+emulator and the spec (issue 12, part 5; issue 19, part 7). Each decision is pinned here against
+BOTH reference cores, fwcore.py (numpy, run by the emulator) and micropython/legato_fw.py, fed the
+same frames."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import struct
 
 import numpy as np
 import pytest
+from fw_helpers import CORES, CoreRig
 
 from firmware_bridge.framing import frame
 from firmware_bridge.fwcore import FirmwareCore
@@ -17,86 +19,18 @@ from firmware_bridge.messages import (
     ClearFaults,
     ConfigureLimits,
     Fault,
-    Frame,
+    Heartbeat,
     Hello,
     Nack,
     NackReason,
     Setpoint,
-    TelemetryMsg,
     Torque,
     decode,
-    encode,
 )
 from firmware_bridge.micropython import legato_fw as fw
 
-TICK_US = 1000
-
-
-class Rig:
-    """One core at 1 kHz with a settable clock, driven by frames; replies come back decoded."""
-
-    def __init__(self, kind: str, n: int = 2) -> None:
-        self.kind, self.n, self.now, self.seq = kind, n, 0, 0
-        if kind == "fwcore":
-            self.core = FirmwareCore(n, 1000, lambda: self.now, watchdog_ms=50)
-        else:
-            self.core = fw.Controller(n, 1000, lambda: self.now, fw.SimMotor(n), watchdog_ms=50)
-
-    def raw(self, data: bytes) -> list:
-        """Feed wire bytes (framed) as the UART would; fwcore goes through the emulator's decoder."""
-        if self.kind == "fwcore":
-            from firmware_bridge.errors import ProtocolError
-
-            try:
-                f = decode(data[:-1])
-            except ProtocolError:
-                self.core.count_bad()
-                return []
-            return self.core.handle(f, self.now)
-        return [decode(p[:-1]).msg for p in self.core.feed(data, self.now)]
-
-    def send(self, msg, seq: int | None = None) -> list:
-        if seq is None:
-            seq, self.seq = self.seq, (self.seq + 1) & 0xFFFF
-        if self.kind == "fwcore":
-            return self.core.handle(Frame(seq, self.now, msg), self.now)
-        return self.raw(encode(msg, seq, self.now))
-
-    def ticks(self, k: int) -> list:
-        out = []
-        for _ in range(k):
-            self.now += TICK_US
-            got = self.core.tick(self.now)
-            out += got if self.kind == "fwcore" else [decode(p[:-1]).msg for p in got]
-        return out
-
-    @property
-    def q(self) -> np.ndarray:
-        return np.array(self.core.motor.q, dtype=float)
-
-    def set_q(self, values) -> None:
-        for j, v in enumerate(values):
-            self.core.motor.q[j] = v
-
-    @property
-    def target(self) -> np.ndarray:
-        return np.array(self.core.target, dtype=float)
-
-    def ready(self) -> None:
-        n = self.n
-        self.send(Hello())
-        assert isinstance(
-            self.send(ConfigureLimits((-1.0,) * n, (1.0,) * n, (10.0,) * n, (0.5,) * n))[0], Ack
-        )
-        assert isinstance(self.send(Torque(True))[0], Ack)
-
-    def telemetry(self) -> TelemetryMsg:
-        if self.kind == "fwcore":
-            return self.core.telemetry()
-        return decode(self.core.frame(fw.TELEMETRY, self.core.telemetry())[:-1]).msg
-
-
-BOTH = pytest.mark.parametrize("kind", ["fwcore", "micropython"])
+BOTH = pytest.mark.parametrize("kind", CORES)
+Rig = CoreRig
 
 
 @BOTH
@@ -122,8 +56,7 @@ def test_every_torque_on_starts_a_fresh_reference(kind) -> None:
     assert isinstance(r.send(Torque(True))[0], Ack)  # already on: still a fresh reference
     assert np.allclose(r.target, r.q)
     r.send(Setpoint((0.1, 0.1)), seq=5)  # older than 1000, accepted after the fresh reference
-    applied = r.core.last_applied_seq if kind == "fwcore" else r.core.last_applied
-    assert applied == 5
+    assert r.last_applied_seq == 5
 
 
 @BOTH
@@ -178,7 +111,7 @@ def test_boot_defaults_before_configure_watchdog(kind) -> None:
     if kind == "fwcore":
         r.core = FirmwareCore(2, 1000, lambda: r.now)
     else:
-        r.core = fw.Controller(2, 1000, lambda: r.now, fw.SimMotor(2))
+        r.core = fw.Controller(2, 1000, lambda: r.now, fw.SimMotor(2))  # the constructor's defaults
     caps = r.send(Hello())[0]
     assert isinstance(caps, Capabilities) and (caps.watchdog_ms, caps.telemetry_hz) == (100, 50)
 
@@ -200,12 +133,12 @@ def test_position_limit_fault_recovers_after_clearing(kind) -> None:
     r.ready()
     r.set_q([1.3, 0.0])  # pushed beyond the limit (1.0) by more than the margin
     r.ticks(1)
-    assert r.core.faults & Fault.POSITION_LIMIT
+    assert r.faults & Fault.POSITION_LIMIT
     r.ticks(500)  # the hold target is inside the limits: the joint comes back
     assert r.q[0] <= 1.0 + 0.1
     r.send(ClearFaults(Fault.POSITION_LIMIT))
     r.ticks(50)
-    assert r.core.faults == 0
+    assert r.faults == 0
 
 
 def test_an_over_long_packet_counts_in_rx_bad_on_the_emulator(emulator) -> None:
@@ -218,3 +151,81 @@ def test_an_over_long_packet_counts_in_rx_bad_on_the_emulator(emulator) -> None:
     mpy = fw.Controller(2, 100, lambda: 0, fw.SimMotor(2))
     mpy.feed(b"\x01" * 1100 + b"\x00", 0)
     assert mpy.rx_bad == 1
+
+
+# ---- issue 19, part 7: the two sentences that allowed two readings ------------------------------
+@BOTH
+@pytest.mark.parametrize("mtype", [0x14, 0x1F])
+def test_an_unimplemented_acknowledged_command_type_gets_nack_unsupported(kind, mtype) -> None:
+    """Section 4: a CRC-valid frame of type 0x14..0x1F (no command defined there) is a valid frame
+    of a command this firmware lacks: NACK UNSUPPORTED with its seq, counted in rx_good, its seq
+    tracked (no gap), whatever its payload; the host learns it at once instead of retrying."""
+    r = Rig(kind)
+    r.ready()
+    good, bad, gap = r.core.rx_good, r.core.rx_bad, r.core.rx_gap
+    body = struct.pack("<BBHI", 1, mtype, r.seq, 0) + b"\x07\x08\x09"
+    r.seq += 1
+    (nack,) = r.raw(frame(body))
+    assert isinstance(nack, Nack) and nack.reason == NackReason.UNSUPPORTED
+    assert (nack.acked_seq, nack.acked_type) == (r.seq - 1, mtype)
+    assert (r.core.rx_good, r.core.rx_bad) == (good + 1, bad)
+    r.send(Heartbeat())
+    assert r.core.rx_gap == gap
+
+
+@BOTH
+@pytest.mark.parametrize("mtype", [0x05, 0x22, 0x50, 0x7D])
+def test_an_unknown_type_outside_the_command_range_is_dropped_as_bad(kind, mtype) -> None:
+    r = Rig(kind)
+    r.ready()
+    good, bad = r.core.rx_good, r.core.rx_bad
+    assert r.raw(frame(struct.pack("<BBHI", 1, mtype, 9, 0))) == []
+    assert (r.core.rx_good, r.core.rx_bad) == (good, bad + 1)
+
+
+@BOTH
+def test_clear_faults_that_clears_nothing_does_not_feed_the_watchdog(kind) -> None:
+    """Section 6.1 / 6.4: only SETPOINT and HEARTBEAT feed a running watchdog; CLEAR_FAULTS(0), or
+    one naming bits that are not latched, changes nothing: the watchdog trips 50 ms after the last
+    setpoint as if they had never come."""
+    r = Rig(kind)  # watchdog 50 ms
+    r.ready()
+    r.send(Setpoint((0.2, 0.2)))
+    fed = r.now
+    r.ticks(30)
+    assert isinstance(r.send(ClearFaults(0))[0], Ack)
+    r.ticks(10)
+    assert isinstance(r.send(ClearFaults(Fault.WATCHDOG | Fault.EXTERNAL))[0], Ack)
+    r.ticks(11)
+    assert r.faults == Fault.WATCHDOG and r.hold_at == fed + 51 * CoreRig.TICK_US
+
+
+@BOTH
+def test_a_fault_clearing_clear_faults_restarts_the_watchdog_from_now(kind) -> None:
+    """The fault-clearing CLEAR_FAULTS (clears a latched bit, leaves none, torque on) starts a
+    fresh reference, last_feed included: clearing after a long hold must not latch WATCHDOG again
+    at the next tick."""
+    r = Rig(kind)
+    r.ready()
+    r.send(Setpoint((0.2, 0.2)))
+    r.core.latch(Fault.EXTERNAL)
+    r.ticks(200)  # held far longer than the watchdog: no feed while holding
+    assert r.faults == Fault.EXTERNAL
+    assert isinstance(r.send(ClearFaults(Fault.EXTERNAL))[0], Ack)
+    cleared = r.now
+    r.ticks(50)
+    assert r.faults == 0  # 50 ms after the clear: not yet
+    r.ticks(1)
+    assert r.faults == Fault.WATCHDOG and r.hold_at == cleared + 51 * CoreRig.TICK_US
+
+
+def test_the_emulator_answers_an_unimplemented_command_over_the_wire(emulator) -> None:
+    import serial
+
+    ctrl = emulator(2)
+    with serial.Serial(ctrl.port, exclusive=True, timeout=10.0) as s:
+        s.write(frame(struct.pack("<BBHI", 1, 0x15, 321, 0)))
+        reply = s.read_until(b"\x00")
+    nack = decode(reply[:-1]).msg
+    assert isinstance(nack, Nack) and (nack.acked_seq, nack.acked_type, nack.reason) == (321, 0x15, 5)
+    assert ctrl.core.rx_bad == 0 and ctrl.core.rx_good == 1

@@ -6,9 +6,10 @@ import argparse
 import os
 import subprocess
 import sys
-import threading
+import time
 
 import pytest
+from fw_helpers import wait_for
 
 from firmware_bridge.config import BridgeConfig, JointLimits, LinkConfig
 from firmware_bridge.faults import FaultPlan, FaultyTransport
@@ -91,14 +92,21 @@ def test_periodic_thread_keeps_absolute_deadlines_and_skips_overruns() -> None:
 def test_periodic_thread_rejects_bad_rate_and_joins() -> None:
     with pytest.raises(ValueError, match="rate_hz"):
         PeriodicThread(0.0, lambda k, t: None)
-    n = []
-    pt = PeriodicThread(200.0, lambda k, t: n.append(k))
+    n: list[int] = []
+    spent = time.process_time()
+
+    def tick(k: int, deadline: float) -> None:
+        n.append(k)
+        sum(range(20_000))  # some CPU in the tick, so its thread time is measurable
+
+    pt = PeriodicThread(200.0, tick)
     pt.start()
-    ev = threading.Event()
-    while len(n) < 5:
-        ev.wait(0.005)
+    assert wait_for(lambda: len(n) >= 5), "ticks stopped"
     pt.stop()
-    assert not pt._thread.is_alive() and pt.cpu_s >= 0.0  # type: ignore[union-attr]
+    assert not pt._thread.is_alive()  # type: ignore[union-attr]
+    assert n[:5] == [0, 1, 2, 3, 4]
+    # the thread's own CPU time: some, and no more than the whole process spent meanwhile
+    assert 0.0 < pt.cpu_s <= time.process_time() - spent
 
 
 class Sink:

@@ -1,0 +1,66 @@
+"""The simulator's demonstrations as a LeRobotDataset v3 (`legato sim demos --format lerobot`).
+
+Per step: the camera frame (observation.images.top, uint8 (H, W, 3) rendered from the scene and
+the joint state, as the policy sees it), observation.state = joint positions (rad) then
+velocities (rad/s), action = the expert's clean joint-position targets (rad), and the episode's
+instruction as its task. 50 Hz, the arm's control rate. The same episodes as the .npz format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from legato.lerobot_dataset import EpisodeData, write_dataset
+from sim.camera import Camera
+from sim.demos import Demos
+from sim.language import instruction
+from sim.scene import COLORS
+
+CAMERA = "observation.images.top"
+
+
+def joint_names(j: int) -> list[str]:
+    return [f"joint_{i}" for i in range(j)]
+
+
+def features(demos: Demos) -> dict[str, dict]:
+    cam, j = demos.task.camera, demos.task.arm.num_joints
+    names = joint_names(j)
+    return {
+        CAMERA: {
+            "dtype": "video",
+            "shape": [cam.height, cam.width, 3],
+            "names": ["height", "width", "channels"],
+        },
+        "observation.state": {
+            "dtype": "float32",
+            "shape": [2 * j],
+            "names": names + [f"{n}.vel" for n in names],
+        },
+        "action": {"dtype": "float32", "shape": [j], "names": names},
+    }
+
+
+def episodes(demos: Demos) -> Iterator[EpisodeData]:
+    camera = Camera(demos.task.arm, demos.task.scene, demos.task.camera)
+    for e in range(demos.num_episodes):
+        lo, hi = int(demos.offsets[e]), int(demos.offsets[e + 1])
+        scene = demos.scenes.select(np.full(hi - lo, e))
+        frames = camera.render(scene, demos.q[lo:hi].astype(np.float64))
+        task = instruction(COLORS[int(demos.scenes.instructed[e])], int(demos.template[e]))
+        state = np.concatenate([demos.q[lo:hi], demos.qd[lo:hi]], -1)
+        yield EpisodeData(task, {"observation.state": state, "action": demos.action[lo:hi]}, {CAMERA: frames})
+
+
+def write(demos: Demos, root: Path) -> None:
+    """Write into `root` (empty; the caller swaps it in atomically)."""
+    write_dataset(
+        root,
+        int(round(demos.task.arm.control_hz)),
+        features(demos),
+        episodes(demos),
+        robot_type="legato-sim-arm",
+    )

@@ -1,0 +1,166 @@
+"""`legato train --policy smolvla`: a LeRobot-written dataset trains (fresh reduced SmolVLA from
+a config, Legato objective), resumes, loads back, and a mismatched dataset is refused first."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("transformers", reason="the vla extra (transformers) is not installed")
+
+from lerobot_fixtures import FIXTURES  # noqa: E402
+
+from legato.cli import main  # noqa: E402
+
+DATASET = FIXTURES / "dataset"  # written by LeRobot 0.6.1's own create / add_frame / save_episode / finalize
+CONFIG = FIXTURES.parents[2] / "configs" / "smolvla-reduced.json"
+SMALL = ["--batch-obs", "2", "--draws", "2", "--threads", "1"]
+
+
+def test_lerobot_written_dataset_trains_and_resumes(tmp_path, hf_offline):
+    out = tmp_path / "run"
+    args = ["train", "--policy", "smolvla", "--init", str(CONFIG), "--data", str(DATASET), "--out", str(out)]
+    assert main([*args, "--steps", "2", *SMALL]) == 0
+    meta = json.loads((out / "legato.json").read_text())
+    assert meta["method"] == "legato" and meta["num_steps"] == 5 and meta["time_convention"] == "t1-noise"
+    assert meta["omega_dim"] == 31 and meta["schedule"] == {"shape": "linear", "d_max": 4, "r_max": 8}
+    assert json.loads((out / "trainer.json").read_text()) == {"step": 2}
+    assert (
+        main(
+            [
+                "train",
+                "--policy",
+                "smolvla",
+                "--data",
+                str(DATASET),
+                "--out",
+                str(out),
+                "--resume",
+                "--steps",
+                "3",
+                *SMALL,
+            ]
+        )
+        == 0
+    )
+    assert json.loads((out / "trainer.json").read_text()) == {"step": 3}
+    from legato.adapters.smolvla import SmolVLAPolicy
+
+    policy = SmolVLAPolicy.load(out)  # the run folder is a LeRobot policy folder
+    assert policy.spec.chunk == 16 and policy.spec.action_dim == 3
+    _harness_chunk_equals_the_adapter(out)
+
+
+def _harness_chunk_equals_the_adapter(run):
+    """The evaluation's path (edge.denoiser over the adapter's field, t = 0 noise, padded dims)
+    gives LeRobot's sample_actions chunk for the same observation and noise."""
+    import numpy as np
+    import torch
+
+    from edge.policy import ChunkRequest
+    from legato.adapters import lerobot_runner
+    from sim.env import ReachEnv
+    from sim.episodes import sample_episodes
+    from sim.language import detokenize
+    from sim.task import TaskConfig
+
+    ck = lerobot_runner.load(run)
+    runner = lerobot_runner.LeRobotChunkRunner(ck)
+    ep = sample_episodes(TaskConfig(), 1000, 2)
+    obs = ReachEnv(TaskConfig(), ep.scenes, ep.template).observe()
+    eps = np.random.default_rng(0).standard_normal((2, 16, 32)).astype(np.float32)
+    chunk = runner.chunk("legato", obs, None, ChunkRequest(d=0, s=8, r=0), eps)  # a first chunk: omega = 0
+    lerobot_obs = {
+        "observation.images.top": obs.image,
+        "observation.state": obs.state,
+        "task": [detokenize(t) for t in obs.tokens],
+    }
+    p = ck.policy
+    with torch.no_grad():  # LeRobot's Euler loop from t = 1, the omega channel written as 0
+        prefix = p.model.prefix(*p.prefix_inputs(lerobot_obs))
+        x, n = torch.from_numpy(eps), p.spec.num_steps
+        for k in range(n):
+            tau = torch.full((2,), 1.0 - k / n)
+            x = (
+                x
+                - ck.head.velocity(lambda y, t: p.model.velocity(y, t, *prefix), x, tau, torch.zeros(2, 16))
+                / n
+            )
+    ref = p.folder.output_norm.unnormalize("action", x[..., :3].numpy())
+    assert np.abs(chunk - ref).max() < 1e-4
+
+
+def test_dataset_whose_features_disagree_with_the_policy_is_refused(tmp_path, hf_offline, capsys):
+    out = tmp_path / "run"
+    # The fixture SmolVLA reads two cameras (96x128 and 50x40); the dataset has one, 48x64.
+    code = main(
+        [
+            "train",
+            "--policy",
+            "smolvla",
+            "--init",
+            str(FIXTURES / "smolvla"),
+            "--data",
+            str(DATASET),
+            "--out",
+            str(out),
+            "--steps",
+            "1",
+            *SMALL,
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert "observation.images.top is (48, 64, 3) (H, W, C), the policy expects (96, 128, 3)" in err
+    assert not out.exists()
+
+
+def test_pi05_fine_tunes_with_legato_on_a_dataset_of_its_features(tmp_path, hf_offline):
+    import numpy as np
+
+    from legato.adapters.pi05 import Pi05Policy
+    from legato.lerobot_dataset import EpisodeData, write_dataset
+
+    rng = np.random.default_rng(0)
+    cams = {"observation.images.base_0_rgb": (40, 48), "observation.images.left_wrist_0_rgb": (32, 32)}
+    feats = {
+        k: {"dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"]}
+        for k, (h, w) in cams.items()
+    }
+    feats |= {
+        "observation.state": {"dtype": "float32", "shape": [6], "names": None},
+        "action": {"dtype": "float32", "shape": [6], "names": None},
+    }
+    eps = [
+        EpisodeData(
+            "pick up the cube",
+            {"observation.state": rng.normal(size=(12, 6)), "action": rng.normal(size=(12, 6))},
+            {k: rng.integers(0, 256, (12, h, w, 3), dtype=np.uint8) for k, (h, w) in cams.items()},
+        )
+    ]
+    data = tmp_path / "ds"
+    data.mkdir()
+    write_dataset(data, 10, feats, eps)
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--policy",
+                "pi05",
+                "--init",
+                str(FIXTURES / "pi05"),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                *SMALL,
+            ]
+        )
+        == 0
+    )
+    assert json.loads((out / "legato.json").read_text())["num_steps"] == 10
+    assert Pi05Policy.load(out).spec.chunk == 10  # the run folder loads (sizes.json travelled with it)

@@ -1,0 +1,59 @@
+"""`legato export --checkpoint <LeRobot SmolVLA folder>`: detected by its adapter, exported as
+prefix + expert-step graphs, gated against torch through the robot's own denoiser, verified."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers", reason="the vla extra (transformers) is not installed")
+
+from lerobot_fixtures import FIXTURES  # noqa: E402
+
+from legato.cli import main  # noqa: E402
+
+PROFILES = Path(__file__).resolve().parents[2] / "profiles"
+
+
+def fixture_profile(tmp_path: Path) -> Path:
+    """x86-cpu with the fixture policy's H = 10, N = 10, plain (d_max 0), stepwise graphs."""
+    text = (PROFILES / "x86-cpu.toml").read_text()
+    for key, value in (
+        ("horizon", "10"),
+        ("execution_horizon", "5"),
+        ("num_steps", "10"),
+        ("d_max", "0"),
+        ("ramp", "0"),
+        ("graph", '"stepwise"'),
+    ):
+        text = re.sub(rf"^{key} = \S+", f"{key} = {value}", text, flags=re.M)
+    path = tmp_path / "x86-cpu-smolvla-fixture.toml"
+    path.write_text(text)
+    return path
+
+
+def test_export_detects_smolvla_gates_and_verifies(tmp_path, hf_offline, capsys):
+    out = tmp_path / "bundle"
+    code = main(
+        [
+            "export",
+            "--checkpoint",
+            str(FIXTURES / "smolvla"),
+            "--profile",
+            str(fixture_profile(tmp_path)),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    man = json.loads((out / "manifest.json").read_text())
+    ad = man["adapter"]
+    assert ad["name"] == "smolvla" and ad["time_convention"] == "t1-noise"
+    assert ad["action_pad"] == 32 and ad["observation"]["language"]["append"] == "\n"
+    assert [c["name"] for c in ad["observation"]["cameras"]] == ["top", "wrist"]
+    assert (out / "tokenizer.json").is_file()
+    assert man["parity"]["fp32"]["flow_head"]["max_abs"] <= 1e-4
+    assert main(["bundle", "verify", str(out)]) == 0
