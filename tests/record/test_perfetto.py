@@ -21,18 +21,8 @@ group by t.name, s.depth order by t.name, s.depth
 @pytest.fixture(scope="module")
 def profile_report(bundle, tmp_path_factory):
     out = tmp_path_factory.mktemp("prof") / "report"
-    args = [
-        "profile",
-        "--bundle",
-        str(bundle),
-        "--sim",
-        "--seconds",
-        "2",
-        "--graph",
-        "stepwise",
-        "--out",
-        str(out),
-    ]
+    args = ["profile", "--bundle", str(bundle), "--sim", "--seconds", "2", "--graph", "stepwise"]
+    args += ["--out", str(out), "--record", str(out.parent / "profiled.mcap")]
     assert main(args) == 0  # stepwise: prefix and N flow steps nest in each chunk
     return out
 
@@ -43,6 +33,7 @@ def test_trace_loads_in_perfetto_and_counts_ticks_and_chunks(profile_report):
         pytest.skip(f"Perfetto's trace processor cannot run here: {why}")
     s = json.loads((profile_report / "summary.json").read_text())
     assert s["records_dropped"] == 0 and s["ticks"] > 50 and s["chunks"] > 3
+    assert s["record.chunks"] == s["chunks"] and s["record.ticks"] == s["ticks"]  # legato profile --record
     with WasmTraceProcessor(profile_report / "trace.json") as tp:
         rows = {(r.thread, r.depth): r.n for r in tp.query(PER_THREAD)}
         names = {r.name for r in tp.query("select distinct name from slice where depth = 1")}
