@@ -237,7 +237,8 @@ def test_a_really_full_disk_leaves_the_run_going(bundle, tmp_path, capsys):
         assert s["episodes"] == 2 and s["shutdown"] == "completed"
         assert s["record.stopped"].startswith("disk full") and "recording stopped early: disk full" in err
         r = read_recording(mnt / "r.mcap")
-        assert 0 < len(r.chunks) <= s["record.chunks"] < s["chunks"]
+        # the chunk being written when the disk filled may have reached it whole
+        assert 0 < len(r.chunks) <= s["record.chunks"] + 1 and s["record.chunks"] < s["chunks"]
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
 
