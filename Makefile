@@ -15,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[train,dev,vla]'
+	$(PY) -m pip install -q -e '.[train,dev,vla,language]'
 	@touch $(STAMP)
 
 test: setup

@@ -44,12 +44,17 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="held-out episode set (--sim) and sampling-noise seed")  # fmt: skip
     p.add_argument(
         "--camera",
+        action="append",
         default=None,
-        help="with --port: V4L2 index, GStreamer pipeline (with '!') or video file (OpenCV extra)",
+        help="with --port: V4L2 index, GStreamer pipeline (with '!') or video file (OpenCV extra); "
+        "NAME=SPEC for one of several cameras (repeat it; default: the profile's [cameras] table)",
     )
     p.add_argument("--tokens", default=None,
-                   help="with --port: instruction token ids, comma-separated (padded with the pad id 0; "
-                   "default: all padding)")  # fmt: skip
+                   help="with --port: instruction token ids, comma-separated (padded with the bundle's pad "
+                   "id; default: all padding)")  # fmt: skip
+    p.add_argument("--prompt", default=None,
+                   help="with --port: the instruction as text, tokenized here with the tokenizer the bundle "
+                   "carries (language extra: tokenizers)")  # fmt: skip
     p.add_argument("--reconnect-s", type=float_in(0.0, 600.0), default=5.0,
                    help="how long a lost port may take to come back before the run stops")  # fmt: skip
 
@@ -120,7 +125,8 @@ def _session(args: argparse.Namespace, episodes: int | None) -> Any:
     return launch(args.bundle, args.profile, port=args.port, sim=bool(args.sim), episodes=episodes,
                   mode=args.mode, fused=_fused(args), latency_ms=args.latency_ms, ramp=args.ramp,
                   max_step=args.max_step, seed=args.seed, camera=args.camera, tokens=args.tokens,
-                  sim_state=getattr(args, "sim_state", "telemetry"), reconnect_s=args.reconnect_s,
+                  prompt=args.prompt, sim_state=getattr(args, "sim_state", "telemetry"),
+                  reconnect_s=args.reconnect_s,
                   status=None if quiet else (lambda s: eprint(f"legato {command}: {s}")),
                   record=(lambda *a: open_recorder(args, *a)) if args.record else None)  # fmt: skip
 

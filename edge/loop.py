@@ -205,7 +205,9 @@ class ControlLoop:
                                            name="legato-clock")  # fmt: skip
         self._worker = threading.Thread(target=self._work, name="legato-infer", daemon=True)
         self._rng = np.random.default_rng(cfg.seed)
-        self._eps = np.zeros((1, h, a), f32)
+        self._eps = np.zeros(
+            getattr(denoiser, "noise_shape", (1, h, a)), f32
+        )  # the policy's own (padded) shape
         self.inject_nan_chunk = -1  # tests: chunk id whose action 'inject_nan_index' becomes NaN
         self.inject_nan_index = 0
         self.extra_latency_s = 0.0  # tests and what-ifs: added to every inference (like padding)

@@ -338,14 +338,15 @@ def synthetic(den: Any, seconds: float, latency_pad_s: float = 0.0, seed: int = 
 
     spec = den.spec
     rng = np.random.default_rng(seed)
-    hh, ww = spec.image_hw
     h, a = spec.horizon, spec.action_dim
+    cams = den.adapter.observation.cameras  # each camera at its own size (the adapter's)
+    lang = den.adapter.observation.language
     rows = []
     s = h // 2
     d = min(1, spec.d_max)
     req = ChunkRequest(d=d, s=s, r=default_ramp(spec, d, s))
     tail = np.zeros((h - s, a), np.float32)
-    eps = np.zeros((1, h, a), np.float32)
+    eps = np.zeros(den.noise_shape, np.float32)
     end = time.monotonic() + seconds
     i = 0
     while time.monotonic() < end or i < 3:
@@ -353,8 +354,9 @@ def synthetic(den: Any, seconds: float, latency_pad_s: float = 0.0, seed: int = 
             j = i % len(observations["image"])
             img, tok, st = observations["image"][j], observations["tokens"][j], observations["state"][j]
         else:
-            img = rng.integers(0, 255, (hh, ww, 3), dtype=np.uint8)
-            tok = rng.integers(0, 10, spec.max_tokens)
+            imgs = {c.name: rng.integers(0, 255, (c.height, c.width, 3), dtype=np.uint8) for c in cams}
+            img = imgs if len(imgs) != 1 else next(iter(imgs.values()))
+            tok = None if lang is None else rng.integers(0, min(10, lang.vocab_size), lang.max_tokens)
             st = rng.normal(size=spec.state_dim).astype(np.float32)
         t_cap = time.monotonic()
         den.set_observation(img, tok, st)

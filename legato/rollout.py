@@ -67,6 +67,7 @@ def rollout(
     """Run b episodes in lockstep; progress=True shows a bar of control steps on stderr."""
     env = ReachEnv(task, scenes, templates)
     b, a, h = len(scenes), runner.spec.action_dim, runner.spec.horizon
+    noise_dim = runner.adapter.action_pad  # the policy's own noise shape (padded action dims: LeRobot's)
     steps = max_steps or task.max_steps
     rng = np.random.default_rng(seed)
     d, s = req.d, req.s
@@ -106,7 +107,7 @@ def rollout(
         active, pending = take_over(t, active, pending)
         if t == next_infer:
             obs = env.observe()
-            eps = rng.standard_normal((b, h, a)).astype(np.float32)
+            eps = rng.standard_normal((b, h, noise_dim)).astype(np.float32)
             first = active is None
             prev = None if first or method == "sync" else active.chunk
             tic = time.perf_counter()
