@@ -22,7 +22,12 @@ SUMMARY_KIND = "legato run summary"  # marks --summary-json files as this comman
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bundle", required=True, help="bundle folder (legato export)")
+    p.add_argument("--bundle", default=None, help="bundle folder (legato export); not with --remote")
+    p.add_argument("--remote", default=None, metavar="ws://HOST:PORT",
+                   help="chunks from a policy server (legato serve) instead of a local bundle")  # fmt: skip
+    p.add_argument("--api-key-file", default=None, help="--remote: file whose first line is the server's key")
+    p.add_argument("--remote-timeout-ms", type=float_in(1.0, 600_000.0), default=1000.0,
+                   help="--remote: a chunk not back in this long is given up (hold, ask again)")  # fmt: skip
     p.add_argument("--profile", default="x86-cpu", help="device profile name or .toml path")
     p.add_argument("--latency-ms", type=float_in(0.0, 10_000.0), default=0.0,
                    help="pad each inference (from the frame's capture) to at least this many ms")  # fmt: skip
@@ -116,18 +121,40 @@ def _fused(args: argparse.Namespace) -> bool | None:
     return None if args.graph is None else args.graph == "fused"
 
 
+def _load(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(model, profile, denoiser): a local bundle, or a policy server with --remote."""
+    from edge.errors import UsageError
+
+    if (args.bundle is None) == (args.remote is None):
+        raise UsageError(
+            "give --bundle (a local bundle) or --remote ws://HOST:PORT (a policy server), one of them"
+        )
+    if args.remote is None:
+        from edge.assembly import load
+
+        return load(args.bundle, args.profile, args.mode, _fused(args))
+    if args.graph is not None:
+        raise UsageError("--graph chooses the server's graphs: pass it to legato serve, not with --remote")
+    from edge.remote.client import load_remote
+
+    return load_remote(
+        args.remote, args.profile, args.api_key_file, args.mode, args.remote_timeout_ms / 1000.0
+    )
+
+
 def _session(args: argparse.Namespace, episodes: int | None) -> Any:
     """The session of `legato run` / `legato profile` (edge.launch); the caller closes its rig."""
     from edge.launch import launch
 
     command = getattr(args, "command", "run")
     quiet = getattr(args, "quiet", False)
+    loaded = _load(args)  # a bundle here, or the policy server of --remote
+    status = None if quiet else (lambda s: eprint(f"legato {command}: {s}"))
     return launch(args.bundle, args.profile, port=args.port, sim=bool(args.sim), episodes=episodes,
                   mode=args.mode, fused=_fused(args), latency_ms=args.latency_ms, ramp=args.ramp,
                   max_step=args.max_step, seed=args.seed, camera=args.camera, tokens=args.tokens,
                   prompt=args.prompt, sim_state=getattr(args, "sim_state", "telemetry"),
-                  reconnect_s=args.reconnect_s,
-                  status=None if quiet else (lambda s: eprint(f"legato {command}: {s}")),
+                  reconnect_s=args.reconnect_s, status=status, loaded=loaded,
                   record=(lambda *a: open_recorder(args, *a)) if args.record else None)  # fmt: skip
 
 
@@ -153,12 +180,17 @@ def _drive(args: argparse.Namespace, episodes: int | None, cycle: int) -> Any:
     finally:
         session.rig.close()
         restore()
+        close = getattr(session.den, "close", None)  # a remote denoiser: its link
+        if close is not None:
+            close()
     return session
 
 
 def _finish(session: Any) -> dict[str, Any]:
     s = session.summary()
-    s.update({"kind": SUMMARY_KIND, "bundle": Path(session.man.path).as_posix(), "profile": session.prof.name,
+    remote = getattr(session.man, "remote", False)  # legato run --remote: the server's URL as it is
+    where = str(session.man.path) if remote else Path(session.man.path).as_posix()
+    s.update({"kind": SUMMARY_KIND, "bundle": where, "profile": session.prof.name,
               "mode": session.den.mode, "latency_ms": session.cfg.latency_pad_s * 1e3,
               "rate_hz": session.cfg.rate_hz})  # fmt: skip
     if session.recorder is not None:  # the summary goes into the recording, its counts into the summary
@@ -228,9 +260,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.synthetic:
         import numpy as np
 
-        from edge.assembly import load
-
-        man, prof, den = load(args.bundle, args.profile, args.mode, _fused(args))
+        man, prof, den = _load(args)
         obs = None
         if args.observations:
             with np.load(args.observations) as z:

@@ -97,11 +97,13 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
            camera: str | list[str] | None = None, tokens: str | None = None, prompt: str | None = None,
            sim_state: str = "telemetry",
            reconnect_s: float = 5.0, status: Callable[[str], None] | None = None,
+           loaded: tuple[Any, Any, Any] | None = None,
            record: Callable[..., Any] | None = None) -> Any:  # fmt: skip
     """A started session (edge.session.Session) on ``port`` or, with ``sim``, on the simulated arm
-    (``episodes`` held-out episodes of ``seed``); the caller closes ``session.rig``. ``record``:
-    ``record(man, prof, cfg, den)`` -> the session's recorder (--record), made before the rig
-    starts (a refused file stops the launch first)."""
+    (``episodes`` held-out episodes of ``seed``); the caller closes ``session.rig``. ``loaded``: a
+    (model, profile, denoiser) already made (`legato run --remote`: edge.remote.client.load_remote)
+    instead of loading ``bundle``. ``record``: ``record(man, prof, cfg, den)`` -> the session's
+    recorder (--record), made before the rig starts (a refused file stops the launch first)."""
     from edge.assembly import load
     from edge.rig import build_rig, loop_config
     from edge.session import Session
@@ -112,7 +114,7 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
     if sim and (tokens is not None or camera is not None or prompt is not None):
         raise UsageError("--tokens, --prompt and --camera apply to --port (--sim gives each episode's camera "
                          "and instruction)")  # fmt: skip
-    man, prof, den = load(bundle, profile, mode, fused)
+    man, prof, den = loaded if loaded is not None else load(bundle, profile, mode, fused)
     a = man.spec.action_dim
     if sim:
         from edge.simrig import SimRig

@@ -88,7 +88,10 @@ def run_metadata(
     from edge.device import identify
     from edge.outputs import sha256_file
 
-    path = Path(man.path)
+    path = Path(getattr(man, "path", "") or ".")
+    digest = None  # a remote policy (--remote) has no local manifest
+    with contextlib.suppress(OSError, TypeError):
+        digest = sha256_file(path / "manifest.json")
     prof_text = None
     with contextlib.suppress(OSError, AttributeError, UnicodeDecodeError):
         prof_text = Path(prof.path).read_text()
@@ -101,9 +104,9 @@ def run_metadata(
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "bundle": {
             "path": str(path),
-            "name": man.name,
-            "precision": man.precision,
-            "manifest_sha256": sha256_file(path / "manifest.json"),
+            "name": getattr(man, "name", None),
+            "precision": getattr(man, "precision", None),
+            "manifest_sha256": digest,
         },
         "profile": {"name": prof.name, "toml": prof_text, "settings": prof.to_dict()},
         "device": {

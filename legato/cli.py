@@ -27,6 +27,7 @@ COMMANDS: tuple[str, ...] = (
     "edge.cli",  # run, profile (robot side)
     "edge.record_cli",  # replay, view (robot side)
     "edge.servo_cli",  # servo: ping, scan, calibrate (LeRobot's calibration file)
+    "edge.remote.cli",  # serve (robot side: no torch)
 )
 
 
