@@ -97,12 +97,15 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
            camera: str | list[str] | None = None, tokens: str | None = None, prompt: str | None = None,
            sim_state: str = "telemetry", reconnect_s: float = 5.0,
            status: Callable[[str], None] | None = None, clock: str = "process",
-           recorder: Any = None, loaded: tuple[Any, Any, Any] | None = None) -> Any:  # fmt: skip
+           loaded: tuple[Any, Any, Any] | None = None,
+           record: Callable[..., Any] | None = None) -> Any:  # fmt: skip
     """A started session (edge.session.Session) on ``port`` or, with ``sim``, on the simulated arm
     (``episodes`` held-out episodes of ``seed``); the caller closes ``session.rig``. ``clock``:
     where the control clock and the bus run (edge.rig.Rig: "process", or "thread" to compare).
     ``loaded``: a (model, profile, denoiser) already made (`legato run --remote`:
-    edge.remote.client.load_remote) instead of loading ``bundle``."""
+    edge.remote.client.load_remote) instead of loading ``bundle``. ``record``: ``record(man, prof,
+    cfg, den)`` -> the session's recorder (--record), made before the rig starts (a refused file
+    stops the launch first)."""
     from edge.assembly import load
     from edge.rig import build_rig, loop_config
     from edge.session import Session
@@ -131,12 +134,16 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
 
         ids, _ = instruction(man, tokens, prompt)  # the adapter's language: ids, pad, vocabulary, tokenizer
         rig = build_rig(man, prof, port=port, clock=clock)  # nothing opened yet
+    recorder = None
     try:
         cfg = loop_config(man, rig.prof, latency_ms, ramp, max_step, seed)
         if not sim:
             rig.camera = open_camera(camera, man, ids, rig.prof.cameras)
+        recorder = record(man, rig.prof, cfg, den) if record is not None else None
         rig.start()  # handshake and torque: everything else has been checked
     except BaseException:
+        if recorder is not None:
+            recorder.close()
         rig.close()
         raise
     if rig.camera is not None:
