@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.cliargs import float_in, int_in
+from edge.record_cli import add_record_args, open_recorder, record_line
 
 MODES = ("legato", "hard-prefix", "naive")
 
@@ -84,6 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="--sim: joint state from the bridge's telemetry (the robot's path) or the simulator",
     )
     p.add_argument("--quiet", action="store_true", help="no status line")
+    add_record_args(p)
     p.set_defaults(func=cmd_run, command="run")
 
     p = sub.add_parser("profile", help="per-stage latency, control jitter, a trace and a picture")
@@ -102,6 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="--synthetic: recorded observations (.npz: image, tokens, state), not random",
     )
     p.add_argument("--force", action="store_true", help="replace an existing report at --out")
+    add_record_args(p)
     p.set_defaults(func=cmd_profile, command="profile")
 
 
@@ -151,7 +154,8 @@ def _session(args: argparse.Namespace, episodes: int | None) -> Any:
                   mode=args.mode, fused=_fused(args), latency_ms=args.latency_ms, ramp=args.ramp,
                   max_step=args.max_step, seed=args.seed, camera=args.camera, tokens=args.tokens,
                   prompt=args.prompt, sim_state=getattr(args, "sim_state", "telemetry"),
-                  reconnect_s=args.reconnect_s, status=status, loaded=loaded)  # fmt: skip
+                  reconnect_s=args.reconnect_s, status=status, loaded=loaded,
+                  record=(lambda *a: open_recorder(args, *a)) if args.record else None)  # fmt: skip
 
 
 def _cycle(seconds: float | None) -> int:
@@ -169,6 +173,10 @@ def _drive(args: argparse.Namespace, episodes: int | None, cycle: int) -> Any:
             session.run_sim(episodes, args.seconds)
         else:
             session.run_timed(args.seconds)
+    except BaseException:
+        if session.recorder is not None:
+            session.recorder.close()  # what was recorded stays readable
+        raise
     finally:
         session.rig.close()
         restore()
@@ -185,6 +193,8 @@ def _finish(session: Any) -> dict[str, Any]:
     s.update({"kind": SUMMARY_KIND, "bundle": where, "profile": session.prof.name,
               "mode": session.den.mode, "latency_ms": session.cfg.latency_pad_s * 1e3,
               "rate_hz": session.cfg.rate_hz})  # fmt: skip
+    if session.recorder is not None:  # the summary goes into the recording, its counts into the summary
+        s.update(session.recorder.close(s))
     return s
 
 
@@ -208,6 +218,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"legato run: {summary['ticks']} ticks, d {summary['delay_mode']}, underruns {summary['underruns']}, "
         f"faults {summary['faults']}, shutdown {summary['shutdown']}")  # fmt: skip
     eprint(line)
+    if "record.file" in summary:
+        eprint("legato run: " + record_line(summary))
     if summary["shutdown"] == "port-lost":
         ev = summary["port_events"][-1] if summary["port_events"] else {}
         raise PortLost(f"serial port lost at {ev.get('lost_at_s', '?')} s and not back after "
@@ -239,6 +251,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from edge.profiler import latency_summary, print_table, synthetic, write_report
 
     check_target(Path(args.out), "profile", replace=args.force)  # refuse before measuring
+    if args.synthetic and args.record:
+        from edge.errors import UsageError
+
+        raise UsageError("--record needs --sim or --port (--synthetic runs the engines alone, no robot)")
     extra: dict[str, Any] = {"seconds": args.seconds}
     teg = None
     if args.synthetic:
@@ -274,6 +290,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     with atomic_folder(args.out, "profile", replace=args.force) as tmp:
         write_report(tmp, summary, ticks, chunks, names, extra)
     eprint(f"legato profile: wrote {args.out} (summary.json, trace.json, profile.png)")
+    if "record.file" in summary:
+        eprint("legato profile: " + record_line(summary))
     return 0
 
 

@@ -97,11 +97,13 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
            camera: str | list[str] | None = None, tokens: str | None = None, prompt: str | None = None,
            sim_state: str = "telemetry",
            reconnect_s: float = 5.0, status: Callable[[str], None] | None = None,
-           loaded: tuple[Any, Any, Any] | None = None) -> Any:  # fmt: skip
+           loaded: tuple[Any, Any, Any] | None = None,
+           record: Callable[..., Any] | None = None) -> Any:  # fmt: skip
     """A started session (edge.session.Session) on ``port`` or, with ``sim``, on the simulated arm
     (``episodes`` held-out episodes of ``seed``); the caller closes ``session.rig``. ``loaded``: a
     (model, profile, denoiser) already made (`legato run --remote`: edge.remote.client.load_remote)
-    instead of loading ``bundle``."""
+    instead of loading ``bundle``. ``record``: ``record(man, prof, cfg, den)`` -> the session's
+    recorder (--record), made before the rig starts (a refused file stops the launch first)."""
     from edge.assembly import load
     from edge.rig import build_rig, loop_config
     from edge.session import Session
@@ -130,12 +132,16 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
 
         ids, _ = instruction(man, tokens, prompt)  # the adapter's language: ids, pad, vocabulary, tokenizer
         rig = build_rig(man, prof, port=port)  # the bus is built, its port not opened
+    recorder = None
     try:
         cfg = loop_config(man, rig.prof, latency_ms, ramp, max_step, seed)
         if not sim:
             rig.camera = open_camera(camera, man, ids, rig.prof.cameras)
+        recorder = record(man, rig.prof, cfg, den) if record is not None else None
         rig.start()  # handshake and torque: everything else has been checked
     except BaseException:
+        if recorder is not None:
+            recorder.close()
         rig.close()
         raise
     if rig.camera is not None:
@@ -156,4 +162,4 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
             return SimSource(plant.render, lambda: plant.tokens, TelemetryState(bus, a, extrapolate=False))
 
     return Session(man, rig.prof, den, cfg, rig=rig, make_source=make_source, status=status,
-                   reconnect_s=reconnect_s)  # fmt: skip
+                   reconnect_s=reconnect_s, recorder=recorder)  # fmt: skip

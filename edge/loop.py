@@ -48,7 +48,7 @@ from firmware_bridge.streamer import PeriodicThread
 
 # Tick modes written to the ring.
 RUN, HOLD_START, UNDERRUN, HOLD_STOP = 0, 1, 2, 3
-# Tick ring columns (float64).
+# Tick ring columns (float64); the setpoint sent follows (a columns, rad).
 TICK_COLS = ("tick", "deadline", "start", "end", "mode", "chunk", "index", "fault", "write_s")
 # Chunk ring columns (float64); the denoiser's stages follow.
 CHUNK_BASE_COLS = ("chunk", "request", "capture", "preprocess_s", "ready", "latency_s", "d", "s", "r",
@@ -155,7 +155,8 @@ class ControlLoop:
     """Run with :meth:`start`; :meth:`stop` holds and stops (it never closes the bus)."""
 
     def __init__(self, cfg: LoopConfig, bus: Bus, source: Source, denoiser: ChunkDenoiser,
-                 hold: np.ndarray, *, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 hold: np.ndarray, *, clock: Callable[[], float] = time.monotonic,
+                 recorder: Any = None) -> None:  # fmt: skip
         spec = denoiser.spec
         h, a = spec.horizon, spec.action_dim
         if not 1 <= cfg.execution_horizon <= h - 1:
@@ -194,7 +195,9 @@ class ControlLoop:
         self.d_est = 0
         self.latencies = np.zeros(max(1, cfg.latency_window))
         self.n_lat = 0
-        self.ticks_ring = Ring(cfg.ring, len(TICK_COLS))
+        self.ticks_ring = Ring(cfg.ring, len(TICK_COLS) + a)
+        # --record (edge/recorder.py): on_chunk from the worker after each chunk; never the clock
+        self.recorder = recorder
         self.stage_names = denoiser.stage_names
         self.chunk_ring = Ring(max(64, cfg.ring // 8), len(CHUNK_BASE_COLS) + len(self.stage_names))
         self.errors: list[str] = []  # worker failures (each stops the worker; the clock holds)
@@ -308,6 +311,7 @@ class ControlLoop:
         row = self.ticks_ring.row()
         row[0], row[1], row[2], row[3], row[4] = k, deadline, t0, self.clock(), mode
         row[5], row[6], row[7], row[8] = self.active_id, self.index - 1, fault, t2 - t1
+        row[len(TICK_COLS) :] = sp
         self.ticks_ring.commit()
 
     # ---- the inference worker --------------------------------------------------------------------
@@ -389,6 +393,8 @@ class ControlLoop:
         row[: len(base)] = base
         row[len(base) :] = self.den.stage_ns * 1e-9
         self.chunk_ring.commit()
+        if self.recorder is not None:  # after the post: recording never delays the swap
+            self.recorder.on_chunk(cid, frame, req, self.den, tail, self._eps, chunk, row, self.stage_names)
 
     # ---- status ----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -57,8 +57,9 @@ class Session:
 
     def __init__(self, man: Any, prof: Any, den: Any, cfg: LoopConfig, *, rig: Any,
                  make_source: Callable[[], Any], status: Callable[[str], None] | None = None,
-                 reconnect_s: float = 5.0) -> None:  # fmt: skip
+                 reconnect_s: float = 5.0, recorder: Any = None) -> None:  # fmt: skip
         self.man, self.prof, self.den, self.cfg = man, prof, den, cfg
+        self.recorder = recorder  # --record (edge/recorder.py): fed from the worker and each drain
         self.rig, self.bus, self.plant = rig, rig.bus, rig.plant
         self.make_source = make_source
         self.status_fn = status
@@ -94,7 +95,7 @@ class Session:
     def _run_loop(self, hold: np.ndarray, until: Callable[[], bool], deadline: float,
                   seed: int | None = None) -> str:  # fmt: skip
         cfg = self.cfg if seed is None else dataclasses.replace(self.cfg, seed=seed)
-        loop = ControlLoop(cfg, self.bus, self.make_source(), self.den, hold)
+        loop = ControlLoop(cfg, self.bus, self.make_source(), self.den, hold, recorder=self.recorder)
         self.loop = loop
         loop.start()
         why = "done"
@@ -121,12 +122,12 @@ class Session:
                     why = "port-lost"
                     break
                 self._status(loop)
-                self.records.drain(loop)
+                self._drain(loop)
         finally:
             loop.stop()
             self.hold_sent = True
             self.hold_confirmed = self.rig.confirm_hold(loop.last)
-            self.records.drain(loop)
+            self._drain(loop)
             st = loop.status()
             for k, v in st.items():
                 if isinstance(v, int):
@@ -141,6 +142,15 @@ class Session:
             # controller's watchdog.
             loop.clock_thread = None  # type: ignore[assignment]
         return why
+
+    def _drain(self, loop: ControlLoop) -> None:
+        self.records.drain(loop)
+        if self.recorder is not None:
+            try:
+                tel = self.bus.latest_telemetry()
+            except Exception:  # a closing bus: the tick rows still go to the recording
+                tel = None
+            self.recorder.on_ticks(self.records.ticks[-1], tel)
 
     def _wait_reconnect(self) -> bool:
         t0 = time.monotonic()

@@ -25,6 +25,7 @@ COMMANDS: tuple[str, ...] = (
     "deploy.cli",  # demo, flash, service, doctor
     "export.cli",  # export (torch), profiles, bundle (robot side)
     "edge.cli",  # run, profile (robot side)
+    "edge.record_cli",  # replay, view (robot side)
     "edge.servo_cli",  # servo: ping, scan, calibrate (LeRobot's calibration file)
     "edge.remote.cli",  # serve (robot side: no torch)
 )

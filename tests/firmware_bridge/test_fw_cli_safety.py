@@ -13,7 +13,7 @@ import pytest
 from fw_helpers import sdk_retry
 
 from firmware_bridge.emulator import EmulatedController, EmulatorConfig
-from firmware_bridge.ptyport import LinkGuard, LinkPathError
+from firmware_bridge.ptyport import LinkGuard, LinkPathError, open_pty
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "firmware_bridge.cli", "firmware"]
@@ -84,7 +84,6 @@ def test_the_link_of_a_killed_emulator_naming_our_new_pty_is_taken_over(tmp_path
     """A killed emulator leaves its link; Linux gives the next pty the lowest free number, so the
     next emulator's own new pty is usually the one the stale link names. Before: refused as "the
     live pty of another emulator" (it was our own), and the user had to delete the link by hand."""
-    from firmware_bridge.ptyport import open_pty
 
     link = str(tmp_path / "arm")
     pty = open_pty()
@@ -108,8 +107,12 @@ def test_a_killed_emulator_process_leaves_a_link_the_next_one_takes_over(tmp_pat
     proc = subprocess.Popen([sys.executable, "-c", code, link], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == link
-        with pytest.raises(LinkPathError, match=f"live pty of pid {proc.pid} "):
-            LinkGuard(link, "/dev/pts/0")  # alive: refused, naming the process that drives it
+        mine = open_pty()  # a pty other than the emulator's (on a fresh machine its is /dev/pts/0)
+        try:
+            with pytest.raises(LinkPathError, match=f"live pty of pid {proc.pid} "):
+                LinkGuard(link, mine.path)  # alive: refused, naming the process that drives it
+        finally:
+            mine.close()
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         ctrl = EmulatedController(EmulatorConfig(2), link_path=link)  # no cleanup happened
