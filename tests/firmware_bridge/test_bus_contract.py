@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fw_helpers import WAIT_S, wait_for
+from fw_helpers import SETUP_S, WAIT_S, wait_for
 
 from firmware_bridge import dynamixel as dx
 from firmware_bridge import feetech as ft
@@ -46,7 +46,8 @@ class Rig:
             self.settings: dict[str, Any] = {"port": link, "limits": JointLimits.uniform(3)}
         else:
             self.emu = EmulatedServoBus(ServoEmulatorConfig(kind, (1, 2, 3)), link_path=link)
-            self.settings = {"port": link, "ids": "1-3", "period_s": 0.01, "reconnect_min_s": 0.02}
+            self.settings = {"port": link, "ids": "1-3", "period_s": 0.01, "reconnect_min_s": 0.02,
+                             "setup_timeout_s": SETUP_S}  # fmt: skip
         self.emu.start()
         self.bus: MotorBus = open_bus(kind, **self.settings)
 
