@@ -177,9 +177,10 @@ def _wait_for_telemetry(bus: ServoBus, pred: Callable, timeout_s: float = WAIT_S
 
 def test_dynamixel_bus_watchdog_is_set_trips_when_the_host_is_silent_and_clears(servos, buses):
     emu = servos("dynamixel")
-    # a 100 ms period: the cycle's spare time for the register 98 check survives a loaded machine
-    bus = buses("dynamixel", emu.port, period_s=0.1, watchdog_ms=200)
-    assert [s.table[dx.BUS_WATCHDOG] for s in emu.servos.values()] == [10] * 6  # 200 ms / 20 ms
+    # a 100 ms period: the cycle's spare time for the register 98 check survives a loaded machine;
+    # a 1 s watchdog: a starved test process must not trip it again between clear and cycle
+    bus = buses("dynamixel", emu.port, period_s=0.1, watchdog_ms=1000)
+    assert [s.table[dx.BUS_WATCHDOG] for s in emu.servos.values()] == [50] * 6  # 1000 ms / 20 ms
     bus.cycle()
     # the host goes silent: the servos stop on their own
     assert emu.wait_until(lambda e: all(s.watchdog_tripped for s in e.servos.values()), WAIT_S)
@@ -187,7 +188,7 @@ def test_dynamixel_bus_watchdog_is_set_trips_when_the_host_is_silent_and_clears(
     t = bus.latest_telemetry()
     assert t.holding and t.faults & Fault.WATCHDOG and all(e & ServoError.WATCHDOG for e in t.servo_errors)
     bus.clear_faults()
-    assert [s.table[dx.BUS_WATCHDOG] for s in emu.servos.values()] == [10] * 6
+    assert [s.table[dx.BUS_WATCHDOG] for s in emu.servos.values()] == [50] * 6
     bus.cycle()
     assert not bus.latest_telemetry().holding and bus.latest_telemetry().faults == 0
 
