@@ -57,6 +57,7 @@ from firmware_bridge.streamer import PeriodicThread
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class ServoBusConfig:
     """One bus of servos: what a device profile's ``[serial]`` table gives. Every field is plain

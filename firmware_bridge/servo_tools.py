@@ -97,8 +97,8 @@ class FeetechCalibrator:
         out: dict[int, int] = {}
         missing = list(self.ids)
         for _ in range(3):
-            got = self.wire.exchange(ft.sync_read(ft.PRESENT_POSITION, 2, missing), missing, 2, self.timeout_s,
-                                     self.wire._clock() + self.timeout_s)  # fmt: skip
+            req = ft.sync_read(ft.PRESENT_POSITION, 2, missing)
+            got = self.wire.exchange(req, missing, 2, self.timeout_s, self.wire._clock() + self.timeout_s)
             for sid, (pkt, _) in got.items():
                 if len(pkt.params) >= 2:
                     out[sid] = ft.from_sign_magnitude(ft.unword(pkt.params, big), 15)

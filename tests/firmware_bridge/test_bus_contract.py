@@ -46,7 +46,8 @@ class Rig:
             # watchdogs of 2 s on every bus: a starved test process is silent for longer than a
             # real host, and a watchdog trip is a fault these tests would then see (the watchdog's
             # own behaviour is pinned in test_fw_link_pty.py and test_servo_bus.py)
-            self.settings: dict[str, Any] = {"port": link, "limits": JointLimits.uniform(3), "watchdog_ms": 2000}
+            self.settings: dict[str, Any] = {"port": link, "limits": JointLimits.uniform(3),
+                                             "watchdog_ms": 2000}  # fmt: skip
         else:
             self.emu = EmulatedServoBus(ServoEmulatorConfig(kind, (1, 2, 3)), link_path=link)
             self.settings = {"port": link, "ids": "1-3", "period_s": 0.01, "reconnect_min_s": 0.02,

@@ -160,3 +160,16 @@ def test_emulate_bus_prints_its_port_and_the_feetech_sdk_pings_it() -> None:
         proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "needs --ids" in one_error_line(run_cli("emulate", "--bus", "dynamixel"))
+
+
+def test_emulate_bus_refuses_a_calibration_it_cannot_hold_in_one_line(tmp_path) -> None:
+    cal = str(Path(__file__).resolve().parent / "fixtures" / "so101_lerobot_calibration.json")
+    line = one_error_line(run_cli("emulate", "--bus", "feetech", "--ids", "1-3", "--calibration", cal))
+    assert "servo ids [4, 5, 6], not on this bus [1, 2, 3]" in line
+    assert "no such file" in one_error_line(
+        run_cli("emulate", "--bus", "feetech", "--calibration", str(tmp_path / "none.json"))
+    )
+    (tmp_path / "bad.json").write_text("{}")
+    assert "not a LeRobot calibration" in one_error_line(
+        run_cli("emulate", "--bus", "feetech", "--calibration", str(tmp_path / "bad.json"))
+    )

@@ -121,8 +121,18 @@ def test_calibrate_writes_the_file_lerobot_writes_for_the_same_arm(bus_of, tmp_p
     monkeypatch.setattr("sys.stdin", ScriptedPerson(emu))
     out = tmp_path / "my_follower.json"
     rc = main(
-        ["servo", "calibrate", "--port", emu.port, "--profile", "so101-follower", "--calibration", str(out),
-         "--timeout", "1"]  # fmt: skip
+        [
+            "servo",
+            "calibrate",
+            "--port",
+            emu.port,
+            "--profile",
+            "so101-follower",
+            "--calibration",
+            str(out),
+            "--timeout",
+            "1",
+        ]  # fmt: skip
     )
     assert rc == 0, capsys.readouterr().err
     assert out.read_bytes() == GOLDEN.read_bytes()  # LeRobot's file, byte for byte
