@@ -200,7 +200,7 @@ def verify_release(folder: Path, load_graphs: bool = False) -> dict[str, Any]:
     from edge.bundle import verify
 
     try:
-        m = verify(folder, load_graphs=load_graphs)
+        m = verify(folder, load_graphs=load_graphs, extra_files=(PROFILE_FILE,))
     except LegatoError as e:
         raise AgentError(str(e)) from None
     plans = 0

@@ -28,14 +28,7 @@ def load(bundle: str, profile: str, mode: str | None = None,
     prof = load_profile(profile)
     spec, c = man.spec, prof.control
     src = f"bundle {bundle}"
-    if c.num_steps != spec.num_steps:
-        raise MethodError(f"profile {prof.name} asks for N={c.num_steps} steps but {src} was trained with "
-                          f"N={spec.num_steps}")  # fmt: skip
-    if c.horizon != spec.horizon:
-        raise MethodError(f"profile {prof.name} asks for H={c.horizon} but {src} has H={spec.horizon}")
-    if c.d_max > spec.d_max:
-        raise MethodError(f"profile {prof.name} allows delays up to d_max={c.d_max} but {src} was trained "
-                          f"for d_max={spec.d_max}")  # fmt: skip
+    check_fit(prof, spec, src)
     mode = mode or mode_for(spec)
     if fused is None:  # the profile's choice, where the bundle and the mode allow it
         fused = c.graph == "fused" and "fused" in man.graphs and mode != "hard-prefix"
@@ -58,3 +51,16 @@ def load(bundle: str, profile: str, mode: str | None = None,
             engines[g] = open_engine(man.graph_path(g), opts, name=g)
     den = denoiser_for(man.adapter, engines, mode=mode, source=src)
     return man, prof, den
+
+
+def check_fit(prof: Any, spec: Any, src: str) -> None:
+    """Refuse a model (a bundle's or a policy server's) whose N, H or d_max the profile's loop can't fit."""
+    c = prof.control
+    if c.num_steps != spec.num_steps:
+        raise MethodError(f"profile {prof.name} asks for N={c.num_steps} steps but {src} was trained with "
+                          f"N={spec.num_steps}")  # fmt: skip
+    if c.horizon != spec.horizon:
+        raise MethodError(f"profile {prof.name} asks for H={c.horizon} but {src} has H={spec.horizon}")
+    if c.d_max > spec.d_max:
+        raise MethodError(f"profile {prof.name} allows delays up to d_max={c.d_max} but {src} was trained "
+                          f"for d_max={spec.d_max}")  # fmt: skip

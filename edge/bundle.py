@@ -11,6 +11,7 @@ the manifest's ``adapter`` section (edge.adapter) declares it.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,8 @@ from typing import Any
 from edge.adapter import AdapterSpec, read_adapter
 from edge.errors import BundleError
 from edge.normalize import Normalizer
-from edge.outputs import sha256_file
+from edge.outputs import MARKER as OUTPUT_MARKER
+from edge.outputs import read_marker, sha256_file
 from edge.policy import ModelSpec
 
 FORMAT = "legato-bundle"
@@ -29,6 +31,7 @@ GRAPHS = ("prefix", "flow_head", "fused")  # the fused graph is optional
 REQUIRED_GRAPHS = ("prefix", "flow_head")
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_KEY_FIELDS = ("tensorrt", "cuda", "gpu", "compute_capability", "l4t", "jetpack", "onnx_sha256")
+RELEASE_PROFILE = "profile.toml"  # written beside a flashed release's files (deploy/agent.py)
 DTYPES = ("float32", "float16", "uint8", "int8", "int32", "int64", "bool")
 _ORT_DTYPES = {
     "tensor(float)": "float32",
@@ -197,6 +200,9 @@ def load_manifest(path: str | Path) -> Manifest:
     mpath = root / MANIFEST
     if not root.is_dir():
         raise BundleError(f"{root}: no such bundle folder")
+    if mpath.is_symlink() and root.resolve() not in mpath.resolve().parents:
+        raise BundleError(f"{mpath} points outside the bundle ({mpath.resolve()}); a bundle holds its "
+                          "manifest itself")  # fmt: skip
     try:
         data = json.loads(mpath.read_text())
     except FileNotFoundError:
@@ -245,7 +251,19 @@ def load_manifest(path: str | Path) -> Manifest:
     return Manifest(root, data, adapter, precision, graphs)
 
 
-def _check_files(m: Manifest) -> None:
+def _engine_paths(m: Manifest) -> set[str]:
+    """Files an engines entry names (plans built on the device, the TensorRT timing cache)."""
+    out = set()
+    for e in m.engines.values():
+        if isinstance(e, Mapping):
+            out.update(str(e[k]) for k in ("file", "timing_cache") if isinstance(e.get(k), str))
+    return out
+
+
+def _check_files(m: Manifest, extra_files: tuple[str, ...] = ()) -> None:
+    """Every listed file present, inside the bundle, with its sha256; nothing else in the folder
+    (the manifest, the output marker and engine plans the engines section names aside)."""
+    root = m.path.resolve()
     files = m.files
     for g in m.graphs.values():
         if files.get(g.file) != g.sha256:
@@ -254,7 +272,7 @@ def _check_files(m: Manifest) -> None:
             )
     for rel, digest in files.items():
         p = (m.path / rel).resolve()
-        if m.path.resolve() not in p.parents:
+        if root not in p.parents:
             raise BundleError(f"{m.path}: file entry {rel!r} points outside the bundle")
         if not p.is_file():
             raise BundleError(f"{m.path}: {rel} is missing")
@@ -263,25 +281,45 @@ def _check_files(m: Manifest) -> None:
             raise BundleError(
                 f"{m.path}: {rel} is corrupt (sha256 {got[:12]}..., manifest says {digest[:12]}...)"
             )
+    allowed = {MANIFEST, OUTPUT_MARKER, *files, *_engine_paths(m), *extra_files}
+    if (read_marker(m.path) or {}).get("kind") == "release":
+        allowed.add(RELEASE_PROFILE)  # a flashed release carries the profile it was flashed for
+    for dirpath, dirnames, names in os.walk(m.path):
+        base = Path(dirpath)
+        for n in sorted(dirnames):
+            if (base / n).is_symlink():
+                raise BundleError(f"{m.path}: {(base / n).relative_to(m.path)} is a symlinked folder; a "
+                                  "bundle holds its files itself")  # fmt: skip
+        for n in sorted(names):
+            rel = (base / n).relative_to(m.path).as_posix()
+            if rel not in allowed:
+                raise BundleError(f"{m.path}: {rel} is not listed in the manifest's files (a bundle "
+                                  "holds exactly what its manifest lists; re-export it or remove "
+                                  "the file)")  # fmt: skip
 
 
-def _load_graphs(m: Manifest) -> None:
+def _load_graphs(m: Manifest) -> dict[str, Any]:
+    """Every graph in onnxruntime (CPU) with the manifest's I/O: {graph: edge.engine.OrtEngine}."""
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
         raise BundleError(
             "onnxruntime is not installed; `pip install onnxruntime` to verify a bundle"
         ) from None
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
+    from edge.engine import OrtEngine
+
+    engines: dict[str, Any] = {}
     for g in m.graphs.values():
         try:
-            sess = ort.InferenceSession(str(m.graph_path(g.name)), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+            eng = OrtEngine(m.graph_path(g.name), name=g.name)
+        except BundleError as e:
+            for x in engines.values():
+                x.close()
             raise BundleError(
-                f"{m.path}: graph {g.name} does not load in onnxruntime ({' '.join(str(e).split())[:200]})"
+                f"{m.path}: graph {g.name} does not load in onnxruntime ({str(e)[:200]})"
             ) from None
+        engines[g.name] = eng
+        sess = eng.session
         for kind, real, declared in (
             ("input", sess.get_inputs(), g.inputs),
             ("output", sess.get_outputs(), g.outputs),
@@ -289,16 +327,82 @@ def _load_graphs(m: Manifest) -> None:
             got = {x.name: (_ORT_DTYPES.get(x.type, x.type), tuple(x.shape)) for x in real}
             exp = {t.name: (t.dtype, t.shape) for t in declared}
             if got != exp:
+                for x in engines.values():
+                    x.close()
                 raise BundleError(
                     f"{m.path}: graph {g.name} {kind}s in the file {got} differ from the manifest {exp}"
                 )
+    return engines
 
 
-def verify(path: str | Path, *, load_graphs: bool = True) -> Manifest:
-    """Check a bundle completely: manifest structure, every sha256, the graph I/O against the
-    adapter, and (load_graphs) that every graph opens in onnxruntime with that I/O."""
+def fixed_observation(ad: AdapterSpec) -> tuple[dict[str, Any], Any, Any]:
+    """A deterministic observation for the policy: (images by camera, tokens, state). Images a
+    smooth gradient, tokens the first non-pad ids, the state at its training mean."""
+    import numpy as np
+
+    images = {}
+    for k, c in enumerate(ad.observation.cameras):
+        y, x = np.mgrid[0 : c.height, 0 : c.width]
+        img = np.stack([x * 255 // max(c.width - 1, 1), y * 255 // max(c.height - 1, 1),
+                        np.full_like(x, 64 + 32 * k)], -1)  # fmt: skip
+        images[c.name] = img.astype(np.uint8)
+    lang = ad.observation.language
+    tokens = None
+    if lang is not None:
+        tokens = np.full(lang.max_tokens, lang.pad_id, np.int64)
+        ids = [i for i in range(lang.vocab_size) if i != lang.pad_id][: max(1, lang.max_tokens // 2)]
+        tokens[: len(ids)] = ids
+    return images, tokens, ad.norm.state_mean.astype(np.float32)
+
+
+def _forward_check(m: Manifest, engines: dict[str, Any]) -> None:
+    """One chunk through the robot's denoiser on a fixed observation and noise, stepwise and
+    fused, and a continued chunk: every output of every graph finite (NaN or inf weights, an
+    overflowing fp16 graph, a broken export never reach a motor)."""
+    import numpy as np
+
+    from edge.denoiser import denoiser_for, mode_for
+    from edge.policy import ChunkRequest, default_ramp
+
+    ad = m.adapter
+    spec = ad.spec
+    mode = mode_for(spec)
+    images, tokens, state = fixed_observation(ad)
+    image: Any = images if len(images) != 1 else next(iter(images.values()))
+    sets = [{g: engines[g] for g in ("prefix", "flow_head")}]
+    if "fused" in engines and mode != "hard-prefix":
+        sets.append(dict(engines))
+    s = min(spec.horizon // 2, spec.horizon - spec.d_max) or 1
+    d = min(spec.d_max, 1, spec.horizon - s)
+    req = ChunkRequest(d=d, s=s, r=default_ramp(spec, d, s))
+    for graphs in sets:
+        den = denoiser_for(ad, graphs, mode=mode, source=str(m.path))
+        eps = np.random.default_rng(0).standard_normal(den.noise_shape).astype(np.float32)
+        tail = None
+        for _ in range(2):  # a first chunk, then one continued from it
+            den.set_observation(image, tokens, state)
+            chunk = den.denoise(eps, tail, req)
+            for g, eng in graphs.items():
+                for name, out in eng.outputs.items():
+                    if not np.all(np.isfinite(out)):
+                        raise BundleError(f"{m.path}: graph {g} output {name!r} is not finite on a fixed "
+                                          "input (NaN or inf weights, or an overflow); the bundle is "
+                                          "refused")  # fmt: skip
+            if not np.all(np.isfinite(chunk)):
+                raise BundleError(
+                    f"{m.path}: the chunk is not finite on a fixed input; the bundle is refused"
+                )
+            tail = chunk[req.s :].copy()
+
+
+def verify(path: str | Path, *, load_graphs: bool = True, extra_files: tuple[str, ...] = ()) -> Manifest:
+    """Check a bundle completely: manifest structure and types, every sha256 and nothing
+    unlisted, the graph I/O against the adapter, and (load_graphs) that every graph opens in
+    onnxruntime with that I/O and one chunk through the robot's denoiser on a fixed input is
+    finite in every graph output. ``extra_files``: names the caller adds beside the bundle's own
+    (`legato flash` assembling a release: its profile.toml, before the release is marked)."""
     m = load_manifest(path)
-    _check_files(m)
+    _check_files(m, extra_files)
     for name, e in m.engines.items():
         key = e.get("key", {}) if isinstance(e, dict) else {}
         missing = [k for k in ENGINE_KEY_FIELDS if k not in key]
@@ -315,7 +419,12 @@ def verify(path: str | Path, *, load_graphs: bool = True) -> Manifest:
         if "file" in e and "sha256" in e and sha256_file(plan) != e["sha256"]:
             raise BundleError(f"{m.path}: engine {name} plan {e['file']} is corrupt (sha256 differs)")
     if load_graphs:
-        _load_graphs(m)
+        engines = _load_graphs(m)
+        try:
+            _forward_check(m, engines)
+        finally:
+            for e in engines.values():
+                e.close()
     return m
 
 

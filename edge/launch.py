@@ -23,48 +23,87 @@ PAD_ID = 0  # the instruction tokenizer's <pad> id (sim/language.py: VOCAB[0])
 def parse_tokens(text: str | None, max_tokens: int, vocab_size: int | None) -> np.ndarray:
     """``--tokens`` as the model's (max_tokens,) int64 ids, padded with PAD_ID. A value that is not
     an integer, an id outside the vocabulary, or more ids than fit is a UsageError (one line)."""
-    parts = [x.strip() for x in text.split(",")] if text else []
-    ids = []
-    for x in parts:
-        try:
-            ids.append(int(x))
-        except ValueError:
-            raise UsageError(f"--tokens {text!r}: {x!r} is not an integer token id "
-                             "(expected comma-separated integers, e.g. 2,5,13)") from None  # fmt: skip
-    if len(ids) > max_tokens:
-        raise UsageError(f"--tokens has {len(ids)} ids; the bundle's model takes at most {max_tokens}")
-    hi = vocab_size - 1 if vocab_size else None
-    bad = [i for i in ids if i < 0 or (hi is not None and i > hi)]
-    if bad:
-        rng = f"0..{hi}" if hi is not None else ">= 0"
-        raise UsageError(f"--tokens id {bad[0]} is outside the bundle's vocabulary ({rng})")
-    out = np.full(max_tokens, PAD_ID, np.int64)
-    out[: len(ids)] = ids
+    from edge.language import pad_ids, parse_token_list
+
+    if not text:
+        return pad_ids([], max_tokens, vocab_size, PAD_ID)[0]
+    return parse_token_list(text, max_tokens, vocab_size, PAD_ID)[0]
+
+
+def camera_sources(
+    cli: str | list[str] | None, man: Any, table: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Each of the bundle's cameras (its adapter's names) -> its source: the profile's [cameras]
+    table, overridden by ``--camera NAME=SPEC`` (or ``--camera SPEC`` for a one-camera policy).
+    A camera without a source, or a name the bundle does not have, is one line."""
+    names = [c.name for c in man.adapter.observation.cameras]
+    table = dict(table or {})
+    unknown = [n for n in table if n not in names]
+    if unknown:
+        raise UsageError(
+            f"profile [cameras] names {unknown[0]!r}; the bundle's cameras are {', '.join(names)}"
+        )
+    out = dict(table)
+    for item in [cli] if isinstance(cli, str) else list(cli or []):
+        name, _, rest = item.partition("=")
+        if rest and name in names:
+            out[name] = rest
+        elif len(names) == 1:
+            out[names[0]] = item
+        else:
+            raise UsageError(f"--camera {item!r}: name the camera, --camera NAME=SPEC (the bundle's cameras: "
+                             f"{', '.join(names)})")  # fmt: skip
+    missing = [n for n in names if n not in out]
+    if missing:
+        raise UsageError(f"--port needs a source for camera {missing[0]!r}: the profile's [cameras] table "
+                         f"or --camera {missing[0]}=SPEC (V4L2 index, GStreamer pipeline or video "
+                         "file)")  # fmt: skip
     return out
 
 
-def open_camera(spec: str | None, man: Any, tokens: np.ndarray) -> Any:
-    """The robot's camera (edge.sources.OpenCVSource), opened and one frame read."""
-    from edge.sources import OpenCVSource
+def open_camera(spec: str | list[str] | None, man: Any, tokens: np.ndarray,
+                table: dict[str, str] | None = None) -> Any:  # fmt: skip
+    """The robot's cameras (edge.sources: OpenCVSource for one, CameraSet for several), each
+    opened and one frame read."""
+    from edge.sources import CameraSet, OpenCVCamera, OpenCVSource
 
-    if spec is None:
-        raise UsageError("--port needs --camera (V4L2 index, GStreamer pipeline or video file)")
-    cam = OpenCVSource(spec, man.spec.image_hw, tokens, None, man.spec.state_dim)
+    srcs = camera_sources(spec, man, table)
+    cams = man.adapter.observation.cameras
+    state_dim = man.spec.state_dim
+    if len(cams) == 1:
+        c = cams[0]
+        src: Any = OpenCVSource(srcs[c.name], (c.height, c.width), tokens, None, state_dim)
+    else:
+        opened: dict[str, Any] = {}
+        try:
+            for c in cams:
+                opened[c.name] = OpenCVCamera(srcs[c.name], (c.height, c.width), name=c.name)
+        except BaseException:
+            for x in opened.values():
+                x.close()
+            raise
+        src = CameraSet(opened, tokens, None, state_dim)
     try:
-        cam.read()
+        src.read()
     except RuntimeError as e:
-        cam.close()
-        raise UsageError(f"--camera {spec!r}: opened, but {e}") from None
-    return cam
+        src.close()
+        raise UsageError(f"--camera: opened, but {e}") from None
+    return src
 
 
 def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = False,
            episodes: int | None = None, mode: str | None = None, fused: bool | None = None,
            latency_ms: float = 0.0, ramp: int | None = None, max_step: float | None = None, seed: int = 1000,
-           camera: str | None = None, tokens: str | None = None, sim_state: str = "telemetry",
-           reconnect_s: float = 5.0, status: Callable[[str], None] | None = None) -> Any:  # fmt: skip
+           camera: str | list[str] | None = None, tokens: str | None = None, prompt: str | None = None,
+           sim_state: str = "telemetry",
+           reconnect_s: float = 5.0, status: Callable[[str], None] | None = None,
+           loaded: tuple[Any, Any, Any] | None = None,
+           record: Callable[..., Any] | None = None) -> Any:  # fmt: skip
     """A started session (edge.session.Session) on ``port`` or, with ``sim``, on the simulated arm
-    (``episodes`` held-out episodes of ``seed``); the caller closes ``session.rig``."""
+    (``episodes`` held-out episodes of ``seed``); the caller closes ``session.rig``. ``loaded``: a
+    (model, profile, denoiser) already made (`legato run --remote`: edge.remote.client.load_remote)
+    instead of loading ``bundle``. ``record``: ``record(man, prof, cfg, den)`` -> the session's
+    recorder (--record), made before the rig starts (a refused file stops the launch first)."""
     from edge.assembly import load
     from edge.rig import build_rig, loop_config
     from edge.session import Session
@@ -72,10 +111,10 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
 
     if sim == (port is not None):
         raise UsageError("give one of --port and --sim")
-    if sim and (tokens is not None or camera is not None):
-        raise UsageError("--tokens and --camera apply to --port (--sim gives each episode's camera and "
-                         "instruction)")  # fmt: skip
-    man, prof, den = load(bundle, profile, mode, fused)
+    if sim and (tokens is not None or camera is not None or prompt is not None):
+        raise UsageError("--tokens, --prompt and --camera apply to --port (--sim gives each episode's camera "
+                         "and instruction)")  # fmt: skip
+    man, prof, den = loaded if loaded is not None else load(bundle, profile, mode, fused)
     a = man.spec.action_dim
     if sim:
         from edge.simrig import SimRig
@@ -89,15 +128,20 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
             world.close()
             raise
     else:
-        vocab = man.data["model"]["policy"].get("vocab_size")
-        ids = parse_tokens(tokens, man.spec.max_tokens, int(vocab) if vocab else None)
+        from edge.language import instruction
+
+        ids, _ = instruction(man, tokens, prompt)  # the adapter's language: ids, pad, vocabulary, tokenizer
         rig = build_rig(man, prof, port=port)  # the bus is built, its port not opened
+    recorder = None
     try:
         cfg = loop_config(man, rig.prof, latency_ms, ramp, max_step, seed)
         if not sim:
-            rig.camera = open_camera(camera, man, ids)
+            rig.camera = open_camera(camera, man, ids, rig.prof.cameras)
+        recorder = record(man, rig.prof, cfg, den) if record is not None else None
         rig.start()  # handshake and torque: everything else has been checked
     except BaseException:
+        if recorder is not None:
+            recorder.close()
         rig.close()
         raise
     if rig.camera is not None:
@@ -118,4 +162,4 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
             return SimSource(plant.render, lambda: plant.tokens, TelemetryState(bus, a, extrapolate=False))
 
     return Session(man, rig.prof, den, cfg, rig=rig, make_source=make_source, status=status,
-                   reconnect_s=reconnect_s)  # fmt: skip
+                   reconnect_s=reconnect_s, recorder=recorder)  # fmt: skip

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +140,9 @@ class Profile:
     serial: SerialSettings
     power: PowerSettings
     robot: RobotSettings
+    # camera name (the bundle's, LeRobot's observation.images.<name>) -> source: a V4L2 index, a
+    # GStreamer pipeline (with '!') or a video file; `legato run --camera NAME=SPEC` overrides one
+    cameras: dict[str, str] = field(default_factory=dict)
 
     def engine(self, graph: str) -> EngineSettings:
         return self.engines.get(graph) or self.engines["flow_head"]
@@ -166,6 +169,7 @@ class Profile:
             "serial": d(self.serial),
             "power": d(self.power),
             "robot": d(self.robot),
+            **({"cameras": dict(self.cameras)} if self.cameras else {}),
         }
 
 
@@ -395,7 +399,7 @@ def load_profile(name_or_path: str | Path = DEFAULT_PROFILE) -> Profile:
         raise ProfileError(f"{where}: cannot read ({e.strerror or e})") from None
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(f"{where}: not valid TOML ({e})") from None
-    top = ("name", "description", "device", "engine", "control", "serial", "power", "robot")
+    top = ("name", "description", "device", "engine", "control", "serial", "power", "robot", "cameras")
     unknown = [k for k in raw if k not in top]
     if unknown:
         raise ProfileError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(top)})")
@@ -431,9 +435,33 @@ def load_profile(name_or_path: str | Path = DEFAULT_PROFILE) -> Profile:
         serial=tables["serial"],
         power=tables["power"],
         robot=_resolve_calibration(tables["robot"], path),
+        cameras=_cameras(raw.get("cameras", {}), where),
     )
     _check_combinations(prof, where)
     return check_robot(prof, where)
+
+
+def _cameras(raw: Any, where: str) -> dict[str, str]:
+    """[cameras]: name = "source" (a V4L2 index may be an integer)."""
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{where}: [cameras] must be a table of name = source")
+    out = {}
+    for name, src in raw.items():
+        if not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
+            raise ProfileError(
+                f"{where} [cameras]: camera name {name!r} must be letters, digits, '_', '-', '.'"
+            )
+        if (
+            isinstance(src, bool)
+            or not isinstance(src, str | int)
+            or (isinstance(src, str) and not src.strip())
+        ):
+            raise ProfileError(f"{where} [cameras] {name}: the source must be a V4L2 index, a GStreamer "
+                               f"pipeline or a video file path, got {src!r}")  # fmt: skip
+        if isinstance(src, int) and src < 0:
+            raise ProfileError(f"{where} [cameras] {name}: V4L2 index {src} must be >= 0")
+        out[name] = str(src)
+    return out
 
 
 def _resolve_calibration(robot: RobotSettings, profile: Path) -> RobotSettings:

@@ -6,6 +6,8 @@
   index, a GStreamer pipeline string (Jetson CSI cameras) or a video file (how the tests drive
   the real OpenCV path). Frames are BGR from OpenCV, converted to RGB and resized to the model's
   (H, W) here: preprocessing, timed as its own stage (``preprocess_s``).
+- :class:`CameraSet`: several of them by the bundle's camera names (the profile's [cameras]
+  table, `--camera NAME=SPEC`); the frame's image is {name: image}.
 - :class:`TelemetryState`: joint positions then velocities from ``MotorBus.latest_telemetry``.
 
 Capture time: when the source takes the frame (the simulator's render, OpenCV's grab, or the
@@ -27,7 +29,7 @@ from edge.errors import UsageError
 
 @dataclass
 class Frame:
-    image: np.ndarray  # (H, W, 3) uint8 RGB, the model's size
+    image: np.ndarray  # (H, W, 3) uint8 RGB, the model's size ({camera: image} for several cameras)
     tokens: np.ndarray  # (l,) int64 instruction tokens
     state: np.ndarray  # (s,) float32 raw proprio: joint positions then velocities
     capture_time: float  # host monotonic seconds
@@ -101,18 +103,19 @@ def resize_nearest(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return img[ys][:, xs]
 
 
-class OpenCVSource:
-    """A real camera through OpenCV. ``spec``: an integer (V4L2 index), a string containing '!'
-    (a GStreamer pipeline ending in appsink) or a file path (video file)."""
+class OpenCVCamera:
+    """One real camera through OpenCV, its frames RGB at the policy's (height, width). ``spec``: an
+    integer (V4L2 index), a string containing '!' (a GStreamer pipeline ending in appsink) or a
+    file path (video file, looped)."""
 
-    def __init__(self, spec: str, image_hw: tuple[int, int], tokens: np.ndarray, state: TelemetryState | None,
-                 state_dim: int, loop_file: bool = True) -> None:  # fmt: skip
+    def __init__(self, spec: str, image_hw: tuple[int, int], loop_file: bool = True, name: str = "") -> None:
         try:
             import cv2
         except ImportError:
             raise UsageError("--camera needs OpenCV: pip install 'legato-edge[camera]' "
                              "(opencv-python-headless)") from None  # fmt: skip
         self.cv2 = cv2
+        flag = f"--camera {name + '=' if name else ''}{spec!r}"
         if spec.isdigit():
             cap = cv2.VideoCapture(int(spec), cv2.CAP_V4L2)
             self.kind = "v4l2"
@@ -123,13 +126,12 @@ class OpenCVSource:
             cap = cv2.VideoCapture(spec)
             self.kind = "file"
         if not cap.isOpened():
-            raise UsageError(f"--camera {spec!r}: OpenCV cannot open it ({self.kind})")
-        self.cap, self.spec, self.hw, self.tok = cap, spec, image_hw, np.asarray(tokens, np.int64)
-        self.state, self.state_dim, self.loop_file = state, state_dim, loop_file
-        self._zeros = np.zeros(state_dim, np.float32)
+            raise UsageError(f"{flag}: OpenCV cannot open it ({self.kind})")
+        self.cap, self.spec, self.hw, self.loop_file, self.name = cap, spec, image_hw, loop_file, name
         self.frames = 0
 
-    def read(self) -> Frame:
+    def grab(self) -> tuple[np.ndarray, float, float]:
+        """(image (H, W, 3) uint8 RGB, capture time, preprocessing seconds)."""
         cv2 = self.cv2
         t = time.monotonic()
         ok, bgr = self.cap.read()
@@ -137,14 +139,63 @@ class OpenCVSource:
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, bgr = self.cap.read()
         if not ok:
-            raise RuntimeError(f"camera {self.spec!r}: no frame")
+            raise RuntimeError(f"camera {self.name + ' ' if self.name else ''}{self.spec!r}: no frame")
         self.frames += 1
         t_pre = time.monotonic()
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         img = cv2.resize(rgb, (self.hw[1], self.hw[0]), interpolation=cv2.INTER_AREA)
-        pre = time.monotonic() - t_pre
-        state = self.state.read() if self.state is not None else self._zeros
-        return Frame(np.ascontiguousarray(img, np.uint8), self.tok, state, t, pre)
+        return np.ascontiguousarray(img, np.uint8), t, time.monotonic() - t_pre
 
     def close(self) -> None:
         self.cap.release()
+
+
+class OpenCVSource:
+    """A real camera through OpenCV (OpenCVCamera) with the instruction and the joint state."""
+
+    def __init__(self, spec: str, image_hw: tuple[int, int], tokens: np.ndarray, state: TelemetryState | None,
+                 state_dim: int, loop_file: bool = True) -> None:  # fmt: skip
+        self.camera = OpenCVCamera(spec, image_hw, loop_file)
+        self.spec, self.hw, self.kind = spec, image_hw, self.camera.kind
+        self.tok = np.asarray(tokens, np.int64)
+        self.state, self.state_dim = state, state_dim
+        self._zeros = np.zeros(state_dim, np.float32)
+
+    @property
+    def frames(self) -> int:
+        return self.camera.frames
+
+    def read(self) -> Frame:
+        img, t, pre = self.camera.grab()
+        state = self.state.read() if self.state is not None else self._zeros
+        return Frame(img, self.tok, state, t, pre)
+
+    def close(self) -> None:
+        self.camera.close()
+
+
+class CameraSet:
+    """Several cameras by name (the bundle's), each an OpenCVCamera: one Frame holds
+    {name: image}; its capture time is the first camera's (the oldest frame: the delay counts
+    from it), its preprocessing the sum."""
+
+    def __init__(self, cameras: dict[str, OpenCVCamera], tokens: np.ndarray, state: TelemetryState | None,
+                 state_dim: int) -> None:  # fmt: skip
+        self.cameras, self.tok = cameras, np.asarray(tokens, np.int64)
+        self.state, self.state_dim = state, state_dim
+        self._zeros = np.zeros(state_dim, np.float32)
+
+    def read(self) -> Frame:
+        images: dict[str, np.ndarray] = {}
+        t0, pre = None, 0.0
+        for name, cam in self.cameras.items():
+            img, t, p = cam.grab()
+            images[name] = img
+            t0 = t if t0 is None else t0
+            pre += p
+        state = self.state.read() if self.state is not None else self._zeros
+        return Frame(images, self.tok, state, float(t0 or time.monotonic()), pre)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        for cam in self.cameras.values():
+            cam.close()

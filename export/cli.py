@@ -61,8 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("profile", help="profile name or path to a .toml file")
     s.set_defaults(func=profiles_show)
 
-    p = sub.add_parser("bundle", help="check or describe an exported bundle (robot side, no torch)")
-    ss = p.add_subparsers(dest="bundle_cmd", required=True, metavar="{verify,info}")
+    p = sub.add_parser("bundle", help="check, describe or run an exported bundle (robot side, no torch)")
+    ss = p.add_subparsers(dest="bundle_cmd", required=True, metavar="{verify,info,infer}")
     v = ss.add_parser("verify", help="check every sha256, load every graph, check the config")
     v.add_argument("bundle", help="bundle folder")
     v.set_defaults(func=bundle_verify)
@@ -70,6 +70,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("bundle", help="bundle folder")
     i.add_argument("--json", action="store_true", help="print the manifest as JSON")
     i.set_defaults(func=bundle_info)
+    f = ss.add_parser(
+        "infer",
+        help="one chunk from recorded inputs (OBS.npz with LeRobot feature names) through the robot's "
+        "denoiser",
+    )
+    f.add_argument("--bundle", required=True, help="bundle folder")
+    f.add_argument(
+        "--obs",
+        required=True,
+        help="observation .npz: observation.images.<camera> uint8 (H, W, 3), observation.state, and "
+        "task (a prompt) or observation.language.tokens [/ attention_mask]",
+    )
+    f.add_argument("--noise", default=None, help="noise .npy in the policy's shape (H, padded action dim)")
+    f.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="noise seed without --noise")
+    f.add_argument(
+        "--prev", default=None, help="executing chunk from the new chunk's index 0 on, .npy (k, a)"
+    )
+    f.add_argument(
+        "--delay", type=int_in(0, 10_000), default=None, help="delay d with --prev (control steps)"
+    )
+    f.add_argument(
+        "--ramp", type=int_in(0, 10_000), default=None, help="ramp r (default: min(r_max, H - s - d))"
+    )
+    f.add_argument(
+        "--profile", default=None, help="run on this profile's engines (default: onnxruntime, CPU)"
+    )
+    f.add_argument("--fused", action="store_true", help="the fused graph instead of prefix + flow head")
+    f.add_argument("--out", required=True, help="the chunk, .npy (H, a) in the robot's units")
+    f.add_argument("--force", action="store_true", help="replace an existing --out written by legato")
+    f.set_defaults(func=bundle_infer)
 
 
 def run_export(a: argparse.Namespace) -> int:
@@ -128,4 +158,30 @@ def bundle_info(a: argparse.Namespace) -> int:
         print(json.dumps(m.data, indent=1))
     else:
         print("\n".join(summary(m)))
+    return 0
+
+
+def _is_npy(path: object) -> bool:
+    try:
+        with open(str(path), "rb") as f:
+            return f.read(6) == b"\x93NUMPY"
+    except OSError:
+        return False
+
+
+def bundle_infer(a: argparse.Namespace) -> int:
+    import io
+
+    import numpy as np
+
+    from edge.infer import infer
+    from edge.outputs import atomic_file, check_file_target
+
+    check_file_target(a.out, replace=a.force, what=".npy chunk", own=_is_npy)  # before any work
+    chunk = infer(a.bundle, a.obs, noise=a.noise, prev=a.prev, delay=a.delay, ramp=a.ramp, seed=a.seed,
+                  profile=a.profile, fused=a.fused)  # fmt: skip
+    buf = io.BytesIO()
+    np.save(buf, chunk)
+    atomic_file(a.out, buf.getvalue(), replace=a.force, what=".npy chunk", own=_is_npy)
+    print(f"{a.out}: chunk {list(chunk.shape)} (robot units), min {chunk.min():.4f}, max {chunk.max():.4f}")
     return 0

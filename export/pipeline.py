@@ -30,7 +30,7 @@ import onnx
 from edge.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file, verify
 from edge.engine import Engine
 from edge.errors import BundleError, OutputError, UsageError
-from edge.outputs import atomic_folder, check_target
+from edge.outputs import MARKER, atomic_folder, check_target
 from edge.profiles import Profile, load_profile
 
 GRAPHS = ("prefix", "flow_head", "fused")
@@ -82,8 +82,13 @@ def check_graph(path: Path) -> onnx.ModelProto:
 
 
 def write_manifest(folder: Path, lp: Any, precision: str, graph_precision: dict[str, str],
-                   extra: dict[str, Any]) -> dict:  # fmt: skip
-    """Write the adapter's extra files and manifest.json (format 2) for the graphs in ``folder``."""
+                   extra: dict[str, Any], fp32_dir: Path | None = None) -> dict:  # fmt: skip
+    """Write the adapter's extra files and manifest.json (format 2) for the graphs in ``folder``:
+    every file of the folder listed with its sha256, each graph's I/O and memory (export.memory;
+    the per-precision estimates from the fp32 graph, in ``fp32_dir`` when the graphs here are not
+    fp32)."""
+    from export.memory import graph_memory
+
     for rel, data in lp.bundle_files().items():
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).write_bytes(data)
@@ -94,21 +99,23 @@ def write_manifest(folder: Path, lp: Any, precision: str, graph_precision: dict[
             continue
         model = onnx.load(str(p), load_external_data=False)
         ins, outs = _io(model)
-        digest = sha256_file(p)
+        mem = graph_memory(p, estimates=graph_precision[name] == "fp32")
+        if "by_precision" not in mem and fp32_dir is not None and (fp32_dir / p.name).exists():
+            mem["by_precision"] = graph_memory(fp32_dir / p.name, estimates=True)["by_precision"]
         graphs[name] = {
             "file": p.name,
-            "sha256": digest,
+            "sha256": sha256_file(p),
             "opset": _opset(model),
             "precision": graph_precision[name],
             "inputs": ins,
             "outputs": outs,
             "nodes": len(model.graph.node),
+            "memory": mem,
         }
-        files[p.name] = digest
-    for rel in sorted(lp.bundle_files()):
-        files[rel] = sha256_file(folder / rel)
-    for p in sorted((folder / "engines").glob("*")) if (folder / "engines").is_dir() else []:
-        files[f"engines/{p.name}"] = sha256_file(p)
+    for p in sorted(x for x in folder.rglob("*") if x.is_file()):  # graphs, external data, engines, extras
+        rel = p.relative_to(folder).as_posix()
+        if rel not in (MANIFEST, MARKER):
+            files[rel] = sha256_file(p)
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -404,7 +411,7 @@ def export_bundle(opt: ExportOptions) -> Path:
             quant, graph_prec = _transform(lp, opt, precision, backend, fp32_dir, final_dir, graphs)
             for name in graphs:
                 check_graph(final_dir / f"{name}.onnx")
-            write_manifest(final_dir, lp, precision, graph_prec, {})
+            write_manifest(final_dir, lp, precision, graph_prec, {}, fp32_dir=fp32_dir)
             qres = _chunk_gates(torch_pol, final_dir, samples, opt.threads)
             parity_rec[precision] = qres
             for g, r in qres.items():
@@ -472,7 +479,7 @@ def export_bundle(opt: ExportOptions) -> Path:
             engines: dict[str, Any] = {}
             if opt.engines:
                 engines = _engines(profile, tmp, say)
-            data = write_manifest(tmp, lp, precision, graph_prec, extra)
+            data = write_manifest(tmp, lp, precision, graph_prec, extra, fp32_dir=fp32_dir)
             if engines:
                 data["engines"] = engines
             data["name"] = out.name

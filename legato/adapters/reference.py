@@ -12,6 +12,7 @@ modules (legato.adapters.reference_graphs) take and return them, for the exporte
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,25 @@ def detect(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(cfg, dict) and "policy" in cfg and "train" in cfg
+
+
+TOKENIZER = "tokenizer.json"
+
+
+def tokenizer_json() -> bytes | None:
+    """sim.language's fixed vocabulary as a `tokenizers` WordLevel tokenizer (lower-cased,
+    whitespace-split, unknown words -> <unk>): the same ids as sim.language.tokenize, so a robot
+    tokenizes `--prompt` with the file the bundle carries. None without the tokenizers library."""
+    try:
+        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    except ImportError:
+        return None
+    from sim.language import VOCAB
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return tok.to_str().encode()
 
 
 def section(ck: Any) -> dict[str, Any]:
@@ -53,7 +73,8 @@ def section(ck: Any) -> dict[str, Any]:
         # which mode the weights support)
         "capabilities": {"omega": True, "hard_prefix": True, "fused": True},
         "observation": {
-            "cameras": [{"name": "top", "input": "image", "height": hi, "width": wi}],
+            # a state-only task (image_hw (0, 0), e.g. MetaWorld's push-wall) has no camera
+            "cameras": [{"name": "top", "input": "image", "height": hi, "width": wi}] if hi else [],
             "state": "state",
             "language": {
                 "tokens": "tokens",
@@ -61,7 +82,7 @@ def section(ck: Any) -> dict[str, Any]:
                 "max_tokens": p.max_tokens,
                 "vocab_size": p.vocab_size,
                 "pad_id": 0,
-                "tokenizer": None,
+                "tokenizer": TOKENIZER if importlib.util.find_spec("tokenizers") else None,
                 "append": "",
             },
         },  # fmt: skip
@@ -168,6 +189,10 @@ class ReferencePolicy(LoadedPolicy):
 
     def closed_loop(self, policy: Any, episodes: int, seed: int | None = None) -> float | None:
         return closed_loop(policy, self.native, episodes, seed=seed)
+
+    def bundle_files(self) -> dict[str, bytes]:
+        data = tokenizer_json() if self.section["observation"]["language"]["tokenizer"] else None
+        return {TOKENIZER: data} if data is not None else {}
 
     def observation_arrays(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         p = self.native.policy_cfg

@@ -57,3 +57,38 @@ def test_export_detects_smolvla_gates_and_verifies(tmp_path, hf_offline, capsys)
     assert (out / "tokenizer.json").is_file()
     assert man["parity"]["fp32"]["flow_head"]["max_abs"] <= 1e-4
     assert main(["bundle", "verify", str(out)]) == 0
+    _bundle_infer_equals_lerobot(out, tmp_path)
+
+
+def _bundle_infer_equals_lerobot(bundle: Path, tmp_path: Path) -> None:
+    """`legato bundle infer` (the robot side: onnxruntime, the prompt tokenized with `tokenizers`
+    and the bundle's tokenizer.json) on LeRobot-named inputs gives LeRobot's own chunk."""
+    import numpy as np
+    from lerobot_fixtures import golden
+
+    obs, noise, rec = golden("smolvla")
+    o = obs[0]
+    np.savez(
+        tmp_path / "obs.npz",
+        **{k: o[k][0] for k in ("observation.images.top", "observation.images.wrist", "observation.state")},
+        task=np.array(o["task"][0]),
+    )
+    np.save(tmp_path / "noise.npy", noise[0])
+    assert (
+        main(
+            [
+                "bundle",
+                "infer",
+                "--bundle",
+                str(bundle),
+                "--obs",
+                str(tmp_path / "obs.npz"),
+                "--noise",
+                str(tmp_path / "noise.npy"),
+                "--out",
+                str(tmp_path / "a.npy"),
+            ]
+        )
+        == 0
+    )
+    assert np.abs(np.load(tmp_path / "a.npy") - rec["actions"][0]).max() <= 1e-4

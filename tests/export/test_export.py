@@ -22,6 +22,7 @@ def test_bundle_layout_manifest_and_verify(tiny_bundle):
         "fused.onnx",
         "manifest.json",
         "prefix.onnx",
+        "tokenizer.json",
     ]
     assert m.precision == "fp32" and m.spec.method == "legato" and m.spec.num_steps == 5
     d = m.data
@@ -51,7 +52,7 @@ def test_bundle_layout_manifest_and_verify(tiny_bundle):
         assert set(ins) == set(want[name][0]) and set(outs) == set(want[name][1])
         for k, v in {**want[name][0], **want[name][1]}.items():
             assert v is None or v == {**ins, **outs}[k]
-    assert set(m.files) == {"prefix.onnx", "flow_head.onnx", "fused.onnx"}
+    assert set(m.files) == {"prefix.onnx", "flow_head.onnx", "fused.onnx", "tokenizer.json"}
     for mode in (p.stat().st_mode & 0o777 for p in tiny_bundle.iterdir()):
         assert mode == 0o644
 

@@ -1,0 +1,103 @@
+"""The instruction as the policy takes it: token ids (l,) and an attention mask (l,), from a
+prompt tokenized on the robot with the tokenizer file the bundle carries (the `tokenizers`
+library, extra ``language``), or from ids given as they are. No torch.
+
+Both are checked against the adapter's language section (edge.adapter.LanguageSpec) before
+anything moves: ids in 0..vocab_size-1, at most max_tokens of them, padded on the right with
+pad_id; the mask is 1 on the real tokens. A prompt gets the adapter's ``append`` (LeRobot's
+SmolVLA: "\\n") and the tokenizer's own special tokens (its post-processor decides, as the
+Hugging Face processor does); a prompt that does not fit is refused, not truncated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.adapter import LanguageSpec
+from edge.errors import UsageError
+
+
+def pad_ids(ids: Any, max_tokens: int, vocab_size: int | None, pad_id: int,
+            source: str = "--tokens") -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Ids (an integer sequence) -> (tokens (max_tokens,) int64, mask (max_tokens,) bool), checked
+    against the vocabulary (0..vocab_size-1; None: any id >= 0) and padded on the right."""
+    arr = np.asarray(ids)
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise UsageError(f"{source}: expected integer token ids, got {arr.dtype}{list(arr.shape)}")
+    if arr.size > max_tokens:
+        raise UsageError(f"{source} has {arr.size} ids; the bundle's model takes at most {max_tokens}")
+    hi = vocab_size - 1 if vocab_size else None
+    bad = [int(i) for i in arr if int(i) < 0 or (hi is not None and int(i) > hi)]
+    if bad:
+        raise UsageError(f"{source} id {bad[0]} is outside the bundle's vocabulary "
+                         f"({f'0..{hi}' if hi is not None else '>= 0'})")  # fmt: skip
+    tokens = np.full(max_tokens, pad_id, np.int64)
+    tokens[: arr.size] = arr
+    mask = np.zeros(max_tokens, np.bool_)
+    mask[: arr.size] = True
+    return tokens, mask
+
+
+def pad_tokens(ids: Any, lang: LanguageSpec, source: str = "--tokens") -> tuple[np.ndarray, np.ndarray]:
+    """pad_ids with the adapter's language section."""
+    return pad_ids(ids, lang.max_tokens, lang.vocab_size, lang.pad_id, source)
+
+
+def parse_token_list(text: str, max_tokens: int, vocab_size: int | None, pad_id: int,
+                     source: str = "--tokens") -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """'2,5,13' -> pad_ids; a value that is not an integer is one line."""
+    ids = []
+    for x in (p.strip() for p in text.split(",")):
+        try:
+            ids.append(int(x))
+        except ValueError:
+            raise UsageError(f"{source} {text!r}: {x!r} is not an integer token id "
+                             "(expected comma-separated integers, e.g. 2,5,13)") from None  # fmt: skip
+    return pad_ids(ids, max_tokens, vocab_size, pad_id, source)
+
+
+def instruction(man: Any, tokens: str | None = None, prompt: str | None = None) -> tuple[Any, Any]:
+    """The instruction of a robot run from ``--tokens`` or ``--prompt`` (one of them) for the
+    bundle ``man`` (edge.bundle.Manifest): (tokens, mask), all pad without either; (None, None)
+    for a policy that takes no language."""
+    lang = man.adapter.observation.language
+    if tokens is not None and prompt is not None:
+        raise UsageError("give the instruction as --prompt or as --tokens, not both")
+    if lang is None:
+        if tokens is not None or prompt is not None:
+            raise UsageError("this bundle's policy takes no instruction (no language input)")
+        return None, None
+    if prompt is not None:
+        return encode_prompt(load_tokenizer(man.path, lang), prompt, lang)
+    if tokens is not None:
+        return parse_token_list(tokens, lang.max_tokens, lang.vocab_size, lang.pad_id)
+    return pad_ids([], lang.max_tokens, lang.vocab_size, lang.pad_id)
+
+
+def load_tokenizer(bundle: str | Path, lang: LanguageSpec) -> Any:
+    """The bundle's tokenizer (tokenizers.Tokenizer); one line where there is none or the library
+    is missing."""
+    if lang.tokenizer is None:
+        raise UsageError("this bundle carries no tokenizer: give the instruction as --tokens ids")
+    path = Path(bundle) / lang.tokenizer
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise UsageError(
+            "a prompt needs the tokenizers library: pip install 'legato-edge[language]'"
+        ) from None
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises its own Exception type for a bad file
+        raise UsageError(f"{path}: not a tokenizer file ({' '.join(str(e).split())[:120]})") from None
+
+
+def encode_prompt(tokenizer: Any, prompt: str, lang: LanguageSpec) -> tuple[np.ndarray, np.ndarray]:
+    """A prompt -> (tokens (l,) int64, mask (l,) bool) with the bundle's tokenizer."""
+    if not prompt.strip():
+        raise UsageError("--prompt is empty")
+    enc = tokenizer.encode(prompt + lang.append)
+    return pad_tokens(enc.ids, lang, source=f"--prompt {prompt!r}:")
