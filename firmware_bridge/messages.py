@@ -9,9 +9,12 @@ takes one packet and returns a :class:`Frame` or raises :class:`ProtocolError`.
 from __future__ import annotations
 
 import enum
+import functools
 import math
+import operator
 import struct
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -115,16 +118,29 @@ class _PerJoint:
     INTERLEAVED: ClassVar[bool] = False
     FINITE: ClassVar[str | None] = None
 
+    _N_AT: ClassVar[int] = 0  # index of "n" in HEAD_FIELDS (set per subclass)
+    _head: ClassVar[Callable[[Any], tuple[Any, ...]]]  # the head fields but n, as a tuple
+    _arrays: ClassVar[Callable[[Any], tuple[Any, ...]]]
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        cls._N_AT = cls.HEAD_FIELDS.index("n")  # the dataclass fields: the others, then ARRAYS
+        others = [f for f in cls.HEAD_FIELDS if f != "n"]
+        cls._head = _getter(others)  # type: ignore[assignment]
+        cls._arrays = _getter(list(cls.ARRAYS))  # type: ignore[assignment]
+
     def pack(self) -> bytes:
-        arrays = [getattr(self, a) for a in self.ARRAYS]
+        cls = type(self)  # the getters are plain callables, not methods
+        arrays, head = cls._arrays(self), list(cls._head(self))
         n = len(arrays[0])
-        head = [n if f == "n" else getattr(self, f) for f in self.HEAD_FIELDS]
-        flat = (
-            [v for row in zip(*arrays, strict=True) for v in row]
-            if self.INTERLEAVED
-            else [v for a in arrays for v in a]
-        )
-        return self.HEAD.pack(*head) + struct.pack(f"<{len(flat)}f", *flat)
+        head.insert(self._N_AT, n)
+        if len(arrays) == 1:
+            flat = arrays[0]
+        elif self.INTERLEAVED:
+            flat = [v for row in zip(*arrays, strict=True) for v in row]
+        else:
+            flat = [v for a in arrays for v in a]
+        return _layout(self.HEAD.format, len(flat)).pack(*head, *flat)
 
     @classmethod
     def unpack(cls, p: bytes) -> Any:
@@ -133,17 +149,41 @@ class _PerJoint:
             raise ProtocolError(
                 "payload", f"{name} payload is {len(p)} bytes, shorter than its {size}-byte head"
             )
-        head = dict(zip(cls.HEAD_FIELDS, cls.HEAD.unpack_from(p), strict=True))
-        n = head.pop("n")
+        head = list(cls.HEAD.unpack_from(p))
+        n = head.pop(cls._N_AT)
         if not 1 <= n <= MAX_JOINTS:
             raise ProtocolError("payload", f"{name} joint count {n} outside 1..{MAX_JOINTS}")
         k = len(cls.ARRAYS)
         _check_len(p, size + 4 * k * n, name)
-        v = struct.unpack_from(f"<{k * n}f", p, size)
+        v = _f32(k * n).unpack_from(p, size)
         if cls.FINITE is not None:
             _floats(v, cls.FINITE)
-        arrays = [v[i::k] if cls.INTERLEAVED else v[i * n : (i + 1) * n] for i in range(k)]
-        return cls(**head, **dict(zip(cls.ARRAYS, arrays, strict=True)))
+        if k == 1:
+            return cls(*head, v)
+        arrays = (
+            [v[i::k] for i in range(k)] if cls.INTERLEAVED else [v[i * n : (i + 1) * n] for i in range(k)]
+        )
+        return cls(*head, *arrays)
+
+
+@functools.cache
+def _f32(count: int) -> struct.Struct:
+    """``count`` little-endian float32 (one compiled layout per count)."""
+    return struct.Struct(f"<{count}f")
+
+
+@functools.cache
+def _layout(head: str, count: int) -> struct.Struct:
+    """A head layout followed by ``count`` float32: a whole per-joint payload."""
+    return struct.Struct(f"{head}{count}f")
+
+
+def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """The named attributes of an object, always as a tuple (attrgetter returns one bare)."""
+    if not names:
+        return lambda obj: ()
+    get = operator.attrgetter(*names)
+    return get if len(names) > 1 else lambda obj: (get(obj),)
 
 
 @dataclass(frozen=True)
