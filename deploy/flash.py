@@ -3,15 +3,17 @@
 For each target, in parallel (one summary line per device):
 1. probe (writes nothing): the target's doctor facts, its releases, the files it already has
    (by sha256), its free disk;
-2. refuse, with nothing changed, a profile whose [device] does not match those facts, or a disk
-   without room for the files to send (plus engines when they are built there);
+2. refuse, with nothing changed, a profile whose [device] does not match those facts (board family,
+   L4T by the TensorRT it ships, compute capability, memory: edge.device.profile_mismatch), or a
+   disk without room for the files to send (plus engines when they are built there);
 3. upload only the files the target lacks (scp for ssh targets) into its upload area;
 4. install: the target assembles the release in a temporary folder (files it had are hard-linked,
    not sent), checks every sha256, builds TensorRT engines when the profile asks, swaps the
    release in and then switches `current` with one rename; `previous` keeps the one before.
 
-The bundle itself is verified here (edge.bundle.verify: hashes, graph I/O) before any target is
-touched. The target-side rules live in deploy/agent.py.
+The bundle itself is verified here (edge.bundle.verify: hashes, graph I/O), and its memory need
+checked against the profile's device (edge.memory_budget), before any target is touched. The
+target-side rules live in deploy/agent.py.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def prepare(bundle: str | Path, profile: str | Path) -> Payload:
             f"bundle {m.path} was exported for profile {exported_for!r}, not {prof.name!r}; flash it "
             f"with --profile {exported_for} or export it for {prof.name}"
         )
+    memory_fit(m, prof)
     root = Path(m.path)
     mbytes = (root / "manifest.json").read_bytes()
     msha = hashlib.sha256(mbytes).hexdigest()
@@ -77,13 +80,25 @@ def prepare(bundle: str | Path, profile: str | Path) -> Payload:
     )
 
 
+def memory_fit(m: Any, prof: Any) -> None:
+    """Refuse a bundle that does not fit the profile's device memory (edge.memory_budget)."""
+    from edge import memory_budget as mb
+
+    total = int(prof.device.memory_gb * 1e9)
+    reserve = mb.reserve_bytes(total, prof.device.memory_reserve_gb)
+    need = mb.bundle_need(m.data, Path(m.path), getattr(prof.control, "graph", None), where=str(m.path))
+    problem = mb.fit_problem(need, total, reserve, f"profile {prof.name} ({prof.device.model})")
+    if problem:
+        raise FlashError(f"bundle {m.path}: {problem}; nothing was flashed")
+
+
 def _mb(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
 def flash_one(target: LocalTarget | SshTarget, p: Payload, keep: int = 1) -> str:
     """Flash one target; returns its summary line or raises FlashError (nothing switched)."""
-    from deploy.doctor import profile_mismatch
+    from edge.device import profile_mismatch
 
     t0 = time.monotonic()
     need = [{"rel": rel, "sha256": sha, "size": size} for rel, sha, size in p.files]
