@@ -387,3 +387,33 @@ def test_a_failed_load_releases_the_context(fakes, monkeypatch):
     with pytest.raises(BundleError):
         open_engine(fakes, EngineOptions(backend="tensorrt"))
     assert LOG[-2:] == ["pop", "detach"]
+
+
+def test_the_loader_passes_the_engines_dla_core_to_the_runtime(tmp_path, monkeypatch):
+    """edge.assembly.load opens each TensorRT engine with the DLA core it was built for (the
+    manifest's engines.<g>.flags.dla_core), so TrtEngine sets runtime.DLA_core to it."""
+    import json
+    from pathlib import Path
+
+    import edge.assembly as assembly
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
+    from bundles import make_bundle
+
+    key = {"tensorrt": "10.3.0", "cuda": "12.6", "gpu": "Orin", "compute_capability": "8.7", "l4t": "36.4.3",
+           "jetpack": "6.2"}  # fmt: skip
+    b = make_bundle(tmp_path / "b", profile="jetson-agx-orin-64gb", engine_key=key)
+    m = json.loads((b / "manifest.json").read_text())
+    (b / "engines/prefix.plan").write_bytes(b"plan")
+    from edge.outputs import sha256_file
+
+    m["engines"]["prefix"] = {"file": "engines/prefix.plan", "sha256": sha256_file(b / "engines/prefix.plan"),
+                              "key": {**key, "onnx_sha256": m["graphs"]["prefix"]["sha256"]},
+                              "flags": {"dla_core": 0}}  # fmt: skip
+    m["engines"]["flow_head"]["flags"] = {"dla_core": None}
+    (b / "manifest.json").write_text(json.dumps(m))
+    opened = {}
+    monkeypatch.setattr(assembly, "open_engine", lambda path, opts, name, **kw: opened.setdefault(name, kw))
+    monkeypatch.setattr(assembly, "denoiser_for", lambda *a, **k: None)
+    assembly.load(str(b), "jetson-agx-orin-64gb", fused=False)
+    assert opened["prefix"]["dla_core"] == 0 and opened["flow_head"]["dla_core"] is None
