@@ -42,6 +42,8 @@ from edge.outputs import sha256_file
 RELEASE_KIND = "release"
 MANIFEST = "manifest.json"
 PROFILE_FILE = "profile.toml"
+CALIBRATION_FILE = "calibration.json"  # the profile's [robot] calibration, beside it in the release
+RELEASE_EXTRAS = (PROFILE_FILE, CALIBRATION_FILE)  # what a release holds beside the bundle's files
 LINKS = ("current", "previous")
 CACHE_DIR = "cache"  # DEST/cache: TensorRT timing caches, kept across releases
 MARGIN_BYTES = 16 << 20  # never fill a disk to the last byte: logs and the journal need room
@@ -213,7 +215,7 @@ def verify_release(folder: Path, load_graphs: bool = False) -> dict[str, Any]:
     with the count of files checked."""
     from edge.bundle import verify
 
-    m = verify(folder, load_graphs=load_graphs, extra_files=(PROFILE_FILE,))  # the flashed profile too
+    m = verify(folder, load_graphs=load_graphs, extra_files=RELEASE_EXTRAS)  # the flashed profile too
     plans = sum(
         1 for e in m.engines.values() if isinstance(e, dict) and e.get("file") not in (None, *m.files)
     )
@@ -253,8 +255,9 @@ def install(req: dict[str, Any]) -> dict[str, Any]:
     """Assemble, verify and switch to a release.
 
     req: dest, release, files ([{rel, sha256, src}] where src is an absolute path on the target,
-    from probe's `have` or the upload area), profile_text, profile_name, build_engines (bool),
-    keep (releases kept besides current and previous), switch (bool)."""
+    from probe's `have` or the upload area), profile_text, calibration_text (optional: the
+    profile's LeRobot calibration, which profile_text names as CALIBRATION_FILE), profile_name,
+    build_engines (bool), keep (releases kept besides current and previous), switch (bool)."""
     from edge.outputs import atomic_folder, is_kind
 
     dest = Path(req["dest"]).expanduser()
@@ -288,6 +291,8 @@ def install(req: dict[str, Any]) -> dict[str, Any]:
                     _place(src, tmp / f["rel"])
                 if req.get("profile_text") is not None:
                     (tmp / PROFILE_FILE).write_text(req["profile_text"])
+                if req.get("calibration_text") is not None:
+                    (tmp / CALIBRATION_FILE).write_text(req["calibration_text"])
                 verify_release(tmp)
                 if req.get("build_engines"):
                     _build_engines(tmp, tmp / PROFILE_FILE, dest / CACHE_DIR)

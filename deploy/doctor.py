@@ -362,7 +362,7 @@ def _current(ctx: Ctx) -> Path:
 
 
 def check_bundle(ctx: Ctx) -> Check:
-    from deploy.agent import PROFILE_FILE
+    from deploy.agent import RELEASE_EXTRAS
     from edge.bundle import verify
     from edge.device import key_mismatch
     from edge.errors import LegatoError
@@ -372,7 +372,7 @@ def check_bundle(ctx: Ctx) -> Check:
     if not cur.exists():
         return Check("bundle", FAIL, f"no current bundle at {ctx.bundle_dir}/current", flash)
     try:
-        m = verify(cur, load_graphs=True, extra_files=(PROFILE_FILE,))  # every sha256, plans too; graphs load
+        m = verify(cur, load_graphs=True, extra_files=RELEASE_EXTRAS)  # every sha256, plans too; graphs load
     except LegatoError as e:
         return Check(
             "bundle",

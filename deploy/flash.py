@@ -19,13 +19,14 @@ target-side rules live in deploy/agent.py.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy.agent import MARGIN_BYTES
+from deploy.agent import CALIBRATION_FILE, MARGIN_BYTES
 from deploy.targets import FlashError, LocalTarget, SshTarget, parse_target
 from edge.errors import LegatoError
 
@@ -43,6 +44,7 @@ class Payload:
     profile_device: dict[str, Any]
     build_engines: bool
     onnx_bytes: int
+    calibration_text: str | None = None  # the [robot] calibration, sent as CALIBRATION_FILE
 
 
 def prepare(bundle: str | Path, profile: str | Path) -> Payload:
@@ -67,17 +69,58 @@ def prepare(bundle: str | Path, profile: str | Path) -> Payload:
         files.append((rel, digest, (root / rel).stat().st_size))
     onnx = sum(size for rel, _, size in files if rel.endswith(".onnx"))
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in m.name).strip(".-") or "bundle"
+    text, calibration = Path(prof.path).read_text(), None
+    if prof.robot.calibration is not None:  # load_profile resolved and checked it
+        # The calibration names a file beside the profile (or in ~/.cache): it travels with the
+        # release, else the device's `legato run` finds no calibration.
+        calibration = Path(prof.robot.calibration).read_text()
+        text = release_profile_text(text, CALIBRATION_FILE, where=str(prof.path))
     return Payload(
         root,
         f"{safe}-{msha[:12]}",
         msha,
         tuple(files),
         prof.name,
-        Path(prof.path).read_text(),
+        text,
         prof.to_dict()["device"],
         prof.uses_tensorrt,
         onnx,
+        calibration,
     )
+
+
+_TABLE = re.compile(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$")
+_CALIBRATION = re.compile(r"""^(\s*calibration\s*=\s*)("(?:[^"\\]|\\.)*"|'[^']*')""")
+
+
+def release_profile_text(text: str, calibration: str, where: str) -> str:
+    """The profile's TOML text with its [robot] ``calibration`` pointing at ``calibration`` (a file
+    beside the profile in the release), everything else byte for byte (comments kept). Checked by
+    parsing: nothing but that one value may differ, else FlashError."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10 (JetPack 6)
+        import tomli as tomllib
+
+    lines, table, done = text.splitlines(keepends=True), None, False
+    for i, line in enumerate(lines):
+        head = _TABLE.match(line)
+        if head:
+            table = head.group(1).strip()
+            continue
+        hit = _CALIBRATION.match(line) if table == "robot" and not done else None
+        if hit:
+            lines[i] = f'{hit.group(1)}"{calibration}"{line[hit.end() :]}'
+            done = True
+    out = "".join(lines)
+    want = tomllib.loads(text)
+    want["robot"]["calibration"] = calibration
+    if not done or tomllib.loads(out) != want:
+        raise FlashError(
+            f"{where}: cannot point its [robot] calibration at the flashed copy; write it as one "
+            'line `calibration = "FILE"` under [robot]; nothing was flashed'
+        )
+    return out
 
 
 def memory_fit(m: Any, prof: Any) -> None:
@@ -135,6 +178,7 @@ def flash_one(target: LocalTarget | SshTarget, p: Payload, keep: int = 1) -> str
                 "release": p.release,
                 "files": files,
                 "profile_text": p.profile_text,
+                "calibration_text": p.calibration_text,
                 "profile_name": p.profile_name,
                 "manifest_sha256": p.manifest_sha256,
                 "build_engines": p.build_engines,

@@ -88,6 +88,8 @@ class SerialSettings:
     watchdog_ms: int  # controller-side hold when the host goes silent
     ids: tuple[int, ...] = (1, 2, 3)  # motor ids, joint order
     stream_hz: float | None = None  # setpoint stream rate; None = control rate
+    setup_timeout_ms: float | None = None  # servo buses: reply wait per request while starting
+    #   (ping, calibration, torque; never in the cycle); None: the bus's default (100 ms)
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,7 @@ _RANGES = {  # key -> (lo, hi) inclusive
     "baud": (1200, 12_000_000),
     "watchdog_ms": (0, 60_000),
     "stream_hz": (1, 5000),
+    "setup_timeout_ms": (1, 10_000),
     "stale_ms": (1, 60_000),
     "max_fault_ticks": (1, 1_000_000),
 }
@@ -629,6 +632,10 @@ def check_robot(p: Profile, where: str | None = None) -> Profile:
         raise ProfileError(f"{at}calibration' applies to servo buses (feetech, dynamixel); "
                            f"protocol {p.serial.protocol!r} calibrates on the controller (remove the "
                            "key)")  # fmt: skip
+    if p.serial.setup_timeout_ms is not None and not servo:
+        raise ProfileError(f"{where}: key 'serial.setup_timeout_ms' applies to servo buses (feetech, "
+                           f"dynamixel); protocol {p.serial.protocol!r} has its own handshake (remove "
+                           "the key)")  # fmt: skip
     robot_calibration(p, where)
     return p
 

@@ -307,3 +307,35 @@ def test_reduced_bundles_fit_every_profile(tmp_path):
     for name in list_profiles():
         for m in bundles:
             memory_fit(m, load_profile(name))  # raises FlashError when it does not fit
+
+
+def test_the_profiles_calibration_travels_with_the_release(tmp_path, capsys):
+    """A servo profile names its LeRobot calibration beside itself. Before: only profile.toml was
+    flashed, and the device's `legato run` (and the engine build, which loads the profile) failed
+    with "key 'robot.calibration' = .../releases/R/reference-arm.feetech.json: no such file"."""
+    from edge.profiles import load_profile, robot_calibration
+
+    source = load_profile("x86-cpu-feetech")
+    b = make_bundle(tmp_path / "b", profile="x86-cpu-feetech")
+    dest = tmp_path / "robot"
+    rc, _, err = flash(capsys, "--bundle", str(b), "--profile", "x86-cpu-feetech", "--target", str(dest))
+    assert rc == 0, err
+    flashed = load_profile(dest / "current/profile.toml")
+    assert flashed.robot.calibration == str((dest / "current").resolve() / agent.CALIBRATION_FILE)
+    assert robot_calibration(flashed) == robot_calibration(source)
+    assert flashed.to_dict() | {"robot": None} == source.to_dict() | {"robot": None}
+    assert "# LeRobot calibration JSON" in (dest / "current/profile.toml").read_text()  # comments kept
+    rc, out, err = flash(capsys, "--check", "--target", str(dest))
+    assert rc == 0, err
+
+
+def test_a_calibration_the_flash_cannot_retarget_is_refused_in_one_line(tmp_path):
+    import pytest
+
+    from deploy.flash import FlashError, release_profile_text
+
+    text = "[camera]\ncalibration = \"lens.json\"\n[robot]\n  calibration = 'arm.json'  # mine\n"
+    out = release_profile_text(text, "calibration.json", where="p.toml")
+    assert out == '[camera]\ncalibration = "lens.json"\n[robot]\n  calibration = "calibration.json"  # mine\n'
+    with pytest.raises(FlashError, match=r"p.toml: cannot point its \[robot\] calibration"):
+        release_profile_text('robot.calibration = "arm.json"\n', "calibration.json", where="p.toml")
