@@ -163,9 +163,11 @@ class SimRig:
         serial = dataclasses.replace(p.serial, port=self.link_path, stream_hz=stream)
         return check_robot(dataclasses.replace(p, robot=robot, serial=serial), f"{p.path} (--sim)")
 
-    def confirm_hold(self, hold: np.ndarray, timeout_s: float = 0.5) -> bool:
+    def confirm_hold(self, hold: np.ndarray, timeout_s: float = 2.0) -> bool:
         """True once the controller's commanded target (the servos' goal registers) equals ``hold``:
-        the hold reached the motors."""
+        the hold reached the motors. The emulated device shares the inference process's CPU: on a
+        loaded machine its thread may not run for half a second (``timeout_s`` is only spent when
+        the hold never arrives)."""
         h = np.asarray(hold, np.float64)
         ctl = self.ctl
         return self.emu.wait_until(lambda _: bool(np.allclose(ctl.commanded(), h, atol=ctl.atol)), timeout_s)
