@@ -112,7 +112,7 @@ def test_a_bundle_that_does_not_fit_the_robot_is_refused(man, needle):
 def test_sim_rig_is_built_by_the_same_builder_from_the_sim_arm(tmp_path):
     """--sim writes the simulator's arm and device into the profile's fields; the bus is then the
     one bus_spec builds from that profile for any port."""
-    from edge.simrig import SimRig
+    from edge.simrig import SIM_STALE_MS, SIM_WATCHDOG_MS, SimRig
     from sim.task import TaskConfig
 
     task = TaskConfig()
@@ -127,6 +127,9 @@ def test_sim_rig_is_built_by_the_same_builder_from_the_sim_arm(tmp_path):
             assert rig.prof.serial.port == sim.link_path and rig.prof.serial.stream_hz == 200.0
             assert rig.spec == bus_spec(rig.prof)
             assert (r.calibration is None) == (name == "x86-cpu")
+            # the emulated device shares the inference process's CPU: its timing limits are floored
+            assert r.stale_ms == SIM_STALE_MS and rig.prof.serial.watchdog_ms == SIM_WATCHDOG_MS
+            assert rig.spec.settings["watchdog_ms"] == SIM_WATCHDOG_MS
         finally:
             rig.close()
 
