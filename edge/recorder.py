@@ -87,12 +87,12 @@ def _version() -> str:
         return "unknown"
 
 
-def policy_cameras(man: Any) -> list[dict[str, Any]]:
-    """The bundle's cameras (its adapter's, in the policy's order): name, height, width."""
+def policy_cameras(man: Any) -> list[dict[str, Any]] | None:
+    """The bundle's cameras (its adapter's, in the policy's order): name, height, width; None where
+    the policy names none (a remote policy: one image of the spec's size, its name unknown here)."""
     cams = getattr(getattr(getattr(man, "adapter", None), "observation", None), "cameras", None)
-    if cams is None:  # no adapter section (a remote policy's stand-in): the spec's one camera
-        hw = getattr(getattr(man, "spec", None), "image_hw", None)
-        return [{"name": "camera", "height": int(hw[0]), "width": int(hw[1])}] if hw and hw[0] else []
+    if cams is None:
+        return None
     return [{"name": c.name, "height": int(c.height), "width": int(c.width)} for c in cams]
 
 

@@ -50,7 +50,7 @@ def load_for_replay(
     fused = bool(d.get("fused")) if graph is None else graph == "fused"
     man, prof_obj, den = load(bundle, prof, mode or d.get("mode"), fused)
     mine, theirs = policy_cameras(man), rec.meta.get("cameras")
-    if theirs is not None and mine != theirs:  # older recordings name no cameras: the spec's check
+    if None not in (mine, theirs) and mine != theirs:  # older and remote recordings: the spec's check
         raise UsageError(
             f"bundle {bundle} has cameras {_said(mine)}, the recording {rec.path} has {_said(theirs)}: "
             "it cannot replay these chunks"
@@ -66,8 +66,8 @@ def load_for_replay(
     return den, man, prof_obj
 
 
-def _said(cams: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{c['name']} {c['height']}x{c['width']}" for c in cams) or "none"
+def _said(cams: list[dict[str, Any]] | None) -> str:
+    return ", ".join(f"{c['name']} {c['height']}x{c['width']}" for c in cams or ()) or "none"
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
