@@ -5,9 +5,10 @@ The profile's ``[serial] protocol`` chooses the device: "firmware" the emulated 
 pseudo-terminal and writes the simulator's arm into the profile's own fields (:meth:`profile`):
 ``[robot]`` joints, limits and speed, stale_ms at least SIM_STALE_MS (the emulated device shares
 the CPU with inference); ``[serial]`` port (the pty), stream rate (what the emulated device
-keeps up with) and watchdog_ms at least SIM_WATCHDOG_MS (the same reason); for servos a LeRobot calibration file that maps the arm's joint
-ranges into one turn (:func:`sim_calibration`). The host side (the bus, the loop) is then built
-from that profile by the one rig builder (edge/rig.py), exactly as for a robot's port.
+keeps up with) and watchdog_ms at least SIM_WATCHDOG_MS (the same reason); for servos a LeRobot
+calibration file that maps the arm's joint ranges into one turn (:func:`sim_calibration`). The
+host side (the bus, the loop) is then built from that profile by the one rig builder
+(edge/rig.py), exactly as for a robot's port.
 
 Imported only on the --sim path (it imports sim/, which the robot install does not need).
 """
