@@ -181,9 +181,10 @@ class Rig:
                                  f"{timeout_s:g} s: is it powered, and is this its port?")  # fmt: skip
             time.sleep(0.005)
 
-    def confirm_hold(self, hold: Any) -> bool | None:
-        """--sim: True once the device's target equals ``hold``; None on a robot (not observable)."""
-        return self.sim.confirm_hold(hold) if self.sim is not None else None
+    def confirm_hold(self, hold: Any, timeout_s: float = 2.0) -> bool | None:
+        """--sim: True once the device's target equals ``hold`` (waiting up to ``timeout_s``); None
+        on a robot (not observable)."""
+        return self.sim.confirm_hold(hold, timeout_s) if self.sim is not None else None
 
     def close(self) -> None:
         """The bus first (the hold, torque off), then the camera and the simulated device."""

@@ -86,6 +86,7 @@ class Session:
         self._last_ticks = 0
         self._last_loop: ControlLoop | None = None
         self._t0 = 0.0
+        self._lost = (0.0, 0)  # when the port was found gone, and the bus's reconnects then
 
     # ---- signals ---------------------------------------------------------------------------------
     def install_signals(self) -> Callable[[], None]:
@@ -124,7 +125,7 @@ class Session:
                     why = "clock-process-died"
                     self.errors.append("the clock process ended during the run (it held and closed the bus)")
                     break
-                if not self.bus.health().connected:
+                if self._port_lost():
                     why = "port-lost"
                     break
                 if loop.fault_stop:
@@ -140,7 +141,8 @@ class Session:
         finally:
             loop.stop()
             self.hold_sent = True
-            self.hold_confirmed = self.rig.confirm_hold(loop.last)
+            # a lost port cannot carry the hold to the device: look once, do not wait for it
+            self.hold_confirmed = self.rig.confirm_hold(loop.last, 0.0 if why == "port-lost" else 2.0)
             self._drain(loop)
             st = loop.status()
             for k, v in st.items():
@@ -165,9 +167,17 @@ class Session:
         names = [j for j, c in zip(self.prof.robot.joints, counts, strict=False) if c]
         return f" ({', '.join(names)} older than stale_ms {self.cfg.stale_s * 1e3:g})" if names else ""
 
+    def _port_lost(self) -> bool:
+        """Is the port gone? Then remember when, and the bus's reconnect count in the same health
+        snapshot: the bus may be back before the session starts waiting (the hold, the drain)."""
+        hl = self.bus.health()
+        if hl.connected:
+            return False
+        self._lost = (time.monotonic(), hl.reconnects)
+        return True
+
     def _wait_reconnect(self) -> bool:
-        t0 = time.monotonic()
-        before = self.bus.health().reconnects
+        t0, before = self._lost
         while time.monotonic() - t0 < self.reconnect_s:
             if self.stop_event.wait(0.05):
                 return False
