@@ -267,12 +267,32 @@ def image_stats(frames: np.ndarray) -> dict[str, list]:
     }
 
 
+@contextlib.contextmanager
+def _scheduling_kept() -> Iterator[None]:
+    """Restore the calling thread's scheduling class and priority on the way out. SVT-AV1 (PyAV's
+    libsvtav1, v3.0) makes the thread that opens an encoder SCHED_FIFO 99 where it may (root,
+    CAP_SYS_NICE) and leaves it there: a process that wrote one video then ran every later
+    computation above every control clock on the machine (a test process at FIFO 99 took 47 % of
+    a core and delayed a bare SCHED_FIFO 50 clock by 168 ms)."""
+    import os
+
+    if not hasattr(os, "sched_getscheduler"):
+        yield
+        return
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # lowering needs no permission; a vanished policy is fine
+            os.sched_setscheduler(0, policy, param)
+
+
 def encode_video(path: Path, frames: np.ndarray, fps: int, codec: str = "libsvtav1") -> None:
     """uint8 (n, H, W, 3) -> mp4 (yuv420p), LeRobot's default codec (AV1) unless told otherwise."""
     av = _need("av")
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = frames.shape[1:3]
-    with av.open(str(path), "w") as out:
+    with _scheduling_kept(), av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         if codec == "libsvtav1":

@@ -147,3 +147,28 @@ def test_sim_demos_written_as_a_lerobot_dataset(tmp_path, capsys):
     assert main(["sim", "demos", "--episodes", "1", "--format", "lerobot", "--out", str(foreign)]) == 2
     assert main(["sim", "demos", "--episodes", "1", "--format", "lerobot", "--out", str(out)]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_writing_an_av1_video_leaves_the_threads_scheduling_as_it_was(tmp_path):
+    """SVT-AV1 makes the thread that opens an encoder SCHED_FIFO 99 where it may (root) and leaves
+    it so; the writer restores it. Encoded in a thread of its own, so a failure here does not leave
+    the test process above every control clock on the machine."""
+    import os
+    import threading
+
+    from legato.lerobot_dataset import encode_video
+
+    if not hasattr(os, "sched_getscheduler"):
+        pytest.skip("no scheduling classes on this platform")
+    seen: dict[str, object] = {}
+
+    def encode() -> None:
+        seen["before"] = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
+        encode_video(tmp_path / "v.mp4", np.zeros((4, 48, 64, 3), np.uint8), 10)
+        seen["after"] = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
+
+    t = threading.Thread(target=encode)
+    t.start()
+    t.join(60)
+    assert (tmp_path / "v.mp4").stat().st_size > 0
+    assert seen["after"] == seen["before"]
