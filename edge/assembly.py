@@ -1,6 +1,7 @@
 """Assembly of the robot program's policy side: bundle + profile -> engines -> denoiser.
 
-``load`` verifies the bundle, loads the profile, checks that they agree (N, H, d_max), opens one
+``load`` verifies the bundle, loads the profile, takes the chunk geometry (H, N) from the bundle and
+checks the profile's s, d_max and ramp against it (edge.profiles.chunk_geometry), opens one
 engine per graph on the profile's backend and builds the denoiser. Which graph runs: ``fused``
 True (the bundle's fused graph: prefix, N steps and the blends in one call), False (the prefix
 graph and N flow-head calls: per-step timings), or None: the profile's ``[control] graph``,
@@ -10,32 +11,28 @@ one (hard-prefix). No torch.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from edge.denoiser import ChunkDenoiser, denoiser_for, mode_for
 from edge.engine import EngineOptions, open_engine
-from edge.errors import BundleError, MethodError
+from edge.errors import BundleError
 
 
 def load(bundle: str, profile: str, mode: str | None = None,
          fused: bool | None = None) -> tuple[Any, Any, ChunkDenoiser]:  # fmt: skip
     """Verify the bundle, load the profile, check they agree, open the engines, build the denoiser."""
     from edge.bundle import verify
-    from edge.profiles import load_profile
+    from edge.profiles import chunk_geometry, load_profile
 
     man = verify(bundle)
     prof = load_profile(profile)
-    spec, c = man.spec, prof.control
+    spec = man.spec
     src = f"bundle {bundle}"
-    if c.num_steps != spec.num_steps:
-        raise MethodError(f"profile {prof.name} asks for N={c.num_steps} steps but {src} was trained with "
-                          f"N={spec.num_steps}")  # fmt: skip
-    if c.horizon != spec.horizon:
-        raise MethodError(f"profile {prof.name} asks for H={c.horizon} but {src} has H={spec.horizon}")
-    if c.d_max > spec.d_max:
-        raise MethodError(f"profile {prof.name} allows delays up to d_max={c.d_max} but {src} was trained "
-                          f"for d_max={spec.d_max}")  # fmt: skip
+    # the chunk geometry is the bundle's; the profile's s, d_max and ramp are checked against it
+    c = chunk_geometry(prof.control, spec.horizon, spec.num_steps, spec.d_max, f"profile {prof.name}")
+    prof = replace(prof, control=c)
     mode = mode or mode_for(spec)
     if fused is None:  # the profile's choice, where the bundle and the mode allow it
         fused = c.graph == "fused" and "fused" in man.graphs and mode != "hard-prefix"
