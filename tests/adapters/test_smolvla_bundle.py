@@ -19,12 +19,11 @@ PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 
 
 def fixture_profile(tmp_path: Path) -> Path:
-    """x86-cpu with the fixture policy's H = 10, N = 10, plain (d_max 0), stepwise graphs."""
+    """x86-cpu for the fixture policy (H = 10 and N = 10 come from the bundle): s = 5, plain
+    (d_max 0), stepwise graphs."""
     text = (PROFILES / "x86-cpu.toml").read_text()
     for key, value in (
-        ("horizon", "10"),
         ("execution_horizon", "5"),
-        ("num_steps", "10"),
         ("d_max", "0"),
         ("ramp", "0"),
         ("graph", '"stepwise"'),
