@@ -8,14 +8,14 @@ STAMP  := $(VENV)/.installed-stamp
 TRAIN_STEPS ?= 6000
 DEMOS       ?= data/demos.npz
 
-.PHONY: setup test test-slow demo train demos lint format bench clean export
+.PHONY: setup test test-slow demo train demos lint format bench clean export train-paper
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[train,dev,vla,language]'
+	$(PY) -m pip install -q -e '.[train,dev,vla,language,metaworld]'
 	@touch $(STAMP)
 
 test: setup
@@ -36,6 +36,26 @@ train: setup $(DEMOS)
 	for m in legato rtc-train plain; do \
 	  $(LEGATO) train --data $(DEMOS) --method $$m --steps $(TRAIN_STEPS) --out runs/$$m --force || exit 1; \
 	  $(LEGATO) checkpoint publish runs/$$m --to models/$$m --force || exit 1; \
+	done
+
+# Issue 17: the paper's regime (H 48, d ~ U{0..10}, r <= 36; docs/method.md) on both tasks, the
+# three training methods per task on the same data with the same budget (docs/training.md).
+PUSHWALL    ?= data/pushwall.npz
+PAPER_STEPS ?= 3000
+PAPER_LEGATO ?= --reference-target recover --velocity-form corrective
+$(PUSHWALL): | setup
+	$(LEGATO) sim demos --task metaworld-push-wall --episodes 2000 --seed 0 --out $(PUSHWALL)
+
+train-paper: setup $(DEMOS) $(PUSHWALL)
+	for task in pushwall planar; do \
+	  if [ $$task = pushwall ]; then data=$(PUSHWALL); opts="--width 64 --prefix-noise 0.02"; \
+	  else data=$(DEMOS); opts="--width 96"; fi; \
+	  for m in legato rtc-train plain; do \
+	    extra=""; [ $$m = legato ] && extra="$(PAPER_LEGATO)"; \
+	    $(LEGATO) train --data $$data --method $$m --regime paper --steps $(PAPER_STEPS) --draws 2 \
+	      --threads 1 $$opts $$extra --out runs/paper-$$task-$$m --force || exit 1; \
+	    $(LEGATO) checkpoint publish runs/paper-$$task-$$m --to models/paper-$$task-$$m --force || exit 1; \
+	  done; \
 	done
 
 lint: setup

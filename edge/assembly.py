@@ -24,15 +24,14 @@ def load(bundle: str, profile: str, mode: str | None = None,
          fused: bool | None = None) -> tuple[Any, Any, ChunkDenoiser]:  # fmt: skip
     """Verify the bundle, load the profile, check they agree, open the engines, build the denoiser."""
     from edge.bundle import verify
-    from edge.profiles import chunk_geometry, load_profile
+    from edge.profiles import load_profile
 
     man = verify(bundle)
     prof = load_profile(profile)
     spec = man.spec
     src = f"bundle {bundle}"
-    # the chunk geometry is the bundle's; the profile's s, d_max and ramp are checked against it
-    c = chunk_geometry(prof.control, spec.horizon, spec.num_steps, spec.d_max, f"profile {prof.name}")
-    prof = replace(prof, control=c)
+    prof = check_fit(prof, spec, src)  # the chunk geometry is the bundle's
+    c = prof.control
     mode = mode or mode_for(spec)
     if fused is None:  # the profile's choice, where the bundle and the mode allow it
         fused = c.graph == "fused" and "fused" in man.graphs and mode != "hard-prefix"
@@ -55,3 +54,15 @@ def load(bundle: str, profile: str, mode: str | None = None,
             engines[g] = open_engine(man.graph_path(g), opts, name=g)
     den = denoiser_for(man.adapter, engines, mode=mode, source=src)
     return man, prof, den
+
+
+def check_fit(prof: Any, spec: Any, src: str) -> Any:
+    """The profile with the chunk geometry of a model (a bundle's or a policy server's): H and N the
+    model's, the profile's s, d_max and ramp checked against them (edge.profiles.chunk_geometry);
+    one line where they conflict."""
+    from edge.profiles import chunk_geometry
+
+    c = chunk_geometry(
+        prof.control, spec.horizon, spec.num_steps, spec.d_max, f"profile {prof.name}", model=src
+    )
+    return replace(prof, control=c)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.cliargs import float_in, int_in
+from edge.record_cli import add_record_args, open_recorder, record_line
 
 MODES = ("legato", "hard-prefix", "naive")
 
@@ -21,7 +22,12 @@ SUMMARY_KIND = "legato run summary"  # marks --summary-json files as this comman
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bundle", required=True, help="bundle folder (legato export)")
+    p.add_argument("--bundle", default=None, help="bundle folder (legato export); not with --remote")
+    p.add_argument("--remote", default=None, metavar="ws://HOST:PORT",
+                   help="chunks from a policy server (legato serve) instead of a local bundle")  # fmt: skip
+    p.add_argument("--api-key-file", default=None, help="--remote: file whose first line is the server's key")
+    p.add_argument("--remote-timeout-ms", type=float_in(1.0, 600_000.0), default=1000.0,
+                   help="--remote: a chunk not back in this long is given up (hold, ask again)")  # fmt: skip
     p.add_argument("--profile", default="x86-cpu", help="device profile name or .toml path")
     p.add_argument("--latency-ms", type=float_in(0.0, 10_000.0), default=0.0,
                    help="pad each inference (from the frame's capture) to at least this many ms")  # fmt: skip
@@ -79,6 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="--sim: joint state from the bridge's telemetry (the robot's path) or the simulator",
     )
     p.add_argument("--quiet", action="store_true", help="no status line")
+    add_record_args(p)
     p.set_defaults(func=cmd_run, command="run")
 
     p = sub.add_parser("profile", help="per-stage latency, control jitter, a trace and a picture")
@@ -97,6 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="--synthetic: recorded observations (.npz: image, tokens, state), not random",
     )
     p.add_argument("--force", action="store_true", help="replace an existing report at --out")
+    add_record_args(p)
     p.set_defaults(func=cmd_profile, command="profile")
 
 
@@ -113,18 +121,41 @@ def _fused(args: argparse.Namespace) -> bool | None:
     return None if args.graph is None else args.graph == "fused"
 
 
+def _load(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(model, profile, denoiser): a local bundle, or a policy server with --remote."""
+    from edge.errors import UsageError
+
+    if (args.bundle is None) == (args.remote is None):
+        raise UsageError(
+            "give --bundle (a local bundle) or --remote ws://HOST:PORT (a policy server), one of them"
+        )
+    if args.remote is None:
+        from edge.assembly import load
+
+        return load(args.bundle, args.profile, args.mode, _fused(args))
+    if args.graph is not None:
+        raise UsageError("--graph chooses the server's graphs: pass it to legato serve, not with --remote")
+    from edge.remote.client import load_remote
+
+    return load_remote(
+        args.remote, args.profile, args.api_key_file, args.mode, args.remote_timeout_ms / 1000.0
+    )
+
+
 def _session(args: argparse.Namespace, episodes: int | None) -> Any:
     """The session of `legato run` / `legato profile` (edge.launch); the caller closes its rig."""
     from edge.launch import launch
 
     command = getattr(args, "command", "run")
     quiet = getattr(args, "quiet", False)
+    loaded = _load(args)  # a bundle here, or the policy server of --remote
+    status = None if quiet else (lambda s: eprint(f"legato {command}: {s}"))
     return launch(args.bundle, args.profile, port=args.port, sim=bool(args.sim), episodes=episodes,
                   mode=args.mode, fused=_fused(args), latency_ms=args.latency_ms, ramp=args.ramp,
                   max_step=args.max_step, seed=args.seed, camera=args.camera, tokens=args.tokens,
                   prompt=args.prompt, sim_state=getattr(args, "sim_state", "telemetry"),
-                  reconnect_s=args.reconnect_s,
-                  status=None if quiet else (lambda s: eprint(f"legato {command}: {s}")))  # fmt: skip
+                  reconnect_s=args.reconnect_s, status=status, loaded=loaded,
+                  record=(lambda *a: open_recorder(args, *a)) if args.record else None)  # fmt: skip
 
 
 def _cycle(seconds: float | None) -> int:
@@ -142,17 +173,28 @@ def _drive(args: argparse.Namespace, episodes: int | None, cycle: int) -> Any:
             session.run_sim(episodes, args.seconds)
         else:
             session.run_timed(args.seconds)
+    except BaseException:
+        if session.recorder is not None:
+            session.recorder.close()  # what was recorded stays readable
+        raise
     finally:
         session.rig.close()
         restore()
+        close = getattr(session.den, "close", None)  # a remote denoiser: its link
+        if close is not None:
+            close()
     return session
 
 
 def _finish(session: Any) -> dict[str, Any]:
     s = session.summary()
-    s.update({"kind": SUMMARY_KIND, "bundle": Path(session.man.path).as_posix(), "profile": session.prof.name,
+    remote = getattr(session.man, "remote", False)  # legato run --remote: the server's URL as it is
+    where = str(session.man.path) if remote else Path(session.man.path).as_posix()
+    s.update({"kind": SUMMARY_KIND, "bundle": where, "profile": session.prof.name,
               "mode": session.den.mode, "latency_ms": session.cfg.latency_pad_s * 1e3,
               "rate_hz": session.cfg.rate_hz})  # fmt: skip
+    if session.recorder is not None:  # the summary goes into the recording, its counts into the summary
+        s.update(session.recorder.close(s))
     return s
 
 
@@ -176,6 +218,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"legato run: {summary['ticks']} ticks, d {summary['delay_mode']}, underruns {summary['underruns']}, "
         f"faults {summary['faults']}, shutdown {summary['shutdown']}")  # fmt: skip
     eprint(line)
+    if "record.file" in summary:
+        eprint("legato run: " + record_line(summary))
     if summary["shutdown"] == "port-lost":
         ev = summary["port_events"][-1] if summary["port_events"] else {}
         raise PortLost(f"serial port lost at {ev.get('lost_at_s', '?')} s and not back after "
@@ -207,14 +251,16 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from edge.profiler import latency_summary, print_table, synthetic, write_report
 
     check_target(Path(args.out), "profile", replace=args.force)  # refuse before measuring
+    if args.synthetic and args.record:
+        from edge.errors import UsageError
+
+        raise UsageError("--record needs --sim or --port (--synthetic runs the engines alone, no robot)")
     extra: dict[str, Any] = {"seconds": args.seconds}
     teg = None
     if args.synthetic:
         import numpy as np
 
-        from edge.assembly import load
-
-        man, prof, den = load(args.bundle, args.profile, args.mode, _fused(args))
+        man, prof, den = _load(args)
         obs = None
         if args.observations:
             with np.load(args.observations) as z:
@@ -244,6 +290,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     with atomic_folder(args.out, "profile", replace=args.force) as tmp:
         write_report(tmp, summary, ticks, chunks, names, extra)
     eprint(f"legato profile: wrote {args.out} (summary.json, trace.json, profile.png)")
+    if "record.file" in summary:
+        eprint("legato profile: " + record_line(summary))
     return 0
 
 

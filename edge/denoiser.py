@@ -226,7 +226,7 @@ class ChunkDenoiser:
                                  f"{', '.join(cams)})")  # fmt: skip
             for name, buf in cams.items():
                 buf[...] = image[name].reshape(buf.shape)
-        else:
+        elif cams or np.size(image) != 0:  # a state-only policy (no cameras) takes an empty image
             if len(cams) != 1:
                 raise UsageError(f"the policy has cameras {', '.join(cams)}: name each image")
             for buf in cams.values():

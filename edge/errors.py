@@ -42,4 +42,5 @@ class FaultStop(LegatoError):
 
 class ChunkUnavailable(LegatoError):
     """No chunk this time (a remote policy's timeout or dropped link): the worker counts it, the
-    clock holds, and the next request is made as usual. Never raised for a bug."""
+    clock holds, and the next request is made as usual (the first chunk after a gap longer than
+    d_max with omega = 0). Never raised for a bug."""

@@ -96,9 +96,14 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
            latency_ms: float = 0.0, ramp: int | None = None, max_step: float | None = None, seed: int = 1000,
            camera: str | list[str] | None = None, tokens: str | None = None, prompt: str | None = None,
            sim_state: str = "telemetry",
-           reconnect_s: float = 5.0, status: Callable[[str], None] | None = None) -> Any:  # fmt: skip
+           reconnect_s: float = 5.0, status: Callable[[str], None] | None = None,
+           loaded: tuple[Any, Any, Any] | None = None,
+           record: Callable[..., Any] | None = None) -> Any:  # fmt: skip
     """A started session (edge.session.Session) on ``port`` or, with ``sim``, on the simulated arm
-    (``episodes`` held-out episodes of ``seed``); the caller closes ``session.rig``."""
+    (``episodes`` held-out episodes of ``seed``); the caller closes ``session.rig``. ``loaded``: a
+    (model, profile, denoiser) already made (`legato run --remote`: edge.remote.client.load_remote)
+    instead of loading ``bundle``. ``record``: ``record(man, prof, cfg, den)`` -> the session's
+    recorder (--record), made before the rig starts (a refused file stops the launch first)."""
     from edge.assembly import load
     from edge.rig import build_rig, loop_config
     from edge.session import Session
@@ -109,7 +114,7 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
     if sim and (tokens is not None or camera is not None or prompt is not None):
         raise UsageError("--tokens, --prompt and --camera apply to --port (--sim gives each episode's camera "
                          "and instruction)")  # fmt: skip
-    man, prof, den = load(bundle, profile, mode, fused)
+    man, prof, den = loaded if loaded is not None else load(bundle, profile, mode, fused)
     a = man.spec.action_dim
     if sim:
         from edge.simrig import SimRig
@@ -131,12 +136,16 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
 
         ids, _ = instruction(man, tokens, prompt)  # the adapter's language: ids, pad, vocabulary, tokenizer
         rig = build_rig(man, prof, port=port)  # the bus is built, its port not opened
+    recorder = None
     try:
         cfg = loop_config(man, rig.prof, latency_ms, ramp, max_step, seed)
         if not sim:
             rig.camera = open_camera(camera, man, ids, rig.prof.cameras)
+        recorder = record(man, rig.prof, cfg, den) if record is not None else None
         rig.start()  # handshake and torque: everything else has been checked
     except BaseException:
+        if recorder is not None:
+            recorder.close()
         rig.close()
         raise
     if rig.camera is not None:
@@ -158,4 +167,4 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
                              TelemetryState(bus, a, extrapolate=False))  # fmt: skip
 
     return Session(man, rig.prof, den, cfg, rig=rig, make_source=make_source, status=status,
-                   reconnect_s=reconnect_s)  # fmt: skip
+                   reconnect_s=reconnect_s, recorder=recorder)  # fmt: skip

@@ -41,13 +41,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge.denoiser import ChunkDenoiser
+from edge.errors import ChunkUnavailable
 from edge.policy import ChunkRequest, default_ramp
 from edge.schedule import delay_from_latencies
 from firmware_bridge.streamer import PeriodicThread
 
 # Tick modes written to the ring.
 RUN, HOLD_START, UNDERRUN, HOLD_STOP = 0, 1, 2, 3
-# Tick ring columns (float64).
+# Tick ring columns (float64); the setpoint sent follows (a columns, rad).
 TICK_COLS = ("tick", "deadline", "start", "end", "mode", "chunk", "index", "fault", "write_s")
 # Chunk ring columns (float64); the denoiser's stages follow.
 CHUNK_BASE_COLS = ("chunk", "request", "capture", "preprocess_s", "ready", "latency_s", "d", "s", "r",
@@ -154,7 +155,8 @@ class ControlLoop:
     """Run with :meth:`start`; :meth:`stop` holds and stops (it never closes the bus)."""
 
     def __init__(self, cfg: LoopConfig, bus: Bus, source: Source, denoiser: ChunkDenoiser,
-                 hold: np.ndarray, *, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 hold: np.ndarray, *, clock: Callable[[], float] = time.monotonic,
+                 recorder: Any = None) -> None:  # fmt: skip
         spec = denoiser.spec
         h, a = spec.horizon, spec.action_dim
         if not 1 <= cfg.execution_horizon <= h - 1:
@@ -188,10 +190,14 @@ class ControlLoop:
         self.nan_setpoints = self.step_clamped = self.limit_clamped = self.delay_clips = 0
         self.fault_streak = self.max_fault_streak = 0  # consecutive fault ticks: now, the longest
         self.fault_stop = False  # max_fault_ticks consecutive fault ticks happened: the session stops
+        self.unavailable = 0  # requests that got no chunk (ChunkUnavailable: a remote timeout, a lost link)
+        self._gap_tick = -1  # tick of the first request of a run of unavailable chunks (-1: none)
         self.d_est = 0
         self.latencies = np.zeros(max(1, cfg.latency_window))
         self.n_lat = 0
-        self.ticks_ring = Ring(cfg.ring, len(TICK_COLS))
+        self.ticks_ring = Ring(cfg.ring, len(TICK_COLS) + a)
+        # --record (edge/recorder.py): on_chunk from the worker after each chunk; never the clock
+        self.recorder = recorder
         self.stage_names = denoiser.stage_names
         self.chunk_ring = Ring(max(64, cfg.ring // 8), len(CHUNK_BASE_COLS) + len(self.stage_names))
         self.errors: list[str] = []  # worker failures (each stops the worker; the clock holds)
@@ -305,6 +311,7 @@ class ControlLoop:
         row = self.ticks_ring.row()
         row[0], row[1], row[2], row[3], row[4] = k, deadline, t0, self.clock(), mode
         row[5], row[6], row[7], row[8] = self.active_id, self.index - 1, fault, t2 - t1
+        row[len(TICK_COLS) :] = sp
         self.ticks_ring.commit()
 
     # ---- the inference worker --------------------------------------------------------------------
@@ -316,21 +323,39 @@ class ControlLoop:
                 self.request.clear()
                 if self._stop.is_set():
                     break
-                self._one_chunk()
+                try:
+                    self._one_chunk()
+                except ChunkUnavailable:
+                    self._no_chunk()
         except Exception as e:  # a failed chunk stops inference; the clock holds (underruns)
             self.errors.append(f"inference worker: {type(e).__name__}: {e}")
             self._stop.set()
 
+    def _no_chunk(self) -> None:
+        """No chunk this time: count it and ask again (the clock holds when the active chunk runs out).
+        The first chunk is asked for here (the clock only asks once a chunk is active), the others by
+        the clock at its next tick, with a fresh snapshot."""
+        self.unavailable += 1
+        if self._gap_tick < 0:
+            self._gap_tick = int(self.snapshot[0])
+        self._stop.wait(self.cfg.period)  # a failing link is not retried faster than the clock
+        if self.active < 0:
+            self.request.set()
+        else:
+            self.in_flight = False
+
     def _one_chunk(self) -> None:
         cfg, h = self.cfg, self.h
         tick, executed, active, index = (int(x) for x in self.snapshot)
+        # after a gap longer than d_max the executed prefix no longer follows the tail: omega = 0
+        gap = self._gap_tick >= 0 and tick - self._gap_tick > self.d_max
         t_req = self.clock()
         frame = self.source.read()
         t_pre = self.clock()
         self.den.set_observation(frame.image, frame.tokens, frame.state)
         t_pre = self.clock() - t_pre + float(getattr(frame, "preprocess_s", 0.0))
         d_est, clipped = self.d_est, False
-        if active < 0 or index >= h - 1:  # the first chunk (or the old one is all but spent)
+        if active < 0 or index >= h - 1 or gap:  # the first chunk, the old one all but spent, a gap
             tail, req = None, ChunkRequest(d=0, s=cfg.execution_horizon, r=0)
         else:
             s = index
@@ -358,6 +383,7 @@ class ControlLoop:
         self.delay_clips += int(clipped)
         self.d_est = d_new
         self.chunks += 1
+        self._gap_tick = -1
         # post: the clock swaps it in at its next tick
         self.pending_exec, self.pending_id = executed, cid
         self.pending = back
@@ -367,6 +393,8 @@ class ControlLoop:
         row[: len(base)] = base
         row[len(base) :] = self.den.stage_ns * 1e-9
         self.chunk_ring.commit()
+        if self.recorder is not None:  # after the post: recording never delays the swap
+            self.recorder.on_chunk(cid, frame, req, self.den, tail, self._eps, chunk, row, self.stage_names)
 
     # ---- status ----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -377,4 +405,5 @@ class ControlLoop:
                 "step_clamped": self.step_clamped, "limit_clamped": self.limit_clamped,
                 "missed_ticks": ct.overruns, "tick_errors": ct.tick_errors, "delay_clips": self.delay_clips,
                 "max_fault_streak": self.max_fault_streak, "rt_priority": self.rt_priority_set,
+                "chunks_unavailable": self.unavailable,
                 "worker_errors": list(self.errors)}  # fmt: skip

@@ -279,3 +279,28 @@ def atomic_file(
             raise OutputError(f"cannot write {target}: {e.strerror or e}") from None
         raise
     return target
+
+
+def open_stream_file(
+    path: str | Path,
+    *,
+    replace: bool = False,
+    flag: str = "--force",
+    what: str = "file",
+    own: Callable[[Path], bool] | None = None,
+) -> BinaryIO:
+    """Open a file that is written while a run goes on (a recording), at its own name from the
+    first byte, so that whatever a kill leaves is where the user looks; the same refusals as
+    :func:`atomic_file` (a link, a folder, a foreign file, an existing file without `flag`).
+    Mode 0644; the caller writes and closes it."""
+    target = Path(path)
+    check_file_target(target, replace=replace, flag=flag, what=what, own=own)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        mode = os.O_TRUNC if replace else os.O_EXCL
+        flags = os.O_WRONLY | os.O_CREAT | mode | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(target, flags, FILE_MODE)
+        os.fchmod(fd, FILE_MODE)
+    except OSError as e:
+        raise OutputError(f"cannot write {target}: {e.strerror or e}") from None
+    return os.fdopen(fd, "wb")

@@ -18,6 +18,7 @@ import numpy as np
 
 from edge.errors import MethodError
 from edge.schedule import SCHEDULE_SHAPES
+from sim.seeds import held_out_seed  # the held-out seed's one definition (re-exported here)
 
 # Inference methods and the training method each needs.
 INFERENCE_METHODS: dict[str, str] = {
@@ -122,11 +123,6 @@ def check_request(method: str, spec: ModelSpec, req: ChunkRequest, num_steps: in
         raise MethodError(f"need d <= s <= H - d, got d={req.d}, s={req.s}, H={h}")
     if method == "legato" and req.d + req.r > h - req.s:
         raise MethodError(f"ramp must stay in the overlap: d + r = {req.d + req.r} > H - s = {h - req.s}")
-
-
-def held_out_seed(train_seed: int | None) -> int:
-    """A seed whose episodes no training set with `train_seed` contains."""
-    return 1000 if train_seed != 1000 else 1001
 
 
 def check_held_out(train_seed: int | None, seed: int, source: str = "the model") -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,13 @@ def _flat(prefix: str, d: dict[str, Any]) -> dict[str, Any]:
     return {f"{prefix}.{k}": v for k, v in d.items()}
 
 
+def steady_chunks(chunks: np.ndarray) -> np.ndarray:
+    """The chunk rows every statistic and plot uses: all but the first, which carries the engines'
+    warm-up (its latency is reported on its own as ``chunk.warmup_latency_ms``); all of them when
+    there is only one."""
+    return chunks[1:] if len(chunks) > 1 else chunks
+
+
 def latency_summary(ticks: np.ndarray, chunks: np.ndarray, stage_names: tuple[str, ...],
                     period: float) -> dict[str, Any]:  # fmt: skip
     """Dotted-key statistics of a session's tick and chunk records."""
@@ -63,7 +69,9 @@ def latency_summary(ticks: np.ndarray, chunks: np.ndarray, stage_names: tuple[st
         out["control.period_ms"] = period * 1e3
     if len(chunks):
         base = len(CHUNK_BASE_COLS)
-        rest = chunks[1:] if len(chunks) > 1 else chunks  # the first chunk includes warm-up
+        rest = steady_chunks(chunks)
+        if len(chunks) > 1:
+            out["chunk.warmup_latency_ms"] = float(chunks[0, C["latency_s"]] * 1e3)
         out.update(_flat("chunk.latency_ms", stats_ms(rest[:, C["latency_s"]])))
         out.update(_flat("chunk.preprocess_ms", stats_ms(rest[:, C["preprocess_s"]])))
         if "engines" in stage_names:  # the loop overhead: a chunk's wall time / its engine calls
@@ -73,6 +81,7 @@ def latency_summary(ticks: np.ndarray, chunks: np.ndarray, stage_names: tuple[st
             out.update({"chunk.overhead_ratio.p50": float(p[0]), "chunk.overhead_ratio.p90": float(p[1]),
                         "chunk.overhead_ratio.p99": float(p[2]),
                         "chunk.overhead_ratio.max": float(ratio.max()),
+                        "chunk.overhead_ratio.n": int(len(ratio)),
                         "chunk.overhead_ratio.total": float(rest[:, base + len(stage_names) - 1].sum()
                                                             / max(rest[:, j].sum(), 1e-9))})  # fmt: skip
         for j, name in enumerate(stage_names):
@@ -87,17 +96,33 @@ def latency_summary(ticks: np.ndarray, chunks: np.ndarray, stage_names: tuple[st
 
 
 def print_table(summary: dict[str, Any], file: Any = None) -> None:
-    """The p50/p90/p99/max table: one row per stage."""
+    """The p50/p90/p99/max table: one row per stage with samples (a stage with none is left out;
+    "-" where a statistic is not known, as the bus's round trip has no p90), then the ratios and
+    the counts."""
     import sys
 
     f = file or sys.stdout
     rows = sorted({k.rsplit(".", 1)[0] for k in summary if k.endswith(".p50")},
                   key=lambda r: (not r.startswith("control"), r))  # fmt: skip
+    ms_rows = [r for r in rows if r.endswith("_ms")]
     print(f"{'stage (ms)':<34}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}{'n':>8}", file=f)
-    for r in rows:
+    for r in ms_rows:
         vals = [summary.get(f"{r}.{p}") for p in ("p50", "p90", "p99", "max")]
+        n = summary.get(f"{r}.n")
+        if n == 0 or all(v is None for v in vals):
+            continue
         cells = "".join(f"{v:9.3f}" if v is not None else f"{'-':>9}" for v in vals)
-        print(f"{r.removesuffix('_ms'):<34}{cells}{summary.get(f'{r}.n', 0):>8}", file=f)
+        print(f"{r.removesuffix('_ms'):<34}{cells}{n if n is not None else '-':>8}", file=f)
+    if "chunk.warmup_latency_ms" in summary:
+        warm = summary["chunk.warmup_latency_ms"]
+        print(f"(first chunk, engine warm-up: latency {warm:.1f} ms, not in the rows above)", file=f)
+    for r in (r for r in rows if not r.endswith("_ms")):
+        vals = [summary.get(f"{r}.{p}") for p in ("p50", "p90", "p99", "max")]
+        if summary.get(f"{r}.n") == 0 or all(v is None for v in vals):
+            continue
+        cells = "".join(f"{v:9.3f}" if v is not None else f"{'-':>9}" for v in vals)
+        label = "chunk / engine calls (x)" if r == "chunk.overhead_ratio" else r
+        print(f"{label:<34}{cells}{summary.get(f'{r}.n', '-'):>8}", file=f)
     for k in ("underruns", "missed_ticks", "faults", "delay_estimate"):
         if k in summary:
             print(f"{k:<34}{summary[k]:>9}", file=f)
@@ -130,7 +155,7 @@ def chrome_trace(ticks: np.ndarray, chunks: np.ndarray, stage_names: tuple[str, 
                             "index": int(r[T["index"]]),
                             "late_ms": round((r[T["start"]] - r[T["deadline"]]) * 1e3, 4),
                             "fault": int(r[T["fault"]])}})  # fmt: skip
-        ev.append({"ph": "C", "pid": 1, "tid": 1, "name": "period error (ms)", "ts": us(r[T["start"]]),
+        ev.append({"ph": "C", "pid": 1, "tid": 1, "name": "period error", "ts": us(r[T["start"]]),
                    "args": {"ms": round((r[T["start"]] - r[T["deadline"]]) * 1e3, 4)}})  # fmt: skip
     base = len(CHUNK_BASE_COLS)
     for r in chunks:
@@ -152,20 +177,51 @@ def chrome_trace(ticks: np.ndarray, chunks: np.ndarray, stage_names: tuple[str, 
             ev.append({"ph": "X", "pid": 1, "tid": 2, "name": name, "ts": us(t), "dur": round(dur * 1e6, 3)})
             t += dur
         del compute
-        ev.append({"ph": "C", "pid": 1, "tid": 2, "name": "delay estimate d", "ts": us(ready),
+        ev.append({"ph": "C", "pid": 1, "tid": 2, "name": "delay estimate", "ts": us(ready),
                    "args": {"d": int(r[C["d_est"]])}})  # fmt: skip
     return {"traceEvents": ev, "displayTimeUnit": "ms"}
 
 
 # ---- profile.png -------------------------------------------------------------------------------
-def write_png(path: Path, ticks: np.ndarray, chunks: np.ndarray, stage_names: tuple[str, ...]) -> None:
-    """Histograms of period error, chunk latency and chunk compute, and a timeline of the period
-    error and the chunk latency."""
+def hides_tail(counts: np.ndarray, visible: float = 0.01) -> bool:
+    """True when a histogram needs a log count axis: some non-empty bin is under ``visible`` of
+    the tallest bar (a bar under 1 % of the panel height is a sample nobody sees)."""
+    c = np.asarray(counts)
+    nz = c[c > 0]
+    return bool(len(nz) and nz.min() < visible * c.max())
+
+
+def stat_title(what: str, x_ms: np.ndarray) -> str:
+    """'what: p50 0.052 · p99 0.210 · max 1.30 ms (n 1000)': the numbers a person looks for."""
+    if len(x_ms) == 0:
+        return f"{what}: no samples"
+    p50, p99 = np.percentile(x_ms, (50, 99))
+    return f"{what}: p50 {p50:.3g} · p99 {p99:.3g} · max {x_ms.max():.3g} ms (n {len(x_ms)})"
+
+
+def picture_series(ticks: np.ndarray, chunks: np.ndarray, stage_names: tuple[str, ...]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """What profile.png plots, in ms: period error per tick, and latency and compute per chunk of
+    the table's set (``steady_chunks``), with those chunk rows."""
     T = {c: i for i, c in enumerate(TICK_COLS)}  # noqa: N806
     C = {c: i for i, c in enumerate(CHUNK_BASE_COLS)}  # noqa: N806
+    steady = steady_chunks(chunks)
     err = (ticks[:, T["start"]] - ticks[:, T["deadline"]]) * 1e3 if len(ticks) else np.zeros(0)
-    lat = chunks[:, C["latency_s"]] * 1e3 if len(chunks) else np.zeros(0)
-    comp = chunks[:, len(CHUNK_BASE_COLS) + len(stage_names) - 1] * 1e3 if len(chunks) else np.zeros(0)
+    lat = steady[:, C["latency_s"]] * 1e3 if len(steady) else np.zeros(0)
+    comp = steady[:, len(CHUNK_BASE_COLS) + len(stage_names) - 1] * 1e3 if len(steady) else np.zeros(0)
+    return err, lat, comp, steady
+
+
+def write_png(path: Path, ticks: np.ndarray, chunks: np.ndarray, stage_names: tuple[str, ...]
+              ) -> list[tuple[str, bool, str]]:  # fmt: skip
+    """Histograms of period error, chunk latency and chunk compute (p50 / p99 in the titles, a log
+    count axis where one bar would hide the tail), and timelines of the period error, the
+    underruns and the chunks. Chunks: the table's set (``steady_chunks``: the warm-up chunk is
+    left out, and said so). A panel with nothing to show says what it would have shown.
+    Returns each panel's (title, log count axis, text shown in it), row by row (fallback: [])."""
+    T = {c: i for i, c in enumerate(TICK_COLS)}  # noqa: N806
+    C = {c: i for i, c in enumerate(CHUNK_BASE_COLS)}  # noqa: N806
+    err, lat, comp, steady = picture_series(ticks, chunks, stage_names)
     try:
         import matplotlib
 
@@ -173,52 +229,93 @@ def write_png(path: Path, ticks: np.ndarray, chunks: np.ndarray, stage_names: tu
         import matplotlib.pyplot as plt
     except ImportError:
         _png_fallback(path, [err, lat, comp])
-        return
-    fig, ax = plt.subplots(2, 3, figsize=(13, 7))
-    titles = ("control period error (ms)", "camera-to-chunk latency (ms)", "chunk compute (ms)")
-    for a, x, title in zip(ax[0], (err, lat, comp), titles, strict=True):
-        if len(x):
-            a.hist(x, bins=50, color="tab:blue")
-            for p, ls in zip(np.percentile(x, PCTS), (":", "--", "-"), strict=True):
-                a.axvline(p, color="k", ls=ls, lw=0.8)
-        a.set_title(title + "  (p50 : p90 -- p99 -)", fontsize=9)
-    t0 = ticks[0, T["start"]] if len(ticks) else 0.0
-    if len(ticks):
-        ax[1, 0].plot(ticks[:, T["start"]] - t0, err, lw=0.5)
-        ax[1, 0].set_title("period error over time (s)", fontsize=9)
-        modes = ticks[:, T["mode"]]
-        ax[1, 1].plot(ticks[:, T["start"]] - t0, modes == UNDERRUN, lw=0.7, color="tab:red")
-        ax[1, 1].set_title("underrun ticks over time (s)", fontsize=9)
+        return []
+    fig, ax = plt.subplots(2, 3, figsize=(15, 7.5))
+    names = ("control period error", "camera-to-chunk latency", "chunk compute")
+    for a, x, name in zip(ax[0], (err, lat, comp), names, strict=True):
+        a.set_title(stat_title(name, x), fontsize=9)
+        if not len(x):
+            _say(a, "no control ticks (--synthetic times the engines alone)" if x is err else "no chunks")
+            continue
+        counts, _, _ = a.hist(x, bins=50, color="tab:blue")
+        for p, style in zip(np.percentile(x, (50, 99)), ("--", "-"), strict=True):
+            a.axvline(p, color="k", ls=style, lw=0.8)
+        if hides_tail(counts):
+            a.set_yscale("log")
+            a.set_ylabel("count (log)", fontsize=8)
+        else:
+            a.set_ylabel("count", fontsize=8)
+        a.set_xlabel("ms (dashed p50, solid p99)", fontsize=8)
+    starts = [ticks[0, T["start"]]] if len(ticks) else []
     if len(chunks):
-        ax[1, 2].plot(chunks[:, C["ready"]] - t0, lat, ".", ms=2, label="latency")
-        ax[1, 2].plot(chunks[:, C["ready"]] - t0, comp, ".", ms=2, label="compute")
-        ax[1, 2].legend(fontsize=8)
-        ax[1, 2].set_title("chunks over time (s)", fontsize=9)
+        starts.append(chunks[0, C["capture"]])
+    t0 = min(starts) if starts else 0.0
+    a = ax[1, 0]
+    if len(ticks):
+        a.plot(ticks[:, T["start"]] - t0, err, lw=0.5)
+        a.set_title(f"period error over time: max {err.max():.3g} ms", fontsize=9)
+        a.set_xlabel("s", fontsize=8)
+        a.set_ylabel("ms", fontsize=8)
+    else:
+        a.set_title("period error over time", fontsize=9)
+        _say(a, "no control ticks")
+    a = ax[1, 1]
+    under = ticks[:, T["mode"]] == UNDERRUN if len(ticks) else np.zeros(0, bool)
+    if under.any():
+        t = ticks[:, T["start"]] - t0
+        a.plot(t, under, lw=0.7, color="tab:red", drawstyle="steps-post")
+        a.set_yticks([0, 1], ["ran", "underrun"])
+        a.set_title(f"underruns: {int(under.sum())} of {len(under)} ticks", fontsize=9)
+        a.set_xlabel("s", fontsize=8)
+    else:
+        a.set_title("underruns", fontsize=9)
+        _say(a, f"no underruns in {len(under)} ticks" if len(under) else "no control ticks")
+    a = ax[1, 2]
+    if len(steady):
+        t = steady[:, C["ready"]] - t0
+        a.plot(t, lat, ".", ms=3, label="latency")
+        a.plot(t, comp, ".", ms=3, label="compute")
+        a.legend(fontsize=8)
+        a.set_xlabel("s", fontsize=8)
+        a.set_ylabel("ms", fontsize=8)
+        warm = (f"; warm-up chunk ({chunks[0, C['latency_s']] * 1e3:.1f} ms) left out"
+                if len(chunks) > 1 else "")  # fmt: skip
+        a.set_title(f"chunks over time: {len(steady)}{warm}", fontsize=9)
+    else:
+        a.set_title("chunks over time", fontsize=9)
+        _say(a, "no chunks")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
+    panels = [(a.get_title(), a.get_yscale() == "log", " ".join(t.get_text() for t in a.texts))
+              for a in ax.ravel()]  # fmt: skip
     plt.close(fig)
+    return panels
+
+
+def _say(ax: Any, text: str) -> None:
+    """An empty panel that says why it is empty."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, color="0.3", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def _png_fallback(path: Path, series: list[np.ndarray], w: int = 240, h: int = 120) -> None:
-    """Histogram panels side by side, drawn into an RGB array and written as PNG (zlib only)."""
+    """Histogram panels side by side, drawn into an RGB array and written as PNG (zlib only); a
+    panel whose tail would vanish gets log counts, as in the matplotlib picture."""
+    from edge.images import encode_png
+
     img = np.full((h, w * len(series), 3), 255, np.uint8)
     for k, x in enumerate(series):
         if len(x) == 0:
             continue
         counts, _ = np.histogram(x, bins=w // 4)
-        top = max(int(counts.max()), 1)
-        for b, c in enumerate(counts):
-            bar = int((h - 10) * c / top)
+        heights = np.log1p(counts) if hides_tail(counts) else counts.astype(float)
+        top = max(float(heights.max()), 1e-9)
+        for b, c in enumerate(heights):
+            bar = int(round((h - 10) * c / top))
             img[h - bar : h, k * w + 4 * b : k * w + 4 * b + 3] = (40, 90, 200)
         img[:, k * w] = 0
-    raw = b"".join(b"\x00" + row.tobytes() for row in img)
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return len(data).to_bytes(4, "big") + tag + data + zlib.crc32(tag + data).to_bytes(4, "big")
-
-    hdr = img.shape[1].to_bytes(4, "big") + img.shape[0].to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", hdr) + chunk(b"IDAT", zlib.compress(raw)) +
-                     chunk(b"IEND", b""))  # fmt: skip
+    path.write_bytes(encode_png(img))
 
 
 def write_report(out: Path, summary: dict[str, Any], ticks: np.ndarray, chunks: np.ndarray,

@@ -369,32 +369,33 @@ def _check_combinations(p: Profile, where: str) -> None:
 
 
 def chunk_geometry(c: ControlSettings, horizon: int, num_steps: int, trained_d_max: int, where: str,
-                   error: type[Exception] | None = None) -> ControlSettings:  # fmt: skip
-    """The control settings for a bundle of chunk length ``horizon`` (H), ``num_steps`` (N) and
-    trained delay ``trained_d_max``: H and N the bundle's, s an integer (``execution_horizon``
+                   error: type[Exception] | None = None,
+                   model: str = "the bundle") -> ControlSettings:  # fmt: skip
+    """The control settings for a model of chunk length ``horizon`` (H), ``num_steps`` (N) and
+    trained delay ``trained_d_max``: H and N the model's, s an integer (``execution_horizon``
     given as a count) or ``floor(fraction * H)`` (at least 1), with the profile's d_max and ramp
     checked against them (d_max <= the trained d_max, d_max <= s <= H - d_max, d_max + ramp <=
     H - s). A conflict is one line (edge.errors.MethodError unless ``error`` is given) naming the
-    profile's key and the bundle's value."""
+    profile's key and the value of ``model`` (the bundle, a policy server, a checkpoint)."""
     from edge.errors import MethodError
 
     err = error or MethodError
     if c.num_steps is not None and c.num_steps != num_steps:
-        raise err(f"{where} asks for N={c.num_steps} steps but the bundle was trained with N={num_steps}")
+        raise err(f"{where} asks for N={c.num_steps} steps but {model} was trained with N={num_steps}")
     if c.horizon is not None and c.horizon != horizon:
-        raise err(f"{where} asks for H={c.horizon} but the bundle has H={horizon}")
+        raise err(f"{where} asks for H={c.horizon} but {model} has H={horizon}")
     if c.d_max > trained_d_max:
-        raise err(f"{where} allows delays up to d_max={c.d_max} but the bundle was trained for "
+        raise err(f"{where} allows delays up to d_max={c.d_max} but {model} was trained for "
                   f"d_max={trained_d_max}")  # fmt: skip
     frac = 0 < c.execution_horizon < 1
     s = max(1, math.floor(c.execution_horizon * horizon)) if frac else int(c.execution_horizon)
     given = f"'control.execution_horizon' = {c.execution_horizon:g}" + (f" (s = {s})" if frac else "")
     if not c.d_max <= s <= horizon - c.d_max:
         raise err(f"{where}: keys {given} and 'control.d_max' = {c.d_max} break d <= s <= H - d with "
-                  f"the bundle's H = {horizon}")  # fmt: skip
+                  f"H = {horizon} ({model})")  # fmt: skip
     if c.d_max + c.ramp > horizon - s:
         raise err(f"{where}: key 'control.ramp' = {c.ramp}: d_max + ramp = {c.d_max + c.ramp} exceeds the "
-                  f"overlap H - s = {horizon - s} with the bundle's H = {horizon} (allowed: 0 to "
+                  f"overlap H - s = {horizon - s} with H = {horizon} ({model}; allowed: 0 to "
                   f"{max(0, horizon - s - c.d_max)})")  # fmt: skip
     return replace(c, horizon=horizon, num_steps=num_steps, execution_horizon=s)
 

@@ -25,7 +25,7 @@ from firmware_bridge.servo_bus import ServoHealth
 
 # loop counters that are summed over the session's loops (the others: the largest)
 _SUMMED = ("ticks", "chunks", "underruns", "start_holds", "faults", "nan_setpoints", "missed_ticks",
-           "step_clamped", "limit_clamped", "delay_clips", "tick_errors")  # fmt: skip
+           "step_clamped", "limit_clamped", "delay_clips", "tick_errors", "chunks_unavailable")  # fmt: skip
 
 
 @dataclass
@@ -57,8 +57,9 @@ class Session:
 
     def __init__(self, man: Any, prof: Any, den: Any, cfg: LoopConfig, *, rig: Any,
                  make_source: Callable[[], Any], status: Callable[[str], None] | None = None,
-                 reconnect_s: float = 5.0) -> None:  # fmt: skip
+                 reconnect_s: float = 5.0, recorder: Any = None) -> None:  # fmt: skip
         self.man, self.prof, self.den, self.cfg = man, prof, den, cfg
+        self.recorder = recorder  # --record (edge/recorder.py): fed from the worker and each drain
         self.rig, self.bus, self.plant = rig, rig.bus, rig.plant
         self.make_source = make_source
         self.status_fn = status
@@ -94,7 +95,7 @@ class Session:
     def _run_loop(self, hold: np.ndarray, until: Callable[[], bool], deadline: float,
                   seed: int | None = None) -> str:  # fmt: skip
         cfg = self.cfg if seed is None else dataclasses.replace(self.cfg, seed=seed)
-        loop = ControlLoop(cfg, self.bus, self.make_source(), self.den, hold)
+        loop = ControlLoop(cfg, self.bus, self.make_source(), self.den, hold, recorder=self.recorder)
         self.loop = loop
         loop.start()
         why = "done"
@@ -121,19 +122,35 @@ class Session:
                     why = "port-lost"
                     break
                 self._status(loop)
-                self.records.drain(loop)
+                self._drain(loop)
         finally:
             loop.stop()
             self.hold_sent = True
             self.hold_confirmed = self.rig.confirm_hold(loop.last)
-            self.records.drain(loop)
+            self._drain(loop)
             st = loop.status()
             for k, v in st.items():
                 if isinstance(v, int):
                     old = self.totals.get(k, 0)
                     self.totals[k] = old + v if k in _SUMMED else max(old, v)
             self.errors.extend(st["worker_errors"])
+            # The finished loop and its clock thread reference each other (the tick is a bound
+            # method): break the cycle, so that reference counting frees its record rings (~2.9 MB)
+            # when the next episode's loop replaces it, not a gen-2 collection that large numpy
+            # buffers never trigger (a 10-minute --sim run grew 45-56 MB). Not gc.collect(): in
+            # this process it holds the GIL long enough to starve the bridge's stream past the
+            # controller's watchdog.
+            loop.clock_thread = None  # type: ignore[assignment]
         return why
+
+    def _drain(self, loop: ControlLoop) -> None:
+        self.records.drain(loop)
+        if self.recorder is not None:
+            try:
+                tel = self.bus.latest_telemetry()
+            except Exception:  # a closing bus: the tick rows still go to the recording
+                tel = None
+            self.recorder.on_ticks(self.records.ticks[-1], tel)
 
     def _wait_reconnect(self) -> bool:
         t0 = time.monotonic()
@@ -256,7 +273,13 @@ class Session:
         out["hold_confirmed"] = self.hold_confirmed
         out["port_events"] = self.port_events
         out["errors"] = self.errors
-        out["graph"] = "fused" if self.den.fused is not None else "stepwise"
+        # a remote denoiser (legato run --remote): the server chooses the graph; the link's counters
+        counters = getattr(self.den, "counters", None)
+        if counters is not None:
+            out.update(counters())
+        out["graph"] = getattr(self.den, "graph", None) or (
+            "fused" if self.den.fused is not None else "stepwise"
+        )
         hl = self.bus.health()  # a closed bus still reports its counters
         out["telemetry.rtt_ms.p50"], out["telemetry.rtt_ms.p99"] = hl.rtt_p50_ms, hl.rtt_p99_ms
         out["bus.reconnects"] = hl.reconnects

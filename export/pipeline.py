@@ -178,7 +178,15 @@ def check_profile_fits(profile: Profile, spec: Any, precision: str) -> None:
 
     # H and N are the checkpoint's; a profile that pins others, or whose s / d_max / ramp do not
     # fit them, is refused before minutes of work
-    chunk_geometry(profile.control, spec.horizon, spec.num_steps, spec.d_max, where, error=UsageError)
+    chunk_geometry(
+        profile.control,
+        spec.horizon,
+        spec.num_steps,
+        spec.d_max,
+        where,
+        error=UsageError,
+        model="the checkpoint",
+    )
 
 
 def attention_kind(profile: Profile, requested: str, precision: str) -> str:

@@ -26,7 +26,9 @@ from edge.policy import ModelSpec
 from legato.config import PolicyConfig, TrainConfig, from_dict, to_dict
 from legato.errors import CheckpointError
 from legato.model import Policy
+from sim.errors import SimError
 from sim.task import TaskConfig
+from sim.tasks import task_from_dict
 
 FORMAT_VERSION = 1
 TRAINING_ONLY = ("aux.",)  # parameters that inference never uses
@@ -45,7 +47,7 @@ class Checkpoint:
     policy_cfg: PolicyConfig
     train_cfg: TrainConfig
     norm: Normalizer
-    task: TaskConfig
+    task: TaskConfig  # or another registered task's config (sim.tasks)
     meta: dict[str, Any]  # data description, training statistics
     model: Policy
 
@@ -177,8 +179,8 @@ def load(path: str | Path) -> Checkpoint:
         policy_cfg = from_dict(PolicyConfig, {**PRE_FACTORED, **cfg["policy"]})
         train_cfg = from_dict(TrainConfig, {**PRE_AUGMENTATION, **cfg["train"]})
         norm = Normalizer.from_dict(cfg["normalization"])
-        task = TaskConfig.from_dict(cfg["task"])
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        task = task_from_dict(cfg["task"])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, SimError) as e:
         raise CheckpointError(f"checkpoint {path}: {CONFIG} is invalid ({type(e).__name__}: {e})") from None
     try:
         weights = load_file(str(path / WEIGHTS))

@@ -25,7 +25,9 @@ COMMANDS: tuple[str, ...] = (
     "deploy.cli",  # demo, flash, service, doctor
     "export.cli",  # export (torch), profiles, bundle (robot side)
     "edge.cli",  # run, profile (robot side)
+    "edge.record_cli",  # replay, view (robot side)
     "edge.servo_cli",  # servo: ping, scan, calibrate (LeRobot's calibration file)
+    "edge.remote.cli",  # serve (robot side: no torch)
 )
 
 
@@ -51,13 +53,14 @@ def known_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean bad input or a failed device, printed as one line."""
     from edge.errors import LegatoError
     from firmware_bridge import errors as fw
+    from sim.errors import SimError
 
     bridge = tuple(
         v
         for v in vars(fw).values()
         if isinstance(v, type) and issubclass(v, Exception) and v.__module__ == fw.__name__
     )
-    return (LegatoError, *bridge)
+    return (LegatoError, SimError, *bridge)
 
 
 def main(argv: list[str] | None = None) -> int:

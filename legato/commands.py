@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 
 from edge.cliargs import int_in
-from edge.errors import LegatoError
+from edge.errors import LegatoError, UsageError
 from edge.policy import INFERENCE_METHODS, ChunkRequest, default_method, default_ramp
+from sim.seeds import HELD_OUT_SEED
+from sim.tasks import TASK_NAMES
 
-EVAL_SEED = 1000  # held-out episodes: training sets use other seeds (see sim.episodes)
+EVAL_SEED = HELD_OUT_SEED  # held-out episodes: training sets use other seeds (sim/seeds.py)
 MAX_EPISODES = 100_000
 
 
@@ -34,8 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sim", help="the simulated arm: demonstrations and closed-loop rollouts")
     ss = p.add_subparsers(dest="sim_cmd", required=True, metavar="{demos,rollout}")
     d = ss.add_parser("demos", help="write an expert demonstration dataset (.npz)")
+    d.add_argument("--task", default="planar-reach", choices=list(TASK_NAMES),
+                   help="simulated task (metaworld-push-wall needs the metaworld extra)")  # fmt: skip
     d.add_argument("--episodes", type=int_in(1, MAX_EPISODES), default=2000, help="expert episodes")
-    d.add_argument("--seed", type=int_in(0), default=0, help="episode set seed (evaluation uses 1000+)")
+    d.add_argument(
+        "--seed", type=int_in(0), default=0, help=f"episode set seed (evaluation uses {EVAL_SEED}+)"
+    )
     d.add_argument("--out", required=True, help="dataset file (.npz), or folder with --format lerobot")
     d.add_argument("--format", choices=["npz", "lerobot"], default="npz",
                    help="npz (compact, images re-rendered on load) or lerobot (a LeRobotDataset v3 folder "
@@ -88,10 +94,15 @@ def sim_demos(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from edge.outputs import check_file_target
-    from sim import demos
-    from sim.task import TaskConfig
+    from legato import demos
+    from sim.tasks import default_task
 
+    task = default_task(getattr(a, "task", "planar-reach"))
     lerobot = getattr(a, "format", "npz") == "lerobot"
+    if lerobot and a.task != "planar-reach":
+        raise UsageError(
+            f"--format lerobot writes the planar arm's demonstrations; --task {a.task} writes npz only"
+        )
     if lerobot:  # a LeRobotDataset v3 folder (sim.lerobot_format, the lerobot engineer's hook)
         from edge.outputs import check_target
 
@@ -101,7 +112,7 @@ def sim_demos(a: argparse.Namespace) -> int:
             a.out, replace=a.force, what="dataset", own=demos.is_dataset
         )  # before minutes of work
     with tqdm(total=a.episodes, desc="expert episodes", unit="ep") as bar:
-        data = demos.generate(TaskConfig(), a.seed, a.episodes, progress=lambda n: bar.update(n - bar.n))
+        data = demos.generate(task, a.seed, a.episodes, progress=lambda n: bar.update(n - bar.n))
     if lerobot:
         from edge.outputs import atomic_folder
         from sim import lerobot_format

@@ -1,6 +1,11 @@
 """Training batches from a demonstration set: observations rendered on the fly, action chunks
 padded at episode ends by repeating the last action (the arm holds), everything normalised
-(edge.normalize: actions relative to the current joint positions, per chunk index).
+(edge.normalize: actions relative to the state's commanded quantities, per chunk index).
+
+What a task adds to the state (legato.data.TaskView): planar arm, the camera image rendered
+from (scene, joint positions), the instruction's tokens, and the auxiliary targets (instructed
+target and obstacle centres); push-wall (state only), an empty image, its one task token, and
+the puck's and goal's (x, y) read from the state.
 """
 
 from __future__ import annotations
@@ -10,9 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.normalize import Normalizer
-from sim.camera import Camera
-from sim.demos import Demos
-from sim.env import instruction_tokens
+from legato.demos import Demos
+from sim.tasks import PUSH_WALL, task_name
 
 
 @dataclass(frozen=True)
@@ -21,7 +25,38 @@ class Batch:
     tokens: np.ndarray  # (b, l) int64
     state: np.ndarray  # (b, s) normalised
     actions: np.ndarray  # (b, h, a) normalised chunk starting at the observation's step
-    aux: np.ndarray  # (b, 4) instructed target and obstacle centres (m): auxiliary targets
+    aux: np.ndarray  # (b, 4) auxiliary position targets (m), see TaskView
+    rows: np.ndarray | None = None  # (b,) the dataset rows of the observations
+
+
+class TaskView:
+    """The task-specific half of a training observation, for dataset rows."""
+
+    def __init__(self, demos: Demos) -> None:
+        self.demos = demos
+        self.push_wall = task_name(demos.task) == PUSH_WALL
+        if self.push_wall:
+            if demos.task.camera.enabled:
+                raise ValueError("push-wall camera datasets are not supported for training yet (state only)")
+            self.tokens = np.ones((demos.num_episodes, 1), np.int64)
+        else:
+            from sim.camera import Camera
+            from sim.env import instruction_tokens
+
+            self.camera = Camera(demos.task.arm, demos.task.scene, demos.task.camera)
+            self.tokens = instruction_tokens(demos.scenes, demos.template)  # (E, l)
+
+    def image(self, ep: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        if self.push_wall:
+            return np.zeros((len(rows), 0, 0, 3), np.uint8)
+        return self.camera.render(self.demos.scenes.select(ep), self.demos.q[rows].astype(np.float64))
+
+    def aux(self, ep: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        if self.push_wall:  # puck (x, y) and goal (x, y) from MetaWorld's observation
+            st = self.demos.state[rows]
+            return np.concatenate([st[:, 4:6], st[:, 36:38]], -1).astype(np.float32)
+        scenes = self.demos.scenes.select(ep)
+        return np.concatenate([scenes.goal, scenes.obstacle], -1).astype(np.float32)
 
 
 class ChunkSampler:
@@ -32,8 +67,8 @@ class ChunkSampler:
     def __init__(self, demos: Demos, norm: Normalizer | None, horizon: int, seed: int) -> None:
         self.demos, self.norm, self.horizon = demos, norm, horizon
         self.rng = np.random.default_rng(seed)
-        self.camera = Camera(demos.task.arm, demos.task.scene, demos.task.camera)
-        self.tokens = instruction_tokens(demos.scenes, demos.template)  # (E, l)
+        self.view = TaskView(demos)
+        self.tokens = self.view.tokens
         lengths = np.diff(demos.offsets)
         self.episode_of = np.repeat(np.arange(demos.num_episodes), lengths)  # (T,)
         last = demos.offsets[1:][self.episode_of] - 1  # (T,) last row of each row's episode
@@ -45,8 +80,8 @@ class ChunkSampler:
         self.norm = norm if norm is not None else self.fit_normalizer()
 
     def states(self, rows: np.ndarray) -> np.ndarray:
-        """Raw proprio state (b, 2 j) of dataset rows."""
-        return np.concatenate([self.demos.q[rows], self.demos.qd[rows]], -1)
+        """Raw proprio state (b, s) of dataset rows."""
+        return self.demos.state[rows]
 
     def chunks(self, rows: np.ndarray) -> np.ndarray:
         """Raw action chunks (b, h, a) starting at dataset rows."""
@@ -60,8 +95,19 @@ class ChunkSampler:
         rows = self.usable[self.rng.integers(len(self.usable), size=batch)]
         ep = self.episode_of[rows]
         state = self.states(rows)
-        image = self.camera.render(self.demos.scenes.select(ep), self.demos.q[rows].astype(np.float64))
+        image, aux = self.view.image(ep, rows), self.view.aux(ep, rows)
         norm = self.norm
-        scenes = self.demos.scenes.select(ep)
-        aux = np.concatenate([scenes.goal, scenes.obstacle], -1).astype(np.float32)
-        return Batch(image, self.tokens[ep], norm.state(state), norm.action(self.chunks(rows), state), aux)
+        return Batch(
+            image, self.tokens[ep], norm.state(state), norm.action(self.chunks(rows), state), aux, rows
+        )
+
+    def observation(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(image, tokens, normalised state) of dataset rows, as the policy sees them."""
+        ep = self.episode_of[rows]
+        return self.view.image(ep, rows), self.tokens[ep], self.norm.state(self.states(rows))
+
+    def earlier(self, rows: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows - s clipped to each episode's first row, whether that is a full s earlier)."""
+        first = self.demos.offsets[self.episode_of[rows]]
+        prev = np.maximum(rows - s, first)
+        return prev, prev == rows - s

@@ -8,7 +8,7 @@ its traceback.
 from __future__ import annotations
 
 from edge.errors import LegatoError, MethodError, OutputError, UsageError
-from sim.demos import DatasetError
+from legato.demos import DatasetError
 
 __all__ = ["CheckpointError", "DatasetError", "MethodError", "OutputError", "TrainingDiverged", "UsageError"]
 

@@ -7,21 +7,45 @@ from pathlib import Path
 
 from edge.cliargs import int_in, int_list, name_list
 from edge.policy import INFERENCE_METHODS
+from legato.config import REGIMES
+from sim.seeds import HELD_OUT_SEED
+
+EVAL_METHODS = (*INFERENCE_METHODS, "expert")  # "expert": the task's scripted expert, no checkpoint
+
+
+def pair_list(text: str) -> tuple[tuple[str, str], ...]:
+    """ "a:b,c:d" -> (("a", "b"), ("c", "d")), each name an evaluation method."""
+    pairs = []
+    for part in (x.strip() for x in text.split(",") if x.strip()):
+        a, sep, b = part.partition(":")
+        if not sep or a not in EVAL_METHODS or b not in EVAL_METHODS or a == b:
+            raise argparse.ArgumentTypeError(
+                f"expected pairs A:B of two methods from {', '.join(EVAL_METHODS)}, got {part!r}"
+            )
+        pairs.append((a, b))
+    return tuple(pairs)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="compare chunking methods across inference delays (tables and plots)")
     p.add_argument("--checkpoints", nargs="+", default=["models/legato", "models/rtc-train", "models/plain"],
                    help="checkpoint folders; each inference method uses the one trained for it")  # fmt: skip
-    p.add_argument("--methods", type=name_list(INFERENCE_METHODS), default=tuple(INFERENCE_METHODS),
-                   help="inference methods")  # fmt: skip
-    p.add_argument("--delays", type=int_list(0, 64), default=(0, 1, 2, 3, 4), help="inference delays d")
-    p.add_argument("--horizons", type=int_list(1, 1024), default=(4, 8), help="execution horizons s")
+    p.add_argument("--methods", type=name_list(EVAL_METHODS), default=tuple(INFERENCE_METHODS),
+                   help="inference methods (and 'expert', the task's scripted expert)")  # fmt: skip
+    p.add_argument("--regime", default="short", choices=list(REGIMES),
+                   help="default delays, horizons: short (0-4; s 4, 8), paper (0-10 by 2; s 12)")  # fmt: skip
+    p.add_argument(
+        "--delays", type=int_list(0, 64), default=None, help="inference delays d (default: the regime's)"
+    )
+    p.add_argument("--horizons", type=int_list(1, 1024), default=None,
+                   help="execution horizons s (default: the regime's)")  # fmt: skip
     p.add_argument("--episodes", type=int_in(1, 100_000), default=200, help="held-out episodes per cell")
-    p.add_argument("--seed", type=int_in(1000), default=1000, help="held-out episode set")
+    p.add_argument("--seed", type=int_in(HELD_OUT_SEED), default=HELD_OUT_SEED, help="held-out episode set")
     p.add_argument("--ramp", type=int_in(0, 1024), default=None,
                    help="Legato ramp r (default H - s - d, capped at r_max)")  # fmt: skip
     p.add_argument("--no-final-blend", action="store_true", help="ablation: skip Legato's final blend")
+    p.add_argument("--compare", type=pair_list, default=(("legato", "rtc"),),
+                   help="paired comparisons A:B on the same episodes, with bootstrap intervals")  # fmt: skip
     p.add_argument("--workers", type=int_in(1, 64), default=2, help="worker processes")
     p.add_argument(
         "--threads", type=int_in(0, 256), default=0, help="torch threads per worker (0: cores / workers)"
@@ -36,14 +60,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    from legato.evaluate import EvalConfig, evaluate
+    import sys
 
+    from legato.evaluate import EvalConfig, EvalInterrupted, evaluate
+
+    regime = REGIMES[a.regime]
+    horizons = a.horizons or ((4, 8) if regime.name == "short" else (regime.s,))
+    compare = tuple(p for p in a.compare if p[0] in a.methods and p[1] in a.methods)
     cfg = EvalConfig(
-        checkpoints=tuple(a.checkpoints), methods=a.methods, delays=a.delays, horizons=a.horizons,
+        checkpoints=tuple(a.checkpoints), methods=a.methods, delays=a.delays or regime.delays,
+        horizons=horizons,
         episodes=a.episodes, seed=a.seed, ramp=a.ramp, final_blend=not a.no_final_blend, workers=a.workers,
-        threads=a.threads,
+        threads=a.threads, compare=compare, example=(3 if regime.name == "short" else 6, max(horizons)),
     )  # fmt: skip
-    report = evaluate(cfg, a.out, replace=a.force, resume=a.resume)
+    try:
+        report = evaluate(cfg, a.out, replace=a.force, resume=a.resume)
+    except EvalInterrupted as e:  # Ctrl-C: say how to finish, exit as an interrupted command does
+        print(f"legato: {e}", file=sys.stderr)
+        return 130
     print(Path(a.out, "results.md").read_text())
     resumed = (
         f" ({report['resumed_cells']} cells kept from the interrupted run)" if report["resumed_cells"] else ""

@@ -1,8 +1,12 @@
 """The evaluation harness: every chunking method, across delays and execution horizons.
 
 Protocol (legato.rollout): RTC's simulated delay. Each cell (method, d, s) runs the same
-held-out episodes (seed >= 1000) in one batch; per-episode metrics (legato.metrics) are
-averaged over episodes. Cells run in worker processes, one torch thread each.
+held-out episodes (seed >= 1000) in one batch with the same sampling-noise seed for every
+method, so methods compare paired, episode by episode (legato.paired). Per-episode metrics
+(legato.episode_metrics) are kept (episodes.npz) and averaged per cell. Cells run in worker
+processes, one torch thread each; every job loads the checkpoint it needs (no worker state).
+"expert" runs the task's scripted expert (noise-free) on the same episodes: the reference for
+hesitation and completion time. Tables and plots: legato.report.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ import json
 import math
 import os
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,27 +22,19 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import MethodError, UsageError
+from edge.errors import LegatoError, MethodError, UsageError
 from edge.policy import default_ramp
-from legato import metrics as M
-from sim.arm import end_effector
-from sim.scene import side_of_path
+from legato.episode_metrics import EPISODE_KEYS, aggregate, episode_table
+from legato.report import METRICS, machine_description, markdown_table, write_plots
+from sim.seeds import HELD_OUT_SEED
 
-METRICS: dict[str, str] = {
-    "success_rate": "success rate",
-    "completion_s": "completion time (s, successes)",
-    "throughput_per_min": "successes per minute",
-    "boundary_jump": "boundary discontinuity (rad)",
-    "boundary_ratio": "boundary jump / within-chunk step",
-    "overlap_rmse": "overlap inconsistency (RMSE, rad)",
-    "nsparc_cmd": "NSPARC, commanded (lower smoother)",
-    "nsparc_exec": "NSPARC, executed",
-    "ldj_cmd": "log dimensionless jerk, commanded",
-    "ldj_exec": "log dimensionless jerk, executed",
-    "msj_cmd": "mean squared jerk, commanded (rad^2/s^6)",
-    "mode_switches": "mode switches per episode",
-    "stall_fraction": "stall fraction",
-}
+__all__ = ["METRICS", "EvalConfig", "EvalInterrupted", "evaluate", "plan_cells"]
+
+EXPERT = "expert"  # the scripted expert: no checkpoint, no chunks
+
+
+class EvalInterrupted(LegatoError):
+    """Ctrl-C during an evaluation: finished cells are kept for --resume."""
 
 
 @dataclass(frozen=True)
@@ -49,30 +44,35 @@ class EvalConfig:
     delays: tuple[int, ...] = (0, 1, 2, 3, 4)
     horizons: tuple[int, ...] = (4, 8)  # execution horizons s
     episodes: int = 200
-    seed: int = 1000  # held-out episode set
+    seed: int = HELD_OUT_SEED  # held-out episode set
     ramp: int | None = None  # Legato r; None = H - s - d capped at r_max
     final_blend: bool = True  # Legato's final blend (ablation switch)
     workers: int = 2
     threads: int = 0  # torch intra-op threads per worker; 0 = the machine's cores / workers
     example: tuple[int, int] = (3, 8)  # (d, s) of the per-method example-episode figure
     compute_repeats: int = 30  # timed single-chunk inferences per method
+    compare: tuple[tuple[str, str], ...] = ()  # paired comparisons (A, B); `legato eval`: legato:rtc
+    resamples: int = 4000  # paired bootstrap resamples
 
     def __post_init__(self) -> None:
         from edge.policy import INFERENCE_METHODS
 
         if self.episodes < 1:
             raise UsageError(f"--episodes must be >= 1, got {self.episodes}")
-        if self.seed < 1000:
-            raise UsageError(f"--seed {self.seed} may overlap training sets (seeds 0..999); use a held-out "
-                             "seed >= 1000")  # fmt: skip
+        if self.seed < HELD_OUT_SEED:
+            raise UsageError(f"--seed {self.seed} may overlap training sets (seeds 0..{HELD_OUT_SEED - 1}); "
+                             f"use a held-out seed >= {HELD_OUT_SEED}")  # fmt: skip
         for name in ("methods", "delays", "horizons", "checkpoints"):
             if not getattr(self, name):
                 raise UsageError(f"--{name} is empty")
-        bad = [m for m in self.methods if m not in INFERENCE_METHODS]
+        bad = [m for m in self.methods if m not in INFERENCE_METHODS and m != EXPERT]
         if bad:
             raise UsageError(
-                f"--methods: unknown {', '.join(bad)}; choose from {', '.join(INFERENCE_METHODS)}"
+                f"--methods: unknown {', '.join(bad)}; choose from {', '.join([*INFERENCE_METHODS, EXPERT])}"
             )
+        for a, b in self.compare:
+            if a not in self.methods or b not in self.methods:
+                raise UsageError(f"--compare {a}:{b}: both methods must be among --methods")
 
 
 @dataclass
@@ -87,123 +87,68 @@ class CellResult:
         return {"method": self.method, "d": self.d, "s": self.s, "r": self.r, **self.values}
 
 
-def episode_metrics(res, i: int, task, horizon: int) -> dict[str, float]:
-    """Per-episode metrics of episode i of a RolloutResult."""
-    dt = 1.0 / task.arm.control_hz
-    cmd = res.commanded[i]
-    n = int(np.sum(~np.isnan(cmd[:, 0])))
-    cmd = cmd[:n]
-    joints, ee = res.joints[i, : n + 1], res.ee[i, : n + 1]
-    alive = [c for c in res.chunks if c.alive[i] and c.start < n]
-    jump, ratio = M.boundary_discontinuity(cmd, np.array([c.start for c in alive[1:]], dtype=int))
-    overlaps = [
-        M.overlap_inconsistency(a.chunk[i], a.origin, b.chunk[i], b.origin, b.start)
-        for a, b in zip(alive, alive[1:], strict=False)
-    ]
-    sc = res.scenes.select(np.array([i]))
-    start = end_effector(task.arm, sc.q0)
-    axis = sc.goal[0] - start[0]
-    obstacle_along = float(np.dot(sc.obstacle[0] - start[0], axis))
-    labels = []
-    for c in alive:
-        if float(np.dot(c.ee_start[i] - start[0], axis)) >= obstacle_along:
-            break  # the arm has passed the obstacle: later chunks choose no side
-        plan = end_effector(task.arm, c.chunk[i].astype(np.float64))[None]
-        labels.append(int(side_of_path(start, sc.goal, sc.obstacle, plan)[0]))
-    success = bool(res.success[i])
-    until = int(res.steps_to_success[i]) if success else n
-    return {
-        "success": float(success),
-        "completion_s": until * dt if success else math.nan,
-        "steps": float(n),
-        "boundary_jump": jump,
-        "boundary_ratio": ratio,
-        "overlap_rmse": float(np.nanmean(overlaps)) if overlaps else math.nan,
-        "nsparc_cmd": M.nsparc(M.speed_profile(cmd, dt), fs=1 / dt),
-        "nsparc_exec": M.nsparc(M.speed_profile(joints, dt), fs=1 / dt),
-        "ldj_cmd": M.log_dimensionless_jerk(cmd, dt),
-        "ldj_exec": M.log_dimensionless_jerk(joints, dt),
-        "msj_cmd": M.mean_squared_jerk(cmd, dt),
-        "msj_exec": M.mean_squared_jerk(joints, dt),
-        "mode_switches": float(M.mode_switches(np.array(labels))),
-        "stall_fraction": M.stall_fraction(ee, dt, until=until),
-    }
-
-
-def aggregate(per_episode: list[dict[str, float]], dt: float) -> dict[str, float]:
-    keys = per_episode[0].keys()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (e.g. no successes)
-        out = {k: float(np.nanmean([e[k] for e in per_episode])) for k in keys}
-    wins = int(sum(e["success"] for e in per_episode))
-    lo, hi = M.wilson_interval(wins, len(per_episode))
-    out.update(
-        success_rate=wins / len(per_episode),
-        success_ci_low=lo,
-        success_ci_high=hi,
-        episodes=float(len(per_episode)),
-        throughput_per_min=M.throughput(wins, int(sum(e["steps"] for e in per_episode)), dt),
-    )
-    del out["success"]
-    return out
-
-
-# --- worker side ----------------------------------------------------------------------------
-_STATE: dict[str, Any] = {}
-
-
-def _init_worker(checkpoints: tuple[str, ...], threads: int) -> None:
-    import torch
-
+# --- worker side (each job loads what it needs: no process-global state) -------------------------
+def _runner(cfg: EvalConfig, method: str):
+    """The checkpoint runner for an inference method, from the checkpoint trained for it."""
+    from edge.policy import INFERENCE_METHODS
     from legato import checkpoint
+    from legato.checkpoint import read_config
     from legato.runner import TorchPolicyRunner
 
-    torch.set_num_threads(threads)
-    _STATE["runners"] = {}
-    for path in checkpoints:
-        ck = checkpoint.load(path)
-        _STATE["runners"][ck.method] = TorchPolicyRunner(ck)
-
-
-def _runner_for(method: str):
-    from edge.policy import INFERENCE_METHODS
-
     need = INFERENCE_METHODS[method]
-    if need not in _STATE["runners"]:
-        raise MethodError(f"method {method!r} needs a {need!r} checkpoint; none among --checkpoints")
-    return _STATE["runners"][need]
+    for path in cfg.checkpoints:
+        if read_config(Path(path)).get("method") == need:
+            return TorchPolicyRunner(checkpoint.load(path))
+    raise MethodError(f"method {method!r} needs a {need!r} checkpoint; none among --checkpoints")
 
 
-def run_cell(cfg: EvalConfig, method: str, d: int, s: int, keep: bool) -> tuple[CellResult, Any]:
+def _task_of(cfg: EvalConfig):
+    from legato.checkpoint import read_config
+    from sim.tasks import task_from_dict
+
+    return task_from_dict(read_config(Path(cfg.checkpoints[0]))["task"])
+
+
+def run_cell(cfg: EvalConfig, method: str, d: int, s: int, keep: bool) -> tuple[CellResult, np.ndarray, Any]:
+    """One cell: (aggregates, the per-episode table, the rollout if keep)."""
     from edge.policy import ChunkRequest, check_request
-    from legato.rollout import rollout
+    from legato.rollout import expert_rollout, rollout
     from sim.episodes import sample_episodes
 
-    runner = _runner_for(method)
-    ck = runner.ck
-    r = default_ramp(ck.spec, d, s) if cfg.ramp is None else cfg.ramp  # plan_cells checked it fits
-    req = ChunkRequest(d=d, s=s, r=r, final_blend=cfg.final_blend)
-    check_request(method, ck.spec, req, source=str(ck.path))
-    spec = sample_episodes(ck.task, cfg.seed, cfg.episodes)
-    res = rollout(runner, method, ck.task, spec.scenes, spec.template, req, seed=cfg.seed + 7 * d + 1000 * s)
-    per_ep = [episode_metrics(res, i, ck.task, ck.policy_cfg.horizon) for i in range(cfg.episodes)]
-    cell = CellResult(method, d, s, r, aggregate(per_ep, 1.0 / ck.task.arm.control_hz))
-    return cell, (res if keep else None)
+    if method == EXPERT:
+        task = _task_of(cfg)
+        spec = sample_episodes(task, cfg.seed, cfg.episodes)
+        res, r = expert_rollout(task, spec), 0
+    else:
+        runner = _runner(cfg, method)
+        ck = runner.ck
+        task = ck.task
+        r = default_ramp(ck.spec, d, s) if cfg.ramp is None else cfg.ramp  # plan_cells checked it fits
+        req = ChunkRequest(d=d, s=s, r=r, final_blend=cfg.final_blend)
+        check_request(method, ck.spec, req, source=str(ck.path))
+        spec = sample_episodes(task, cfg.seed, cfg.episodes)
+        res = rollout(runner, method, task, spec.scenes, spec.template, req, seed=cfg.seed + 7 * d + 1000 * s)
+    hz = task.arm.control_hz
+    table = episode_table(res, hz)
+    cell = CellResult(method, d, s, r, aggregate(table, 1.0 / hz))
+    return cell, table, (res if keep else None)
 
 
 def chunk_compute_ms(cfg: EvalConfig, method: str) -> dict[str, float]:
     """Median wall time of one chunk (b = 1: prefix encoder + N steps, + VJPs for RTC)."""
     from edge.policy import ChunkRequest
-    from sim.env import ReachEnv
     from sim.episodes import sample_episodes
+    from sim.tasks import make_env
 
-    runner = _runner_for(method)
+    runner = _runner(cfg, method)
     ck = runner.ck
     spec = sample_episodes(ck.task, cfg.seed, 1)
-    obs = ReachEnv(ck.task, spec.scenes, spec.template).observe()
+    obs = make_env(ck.task, spec.scenes, spec.template).observe()
     h, a = ck.policy_cfg.horizon, ck.policy_cfg.action_dim
     rng = np.random.default_rng(0)
-    req = ChunkRequest(d=2, s=8, r=6)
+    s = min(cfg.horizons)
+    d = min(2, s, h - s)
+    req = ChunkRequest(d=d, s=s, r=default_ramp(ck.spec, d, s))
     prev = runner.chunk(method, obs, None, req, rng.standard_normal((1, h, a)).astype(np.float32))
     times = []
     for k in range(cfg.compute_repeats + 3):
@@ -215,32 +160,34 @@ def chunk_compute_ms(cfg: EvalConfig, method: str) -> dict[str, float]:
     return {"median_ms": 1000 * float(np.median(times)), "p90_ms": 1000 * float(np.percentile(times, 90))}
 
 
-def _task(args):
-    kind = args[0]
-    if kind == "cell":
-        return kind, run_cell(*args[1:])
-    return kind, (args[2], chunk_compute_ms(args[1], args[2]))
-
-
 # --- driver ---------------------------------------------------------------------------------
 def plan_cells(cfg: EvalConfig) -> list[tuple[str, int, int]]:
     """Every (method, d, s) cell, each checked against its checkpoint before any work: a cell
     that cannot run (a delay beyond the horizon or d_max, a method with no checkpoint, the
-    training seed) is refused up front with the flags that name it, never skipped."""
+    training seed) is refused up front with the flags that name it, never skipped. The expert
+    has one cell per s (d = 0): it neither waits for nor continues chunks."""
     from edge.policy import INFERENCE_METHODS, ChunkRequest, ModelSpec, check_held_out, check_request
     from legato.checkpoint import read_config
 
     specs: dict[str, tuple[str, ModelSpec, int | None]] = {}
+    tasks = set()
     for path in cfg.checkpoints:
         conf = read_config(Path(path))
         spec = ModelSpec.from_config(conf, source=str(path))
         train_seed = conf.get("data", {}).get("seed") if isinstance(conf.get("data"), dict) else None
         check_held_out(train_seed, cfg.seed, str(path))
         specs[spec.method] = (str(path), spec, train_seed)
+        tasks.add(json.dumps(conf["task"], sort_keys=True))
+    if len(tasks) > 1:
+        raise UsageError("--checkpoints were trained on different tasks; evaluate one task at a time")
     cells, bad = [], []
     for s in cfg.horizons:
         for d in cfg.delays:
             for m in cfg.methods:
+                if m == EXPERT:
+                    if d == cfg.delays[0]:
+                        cells.append((m, 0, s))
+                    continue
                 need = INFERENCE_METHODS[m]
                 if need not in specs:
                     raise MethodError(f"--methods {m} needs a checkpoint trained with {need!r}; none among "
@@ -278,12 +225,47 @@ def partial_path(out: Path) -> Path:
     return out.with_name(f".{out.name}.partial.jsonl")
 
 
+Cell = tuple[str, int, int]
+
+
+def _read_partial(part: Path, key: str) -> dict[Cell, tuple[CellResult, np.ndarray]]:
+    done: dict[Cell, tuple[CellResult, np.ndarray]] = {}
+    for line in part.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a line cut by the interruption
+        if rec.get("key") == key and "episodes" in rec:
+            c = CellResult(rec["method"], rec["d"], rec["s"], rec["r"], rec["values"])
+            done[(c.method, c.d, c.s)] = (c, np.array(rec["episodes"], dtype=np.float64))
+    return done
+
+
+def paired_comparisons(cfg: EvalConfig, tables: dict[Cell, np.ndarray]) -> list[dict[str, Any]]:
+    """Every --compare pair at every (d, s) where both cells ran, on the same episodes (the
+    expert's one cell per s pairs with every d)."""
+    from legato.paired import compare
+
+    out = []
+    for s in cfg.horizons:
+        for d in cfg.delays:
+            for a, b in cfg.compare:
+                ka = (a, 0, s) if a == EXPERT else (a, d, s)
+                kb = (b, 0, s) if b == EXPERT else (b, d, s)
+                if ka in tables and kb in tables:
+                    res = compare(tables[ka], tables[kb], cfg.resamples, seed=cfg.seed + d + 1000 * s)
+                    out.append({"a": a, "b": b, "d": d, "s": s, **res})
+    return out
+
+
 def evaluate(cfg: EvalConfig, out: str | Path, progress: bool = True, replace: bool = False,
              resume: bool = False) -> dict[str, Any]:  # fmt: skip
-    """Run every cell and write the report folder `out` in one atomic swap.
+    """Run every cell and write the report folder `out` in one atomic swap: results.json,
+    results.md, episodes.npz (per-episode metrics of every cell), plots.
 
     Finished cells are appended to a hidden partial file beside `out`, so an interrupted run
     continues with resume=True; the previous report stays whole until the new one is complete.
+    Ctrl-C raises EvalInterrupted, which says so.
     """
     from tqdm import tqdm
 
@@ -294,58 +276,59 @@ def evaluate(cfg: EvalConfig, out: str | Path, progress: bool = True, replace: b
     cells = plan_cells(cfg)
     key = _fingerprint(cfg)
     part = partial_path(out)
-    done: dict[tuple[str, int, int], CellResult] = {}
-    if resume and part.exists():
-        for line in part.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # a line cut by the interruption
-            if rec.get("key") == key:
-                c = CellResult(rec["method"], rec["d"], rec["s"], rec["r"], rec["values"])
-                done[(c.method, c.d, c.s)] = c
-    elif part.exists():
-        part.unlink()
+    done = _read_partial(part, key) if resume and part.exists() else {}
+    if not resume:
+        part.unlink(missing_ok=True)
     example = tuple(cfg.example)
     todo = [c for c in cells if c not in done or c[1:] == example]  # example cells re-run for their plots
-    jobs: list[tuple] = [("cell", cfg, m, d, s, (d, s) == example) for m, d, s in todo]
-    jobs += [("compute", cfg, m) for m in cfg.methods]
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, cfg.workers))
+    jobs: list[tuple] = [("cell", cfg, m, d, s, (d, s) == example, threads) for m, d, s in todo]
+    jobs += [("compute", cfg, m, threads) for m in cfg.methods if m != EXPERT]
     t0 = time.time()
-    results: list[CellResult] = [c for k, c in done.items() if k not in todo]
+    kept = {k: v for k, v in done.items() if k not in todo}
+    results: list[CellResult] = [c for c, _ in kept.values()]
+    tables: dict[Cell, np.ndarray] = {k: t for k, (_, t) in kept.items()}
     examples: dict[str, Any] = {}
     compute: dict[str, dict[str, float]] = {}
     workers = max(1, min(cfg.workers, os.cpu_count() or 1))
-    threads = cfg.threads or max(1, (os.cpu_count() or 1) // workers)
     bar = tqdm(total=len(cells) * cfg.episodes, initial=len(results) * cfg.episodes, desc="eval episodes",
                unit="ep", disable=not progress)  # fmt: skip
+    pool = None
     if workers == 1:
-        _init_worker(cfg.checkpoints, threads)
-        outputs = (_task(j) for j in jobs)
+        outputs = (_job(j) for j in jobs)
     else:
         import multiprocessing as mp
 
-        pool = ProcessPoolExecutor(workers, mp.get_context("spawn"), _init_worker, (cfg.checkpoints, threads))
-        outputs = (f.result() for f in as_completed([pool.submit(_task, j) for j in jobs]))
+        pool = ProcessPoolExecutor(workers, mp.get_context("spawn"))
+        outputs = (f.result() for f in as_completed([pool.submit(_job, j) for j in jobs]))
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(part, "a") as log:
             for kind, payload in outputs:
                 if kind == "cell":
-                    cell, res = payload
+                    cell, table, res = payload
                     results.append(cell)
-                    log.write(json.dumps({"key": key, **asdict(cell)}, default=float) + "\n")
+                    tables[(cell.method, cell.d, cell.s)] = table
+                    rec = {"key": key, **asdict(cell), "episodes": table.tolist()}
+                    log.write(json.dumps(rec, default=float) + "\n")
                     log.flush()
                     if res is not None:
                         examples[cell.method] = res
                     bar.update(cfg.episodes)
                 else:
                     compute[payload[0]] = payload[1]
+    except KeyboardInterrupt:
+        raise EvalInterrupted(
+            f"interrupted: {len(results)} of {len(cells)} cells are kept in {part}; "
+            "rerun the same command with --resume to finish the rest"
+        ) from None
     finally:
         bar.close()
-        if workers > 1:
+        if pool is not None:
             pool.shutdown(cancel_futures=True)
     wall = time.time() - t0
-    rows = sorted((c.row() for c in results), key=lambda r: (r["s"], r["d"], cfg.methods.index(r["method"])))
+    order = {m: i for i, m in enumerate(cfg.methods)}
+    rows = sorted((c.row() for c in results), key=lambda r: (r["s"], r["d"], order[r["method"]]))
     for r in rows:
         r["chunk_ms"] = compute.get(r["method"], {}).get("median_ms", math.nan)
     report = {
@@ -355,71 +338,24 @@ def evaluate(cfg: EvalConfig, out: str | Path, progress: bool = True, replace: b
         "machine": machine_description(),
         "chunk_compute": compute,
         "cells": rows,
+        "paired": paired_comparisons(cfg, tables),
     }
+    arrays = {f"{m}_d{d}_s{s}": t for (m, d, s), t in tables.items()}
     with atomic_folder(out, "report", replace=True) as tmp:
         (tmp / "results.json").write_text(json.dumps(report, indent=1, default=float))
         (tmp / "results.md").write_text(markdown_table(report))
-        write_plots(report, examples, tmp)
+        np.savez_compressed(tmp / "episodes.npz", columns=np.array(EPISODE_KEYS), **arrays)
+        write_plots(report, examples, tmp, _task_of(cfg))
     part.unlink(missing_ok=True)
     return report
 
 
-def machine_description() -> str:
-    import platform
+def _job(args):
+    """One worker job: ("cell", cfg, method, d, s, keep, threads) or ("compute", cfg, method, threads)."""
+    import torch
 
-    return f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
-COLUMNS = [
-    ("success_rate", "success", "{:.3f}"),
-    ("completion_s", "compl. s", "{:.2f}"),
-    ("throughput_per_min", "succ/min", "{:.1f}"),
-    ("boundary_jump", "jump", "{:.4f}"),
-    ("boundary_ratio", "jump ratio", "{:.2f}"),
-    ("overlap_rmse", "overlap", "{:.4f}"),
-    ("nsparc_cmd", "NSPARC cmd", "{:.3f}"),
-    ("nsparc_exec", "NSPARC exec", "{:.3f}"),
-    ("ldj_cmd", "LDJ cmd", "{:.2f}"),
-    ("mode_switches", "switches", "{:.3f}"),
-    ("stall_fraction", "stall", "{:.3f}"),
-    ("chunk_ms", "chunk ms", "{:.1f}"),
-]
-
-
-def markdown_table(report: dict[str, Any]) -> str:
-    lines = []
-    cfg = report["config"]
-    lines.append(
-        f"Episodes per cell: {cfg['episodes']} (seed {cfg['seed']}), "
-        f"wall time {report['wall_s']:.0f} s on {report['machine']}.\n"
-    )
-    for s in cfg["horizons"]:
-        lines.append(f"\n### Execution horizon s = {s}\n")
-        lines.append("| method | d | " + " | ".join(c[1] for c in COLUMNS) + " |")
-        lines.append("|---|---|" + "---|" * len(COLUMNS))
-        for r in report["cells"]:
-            if r["s"] != s:
-                continue
-            vals = []
-            for key, _, fmt in COLUMNS:
-                v = r.get(key, math.nan)
-                cell = "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
-                if key == "success_rate":
-                    cell += f" [{r['success_ci_low']:.2f}, {r['success_ci_high']:.2f}]"
-                vals.append(cell)
-            lines.append(f"| {r['method']} | {r['d']} | " + " | ".join(vals) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_plots(report: dict[str, Any], examples: dict[str, Any], out: Path) -> None:
-    from legato import plots
-
-    horizons = report["config"]["horizons"]
-    for key, label in METRICS.items():
-        plots.plot_metric_vs_delay(report["cells"], key, label, horizons, out / f"{key}.png")
-    if examples:
-        from legato import checkpoint
-
-        task = checkpoint.load(report["config"]["checkpoints"][0]).task
-        ordered = {m: examples[m] for m in report["config"]["methods"] if m in examples}
-        plots.plot_examples(ordered, task, 0, out / "example_episode.png")
+    torch.set_num_threads(args[-1])
+    kind = args[0]
+    if kind == "cell":
+        return kind, run_cell(*args[1:-1])
+    return kind, (args[2], chunk_compute_ms(args[1], args[2]))

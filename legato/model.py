@@ -68,19 +68,21 @@ class PrefixEncoder(nn.Module):
         self.cfg = cfg
         c = cfg.width
         h, w = cfg.image_hw
+        self.has_image = h > 0 and w > 0  # (0, 0): a state-only task (MetaWorld's push-wall)
         # A strided conv stem instead of a 2-layer-deep patchify ViT: 8x8 patches in two stages,
         # with x/y coordinate channels so positions are easy to read off (localising targets).
         # The instruction modulates the first stage (FiLM, as in RT-1), so the stem can pick out
         # the instructed colour before any attention has to bind words to pixels.
-        self.conv1 = nn.Conv2d(5, 48, 4, stride=4)
-        self.conv2 = nn.Conv2d(48, c, 2, stride=2)
-        self.film = nn.Linear(c, 2 * 48)
-        nn.init.zeros_(self.film.weight)
-        nn.init.zeros_(self.film.bias)
-        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-        self.register_buffer("coords", torch.stack([xs, ys])[None], persistent=False)  # (1, 2, H, W)
-        n_img = (h // 8) * (w // 8)
-        self.img_pos = nn.Parameter(0.02 * torch.randn(1, n_img, c))
+        if self.has_image:
+            self.conv1 = nn.Conv2d(5, 48, 4, stride=4)
+            self.conv2 = nn.Conv2d(48, c, 2, stride=2)
+            self.film = nn.Linear(c, 2 * 48)
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
+            ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+            self.register_buffer("coords", torch.stack([xs, ys])[None], persistent=False)  # (1, 2, H, W)
+            n_img = (h // 8) * (w // 8)
+            self.img_pos = nn.Parameter(0.02 * torch.randn(1, n_img, c))
         self.tok_emb = nn.Embedding(cfg.vocab_size, c)
         self.tok_pos = nn.Parameter(0.02 * torch.randn(1, cfg.max_tokens, c))
         self.state_proj = nn.Linear(cfg.state_dim, c)
@@ -100,20 +102,26 @@ class PrefixEncoder(nn.Module):
         kv = self.kv(feats)  # (b, p, L * 2 * c)
         return kv.reshape(b, p, self.cfg.head_layers, 2, self.cfg.width).permute(0, 2, 3, 1, 4)
 
-    def features(self, image: torch.Tensor, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """The prefix tokens after the encoder, (b, p, c), layer-normed."""
+    def image_tokens(self, image: torch.Tensor, tokens: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+        """The conv stem's tokens (b, H/8 * W/8, c), FiLM-modulated by the instruction."""
         b = image.shape[0]
         x = image.permute(0, 3, 1, 2).float() / 255.0  # (b, 3, H, W)
         x = torch.cat([x, self.coords.expand(b, -1, -1, -1)], 1)
-        words = self.tok_emb(tokens)  # (b, l, c)
         real = (tokens != 0).to(words.dtype)[..., None]  # (b, l, 1), 0 = <pad>
         sentence = (words * real).sum(1) / real.sum(1).clamp_min(1.0)  # (b, c)
         gamma, beta = self.film(sentence)[:, :, None, None].chunk(2, 1)  # (b, 48, 1, 1) each
         x = F.gelu(self.conv1(x) * (1 + gamma) + beta)  # (b, 48, H/4, W/4)
-        img = self.conv2(x).flatten(2).transpose(1, 2) + self.img_pos  # (b, H/8 * W/8, c)
+        return self.conv2(x).flatten(2).transpose(1, 2) + self.img_pos
+
+    def features(self, image: torch.Tensor, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """The prefix tokens after the encoder, (b, p, c), layer-normed."""
+        words = self.tok_emb(tokens)  # (b, l, c)
         txt = words + self.tok_pos  # (b, l, c)
         st = self.state_proj(state)[:, None]  # (b, 1, c)
-        x = torch.cat([img, txt, st], 1)  # (b, p, c)
+        if self.has_image:
+            x = torch.cat([self.image_tokens(image, tokens, words), txt, st], 1)  # (b, p, c)
+        else:
+            x = torch.cat([txt, st], 1)
         for blk in self.blocks:
             x = blk(x)
         return self.norm(x)
@@ -159,7 +167,23 @@ class FlowHead(nn.Module):
         self.state_in = nn.Linear(cfg.state_dim, c)
         self.blocks = nn.ModuleList(HeadBlock(c, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.head_layers))
         self.norm = nn.LayerNorm(c)
-        self.out = nn.Linear(c, cfg.action_dim)
+        outputs = 2 if cfg.velocity_form == "corrective" else 1
+        self.out = nn.Linear(c, outputs * cfg.action_dim)
+
+    def velocity(self, raw: torch.Tensor, t: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+        """The last layer's output (b, h, a or 2 a) -> the velocity (b, h, a), per velocity_form.
+        Legato's target is f (A - eps) with f = 1 - omega N (1 - t), known from the inputs:
+        "factored" learns A - eps only; "corrective" adds omega N E, the correction of a wrong
+        reference (A - A_ref); "direct" learns the whole target."""
+        form = self.cfg.velocity_form
+        if form == "direct":
+            return raw
+        kappa = omega * self.cfg.num_steps
+        f = (1 - kappa * (1 - t))[..., None]
+        if form == "factored":
+            return raw * f
+        d, e = raw.chunk(2, -1)
+        return d * f + e * kappa[..., None]
 
     def forward(
         self, y: torch.Tensor, t: torch.Tensor, omega: torch.Tensor, state: torch.Tensor, kv: torch.Tensor
@@ -169,12 +193,7 @@ class FlowHead(nn.Module):
         temb = self.time_mlp(sinusoidal(t, self.cfg.width)) + self.state_mlp(state)[:, None]  # (b, h, c)
         for i, blk in enumerate(self.blocks):
             x = blk(x, temb, kv[:, i, 0], kv[:, i, 1])
-        v = self.out(self.norm(x))
-        if self.cfg.velocity_form == "factored":
-            # Legato's target is (1 - omega N (1 - t)) (A - eps): the factor is known from the
-            # inputs, so the network only learns A - eps (the plain flow target) for every token.
-            v = v * (1 - omega * self.cfg.num_steps * (1 - t))[..., None]
-        return v
+        return self.velocity(self.out(self.norm(x)), t, omega)
 
 
 class Policy(nn.Module):

@@ -72,6 +72,50 @@ def legato_example(
     return FlowExample(y, t[:, None].expand(n, h), omega, target, weight)
 
 
+def corrective_example(
+    actions: torch.Tensor,
+    reference: torch.Tensor,
+    eps: torch.Tensor,
+    t: torch.Tensor,
+    omega: torch.Tensor,
+    num_steps: int,
+    weighting: str,
+) -> FlowExample:
+    """Legato with a reference that may be wrong: the sampler's X follows the straight path to
+    `actions` (what the robot should do now) while the blend mixes in `reference` (the plan
+    being executed). actions, reference, eps (n, h, a); t (n,); omega (n, h).
+
+    With X_k = (1 - t_k) eps + t_k A and the input Y_k = (1 - omega) X_k + omega A_ref, the
+    target that makes legato_sample's recursion stay on that path (X_{k+1} = Y_k + dt v) is
+        v = (A - eps) + kappa (X_k - A_ref) = f (A - eps) + kappa (A - A_ref),
+    f = 1 - kappa (1 - t), kappa = omega / dt; the chunk is then (1 - omega) A + omega A_ref.
+    With A_ref = A it is legato_example's target. The second term is the model's correction of
+    the reference: zero where it trusts it (docs/training.md, round 3)."""
+    n, h, _ = actions.shape
+    tt = t[:, None, None]
+    x_t = (1 - tt) * eps + tt * actions
+    w = omega[..., None]
+    y = (1 - w) * x_t + w * reference
+    kappa = (omega * num_steps)[..., None]
+    target = (actions - eps) + kappa * (x_t - reference)
+    weight = (1 - omega) ** 2 if weighting == "omega2" else (omega < 1).to(omega.dtype)
+    return FlowExample(y, t[:, None].expand(n, h), omega, target, weight)
+
+
+def recovery_target(actions: np.ndarray, reference: np.ndarray, d: np.ndarray, recovery: int) -> np.ndarray:
+    """What the robot should do after executing the reference's first d actions: those d
+    actions, then the expert's chunk plus the offset left at index d - 1, fading to zero over
+    `recovery` steps (raised cosine). actions, reference (n, h, a); d (n,). d = 0: actions."""
+    n, h, _ = actions.shape
+    i = np.arange(h)[None, :, None]
+    dd = np.asarray(d)[:, None, None]
+    last = np.take_along_axis(reference - actions, np.maximum(dd - 1, 0).repeat(actions.shape[2], 2), 1)
+    j = (i - dd + 1).astype(np.float64)
+    fade = np.where(j <= recovery, 0.5 * (1 + np.cos(np.pi * np.clip(j, 0, None) / (recovery + 1))), 0.0)
+    out = actions + np.where(dd > 0, last * fade, 0.0)
+    return np.where(i < dd, reference, out)
+
+
 def rtc_train_example(
     actions: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, d: np.ndarray
 ) -> FlowExample:
@@ -116,28 +160,61 @@ def build_example(
     num_steps: int,
     rng: np.random.Generator,
     action_std: np.ndarray | None = None,
+    reference: torch.Tensor | None = None,
+    delays: np.ndarray | None = None,
 ) -> FlowExample:
     """Draw t (and d, r) per example and build cfg.method's input, target and weights.
-    action_std (h, a): the normaliser's per-index std in rad, needed for cfg.prefix_noise."""
+    action_std (h, a): the normaliser's per-index std in rad, needed for cfg.prefix_noise.
+    reference (n, h, a): the model's own earlier chunks, normalised like actions, for the
+    "recover" recipe: a fraction cfg.p_own_reference of the examples uses them."""
     n, h, a = actions.shape
     t = torch.from_numpy(sample_time(n, num_steps, cfg.t_sampling, rng).astype(np.float32))
     if cfg.method == "plain":
         return plain_example(actions, eps, t)
-    d = rng.integers(cfg.d_max + 1, size=n)
+    d = rng.integers(cfg.d_max + 1, size=n) if delays is None else np.asarray(delays)
     if cfg.method == "rtc-train":
         return rtc_train_example(actions, eps, t, d)
     r = rng.integers(cfg.r_max + 1, size=n)
     if cfg.p_no_prefix > 0:
         bare = rng.random(n) < cfg.p_no_prefix
         d, r = np.where(bare, 0, d), np.where(bare, 0, r)
+    r = np.minimum(r, h - d)
+    omega = torch.from_numpy(omega_batch(d, r, h)).to(actions)
+    if cfg.reference_target == "recover":
+        return _recover_example(actions, eps, t, omega, d, cfg, num_steps, rng, action_std, reference)
     if cfg.prefix_noise > 0:
         if action_std is None:
             raise ValueError("prefix_noise needs the normaliser's action_std to convert rad")
         delta = prefix_perturbation(d, r, h, np.full(a, cfg.prefix_noise), cfg.recovery, rng)
         delta *= (rng.random(n) < cfg.p_prefix_noise)[:, None, None]
         actions = actions + torch.from_numpy((delta / action_std[None]).astype(np.float32)).to(actions)
-    omega = torch.from_numpy(omega_batch(d, r, h)).to(actions)
     return legato_example(actions, eps, t.to(actions), omega, num_steps, cfg.loss_weighting)
+
+
+def _recover_example(actions, eps, t, omega, d, cfg: TrainConfig, num_steps: int, rng, action_std,
+                     reference: torch.Tensor | None) -> FlowExample:  # fmt: skip
+    """The "recover" recipe: the reference keeps its error over the whole chunk (a plan that
+    has gone bad stays bad), and the target leaves it right after the executed prefix."""
+    n, h, a = actions.shape
+    given, own = reference, None
+    if given is not None:
+        own = torch.from_numpy(rng.random(n) < cfg.p_own_reference)[:, None, None]
+    reference = actions.clone()
+    if cfg.prefix_noise > 0:
+        if action_std is None:
+            raise ValueError("prefix_noise needs the normaliser's action_std to convert rad")
+        sigma = np.full(a, cfg.prefix_noise)
+        c = rng.normal(size=(n, 1, a)) * sigma
+        v = rng.normal(size=(n, 1, a)) * sigma / 4
+        i = np.arange(h)[None, :, None]
+        delta = (c + v * (i - (np.asarray(d)[:, None, None] - 1))) / action_std[None]
+        delta *= (rng.random(n) < cfg.p_prefix_noise)[:, None, None]
+        reference = reference + torch.from_numpy(delta.astype(np.float32)).to(actions)
+    if given is not None:
+        reference = torch.where(own, given.to(actions), reference)
+    target = recovery_target(actions.numpy(), reference.numpy(), d, cfg.recovery)
+    return corrective_example(torch.from_numpy(target.astype(np.float32)), reference, eps, t.to(actions),
+                              omega, num_steps, cfg.loss_weighting)  # fmt: skip
 
 
 def weighted_mse(pred: torch.Tensor, ex: FlowExample) -> torch.Tensor:

@@ -23,6 +23,14 @@ def plot_episode(res: RolloutResult, task: TaskConfig, i: int, path: str | Path,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1, 1.6]})
+    if getattr(task, "name", "planar-reach") == "metaworld-push-wall":
+        _push_wall_scene(ax0, res, i)
+        draw_chunks(ax1, res, i, 1.0 / task.arm.control_hz)
+        ax1.set_title(title or f"{res.method}, d={res.d}, s={res.s}")
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        return path
     ee = res.ee[i]
     ax0.set_aspect("equal")
     ax0.set_xlim(*task.camera.x_range)
@@ -51,6 +59,23 @@ def plot_episode(res: RolloutResult, task: TaskConfig, i: int, path: str | Path,
     return path
 
 
+def _push_wall_scene(ax, res: RolloutResult, i: int) -> None:
+    """Push-wall from above: the wall, the hand's path, every chunk's planned hand path."""
+    from sim.pushwall import WALL_X, WALL_Y
+
+    ax.set_aspect("equal")
+    ax.add_patch(plt.Rectangle((WALL_X[0], WALL_Y - 0.01), WALL_X[1] - WALL_X[0], 0.02, color="0.55"))
+    for c in res.chunks:
+        if c.alive[i]:
+            ax.plot(c.chunk[i, :, 0], c.chunk[i, :, 1], "-", color="tab:orange", alpha=0.35, lw=0.8)
+    ee = res.ee[i]
+    ax.plot(ee[:, 0], ee[:, 1], "k-", lw=1.5)
+    ax.plot(ee[0, 0], ee[0, 1], "ko")
+    ax.set_xlim(-0.25, 0.45)
+    ax.set_ylim(0.5, 0.95)
+    ax.set_title(f"episode {i}: {'success' if res.success[i] else 'timeout'} (hand path, x-y)")
+
+
 def draw_chunks(ax, res: RolloutResult, i: int, dt: float) -> None:
     """Commanded joint targets of episode i (bold), every chunk's whole plan (faint) and the
     times at which chunks took over (grey lines)."""
@@ -64,9 +89,9 @@ def draw_chunks(ax, res: RolloutResult, i: int, dt: float) -> None:
             ax.plot(tt, c.chunk[i, :, j], color=colors[j], alpha=0.2, lw=1)
         ax.axvline(c.start * dt, color="0.8", lw=0.8, zorder=0)
     for j in range(cmd.shape[1]):
-        ax.plot(np.arange(len(cmd)) * dt, cmd[:, j], color=colors[j], lw=1.8, label=f"joint {j}")
+        ax.plot(np.arange(len(cmd)) * dt, cmd[:, j], color=colors[j], lw=1.8, label=f"target {j}")
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("joint target (rad)")
+    ax.set_ylabel("commanded target (rad; push-wall: m)")
     ax.legend(loc="best", fontsize=7)
 
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.policy import ChunkPolicy, ChunkRequest
-from sim.env import ReachEnv
 from sim.scene import Scenes
 from sim.task import TaskConfig
+from sim.tasks import make_env
 
 
 @dataclass
@@ -32,7 +32,9 @@ class ChunkRecord:
     start: int  # time the chunk took over
     chunk: np.ndarray  # (b, h, a) raw joint targets
     alive: np.ndarray  # (b,) episodes still running when inference started
-    ee_start: np.ndarray  # (b, 2) end effector at inference start
+    ee_start: np.ndarray  # (b, k) end effector at inference start
+    route_open: np.ndarray  # (b,) the route was still to be chosen when inference started
+    route: np.ndarray  # (b,) the side or route the chunk's plan takes (+1 / -1 / 0 undecided)
 
 
 @dataclass
@@ -45,8 +47,8 @@ class RolloutResult:
     collided: np.ndarray  # (b,)
     steps_to_success: np.ndarray  # (b,) -1 where not reached
     commanded: np.ndarray  # (b, T, a) executed joint targets, NaN after the episode ended
-    joints: np.ndarray  # (b, T + 1, j) joint positions
-    ee: np.ndarray  # (b, T + 1, 2) end-effector positions
+    joints: np.ndarray  # (b, T + 1, j) joint positions (push-wall: hand xyz and gripper)
+    ee: np.ndarray  # (b, T + 1, k) end-effector positions
     scenes: Scenes | None = None
     chunks: list[ChunkRecord] = field(default_factory=list)
     infer_seconds: list[float] = field(default_factory=list)  # wall time of each batched inference
@@ -64,16 +66,17 @@ def rollout(
     max_steps: int | None = None,
     progress: bool = False,
 ) -> RolloutResult:
-    """Run b episodes in lockstep; progress=True shows a bar of control steps on stderr."""
-    env = ReachEnv(task, scenes, templates)
+    """Run b episodes of any registered task in lockstep (scenes: the task's episode record);
+    progress=True shows a bar of control steps on stderr."""
+    env = make_env(task, scenes, templates)
     b, a, h = len(scenes), runner.spec.action_dim, runner.spec.horizon
     noise_dim = runner.adapter.action_pad  # the policy's own noise shape (padded action dims: LeRobot's)
     steps = max_steps or task.max_steps
     rng = np.random.default_rng(seed)
     d, s = req.d, req.s
     commanded = np.full((b, steps, a), np.nan, dtype=np.float32)
-    joints = np.full((b, steps + 1, task.arm.num_joints), np.nan)
-    ee = np.full((b, steps + 1, 2), np.nan)
+    joints = np.full((b, steps + 1, env.q.shape[1]), np.nan)
+    ee = np.full((b, steps + 1, env.end_effector().shape[1]), np.nan)
     joints[:, 0], ee[:, 0] = env.q, env.end_effector()
     result = RolloutResult(
         method, d, s, req.r, env.success, env.collided, env.steps_to_success, commanded, joints, ee, scenes
@@ -114,7 +117,8 @@ def rollout(
             new = runner.chunk(method, obs, prev, req, eps)
             result.infer_seconds.append(time.perf_counter() - tic)
             origin = t + d if (first or method == "sync") else t
-            pending = ChunkRecord(origin, t + d, new, ~env.done, env.end_effector())
+            pending = ChunkRecord(origin, t + d, new, ~env.done, env.end_effector(), env.decision_open(),
+                                  env.route_labels(new))  # fmt: skip
             next_infer = origin + s
             if method == "sync":
                 active = None  # hold while computing
@@ -144,3 +148,38 @@ def summarize(res: RolloutResult, control_hz: float) -> dict[str, float]:
         "completion_steps": float(steps.mean()) if len(steps) else float("nan"),
         "completion_s": float(steps.mean() / control_hz) if len(steps) else float("nan"),
     }
+
+
+def expert_rollout(task: TaskConfig, spec, max_steps: int | None = None) -> RolloutResult:
+    """The task's scripted expert, noise-free, on the episodes of `spec` (sim.episodes): the
+    reference the methods' hesitation and completion time are read against. No chunks."""
+    from sim.tasks import PUSH_WALL, task_name
+
+    env = make_env(task, spec.scenes, spec.template)
+    b = len(spec.scenes)
+    steps = max_steps or task.max_steps
+    a = env.q.shape[1]
+    commanded = np.full((b, steps, a), np.nan, dtype=np.float32)
+    joints = np.full((b, steps + 1, a), np.nan)
+    ee = np.full((b, steps + 1, env.end_effector().shape[1]), np.nan)
+    joints[:, 0], ee[:, 0] = env.q, env.end_effector()
+    if task_name(task) == PUSH_WALL:
+        from sim.pushwall import experts
+
+        pols = experts()
+        plan = None
+    else:
+        from sim.expert import expert_actions
+
+        plan = expert_actions(task.arm, spec.scenes, spec.side, steps, task.expert, None)
+    for t in range(steps):
+        if env.all_done:
+            break
+        target = env.to_target(env.expert_actions(spec.side, pols)) if plan is None else plan[:, t]
+        alive = ~env.done
+        commanded[alive, t] = target[alive]
+        env.step(np.asarray(target, dtype=np.float64))
+        joints[alive, t + 1], ee[alive, t + 1] = env.q[alive], env.end_effector()[alive]
+    outcome = (env.success.copy(), env.collided.copy(), env.steps_to_success.copy())
+    return RolloutResult("expert", 0, 0, 0, *outcome, commanded, joints, ee, spec.scenes,
+                         rejected_actions=env.rejected_actions)  # fmt: skip

@@ -22,14 +22,14 @@ from tqdm import tqdm
 from edge.errors import UsageError
 from edge.outputs import check_target, sha256_file
 from legato import checkpoint
+from legato import demos as demo_io
 from legato.config import PolicyConfig, TrainConfig
 from legato.data import ChunkSampler
 from legato.errors import CheckpointError, TrainingDiverged
 from legato.model import Policy
 from legato.objectives import build_example, weighted_mse
-from legato.train_args import add_arguments, config_from_args
-from sim import demos as demo_io
-from sim.language import MAX_TOKENS, VOCAB
+from legato.train_args import add_arguments, config_from_args, horizon_from_args
+from sim.tasks import policy_io
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -52,13 +52,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def policy_config_for(demos: demo_io.Demos, base: PolicyConfig | None = None) -> PolicyConfig:
-    """The policy config implied by a dataset (action/state dims, image size, vocabulary)."""
+    """The policy config implied by a dataset's task (action/state dims, image size, vocabulary)."""
     base = base or PolicyConfig()
-    j = demos.task.arm.num_joints
-    cam = demos.task.camera
-    fields = {**base.__dict__, "action_dim": j, "state_dim": 2 * j, "image_hw": (cam.height, cam.width),
-              "vocab_size": len(VOCAB), "max_tokens": MAX_TOKENS}  # fmt: skip
-    return PolicyConfig(**fields)
+    return PolicyConfig(**{**base.__dict__, **policy_io(demos.task)})
 
 
 def train(
@@ -115,7 +111,11 @@ def train(
         b = sampler.sample(cfg.batch_obs)
         actions = torch.from_numpy(b.actions).repeat_interleave(cfg.draws, 0)  # (n, h, a)
         eps = torch.randn(actions.shape, generator=gen)
-        ex = build_example(actions, eps, cfg, pcfg.num_steps, rng, norm.action_std)
+        own = None
+        if cfg.method == "legato" and cfg.reference_target == "recover" and cfg.p_own_reference > 0:
+            own = own_references(model, sampler, b.rows, b.state, cfg.own_reference_s, gen, dev)
+            own = own.repeat_interleave(cfg.draws, 0)
+        ex = build_example(actions, eps, cfg, pcfg.num_steps, rng, norm.action_std, reference=own)
         ex = ex.to(dev)
         obs = [torch.from_numpy(x).to(dev) for x in (b.image, b.tokens, b.state)]
         v, aux = net(*obs, ex.y, ex.t, ex.omega)
@@ -145,6 +145,35 @@ def train(
         dist.barrier()
         dist.destroy_process_group()
     return out
+
+
+@torch.no_grad()
+def own_references(model: Policy, sampler: ChunkSampler, rows: np.ndarray, state_now: np.ndarray, s: int,
+                   gen: torch.Generator, dev: torch.device) -> torch.Tensor:  # fmt: skip
+    """The model's own plan for each row's time, made s steps earlier: a plain chunk sampled at
+    row - s (N Euler steps, the current weights), its tail [s:] re-indexed to the row and padded,
+    normalised relative to the row's state. Rows without s earlier steps in their episode
+    reference the chunk planned at the episode's first row. Returns (b, h, a) normalised."""
+    from edge.sampler import pad_reference
+
+    was = model.training
+    model.eval()
+    prev, _ = sampler.earlier(rows, s)
+    image, tokens, state = sampler.observation(prev)
+    obs = [torch.from_numpy(x).to(dev) for x in (image, tokens, state)]
+    kv = model.prefix(*obs)
+    h, a, n = model.cfg.horizon, model.cfg.action_dim, model.cfg.num_steps
+    x = torch.randn((len(rows), h, a), generator=gen).to(dev)
+    zeros = torch.zeros(len(rows), h, device=dev)
+    for k in range(n):
+        x = x + model.head(x, torch.full_like(zeros, k / n), zeros, obs[2], kv) / n
+    model.train(was)
+    norm = sampler.norm
+    raw_prev = norm.unaction(x.cpu().numpy(), sampler.states(prev))
+    shift = np.minimum(rows - prev, h - 1)  # s, or fewer at an episode's start
+    tail = np.stack([pad_reference(raw_prev[i : i + 1, shift[i] :], h)[0] for i in range(len(rows))])
+    raw_state_now = sampler.states(rows)
+    return torch.from_numpy(norm.action(tail, raw_state_now))
 
 
 def _resume_into(out: Path, cfg: TrainConfig, data_sha: str, model: Policy, opt) -> tuple[int, str]:
@@ -186,7 +215,9 @@ def run(a: argparse.Namespace) -> int:
 
         return run_lerobot(a)
     cfg = config_from_args(a)
-    pcfg = PolicyConfig(velocity_form=a.velocity_form)
+    pcfg = PolicyConfig(
+        velocity_form=a.velocity_form, horizon=horizon_from_args(a), width=getattr(a, "width", 96)
+    )
     out = train(a.data, a.out, cfg, pcfg, resume=a.resume, device=a.device, force=getattr(a, "force", False))
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"checkpoint: {out}")

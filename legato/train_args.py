@@ -6,13 +6,18 @@ import argparse
 from dataclasses import fields
 
 from edge.cliargs import float_in, int_in
-from legato.config import METHODS, PolicyConfig, TrainConfig
+from legato.config import METHODS, REGIMES, PolicyConfig, TrainConfig
 
 AUGMENTATION_OPTIONS = (  # (flag, help, type); each flag names a TrainConfig field and takes its default
     ("--p-no-prefix", "fraction of examples trained with no reference (d = r = 0)", float_in(0.0, 1.0)),
     ("--prefix-noise", "std (rad) of the offset on a perturbed reference; 0 = off", float_in(0.0, 10.0)),
     ("--p-prefix-noise", "fraction of examples with a perturbed reference", float_in(0.0, 1.0)),
     ("--recovery", "steps over which a perturbed target returns to the expert's chunk", int_in(1, 1000)),
+    (
+        "--p-own-reference",
+        "recover: fraction of examples whose reference is the model's own chunk",
+        float_in(0.0, 1.0),
+    ),
 )
 
 
@@ -43,8 +48,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-obs", type=int_in(1, 4096), default=d.batch_obs, help="observations per step")
     p.add_argument("--draws", type=int_in(1, 64), default=d.draws, help="flow draws per observation")
     p.add_argument("--lr", type=float_in(0.0, 1.0, lo_open=True), default=d.lr, help="peak learning rate")
-    p.add_argument("--d-max", type=int_in(0, 64), default=d.d_max, help="largest training delay")
-    p.add_argument("--r-max", type=int_in(0, 64), default=d.r_max, help="largest Legato ramp")
+    p.add_argument("--regime", default="short", choices=list(REGIMES),
+                   help="chunking regime: sets --horizon, --d-max and --r-max unless given "
+                        "(short: H 16, d <= 4; paper: H 48, d <= 10, r <= 36)")  # fmt: skip
+    p.add_argument(
+        "--horizon", type=int_in(2, 1024), default=None, help="chunk length H (default: the regime's)"
+    )
+    p.add_argument("--width", type=int_in(8, 4096), default=PolicyConfig().width,
+                   help="model width c (token width of both encoders; a multiple of 4 heads)")  # fmt: skip
+    p.add_argument(
+        "--d-max", type=int_in(0, 64), default=None, help="largest training delay (default: the regime's)"
+    )
+    p.add_argument(
+        "--r-max", type=int_in(0, 1024), default=None, help="largest Legato ramp (default: the regime's)"
+    )
     p.add_argument(
         "--t-sampling", default=d.t_sampling, choices=["grid", "continuous"], help="flow time draws"
     )
@@ -57,10 +74,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for flag, text, kind in AUGMENTATION_OPTIONS:
         default = getattr(d, flag[2:].replace("-", "_"))
         p.add_argument(flag, type=kind, default=default, help=f"legato: {text}")
+    p.add_argument("--reference-target", default=d.reference_target, choices=["reference", "recover"],
+                   help="legato: a perturbed reference's target rejoins the expert after the ramp "
+                        "(reference) or right after the executed prefix (recover)")  # fmt: skip
     p.add_argument(
         "--velocity-form",
         default=PolicyConfig().velocity_form,
-        choices=["factored", "direct"],
+        choices=["factored", "direct", "corrective"],
         help="flow head output: A - eps times Legato's known factor, or the whole target",
     )
     p.add_argument("--device", default="cpu", help="torch device for the model, e.g. cuda (default cpu)")
@@ -78,5 +98,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
     """Every TrainConfig field the command line exposes (same name, dashes for underscores)."""
-    given = vars(a)
+    regime = REGIMES[getattr(a, "regime", "short")]
+    given = {**vars(a)}
+    for name in ("d_max", "r_max"):
+        if given.get(name) is None:
+            given[name] = getattr(regime, name)
     return TrainConfig(**{f.name: given[f.name] for f in fields(TrainConfig) if f.name in given})
+
+
+def horizon_from_args(a: argparse.Namespace) -> int:
+    """The chunk length H: --horizon, or the regime's."""
+    h = getattr(a, "horizon", None)
+    return h if h is not None else REGIMES[getattr(a, "regime", "short")].horizon

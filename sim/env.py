@@ -14,7 +14,7 @@ import numpy as np
 from sim.arm import end_effector, motor_step
 from sim.camera import Camera
 from sim.language import instruction, tokenize
-from sim.scene import COLORS, Scenes, collides, reached
+from sim.scene import COLORS, Scenes, collides, reached, side_of_path
 from sim.task import TaskConfig
 
 
@@ -78,6 +78,21 @@ class ReachEnv:
 
     def end_effector(self) -> np.ndarray:
         return end_effector(self.task.arm, self.q)
+
+    def decision_open(self) -> np.ndarray:
+        """(b,) True while the arm has not passed the obstacle along the start -> goal line: a
+        chunk planned now still chooses a side."""
+        start = end_effector(self.task.arm, self.scenes.q0)
+        axis = self.scenes.goal - start
+        along = np.sum((self.end_effector() - start) * axis, -1)
+        return along < np.sum((self.scenes.obstacle - start) * axis, -1)
+
+    def route_labels(self, chunk: np.ndarray) -> np.ndarray:
+        """(b,) the side of the obstacle each planned chunk (b, h, j) goes round: +1 left,
+        -1 right, 0 undecided (sim.scene.side_of_path of its end-effector path)."""
+        start = end_effector(self.task.arm, self.scenes.q0)
+        plan = end_effector(self.task.arm, chunk.astype(np.float64))
+        return side_of_path(start, self.scenes.goal, self.scenes.obstacle, plan)
 
     def step(self, action: np.ndarray) -> None:
         """Apply joint-position targets (b, j) rad for one control period."""

@@ -22,10 +22,10 @@ from sim.task import TaskConfig
 class EpisodeSpec:
     """Everything that defines a batch of b episodes."""
 
-    scenes: Scenes
+    scenes: Scenes  # the task's per-episode record (sim.pushwall.PushWallScenes for push-wall)
     side: np.ndarray  # (b,) +1 left / -1 right: the expert's choice
     template: np.ndarray  # (b,) instruction template index
-    noise: np.ndarray  # (b, max_steps, j) white noise for the expert's actions
+    noise: np.ndarray  # (b, max_steps, a) white noise for the expert's actions
 
 
 def run_expert(task: TaskConfig, scenes: Scenes, side: np.ndarray, noise: np.ndarray | None) -> ReachEnv:
@@ -49,7 +49,12 @@ def feasible_both_sides(task: TaskConfig, scenes: Scenes) -> np.ndarray:
 
 
 def sample_episodes(task: TaskConfig, seed: int, count: int, first: int = 0) -> EpisodeSpec:
-    """Episodes first..first+count-1 of the set with this seed, on scenes feasible both ways."""
+    """Episodes first..first+count-1 of the set with this seed, on scenes feasible both ways.
+    Any registered task (sim.tasks): push-wall's episodes follow the same (seed, index) rule."""
+    if getattr(task, "name", "planar-reach") == "metaworld-push-wall":
+        from sim.pushwall import sample_episodes as push_wall_episodes
+
+        return push_wall_episodes(task, seed, count, first)  # type: ignore[arg-type]
     rngs = [np.random.default_rng([seed, i]) for i in range(first, first + count)]
     chosen: list[Scenes | None] = [None] * count
     pending = list(range(count))

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from legato.demos import Demos
 from legato.lerobot_dataset import EpisodeData, write_dataset
 from sim.camera import Camera
-from sim.demos import Demos
 from sim.language import instruction
 from sim.scene import COLORS
 

@@ -8,6 +8,7 @@ scenes where the scripted expert succeeds on both sides.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -52,6 +53,7 @@ class Scenes:
     obstacle_r: np.ndarray
     instructed: np.ndarray
     q0: np.ndarray
+    FIELDS: ClassVar[tuple[str, ...]] = ("targets", "obstacle", "obstacle_r", "instructed", "q0")
 
     def __len__(self) -> int:
         return len(self.instructed)
@@ -69,7 +71,7 @@ class Scenes:
         return Scenes(*(np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS))
 
 
-FIELDS = ("targets", "obstacle", "obstacle_r", "instructed", "q0")
+FIELDS = Scenes.FIELDS
 
 
 def sample_scene(rng: np.random.Generator, arm: ArmConfig, cfg: SceneConfig) -> Scenes:
@@ -133,5 +135,5 @@ def side_of_path(start: np.ndarray, goal: np.ndarray, obstacle: np.ndarray, path
     n = np.stack([-u[:, 1], u[:, 0]], -1)  # left normal
     perp = np.einsum("btc,bc->bt", path - obstacle[:, None], n)  # (b, t)
     idx = np.argmax(np.abs(perp), axis=-1)
-    peak = perp[np.arange(len(perp)), idx]
+    peak = np.nan_to_num(perp[np.arange(len(perp)), idx])  # a NaN plan (rejected later) is undecided
     return np.where(np.abs(peak) < 0.01, 0, np.sign(peak)).astype(np.int64)

@@ -13,6 +13,7 @@ from sim.scene import SceneConfig
 
 @dataclass(frozen=True)
 class TaskConfig:
+    name: str = "planar-reach"  # the task registry's name (sim.tasks)
     arm: ArmConfig = field(default_factory=ArmConfig)
     scene: SceneConfig = field(default_factory=SceneConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
@@ -27,6 +28,8 @@ class TaskConfig:
         def tup(sub: dict[str, Any]) -> dict[str, Any]:
             return {k: tuple(v) if isinstance(v, list) else v for k, v in sub.items()}
 
+        if d.get("name", "planar-reach") != "planar-reach":
+            raise ValueError(f"task {d.get('name')!r} is not the planar arm")
         return TaskConfig(
             arm=ArmConfig(**tup(d["arm"])),
             scene=SceneConfig(**tup(d["scene"])),

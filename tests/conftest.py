@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sim import demos as demo_io
+from legato import demos as demo_io
 from sim.task import TaskConfig
 
 

@@ -260,7 +260,7 @@ def test_training_over_an_existing_run_needs_resume_or_force(tmp_path, tiny_chec
 
 
 def test_resume_refuses_other_data_and_finished_runs(tmp_path, tiny_checkpoints, demos_path, capsys):
-    from sim import demos as demo_io
+    from legato import demos as demo_io
     from sim.task import TaskConfig
 
     other = tmp_path / "other.npz"
@@ -525,7 +525,7 @@ def test_an_interrupted_eval_keeps_the_old_report_and_resumes_its_finished_cells
         return real(*args)
 
     monkeypatch.setattr(E, "run_cell", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(E.EvalInterrupted, match="1 of 2 cells are kept.*--resume"):
         E.evaluate(cfg, out, progress=False, replace=True)
     assert snapshot(out) == first, "Ctrl-C changed the previous report"
     calls.clear()
@@ -546,3 +546,18 @@ def test_eval_refuses_the_seed_a_checkpoint_was_trained_on(tmp_path, tiny_checkp
     )
     one_line_error(code, err, "seed 1000", "held-out seed such as 1001")
     assert not (tmp_path / "r").exists()
+
+
+def test_ctrl_c_in_eval_says_how_to_resume(tmp_path, tiny_checkpoints, monkeypatch, capsys):
+    from legato import evaluate as E
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(E, "run_cell", interrupted)
+    code, _, err = cli(capsys, "eval", "--checkpoints", str(tiny_checkpoints["plain"]), "--methods", "naive",
+                       "--delays", "0", "--horizons", "4", "--episodes", "1", "--workers", "1",
+                       "--out", str(tmp_path / "r"))  # fmt: skip
+    assert code == 130
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("legato: interrupted") and "rerun the same command with --resume" in last

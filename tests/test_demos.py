@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from edge.outputs import atomic_file
-from sim import demos as demo_io
-from sim.demos import DatasetError
+from legato import demos as demo_io
+from legato.demos import DatasetError
 
 
 def test_dataset_round_trips(demos_path):
@@ -83,3 +83,21 @@ def test_env_can_keep_stepping_after_success_for_recording():
         env.step(acts[:, k])
     assert env.success.all() and not env.done.any()
     np.testing.assert_array_equal(env.steps_to_success, stopped.steps_to_success)
+
+
+def test_format_1_datasets_still_load(tmp_path, demos_path):
+    """Format 1 kept the planar arm's state as q and qd; it loads as the same state array."""
+    import json
+
+    d = demo_io.load(demos_path)
+    j = d.action.shape[1]
+    with np.load(demos_path) as z:
+        arrays = {k: z[k] for k in z.files if k not in ("meta", "state")}
+    meta = json.loads(bytes(np.load(demos_path)["meta"]).decode())
+    meta["format_version"] = 1
+    old = tmp_path / "v1.npz"
+    meta_bytes = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(old, meta=meta_bytes, q=d.state[:, :j], qd=d.state[:, j:], **arrays)
+    again = demo_io.load(old)
+    np.testing.assert_array_equal(again.state, d.state)
+    np.testing.assert_array_equal(again.q, d.q)

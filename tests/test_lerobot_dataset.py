@@ -125,8 +125,8 @@ def test_write_then_read_round_trip(tmp_path):
 
 
 def test_sim_demos_written_as_a_lerobot_dataset(tmp_path, capsys):
+    from legato import demos as demo_io
     from legato.cli import main
-    from sim import demos as demo_io
     from sim.task import TaskConfig
 
     out = tmp_path / "sim-ds"

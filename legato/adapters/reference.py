@@ -73,7 +73,8 @@ def section(ck: Any) -> dict[str, Any]:
         # which mode the weights support)
         "capabilities": {"omega": True, "hard_prefix": True, "fused": True},
         "observation": {
-            "cameras": [{"name": "top", "input": "image", "height": hi, "width": wi}],
+            # a state-only task (image_hw (0, 0), e.g. MetaWorld's push-wall) has no camera
+            "cameras": [{"name": "top", "input": "image", "height": hi, "width": wi}] if hi else [],
             "state": "state",
             "language": {
                 "tokens": "tokens",

@@ -1,0 +1,231 @@
+"""What `legato serve` says on connect, what a request and a reply hold, and the checks.
+
+openpi's protocol (websocket; msgpack, edge.remote.wire), with Legato's continuation in the same
+maps so that openpi-client works unchanged and a Legato client gets continuation:
+
+- on connect the server sends the **metadata** map (:func:`metadata`): the observation it expects
+  (every key with its shape and dtype), the prompt (None: this bundle takes token ids), the chunk
+  it returns (H, action dim, units), the control rate, N, the trained d_max / r_max and the
+  schedule shape, the profile's execution horizon and ramp, the request's ``legato`` fields, the
+  message size limit, and the model section of the bundle manifest (what ``--sim`` builds its
+  arm from). A client builds a conforming request from it alone.
+- a **request** is one observation map: the keys of ``metadata["observation"]``, exactly, plus an
+  optional ``legato`` map (:data:`LEGATO_REQUEST`): ``chunk_id`` (echoed), ``prev_tail`` (k, a)
+  float32 raw = the executing chunk's actions from index s on (absent: the first chunk, omega =
+  0), ``d``, ``s``, ``r`` and optional ``noise`` (H, a) float32. The continuation state travels
+  in the request, so the server keeps none between requests: any replica serves any request.
+- a **reply** is ``{"actions": (H, a) float32, "policy_timing": {"infer_ms"}, "server_timing":
+  {"infer_ms", "prev_total_ms" (from the second reply on)}, "legato": {"chunk_id", "d", "s", "r",
+  "mode", "server", "queue_ms", "engines_ms", "stages_ms": {stage: ms}}}``: openpi's keys and
+  openpi's timing, and the continuation's.
+- an **error** is a text frame with one line, then a close (1008 bad request, 1011 internal).
+
+Observation keys follow LeRobot's feature names: ``observation.image`` (H, W, 3) uint8 RGB,
+``observation.state`` (state_dim,) float32 raw proprio (joint positions, then velocities, rad and
+rad/s), ``observation.language.tokens`` (max_tokens,) int64 instruction token ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edge.errors import LegatoError
+
+PROTOCOL = "openpi-websocket"  # openpi's serving protocol: what openpi-client speaks
+LEGATO_PROTOCOL = 1  # version of the continuation fields
+IMAGE, STATE, TOKENS = "observation.image", "observation.state", "observation.language.tokens"
+LEGATO_REQUEST: dict[str, str] = {
+    "chunk_id": "int >= 0, echoed in the reply (the client drops replies to older requests)",
+    "prev_tail": "(k, action_dim) float32, 1 <= k <= H: the executing chunk's actions from index s on, "
+    "raw units; absent for the first chunk (omega = 0)",
+    "d": "int: delay in control steps, 0..d_max",
+    "s": "int: execution horizon (index of the executing chunk where prev_tail starts)",
+    "r": "int: Legato ramp length (d + r <= H - s)",
+    "noise": "optional (H, action_dim) float32 initial noise; the server draws it when absent",
+}
+DEFAULT_MAX_MESSAGE = 1 << 20  # bytes, at least; metadata() raises it to 4x the largest request
+
+
+class Refusal(LegatoError):
+    """A request the server does not serve: one line, sent to the client as a text frame."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype.str: "|u1", "<f4", "<i8"
+    range: tuple[int, int] | None = None  # inclusive bounds of every element (token ids: the vocabulary)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"shape": list(self.shape), "dtype": self.dtype}
+        if self.range is not None:
+            d["range"] = list(self.range)
+        return d
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+
+
+def observation_schema(spec: Any, model: dict[str, Any]) -> dict[str, TensorSpec]:
+    """The observation a bundle's model takes, by key (spec: edge.policy.ModelSpec; model: the
+    manifest's model section, for the vocabulary the token ids index)."""
+    h, w = spec.image_hw
+    vocab = int(model["policy"]["vocab_size"])
+    return {
+        IMAGE: TensorSpec((h, w, 3), np.dtype(np.uint8).str),
+        STATE: TensorSpec((spec.state_dim,), np.dtype(np.float32).str),
+        TOKENS: TensorSpec((spec.max_tokens,), np.dtype(np.int64).str, (0, vocab - 1)),
+    }
+
+
+def metadata(
+    man: Any, prof: Any, den: Any, server_id: str, version: str, max_message: int | None = None
+) -> dict[str, Any]:
+    """The map sent on connect (man: bundle Manifest, prof: Profile, den: the served denoiser)."""
+    spec = den.spec
+    model = man.data["model"]
+    obs = observation_schema(spec, model)
+    h, a = spec.horizon, spec.action_dim
+    largest = sum(t.nbytes for t in obs.values()) + 2 * h * a * 4 + 4096
+    limit = max_message or max(DEFAULT_MAX_MESSAGE, 4 * largest)
+    joints = model.get("task", {}).get("arm", {}).get("joint_names")
+    return {
+        "server": "legato-edge",
+        "version": version,
+        "protocol": PROTOCOL,
+        "legato_protocol": LEGATO_PROTOCOL,
+        "server_id": server_id,
+        "policy": {
+            "name": man.name,
+            "method": spec.method,
+            "mode": den.mode,
+            "profile": prof.name,
+            "backend": prof.engine("flow_head").backend,
+            "precision": man.precision,
+        },
+        "observation": {k: t.to_dict() for k, t in obs.items()},
+        "prompt": None,  # this bundle takes token ids (observation.language.tokens), no prompt string
+        "action": {
+            "horizon": h,
+            "dim": a,
+            "units": "rad",
+            "frame": "absolute joint targets",
+            "joints": list(joints) if joints else None,
+        },
+        "control_hz": float(prof.control.rate_hz),
+        "num_steps": spec.num_steps,
+        "d_max": spec.d_max,
+        "r_max": spec.r_max,
+        "schedule_shape": spec.schedule_shape,
+        "execution_horizon": prof.control.execution_horizon,
+        "ramp": prof.control.ramp,
+        "request": {"legato": dict(LEGATO_REQUEST)},
+        "max_message_bytes": int(limit),
+        "model": model,
+    }
+
+
+@dataclass
+class Request:
+    """A checked request: the observation by key and the continuation fields."""
+
+    obs: dict[str, np.ndarray]
+    chunk_id: int
+    prev_tail: np.ndarray | None
+    d: int
+    s: int
+    r: int
+    noise: np.ndarray | None
+
+
+def _int(v: Any, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise Refusal(f"legato.{name} must be an integer, got {type(v).__name__}")
+    return int(v)
+
+
+def _shape(x: np.ndarray) -> str:
+    return str(tuple(x.shape))
+
+
+def parse_request(
+    msg: Any, schema: dict[str, TensorSpec], horizon: int, action_dim: int, default_s: int
+) -> Request:
+    """Check a decoded request against the served bundle; raises :class:`Refusal` (one line)."""
+    if not isinstance(msg, dict):
+        raise Refusal(f"a request is a msgpack map, got {type(msg).__name__}")
+    keys = {k for k in msg if k != "legato"}
+    missing, unknown = sorted(set(schema) - keys), sorted(str(k) for k in keys - set(schema))
+    if missing or unknown:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unknown {', '.join(unknown)}"] if unknown else []
+        )
+        raise Refusal(
+            f"observation keys do not match the bundle: {'; '.join(parts)} (expected {', '.join(schema)})"
+        )
+    obs: dict[str, np.ndarray] = {}
+    for k, t in schema.items():
+        x = msg[k]
+        if not isinstance(x, np.ndarray):
+            raise Refusal(f"observation {k} must be an array ({t.dtype} {t.shape}), got {type(x).__name__}")
+        if x.dtype.str != t.dtype or tuple(x.shape) != t.shape:
+            raise Refusal(
+                f"observation {k} is {x.dtype.str} {_shape(x)}, the bundle needs {t.dtype} {t.shape}"
+            )
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise Refusal(f"observation {k} holds NaN or inf")
+        if t.range is not None and x.size and (x.min() < t.range[0] or x.max() > t.range[1]):
+            raise Refusal(
+                f"observation {k} holds values in [{x.min()}, {x.max()}], the bundle takes "
+                f"[{t.range[0]}, {t.range[1]}]"
+            )
+        obs[k] = x
+    leg = msg.get("legato")
+    if leg is None:  # a plain openpi client: every chunk sampled from scratch
+        return Request(obs, 0, None, 0, default_s, 0, None)
+    if not isinstance(leg, dict):
+        raise Refusal(f"legato must be a map, got {type(leg).__name__}")
+    bad = sorted(str(k) for k in leg if k not in LEGATO_REQUEST)
+    if bad:
+        raise Refusal(f"unknown legato field {', '.join(bad)} (allowed: {', '.join(LEGATO_REQUEST)})")
+    cid = _int(leg.get("chunk_id", 0), "chunk_id")
+    if cid < 0:
+        raise Refusal(f"legato.chunk_id must be >= 0, got {cid}")
+    tail = leg.get("prev_tail")
+    if tail is not None:
+        if (
+            not isinstance(tail, np.ndarray)
+            or tail.dtype != np.float32
+            or tail.ndim != 2
+            or tail.shape[1] != action_dim
+            or not 1 <= tail.shape[0] <= horizon
+        ):
+            got = f"{tail.dtype.str} {_shape(tail)}" if isinstance(tail, np.ndarray) else type(tail).__name__
+            raise Refusal(
+                f"legato.prev_tail must be <f4 (k, {action_dim}) with 1 <= k <= {horizon}, got {got}"
+            )
+        if not np.isfinite(tail).all():
+            raise Refusal("legato.prev_tail holds NaN or inf")
+    noise = leg.get("noise")
+    if noise is not None:
+        if (
+            not isinstance(noise, np.ndarray)
+            or noise.dtype != np.float32
+            or noise.shape != (horizon, action_dim)
+        ):
+            got = (
+                f"{noise.dtype.str} {_shape(noise)}"
+                if isinstance(noise, np.ndarray)
+                else type(noise).__name__
+            )
+            raise Refusal(f"legato.noise must be <f4 ({horizon}, {action_dim}), got {got}")
+        if not np.isfinite(noise).all():
+            raise Refusal("legato.noise holds NaN or inf")
+    d = _int(leg.get("d", 0), "d")
+    s = _int(leg.get("s", default_s), "s")
+    r = _int(leg.get("r", 0), "r")
+    return Request(obs, cid, tail, d, s, r, noise)
