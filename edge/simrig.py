@@ -52,7 +52,8 @@ def sim_instruction(man: Any, episode_tokens: np.ndarray) -> Callable[[np.ndarra
     start): the ids as they are where the bundle speaks them (:func:`speaks_sim_ids`); otherwise
     the instruction's words tokenized with the bundle's tokenizer (edge.language, as
     ``legato run --prompt`` does: a LeRobot policy's prompt). Returns ids (l,) -> the bundle's ids."""
-    lang = man.adapter.observation.language
+    ad = getattr(man, "adapter", None)  # a policy server's model (edge.remote) has no local adapter:
+    lang = ad.observation.language if ad is not None else None  # the ids go to it as they are
     if lang is None or speaks_sim_ids(man.path, lang):
         return lambda ids: ids
     from edge.language import encode_prompt, load_tokenizer
