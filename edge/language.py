@@ -66,6 +66,7 @@ def instruction(man: Any, tokens: str | None = None, prompt: str | None = None) 
     bundle ``man`` (edge.bundle.Manifest): (tokens, mask), all pad without either; (None, None)
     for a policy that takes no language."""
     lang = man.adapter.observation.language
+    refuse_state_prompt(lang)
     if tokens is not None and prompt is not None:
         raise UsageError("give the instruction as --prompt or as --tokens, not both")
     if lang is None:
@@ -77,6 +78,16 @@ def instruction(man: Any, tokens: str | None = None, prompt: str | None = None) 
     if tokens is not None:
         return parse_token_list(tokens, lang.max_tokens, lang.vocab_size, lang.pad_id)
     return pad_ids([], lang.max_tokens, lang.vocab_size, lang.pad_id)
+
+
+def refuse_state_prompt(lang: LanguageSpec | None) -> None:
+    """One line for a run whose instruction is fixed before the loop starts, where the bundle's
+    policy writes each observation's state into its prompt (pi0.5): a fixed prompt would drop the
+    state the policy was trained on, so the run is refused before anything moves."""
+    if lang is not None and lang.prompt is not None:
+        raise UsageError("this bundle's policy writes each observation's state into its prompt (pi0.5); "
+                         "legato run does not rebuild the prompt per observation yet: check it with "
+                         "`legato bundle infer`")  # fmt: skip
 
 
 def load_tokenizer(bundle: str | Path, lang: LanguageSpec) -> Any:

@@ -54,9 +54,11 @@ def sim_instruction(man: Any, episode_tokens: np.ndarray) -> Callable[[np.ndarra
     ``legato run --prompt`` does: a LeRobot policy's prompt). Returns ids (l,) -> the bundle's ids."""
     ad = getattr(man, "adapter", None)  # a policy server's model (edge.remote) has no local adapter:
     lang = ad.observation.language if ad is not None else None  # the ids go to it as they are
+    from edge.language import encode_prompt, load_tokenizer, refuse_state_prompt
+
+    refuse_state_prompt(lang)
     if lang is None or speaks_sim_ids(man.path, lang):
         return lambda ids: ids
-    from edge.language import encode_prompt, load_tokenizer
     from sim.language import detokenize
 
     tok = load_tokenizer(man.path, lang)

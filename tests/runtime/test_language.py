@@ -153,3 +153,18 @@ def test_a_prompt_built_on_the_robot_needs_the_bundles_tokenizer():
                                               "state_high": [1.0] * 3, "eps": 1e-8, "bins": 256}  # fmt: skip
     with pytest.raises(BundleError, match="needs the bundle's tokenizer"):
         AdapterSpec.from_dict(d)
+
+
+def test_a_run_with_a_fixed_prompt_is_refused_for_a_state_in_the_prompt_policy(tmp_path):
+    """pi0.5 writes each observation's state into its prompt: a prompt fixed before the loop
+    would drop it, so legato run (--port and --sim) refuses the bundle in one line."""
+    from edge.simrig import sim_instruction
+
+    lang = LanguageSpec(tokens="tokens", mask="mask", max_tokens=6, vocab_size=14, pad_id=0,
+                        tokenizer="tokenizer.json", append="", prompt=PROMPT)  # fmt: skip
+    man = SimpleNamespace(adapter=SimpleNamespace(observation=SimpleNamespace(language=lang)), path=tmp_path)
+    for run in (lambda: instruction(man, prompt="pick up the cube"), lambda: instruction(man),
+                lambda: sim_instruction(man, np.zeros((2, 6), np.int64))):  # fmt: skip
+        with pytest.raises(UsageError, match="writes each observation's state into its prompt") as e:
+            run()
+        assert "\n" not in str(e.value)
