@@ -87,12 +87,12 @@ def read_observation(path: str | Path, ad: AdapterSpec, bundle: str | Path) -> t
                 tokens, mask = encode_prompt(load_tokenizer(bundle, lang), str(task.reshape(())), lang)
         elif TOKENS_KEY in data:
             tokens, mask = pad_tokens(data[TOKENS_KEY], lang, source=f"--obs {path}: {TOKENS_KEY}")
-            if MASK_KEY in data:
-                m = np.asarray(data[MASK_KEY])
-                if m.shape != tokens.shape:
+            if MASK_KEY in data:  # as long as the ids given (LeRobot pads a batch to its longest)
+                m, given = np.asarray(data[MASK_KEY]), np.asarray(data[TOKENS_KEY]).shape
+                if m.shape != given:
                     raise UsageError(f"--obs {path}: {MASK_KEY} has shape {list(m.shape)}, the tokens "
-                                     f"{list(tokens.shape)}")  # fmt: skip
-                mask = m.astype(np.bool_)
+                                     f"{list(given)}")  # fmt: skip
+                mask[: m.size] = m.astype(np.bool_)
         else:
             raise UsageError(f"--obs {path}: lacks the instruction ({TASK_KEY} or {TOKENS_KEY})")
     return images, tokens, mask, state.astype(np.float32)

@@ -14,8 +14,7 @@ import pytest
 pytest.importorskip("transformers", reason="the vla extra (transformers) is not installed")
 pytest.importorskip("tokenizers", reason="the language extra (tokenizers) is not installed")
 
-from lerobot_fixtures import FIXTURES, golden  # noqa: E402
-from test_smolvla_bundle import fixture_profile  # noqa: E402
+from lerobot_fixtures import FIXTURES, fixture_profile, golden  # noqa: E402
 
 from legato.cli import main  # noqa: E402
 
@@ -59,19 +58,26 @@ def test_robot_side_prompt_equals_lerobots_tokenizer_step(bundle):
         np.testing.assert_array_equal(mask, rec["token_mask"][i].astype(bool))
 
 
-def test_bundle_infer_equals_lerobot_sample_actions(bundle, tmp_path):
+@pytest.mark.parametrize("language", ["task", "tokens"])
+def test_bundle_infer_equals_lerobot_sample_actions(bundle, tmp_path, language):
+    """The language as the task (the prompt built on the robot) or as LeRobot's own ids and mask
+    (padded to the batch's longest prompt, shorter than the bundle's max_tokens)."""
     obs, noise, rec = golden("pi05")
     worst = 0.0
     for i, o in enumerate(obs):
         obs_npz, out = tmp_path / f"obs{i}.npz", tmp_path / f"a{i}.npy"
-        np.savez(
-            obs_npz,
-            **{k: v[0] for k, v in o.items() if k.startswith("observation.")},
-            task=np.array(o["task"][0]),
+        lang = (
+            {"task": np.array(o["task"][0])}
+            if language == "task"
+            else {
+                "observation.language.tokens": rec["tokens"][i],
+                "observation.language.attention_mask": rec["token_mask"][i].astype(bool),
+            }
         )
+        np.savez(obs_npz, **{k: v[0] for k, v in o.items() if k.startswith("observation.")}, **lang)
         np.save(tmp_path / "noise.npy", noise[i])
         args = ["bundle", "infer", "--bundle", str(bundle), "--obs", str(obs_npz)]
         assert main([*args, "--noise", str(tmp_path / "noise.npy"), "--out", str(out)]) == 0
         worst = max(worst, float(np.abs(np.load(out) - rec["actions"][i]).max()))
     assert worst <= 1e-4, worst
-    print(f"pi0.5 bundle infer vs LeRobot: max abs {worst:.2e}")
+    print(f"pi0.5 bundle infer ({language}) vs LeRobot: max abs {worst:.2e}")
