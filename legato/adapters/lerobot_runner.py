@@ -93,8 +93,6 @@ def section(ck: LeRobotCheckpoint) -> dict[str, Any]:
     from legato.adapters.smolvla_graphs import PREFIX_OUTPUTS
 
     p, s = ck.policy, ck.policy.spec
-    norm = p.folder.input_norm
-    st, act = norm.stats.get("observation.state", {}), p.folder.output_norm.stats["action"]
     tok = p.tokenizer
     return {
         **section_skeleton(ck, PREFIX_OUTPUTS, state_pad=s.max_state_dim),
@@ -112,16 +110,29 @@ def section(ck: LeRobotCheckpoint) -> dict[str, Any]:
                 "append": "\n",
             },
         },
-        "normalization": Normalizer(
-            np.asarray(st.get("mean", np.zeros(s.state_dim))),
-            np.asarray(st.get("std", np.ones(s.state_dim))),
-            np.asarray(act["mean"]),
-            np.asarray(act["std"]),
-            kind="mean-std",
-            state_eps=float(norm.eps),
-            action_eps=float(norm.eps),
-        ).to_dict(),
+        "normalization": normalization(ck).to_dict(),
     }
+
+
+def normalization(ck: LeRobotCheckpoint) -> Normalizer:
+    """A SmolVLA folder's normaliser: the state by LeRobot's MEAN_STD statistics (with its eps);
+    the actions by them too, or relative to the joint state with the per-index statistics its
+    legato.json records (a run trained with --action-norm state-relative)."""
+    p, s = ck.policy, ck.policy.spec
+    norm = p.folder.input_norm
+    st, act = norm.stats.get("observation.state", {}), p.folder.output_norm.stats["action"]
+    state = (
+        np.asarray(st.get("mean", np.zeros(s.state_dim))),
+        np.asarray(st.get("std", np.ones(s.state_dim))),
+    )
+    rel = ck.meta.get("action_normalization")
+    if rel is not None:
+        r = Normalizer.from_dict(rel)
+        return Normalizer(
+            *state, r.action_mean, r.action_std, kind="state-relative", state_eps=float(norm.eps)
+        )
+    return Normalizer(*state, np.asarray(act["mean"]), np.asarray(act["std"]), kind="mean-std",
+                      state_eps=float(norm.eps), action_eps=float(norm.eps))  # fmt: skip
 
 
 def camera_entries(cameras: Any) -> list[dict[str, Any]]:
