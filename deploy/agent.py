@@ -11,6 +11,8 @@ Layout of a flashed folder DEST::
     DEST/current  -> releases/…  the release that runs (a symlink, switched with one rename)
     DEST/previous -> releases/…  the one before, for `legato flash --rollback`
     DEST/.incoming/NAME-SHA12/   files uploaded for a release not yet installed (resumable)
+    DEST/cache/                  TensorRT timing caches (one per TensorRT version and GPU), kept
+                                 across releases so a rebuild skips most tactic timing
     DEST/.flash.lock             flock held while a release is installed or switched
 
 Guarantees: `probe` changes nothing; a release is assembled in a hidden temporary folder,
@@ -40,7 +42,10 @@ from edge.outputs import sha256_file
 RELEASE_KIND = "release"
 MANIFEST = "manifest.json"
 PROFILE_FILE = "profile.toml"
+CALIBRATION_FILE = "calibration.json"  # the profile's [robot] calibration, beside it in the release
+RELEASE_EXTRAS = (PROFILE_FILE, CALIBRATION_FILE)  # what a release holds beside the bundle's files
 LINKS = ("current", "previous")
+CACHE_DIR = "cache"  # DEST/cache: TensorRT timing caches, kept across releases
 MARGIN_BYTES = 16 << 20  # never fill a disk to the last byte: logs and the journal need room
 _REMOTE = False  # run by `python -m deploy.agent` (over ssh): stdin stays open while flash waits
 
@@ -91,10 +96,20 @@ def _releases(dest: Path) -> list[str]:
 def _is_flashed(dest: Path) -> bool:
     """Only what flash itself writes there (or nothing): releases/, the links, the upload area,
     the lock and the links' temporaries. Anything else is someone else's folder."""
-    ours = {"releases", *LINKS, ".incoming", ".flash.lock"}
+    ours = {"releases", *LINKS, ".incoming", ".flash.lock", CACHE_DIR}
     return all(
         p.name in ours or p.name.startswith((".current.tmp-", ".previous.tmp-")) for p in dest.iterdir()
     )
+
+
+def _refuse_dangling(dest: Path) -> None:
+    """A target that is a link to nothing (a moved or unmounted disk) is refused, not followed."""
+    for p in (dest, *dest.parents):
+        if p.is_symlink() and not p.exists():
+            raise AgentError(
+                f"{p} is a symbolic link to {os.readlink(p)}, which does not exist (an unmounted disk?); "
+                f"mount or create it, or flash to another folder; nothing was changed"
+            )
 
 
 def probe(req: dict[str, Any]) -> dict[str, Any]:
@@ -104,6 +119,7 @@ def probe(req: dict[str, Any]) -> dict[str, Any]:
     on the target whose content hashes to it (from any release or the upload area), so the
     workstation sends only the rest."""
     dest = Path(req["dest"]).expanduser()
+    _refuse_dangling(dest)
     anchor = _writable_anchor(dest)
     if not anchor.is_dir():
         raise AgentError(f"{anchor} is a file, not a folder; cannot flash into {dest}")
@@ -195,26 +211,33 @@ def _place(src: Path, dst: Path) -> None:
 
 
 def verify_release(folder: Path, load_graphs: bool = False) -> dict[str, Any]:
-    """Every file the manifest lists is present with its sha256 (edge.bundle.verify), and so is
-    every engine plan (verify checks the engines' keys, not their files)."""
+    """edge.bundle.verify on a release (every sha256 the manifest lists, engine plans included),
+    with the count of files checked."""
     from edge.bundle import verify
 
-    try:
-        m = verify(folder, load_graphs=load_graphs, extra_files=(PROFILE_FILE,))
-    except LegatoError as e:
-        raise AgentError(str(e)) from None
-    plans = 0
-    for graph, e in m.engines.items():
-        rel, want = e.get("file"), e.get("sha256")
-        if rel is None or want is None or rel in m.files:
-            continue
-        p = folder / rel
-        if not p.is_file():
-            raise AgentError(f"{folder}: engine {graph} ({rel}) is missing")
-        if sha256_file(p) != want:
-            raise AgentError(f"{folder}: {rel} is corrupt (sha256 differs from the manifest's engine entry)")
-        plans += 1
+    m = verify(folder, load_graphs=load_graphs, extra_files=RELEASE_EXTRAS)  # the flashed profile too
+    plans = sum(
+        1 for e in m.engines.values() if isinstance(e, dict) and e.get("file") not in (None, *m.files)
+    )
     return {"name": m.name, "files": len(m.files) + 1 + plans, "manifest": m}
+
+
+def _remove_leftovers(dest: Path) -> list[str]:
+    """Temporaries of killed flashes: hidden release folders (``releases/.NAME.tmp-*``, ``.old-*``)
+    and link temporaries (``.current.tmp-PID``). Called with the flash lock held, so no other
+    flash is writing any of them."""
+    gone = []
+    rel = dest / "releases"
+    cands = list(rel.iterdir()) if rel.is_dir() else []
+    cands += [p for p in dest.iterdir() if p.name.startswith((".current.tmp-", ".previous.tmp-"))]
+    for p in cands:
+        if p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            gone.append(p.name)
+    return gone
 
 
 def _sync_tree(root: Path) -> None:
@@ -232,23 +255,26 @@ def install(req: dict[str, Any]) -> dict[str, Any]:
     """Assemble, verify and switch to a release.
 
     req: dest, release, files ([{rel, sha256, src}] where src is an absolute path on the target,
-    from probe's `have` or the upload area), profile_text, profile_name, build_engines (bool),
-    keep (releases kept besides current and previous), switch (bool)."""
+    from probe's `have` or the upload area), profile_text, calibration_text (optional: the
+    profile's LeRobot calibration, which profile_text names as CALIBRATION_FILE), profile_name,
+    build_engines (bool), keep (releases kept besides current and previous), switch (bool)."""
     from edge.outputs import atomic_folder, is_kind
 
     dest = Path(req["dest"]).expanduser()
+    _refuse_dangling(dest)
     release = str(req["release"])
     if "/" in release or release.startswith("."):
         raise AgentError(f"bad release name {release!r}")
     target = dest / "releases" / release
     with _locked(dest):
+        leftovers = _remove_leftovers(dest)
         old = _link_target(dest, "current")
         reuse = False
         if is_kind(target, RELEASE_KIND):
             try:
                 verify_release(target)
                 reuse = True
-            except AgentError:
+            except LegatoError:
                 reuse = False  # a damaged copy of this release: rebuild it below
         if not reuse:
             meta = {
@@ -265,9 +291,11 @@ def install(req: dict[str, Any]) -> dict[str, Any]:
                     _place(src, tmp / f["rel"])
                 if req.get("profile_text") is not None:
                     (tmp / PROFILE_FILE).write_text(req["profile_text"])
+                if req.get("calibration_text") is not None:
+                    (tmp / CALIBRATION_FILE).write_text(req["calibration_text"])
                 verify_release(tmp)
                 if req.get("build_engines"):
-                    _build_engines(tmp, tmp / PROFILE_FILE)
+                    _build_engines(tmp, tmp / PROFILE_FILE, dest / CACHE_DIR)
                     verify_release(tmp)
                 _sync_tree(tmp)
         if _client_gone():
@@ -280,13 +308,14 @@ def install(req: dict[str, Any]) -> dict[str, Any]:
         with contextlib.suppress(OSError):
             (dest / ".incoming").rmdir()  # only when empty
         pruned = _prune(dest, int(req.get("keep", 1)))
-    return {"release": release, "previous": old, "reused": reuse, "pruned": pruned}
+    return {"release": release, "previous": old, "reused": reuse, "pruned": pruned, "leftovers": leftovers}
 
 
-def _build_engines(folder: Path, profile_file: Path) -> None:
+def _build_engines(folder: Path, profile_file: Path, cache_dir: Path) -> None:
     """Run the project's own TensorRT engine builder (export.tensorrt_build) on this device,
     inside the release being assembled: the plans land in engines/ and their keys in the
-    manifest before the switch."""
+    manifest before the switch. The timing cache lives in DEST/cache, outside the releases, so
+    the next flash of this device reuses it."""
     from edge.profiles import load_profile
 
     try:
@@ -297,7 +326,9 @@ def _build_engines(folder: Path, profile_file: Path) -> None:
             f"({e}); update legato-edge on the device"
         ) from None
     try:
-        engines = build_engines(load_profile(profile_file), folder, say=lambda line: None)
+        engines = build_engines(
+            load_profile(profile_file), folder, say=lambda line: None, cache_dir=cache_dir
+        )
     except LegatoError as e:
         raise AgentError(f"engine build on the target failed: {e}") from None
     mpath = folder / MANIFEST

@@ -78,7 +78,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--bundle-dir", default="/opt/legato", help="the flash target on this device (DIR/current runs)"
     )
     i.add_argument("--print", action="store_true", dest="print_only", help="show both files, install nothing")
-    i.add_argument("--user", default=None, help="non-root user the loop runs as [default: the sudo caller]")
+    i.add_argument(
+        "--user",
+        default=None,
+        help="non-root user the loop runs as (must exist) [default: the sudo caller; --print: a placeholder]",
+    )
     i.add_argument("--name", default="legato", help="unit name")
     i.add_argument("--link", default="legato-arm", help="stable device name under /dev")
     i.add_argument("--usb-id", default=None, metavar="VID:PID[:SERIAL]", help="match a USB serial adapter")
@@ -96,7 +100,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument(
         "--profile", default=None, help="profile to check against [default: the one flashed with DIR/current]"
     )
-    d.add_argument("--bundle-dir", default="/opt/legato", help="the flash target on this device")
+    d.add_argument(
+        "--bundle-dir", default="/opt/legato", help="the flash target on this device (relative: from here)"
+    )
     d.add_argument("--port", default=None, help="serial port to check [default: the profile's]")
     d.add_argument("--root", default="/", help="read /proc, /sys, /etc, /dev under this root (tests, images)")
     d.add_argument("--json", action="store_true", help="machine-readable checks and facts")
@@ -125,13 +131,15 @@ def cmd_flash(args: argparse.Namespace) -> int:
 
 
 def cmd_service_install(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
     from deploy import service
 
     spec = service.spec_from_args(
-        args.profile, args.bundle_dir, args.user, args.name, args.link, args.usb_id, args.legato, args.camera
-    )
+        args.profile, args.bundle_dir, args.user, args.name, args.link, args.usb_id, args.legato, args.camera,
+        print_only=args.print_only, root=Path(args.root), warn=lambda line: print(line, file=sys.stderr),
+    )  # fmt: skip
     if args.print_only:
         unit, rule = service.unit_paths(Path("/"), spec)
         print(f"# {unit}\n{service.render_unit(spec)}\n# {rule}\n{service.render_rule(spec)}", end="")

@@ -299,9 +299,10 @@ def _run(a: argparse.Namespace, bundle: Path, t0: float) -> int:
             names,
             {"source": "demo", "episodes": n},
         )
-        plot_paths(tmp / "trajectories.png", rec.paths, dt, session.episodes)
+        plotted = plot_paths(tmp / "trajectories.png", rec.paths, dt, session.episodes)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=str) + "\n")
-    print(f"\nreport: {a.out}/ (summary.json, trace.json for ui.perfetto.dev, profile.png, trajectories.png)")
+    paths = "trajectories.png" if plotted else "no trajectories.png: pip install matplotlib"
+    print(f"\nreport: {a.out}/ (summary.json, trace.json for ui.perfetto.dev, profile.png, {paths})")
     print(f"demo finished in {time.monotonic() - t0:.0f} s")
     if summary["errors"]:
         print("legato demo: errors: " + "; ".join(summary["errors"]), file=sys.stderr)

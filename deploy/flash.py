@@ -3,27 +3,30 @@
 For each target, in parallel (one summary line per device):
 1. probe (writes nothing): the target's doctor facts, its releases, the files it already has
    (by sha256), its free disk;
-2. refuse, with nothing changed, a profile whose [device] does not match those facts, or a disk
-   without room for the files to send (plus engines when they are built there);
+2. refuse, with nothing changed, a profile whose [device] does not match those facts (board family,
+   L4T by the TensorRT it ships, compute capability, memory: edge.device.profile_mismatch), or a
+   disk without room for the files to send (plus engines when they are built there);
 3. upload only the files the target lacks (scp for ssh targets) into its upload area;
 4. install: the target assembles the release in a temporary folder (files it had are hard-linked,
    not sent), checks every sha256, builds TensorRT engines when the profile asks, swaps the
    release in and then switches `current` with one rename; `previous` keeps the one before.
 
-The bundle itself is verified here (edge.bundle.verify: hashes, graph I/O) before any target is
-touched. The target-side rules live in deploy/agent.py.
+The bundle itself is verified here (edge.bundle.verify: hashes, graph I/O), and its memory need
+checked against the profile's device (edge.memory_budget), before any target is touched. The
+target-side rules live in deploy/agent.py.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy.agent import MARGIN_BYTES
+from deploy.agent import CALIBRATION_FILE, MARGIN_BYTES
 from deploy.targets import FlashError, LocalTarget, SshTarget, parse_target
 from edge.errors import LegatoError
 
@@ -41,6 +44,7 @@ class Payload:
     profile_device: dict[str, Any]
     build_engines: bool
     onnx_bytes: int
+    calibration_text: str | None = None  # the [robot] calibration, sent as CALIBRATION_FILE
 
 
 def prepare(bundle: str | Path, profile: str | Path) -> Payload:
@@ -56,6 +60,7 @@ def prepare(bundle: str | Path, profile: str | Path) -> Payload:
             f"bundle {m.path} was exported for profile {exported_for!r}, not {prof.name!r}; flash it "
             f"with --profile {exported_for} or export it for {prof.name}"
         )
+    memory_fit(m, prof)
     root = Path(m.path)
     mbytes = (root / "manifest.json").read_bytes()
     msha = hashlib.sha256(mbytes).hexdigest()
@@ -64,17 +69,70 @@ def prepare(bundle: str | Path, profile: str | Path) -> Payload:
         files.append((rel, digest, (root / rel).stat().st_size))
     onnx = sum(size for rel, _, size in files if rel.endswith(".onnx"))
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in m.name).strip(".-") or "bundle"
+    text, calibration = Path(prof.path).read_text(), None
+    if prof.robot.calibration is not None:  # load_profile resolved and checked it
+        # The calibration names a file beside the profile (or in ~/.cache): it travels with the
+        # release, else the device's `legato run` finds no calibration.
+        calibration = Path(prof.robot.calibration).read_text()
+        text = release_profile_text(text, CALIBRATION_FILE, where=str(prof.path))
     return Payload(
         root,
         f"{safe}-{msha[:12]}",
         msha,
         tuple(files),
         prof.name,
-        Path(prof.path).read_text(),
+        text,
         prof.to_dict()["device"],
         prof.uses_tensorrt,
         onnx,
+        calibration,
     )
+
+
+_TABLE = re.compile(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$")
+_CALIBRATION = re.compile(r"""^(\s*calibration\s*=\s*)("(?:[^"\\]|\\.)*"|'[^']*')""")
+
+
+def release_profile_text(text: str, calibration: str, where: str) -> str:
+    """The profile's TOML text with its [robot] ``calibration`` pointing at ``calibration`` (a file
+    beside the profile in the release), everything else byte for byte (comments kept). Checked by
+    parsing: nothing but that one value may differ, else FlashError."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10 (JetPack 6)
+        import tomli as tomllib
+
+    lines, table, done = text.splitlines(keepends=True), None, False
+    for i, line in enumerate(lines):
+        head = _TABLE.match(line)
+        if head:
+            table = head.group(1).strip()
+            continue
+        hit = _CALIBRATION.match(line) if table == "robot" and not done else None
+        if hit:
+            lines[i] = f'{hit.group(1)}"{calibration}"{line[hit.end() :]}'
+            done = True
+    out = "".join(lines)
+    want = tomllib.loads(text)
+    want["robot"]["calibration"] = calibration
+    if not done or tomllib.loads(out) != want:
+        raise FlashError(
+            f"{where}: cannot point its [robot] calibration at the flashed copy; write it as one "
+            'line `calibration = "FILE"` under [robot]; nothing was flashed'
+        )
+    return out
+
+
+def memory_fit(m: Any, prof: Any) -> None:
+    """Refuse a bundle that does not fit the profile's device memory (edge.memory_budget)."""
+    from edge import memory_budget as mb
+
+    total = int(prof.device.memory_gb * 1e9)
+    reserve = mb.reserve_bytes(total, prof.device.memory_reserve_gb)
+    need = mb.bundle_need(m.data, Path(m.path), getattr(prof.control, "graph", None), where=str(m.path))
+    problem = mb.fit_problem(need, total, reserve, f"profile {prof.name} ({prof.device.model})")
+    if problem:
+        raise FlashError(f"bundle {m.path}: {problem}; nothing was flashed")
 
 
 def _mb(n: float) -> str:
@@ -83,7 +141,7 @@ def _mb(n: float) -> str:
 
 def flash_one(target: LocalTarget | SshTarget, p: Payload, keep: int = 1) -> str:
     """Flash one target; returns its summary line or raises FlashError (nothing switched)."""
-    from deploy.doctor import profile_mismatch
+    from edge.device import profile_mismatch
 
     t0 = time.monotonic()
     need = [{"rel": rel, "sha256": sha, "size": size} for rel, sha, size in p.files]
@@ -120,6 +178,7 @@ def flash_one(target: LocalTarget | SshTarget, p: Payload, keep: int = 1) -> str
                 "release": p.release,
                 "files": files,
                 "profile_text": p.profile_text,
+                "calibration_text": p.calibration_text,
                 "profile_name": p.profile_name,
                 "manifest_sha256": p.manifest_sha256,
                 "build_engines": p.build_engines,

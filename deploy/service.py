@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,22 +80,67 @@ def parse_usb_id(text: str) -> tuple[str, str, str | None]:
     return m.group(1).lower(), m.group(2).lower(), m.group(3)
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]*")  # unit and /dev link names: no quoting needed
+USER_PLACEHOLDER = "REPLACE_WITH_USER"  # --print without --user: the unit shows where the user goes
+MARK = "written by `legato service install`"  # first line of both files: they are ours to replace
+
+
+def _specifiers(text: str) -> str:
+    """systemd expands %-specifiers in most settings: a literal % is %%."""
+    return text.replace("%", "%%")
+
+
 def _quote(arg: str) -> str:
-    """One ExecStart argument: systemd splits on whitespace and honours double quotes."""
-    if arg and not any(c in arg for c in ' \t"\\$%;'):
+    """One ExecStart argument after the executable, quoted as systemd.service(5) splits a command
+    line: double quotes around anything with whitespace or a special character, C escapes for
+    backslash and double quote inside them, $$ for a literal $ (else environment substitution)
+    and %% for a literal % (else a specifier). Non-ASCII text (UTF-8) passes through: unit files are UTF-8."""
+    if arg and all(c.isalnum() or c in "/._-+:=,@" for c in arg) and arg.isascii():
         return arg
-    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$").replace("%", "%%") + '"'
+    body = arg.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$").replace("%", "%%")
+    body = body.replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{body}"'
+
+
+def _quote_exec(path: str) -> str:
+    """ExecStart's executable: systemd expands %-specifiers in it but not $variables, and refuses
+    a path with a quote, a backslash or a control character ("Executable name contains special
+    characters", systemd-analyze verify), so such a path is refused here, in one line."""
+    bad = sorted({c for c in path if c in "\"'\\" or ord(c) < 32 or ord(c) == 127})
+    if bad:
+        raise ServiceError(
+            f"--legato {path!r}: systemd cannot run an executable whose path contains "
+            f"{' '.join(map(repr, bad))}; install legato-edge in a folder without them"
+        )
+    body = path.replace("%", "%%")
+    return f'"{body}"' if any(c.isspace() for c in body) else body
 
 
 def render_unit(s: ServiceSpec) -> str:
     dev = systemd_escape_path(f"/dev/{s.link}")
     current = f"{s.bundle_dir.rstrip('/')}/current"
     pre = "ExecStartPre=-+/usr/bin/jetson_clocks\n" if s.jetson_clocks else ""
-    run = f"{s.legato} run --bundle {current} --profile {s.profile} --port /dev/{s.link}"
-    run += f" --camera {_quote(s.camera)}"
-    return f"""# {s.name}.service: written by `legato service install` (profile {s.profile_name})
-[Unit]
-Description=Legato policy loop ({s.profile_name}, {current})
+    argv = [
+        "run",
+        "--bundle",
+        current,
+        "--profile",
+        s.profile,
+        "--port",
+        f"/dev/{s.link}",
+        "--camera",
+        s.camera,
+    ]
+    run = " ".join([_quote_exec(s.legato), *(_quote(a) for a in argv)])
+    user_note = (
+        f"# User={USER_PLACEHOLDER} is a placeholder: install with --user NAME (a user in dialout)\n"
+        if s.user == USER_PLACEHOLDER
+        else ""
+    )
+    # WorkingDirectory= takes the rest of the line as one path (no quotes); only % needs escaping.
+    return f"""# {s.name}.service: {MARK} (profile {s.profile_name})
+{user_note}[Unit]
+Description={_specifiers(f"Legato policy loop ({s.profile_name}, {current})")}
 After={dev} network.target
 BindsTo={dev}
 StartLimitIntervalSec=60
@@ -104,7 +150,7 @@ StartLimitBurst=10
 Type=simple
 User={s.user}
 SupplementaryGroups=dialout
-WorkingDirectory={s.bundle_dir}
+WorkingDirectory={_specifiers(s.bundle_dir)}
 Environment=PYTHONUNBUFFERED=1
 {pre}ExecStart={run}
 Restart=on-failure
@@ -136,7 +182,7 @@ def render_rule(s: ServiceSpec) -> str:
             "replugging\n"
         )
     return (
-        f"# written by `legato service install` (profile {s.profile_name}): /dev/{s.link} for the arm,\n"
+        f"# {MARK} (profile {s.profile_name}): /dev/{s.link} for the arm,\n"
         "# group dialout, FTDI latency timer 1 ms, ModemManager told to leave it alone, systemd device unit\n"
         f"{note}"
         f'SUBSYSTEM=="tty", {match}, SYMLINK+="{s.link}", GROUP="dialout", MODE="0660", '
@@ -170,6 +216,23 @@ def legato_executable() -> str:
     raise ServiceError("cannot find the legato executable; pass --legato /path/to/venv/bin/legato")
 
 
+def _user_exists(user: str, root: Path) -> bool:
+    """Whether `user` exists on the system the unit is for (root's /etc/passwd under an image)."""
+    if root.resolve() == Path("/"):
+        import pwd
+
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            return False
+        return True
+    try:
+        lines = (root / "etc/passwd").read_text(errors="replace").splitlines()
+    except OSError:
+        return False
+    return any(ln.split(":", 1)[0] == user for ln in lines)
+
+
 def spec_from_args(
     profile_arg: str,
     bundle_dir: str,
@@ -179,18 +242,50 @@ def spec_from_args(
     usb_id: str | None,
     legato: str | None,
     camera: str = "0",
+    *,
+    print_only: bool = False,
+    root: Path = Path("/"),
+    warn: Callable[[str], None] = lambda line: None,
 ) -> ServiceSpec:
+    """The unit's settings from the command line. `print_only` (--print) shows a placeholder when
+    no user is known; an explicit --user must exist (under `root` for an image)."""
+    from edge.errors import LegatoError
     from edge.profiles import load_profile
 
+    for flag, value in (("--name", name), ("--link", link)):
+        if not _NAME.fullmatch(value):
+            raise ServiceError(
+                f"{flag} {value!r}: letters, digits and . _ - @ only (it names a unit or a /dev link)"
+            )
     prof = load_profile(profile_arg)
     who = user or default_user()
     if who is None:
-        raise ServiceError("the service must run as a non-root user in dialout: pass --user NAME")
-    if who == "root":
+        if not print_only:
+            raise ServiceError("the service must run as a non-root user in dialout: pass --user NAME")
+        who = USER_PLACEHOLDER
+    elif who == "root":
         raise ServiceError("--user root: the loop must not run as root (give a user in the dialout group)")
+    elif not _user_exists(who, root):
+        where = "here" if root.resolve() == Path("/") else f"in {root}/etc/passwd"
+        raise ServiceError(
+            f"user {who!r} does not exist {where} (sudo useradd -m -G dialout {who}, or pass --user)"
+        )
     bundle = str(Path(bundle_dir).absolute())
     flashed = Path(bundle) / "current" / "profile.toml"
-    profile_ref = f"{bundle}/current/profile.toml" if flashed.is_file() else str(Path(prof.path).absolute())
+    if flashed.is_file():
+        profile_ref = f"{bundle}/current/profile.toml"
+        try:
+            flashed_name = load_profile(flashed).name
+        except LegatoError as e:
+            raise ServiceError(f"{flashed}: the profile flashed with the bundle does not load: {e}") from None
+        if flashed_name != prof.name:
+            warn(
+                f"warning: {bundle}/current was flashed with profile {flashed_name}, not {prof.name}; "
+                f"the unit runs it with the flashed one ({profile_ref}): flash again with --profile "
+                f"{prof.name} to change it"
+            )
+    else:
+        profile_ref = str(Path(prof.path).absolute())
     return ServiceSpec(
         name=name,
         user=who,
@@ -204,6 +299,15 @@ def spec_from_args(
         jetson_clocks=prof.power.jetson_clocks and prof.device.soc != "x86",
         camera=camera,
     )
+
+
+def _ours(path: Path) -> bool:
+    """A unit or rule file this command wrote (its first line says so): only those are replaced."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return MARK in f.readline()
+    except OSError:
+        return False
 
 
 def unit_paths(root: Path, s: ServiceSpec) -> tuple[Path, Path]:
@@ -221,18 +325,13 @@ def install(s: ServiceSpec, root: Path = Path("/"), run=subprocess.run) -> list[
             "service install writes /etc/systemd and /etc/udev: run it as root "
             f"(sudo {s.legato} service install ...), or --print to see both files"
         )
-    if live:
-        import pwd
-
-        try:
-            pwd.getpwnam(s.user)
-        except KeyError:
-            raise ServiceError(
-                f"user {s.user!r} does not exist here (sudo useradd -m -G dialout {s.user}, or pass --user)"
-            ) from None
+    if s.user == USER_PLACEHOLDER or not _user_exists(s.user, root):
+        raise ServiceError(
+            f"user {s.user!r} does not exist here (sudo useradd -m -G dialout {s.user}, or pass --user)"
+        )
     unit, rule = unit_paths(root, s)
-    atomic_file(unit, render_unit(s).encode(), replace=True, what="unit file")
-    atomic_file(rule, render_rule(s).encode(), replace=True, what="udev rule")
+    atomic_file(unit, render_unit(s).encode(), replace=True, what="unit file", own=_ours)
+    atomic_file(rule, render_rule(s).encode(), replace=True, what="udev rule", own=_ours)
     lines = [f"wrote {unit}", f"wrote {rule}"]
     if live:
         for cmd in (

@@ -66,8 +66,8 @@ class LocalTarget:
         up = self.path / ".incoming" / release
         for src, rel in files:
             dst = up / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
             try:
+                dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dst)
             except OSError as e:
                 raise FlashError(f"{self.name}: cannot copy {rel}: {e.strerror or e}") from None

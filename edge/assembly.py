@@ -49,7 +49,8 @@ def load(bundle: str, profile: str, mode: str | None = None,
             if not info:
                 raise BundleError(f"{src}: profile {prof.name} runs {g} on TensorRT but the bundle has no "
                                   "engine for it (build it on the device: legato flash)")  # fmt: skip
-            engines[g] = open_engine(Path(man.path) / info["file"], opts, name=g, key=info.get("key"))
+            engines[g] = open_engine(Path(man.path) / info["file"], opts, name=g, key=info.get("key"),
+                                     dla_core=(info.get("flags") or {}).get("dla_core"))  # fmt: skip
         else:
             engines[g] = open_engine(man.graph_path(g), opts, name=g)
     den = denoiser_for(man.adapter, engines, mode=mode, source=src)

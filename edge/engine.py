@@ -303,5 +303,5 @@ def open_engine(path: str | os.PathLike[str], options: EngineOptions | None = No
     if opts.backend == "tensorrt":
         from edge.trt_engine import TrtEngine
 
-        return TrtEngine(path, opts, name=name, **trt_kwargs)
+        return TrtEngine(path, opts, name=name, shapes=shapes, **trt_kwargs)
     return OrtEngine(path, opts, shapes=shapes, name=name)

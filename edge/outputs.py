@@ -78,13 +78,62 @@ def is_kind(path: str | Path, kinds: str | tuple[str, ...]) -> bool:
     return any(k in LEGACY and all((path / f).is_file() for f in LEGACY[k]) for k in kinds)
 
 
+TEMP_SUFFIX = len(".tmp-") + 9  # what a temporary sibling adds to a name: "." + ".tmp-" + 8 random
+
+
+def check_path_length(path: str | Path) -> None:
+    """Refuse, in one line, a path the filesystem cannot hold: a name longer than NAME_MAX (its
+    temporary sibling included) or a whole path beyond PATH_MAX. Without this, ENAMETOOLONG
+    surfaces from whichever call meets it first, as a traceback or a half-written output."""
+    full = Path(os.path.abspath(path))
+    anchor = full
+    while True:
+        try:
+            if anchor.exists():
+                break
+        except OSError:
+            pass
+        if anchor == anchor.parent:
+            break
+        anchor = anchor.parent
+    try:
+        name_max = os.pathconf(anchor, "PC_NAME_MAX")
+        path_max = os.pathconf(anchor, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    for i, part in enumerate(full.parts[1:], 1):
+        n = len(os.fsencode(part))
+        extra = TEMP_SUFFIX if i == len(full.parts) - 1 else 0
+        if n + extra > name_max:
+            shown = part if len(part) <= 40 else part[:37] + "..."
+            raise OutputError(
+                f"cannot write {shown!r}: the name is {n} bytes and the filesystem allows {name_max} "
+                f"(less {TEMP_SUFFIX} for the temporary it is written through); choose a shorter name"
+            )
+    total = len(os.fsencode(str(full))) + TEMP_SUFFIX
+    if total > path_max:
+        raise OutputError(
+            f"cannot write {str(full)[:60]}...: the path is {total - TEMP_SUFFIX} bytes and the filesystem "
+            f"allows {path_max - TEMP_SUFFIX}; choose a shorter path"
+        )
+
+
 def check_target(path: str | Path, kind: str, *, replace: bool = False, flag: str = "--force",
                  also: tuple[str, ...] = ()) -> None:  # fmt: skip
     """Refuse a target that this write must not touch; one line naming the path and the flag.
 
     Allowed: absent, an empty folder, or a folder of `kind` (or of `also`) when `replace`.
     """
-    path = Path(path)
+    check_path_length(path)
+    try:
+        _check_target(Path(path), kind, replace, flag, also)
+    except OutputError:
+        raise
+    except OSError as e:  # unreadable parent, a loop of links: still one line
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _check_target(path: Path, kind: str, replace: bool, flag: str, also: tuple[str, ...]) -> None:
     if path.is_symlink():
         raise OutputError(
             f"{path} is a symbolic link; refusing to replace it with a {kind} (choose another path)"
@@ -229,7 +278,18 @@ def check_file_target(
 ) -> None:
     """Refuse a file target that must not be touched: a link, a folder, an existing file that
     `own` does not recognise as this command's kind, or any existing file without `flag`."""
-    target = Path(path)
+    check_path_length(path)
+    try:
+        _check_file_target(Path(path), replace, flag, what, own)
+    except OutputError:
+        raise
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _check_file_target(
+    target: Path, replace: bool, flag: str, what: str, own: Callable[[Path], bool] | None
+) -> None:
     if target.is_symlink():
         raise OutputError(f"{target} is a symbolic link; refusing to replace it (choose another path)")
     if target.is_dir():

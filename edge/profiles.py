@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -45,13 +46,14 @@ class DeviceFacts:
     model: str  # human-readable board name
     memory_gb: float  # RAM (unified on Jetson)
     precisions: tuple[str, ...]  # what this target can run: fp32 fp16 int8 fp8
-    compute_capability: str | None = None  # "8.7"; None without a CUDA GPU
+    compute_capability: str | None = None  # "8.7" (a Jetson SoC's), "8.6+" (8.6 or newer); None: no CUDA GPU
     jetpack: str | None = None  # JetPack the profile was written for
     l4t: str | None = None  # L4T release, e.g. "36.4.3"
     tensorrt: str | None = None  # TensorRT version the profile was written for
     cuda: str | None = None  # CUDA version
     dla_cores: int = 0  # DLA cores (0: none)
     fp8: bool = False  # tensor cores with FP8
+    memory_reserve_gb: float | None = None  # kept free for the OS, CUDA, cameras (edge.memory_budget)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ class SerialSettings:
     watchdog_ms: int  # controller-side hold when the host goes silent
     ids: tuple[int, ...] = (1, 2, 3)  # motor ids, joint order
     stream_hz: float | None = None  # setpoint stream rate; None = control rate
+    setup_timeout_ms: float | None = None  # servo buses: reply wait per request while starting
+    #   (ping, calibration, torque; never in the cycle); None: the bus's default (100 ms)
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,7 @@ GRAPHS = ("fused", "stepwise")
 _CHOICES = {"soc": SOCS, "backend": BACKENDS, "precision": PRECISIONS, "protocol": PROTOCOLS, "graph": GRAPHS}
 _RANGES = {  # key -> (lo, hi) inclusive
     "memory_gb": (0.5, 4096),
+    "memory_reserve_gb": (0, 4096),
     "dla_cores": (0, 4),
     "workspace_mb": (16, 65536),
     "dla_core": (0, 3),
@@ -201,8 +206,9 @@ _RANGES = {  # key -> (lo, hi) inclusive
     "ramp": (0, 1024),
     "latency_window": (1, 1000),
     "baud": (1200, 12_000_000),
-    "watchdog_ms": (1, 60_000),
+    "watchdog_ms": (0, 60_000),
     "stream_hz": (1, 5000),
+    "setup_timeout_ms": (1, 10_000),
     "stale_ms": (1, 60_000),
     "max_fault_ticks": (1, 1_000_000),
 }
@@ -301,8 +307,117 @@ def setpoint_bytes(protocol: str, joints: int) -> int:
     raise AssertionError(protocol)
 
 
+_VERSION = re.compile(r"\d+(\.\d+)*")
+_CC = re.compile(r"\d+\.\d+\+?")
+MAX_JOINTS = 32  # a SETPOINT frame carries 1..32 joints (firmware_bridge.messages.MAX_JOINTS)
+SERVO_IDS = (0, 252)  # Feetech and Dynamixel ids a bus may address (253+: reserved, broadcast)
+SERVO_WATCHDOG_MAX_MS = 2540  # Dynamixel Bus Watchdog: 1..127 units of 20 ms
+
+
+def _check_device(dev: DeviceFacts, where: str) -> None:
+    for key in ("jetpack", "l4t", "tensorrt", "cuda"):
+        v = getattr(dev, key)
+        if v is not None and not _VERSION.fullmatch(v):
+            raise ProfileError(
+                f"{where}: key 'device.{key}' = {v!r} is not a version (allowed: digits and dots)"
+            )
+    cc = dev.compute_capability
+    if cc is not None:
+        if not _CC.fullmatch(cc):
+            raise ProfileError(
+                f"{where}: key 'device.compute_capability' = {cc!r} "
+                '(allowed: "8.7", or "8.6+" for 8.6 or newer)'
+            )
+        if cc.endswith("+") and dev.soc != "x86":
+            raise ProfileError(
+                f"{where}: key 'device.compute_capability' = {cc!r}: a {dev.soc} SoC has one compute "
+                f"capability (allowed: {cc[:-1]!r})"
+            )
+    if dev.soc in ("orin", "thor"):
+        trt = tuple(int(x) for x in (dev.tensorrt or "10.3").split(".")[:2])
+        l4t_major = int((dev.l4t or "36").split(".")[0])
+        if trt < (10, 3) or l4t_major < 36:
+            raise ProfileError(
+                f"{where}: keys 'device.tensorrt' = {dev.tensorrt!r} / 'device.l4t' = {dev.l4t!r}: "
+                "JetPack 5 / TensorRT 8.5 is not supported (allowed: JetPack 6.1+ with TensorRT 10.3+, "
+                "or JetPack 7)"
+            )
+    if dev.memory_reserve_gb is not None and dev.memory_reserve_gb >= dev.memory_gb:
+        raise ProfileError(
+            f"{where}: key 'device.memory_reserve_gb' = {dev.memory_reserve_gb:g} leaves nothing of "
+            f"memory_gb = {dev.memory_gb:g} for the bundle (allowed: below {dev.memory_gb:g})"
+        )
+
+
+def _check_serial(p: Profile, where: str) -> None:
+    """What the protocol and the buses enforce (firmware_bridge: messages, config.BridgeConfig,
+    servo_bus.ServoBusConfig), so that a profile `legato profiles show` accepts never fails later."""
+    sr, c = p.serial, p.control
+    if not sr.port.strip():
+        raise ProfileError(
+            f"{where}: key 'serial.port' is empty (allowed: a device path such as /dev/ttyUSB0)"
+        )
+    ids = sr.ids
+    if not 1 <= len(ids) <= MAX_JOINTS:
+        raise ProfileError(
+            f"{where}: key 'serial.ids' has {len(ids)} entries (allowed: 1 to {MAX_JOINTS} joints)"
+        )
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ProfileError(
+            f"{where}: key 'serial.ids' repeats id {dup[0]} (each joint needs its own motor id)"
+        )
+    lo, hi = SERVO_IDS if sr.protocol != "firmware" else (0, 65535)
+    out = [i for i in ids if not lo <= i <= hi]
+    if out:
+        raise ProfileError(
+            f"{where}: key 'serial.ids' has id {out[0]}, outside {lo}..{hi} for the {sr.protocol} bus"
+        )
+    if sr.protocol == "firmware":
+        hz = sr.stream_hz or c.rate_hz
+        if not 5 <= sr.watchdog_ms <= 60_000:
+            raise ProfileError(
+                f"{where}: key 'serial.watchdog_ms' = {sr.watchdog_ms}: the controller accepts 5 to 60000 ms"
+            )
+    else:
+        hz = c.rate_hz  # a servo bus runs one write + read cycle per control period
+        least = 2000 / c.rate_hz
+        if sr.watchdog_ms and not least <= sr.watchdog_ms <= SERVO_WATCHDOG_MAX_MS:
+            raise ProfileError(
+                f"{where}: key 'serial.watchdog_ms' = {sr.watchdog_ms}: the {sr.protocol} bus takes 0 "
+                f"(off) or {least:g} (two control periods) to {SERVO_WATCHDOG_MAX_MS} ms (127 x 20 ms)"
+            )
+        return
+    if sr.watchdog_ms * 1e-3 * hz < 2:
+        raise ProfileError(
+            f"{where}: key 'serial.watchdog_ms' = {sr.watchdog_ms} is shorter than two stream "
+            f"periods at {hz:g} Hz (allowed: >= {2000 / hz:.0f})"
+        )
+
+
+def _check_bus(p: Profile, where: str) -> None:
+    """Build (not open) the bus configuration the runtime builds from this profile (edge.rig.bus_spec:
+    the robot's limits, calibration, period, watchdog), as firmware_bridge.factory.open_bus does, so
+    that any rule the buses enforce, now or later, is met at load time."""
+    from edge.rig import bus_spec
+    from firmware_bridge.config import BridgeConfig, LinkConfig
+    from firmware_bridge.servo_bus import ServoBusConfig
+
+    spec = bus_spec(p)  # raises ProfileError itself for a calibration the joints do not fit
+    settings = dict(spec.settings)
+    try:
+        if spec.kind == "firmware":
+            LinkConfig(settings.pop("port"), settings.pop("baudrate"))
+            BridgeConfig(**settings)
+        else:
+            ServoBusConfig(**settings)
+    except (ValueError, TypeError) as e:
+        raise ProfileError(f"{where}: [serial] is refused by the {spec.kind} bus: {e}") from None
+
+
 def _check_combinations(p: Profile, where: str) -> None:
     dev = p.device
+    _check_device(dev, where)
     if "fp8" in dev.precisions and not dev.fp8:
         raise ProfileError(
             f"{where}: key 'device.precisions' lists fp8 but device.fp8 is false "
@@ -338,6 +453,11 @@ def _check_combinations(p: Profile, where: str) -> None:
                 )
             if e.backend != "tensorrt":
                 raise ProfileError(f"{at}.dla_core' needs backend 'tensorrt' (DLA runs TensorRT engines)")
+            if e.precision == "fp32":
+                raise ProfileError(
+                    f"{at}.dla_core' = {e.dla_core} with precision 'fp32': DLA runs fp16 and int8 only (the "
+                    "whole graph would silently fall back to the GPU; allowed: precision fp16 or int8)"
+                )
     c = p.control
     s = c.execution_horizon
     if not (0 < s < 1 or s == int(s)):
@@ -361,11 +481,7 @@ def _check_combinations(p: Profile, where: str) -> None:
             f"{hz:g} Hz need {need:.0f} bit/s, more than {LINE_SHARE:.0%} of the line "
             f"(allowed: baud >= {need / LINE_SHARE:.0f} or a lower rate)"
         )
-    if sr.watchdog_ms * 1e-3 * hz < 2:
-        raise ProfileError(
-            f"{where}: key 'serial.watchdog_ms' = {sr.watchdog_ms} is shorter than two stream "
-            f"periods at {hz:g} Hz (allowed: >= {2000 / hz:.0f})"
-        )
+    _check_serial(p, where)
 
 
 def chunk_geometry(c: ControlSettings, horizon: int, num_steps: int, trained_d_max: int, where: str,
@@ -425,9 +541,14 @@ def load_profile(name_or_path: str | Path = DEFAULT_PROFILE) -> Profile:
     path = profile_path(name_or_path)
     where = str(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
     except OSError as e:
         raise ProfileError(f"{where}: cannot read ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ProfileError(
+            f"{where}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+            "a profile is a TOML file in UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(f"{where}: not valid TOML ({e})") from None
     top = ("name", "description", "device", "engine", "control", "serial", "power", "robot", "cameras")
@@ -469,7 +590,9 @@ def load_profile(name_or_path: str | Path = DEFAULT_PROFILE) -> Profile:
         cameras=_cameras(raw.get("cameras", {}), where),
     )
     _check_combinations(prof, where)
-    return check_robot(prof, where)
+    prof = check_robot(prof, where)
+    _check_bus(prof, where)
+    return prof
 
 
 def _cameras(raw: Any, where: str) -> dict[str, str]:
@@ -543,6 +666,10 @@ def check_robot(p: Profile, where: str | None = None) -> Profile:
         raise ProfileError(f"{at}calibration' applies to servo buses (feetech, dynamixel); "
                            f"protocol {p.serial.protocol!r} calibrates on the controller (remove the "
                            "key)")  # fmt: skip
+    if p.serial.setup_timeout_ms is not None and not servo:
+        raise ProfileError(f"{where}: key 'serial.setup_timeout_ms' applies to servo buses (feetech, "
+                           f"dynamixel); protocol {p.serial.protocol!r} has its own handshake (remove "
+                           "the key)")  # fmt: skip
     robot_calibration(p, where)
     return p
 

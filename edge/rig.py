@@ -74,9 +74,11 @@ def bus_spec(prof: Profile) -> BusSpec:
                                f"reach beyond what servo {s.ids[j]} reaches with {src}: "
                                f"[{lo[j]:.3f}, {hi[j]:.3f}] rad (fix [robot] q_min/q_max or the "
                                "calibration)")  # fmt: skip
-    return BusSpec(s.protocol, {"port": s.port, "ids": tuple(s.ids), "baudrate": s.baud,
-                                "period_s": 1.0 / hz, "calibration": cal, "limits": limits,
-                                "watchdog_ms": s.watchdog_ms})  # fmt: skip
+    settings = {"port": s.port, "ids": tuple(s.ids), "baudrate": s.baud, "period_s": 1.0 / hz,
+                "calibration": cal, "limits": limits, "watchdog_ms": s.watchdog_ms}  # fmt: skip
+    if s.setup_timeout_ms is not None:
+        settings["setup_timeout_s"] = s.setup_timeout_ms / 1000.0
+    return BusSpec(s.protocol, settings)
 
 
 def action_range(man: Any) -> tuple[tuple[float, ...], tuple[float, ...]] | None:

@@ -78,6 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--baud", type=int_in(9600, 4_000_000), default=1_000_000, help="bits/s")
     q.add_argument(
+        "--timeout", type=float_in(0.001, 1.0), default=0.05, help="seconds to wait for each reply"
+    )
+    q.add_argument(
         "--from-file",
         action="store_true",
         help="write FILE's homing offsets and limits into the servos instead of calibrating",
@@ -237,7 +240,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         check_file_target(path, replace=args.force, what="calibration file", own=is_calibration_file)
     wire = _wire(args.port, "feetech", args.baud)
     try:
-        cb = FeetechCalibrator(wire, ids, names)
+        cb = FeetechCalibrator(wire, ids, names, timeout_s=args.timeout)
         cb.prepare()  # torque off first: the arm goes limp (support it)
         if args.from_file:
             cb.write(cal)

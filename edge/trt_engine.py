@@ -7,18 +7,26 @@ Load (docs/bundle.md, jetson-tensorrt notes):
 1. the engine key stored with the plan (TensorRT, CUDA, GPU, compute capability, L4T, JetPack,
    ONNX sha256) must equal this device's (``edge.device.engine_key``), or the plan is refused
    with the fields that differ (rebuild it on the device: `legato flash`);
-2. ``trt.Runtime.deserialize_cuda_engine``; a None is refused with TensorRT's own log lines
-   (they say "incompatible device" or "version" and what was expected);
-3. per I/O tensor (by name, ``num_io_tensors`` / ``get_tensor_name``): a pinned host buffer
-   (``pagelocked_empty``), a device buffer (``mem_alloc``), ``set_tensor_address`` once;
+2. ``trt.Runtime`` with ``DLA_core`` set to the core the engine was built for (the manifest's
+   ``flags.dla_core``), then ``deserialize_cuda_engine``; a None is refused with TensorRT's own log
+   lines (they say "incompatible device" or "version" and what was expected);
+3. every input shape is set first (``set_input_shape`` for dynamic inputs), then per I/O tensor
+   (by name, ``num_io_tensors`` / ``get_tensor_name``) at its resolved shape (an output's comes
+   from the context once the inputs are set): a pinned host buffer (``pagelocked_empty``), a
+   device buffer of that size (``mem_alloc``), ``set_tensor_address`` once;
 4. one non-default stream. A run: H2D copies, ``execute_async_v3(stream.handle)``, D2H copies,
    ``stream.synchronize()``.
 Chaining (``Engine.bind``): an input bound to another TrtEngine's output on the same device takes
 that output's device buffer as its address; the input is then never copied host-to-device and
 the output never device-to-host (a prefix's K/V cache stays on the GPU for every head call).
 With ``cuda_graph``, the whole run (copies included: addresses are fixed) is captured into a CUDA
-graph after the first run, through cuda-python (pycuda has no graph API), and later runs launch
-the graph. A capture that fails leaves the plain path in use (``graph_error`` says why).
+graph after the first run, through cuda-python (pycuda has no graph API), in thread-local capture
+mode (another thread's CUDA calls neither join nor break it), and later runs launch the graph. A
+capture that fails ends the capture, destroys the partial graph, clears the pending CUDA error
+(cudaGetLastError) and leaves the plain path in use (``graph_error`` says why).
+``close`` frees the graph exec and graph, the device buffers, the TensorRT context, engine and
+runtime (in that order) and the retained primary context (a run after close is refused by
+:class:`edge.engine.Engine`).
 
 CUDA context: pycuda's primary context of ``device_id`` is pushed around every call that touches
 CUDA (load, run, close), so the engine may be loaded in one thread and run in another (the
@@ -65,7 +73,7 @@ def import_trt() -> tuple[ModuleType, ModuleType]:
     return trt, cuda
 
 
-def _make_logger() -> Any:
+def make_logger() -> Any:
     """A trt.ILogger that keeps warnings and errors (built here so importing this module never
     imports tensorrt, as Polygraphy does)."""
     import tensorrt as trt
@@ -77,7 +85,7 @@ def _make_logger() -> Any:
 
         def log(self, severity: Any, msg: str) -> None:
             if severity <= trt.ILogger.Severity.WARNING:
-                self.lines.append(str(msg))
+                self.lines.append(" ".join(str(msg).split()))
 
     return CapturingLogger()
 
@@ -87,14 +95,19 @@ class TrtEngine(Engine):
 
     def __init__(self, path: str | os.PathLike[str], options: EngineOptions | None = None,
                  name: str | None = None, key: Mapping[str, Any] | None = None, ident: Any = None,
-                 shapes: Mapping[str, tuple[int, ...]] | None = None) -> None:  # fmt: skip
+                 shapes: Mapping[str, tuple[int, ...]] | None = None,
+                 dla_core: int | None = None) -> None:  # fmt: skip
         trt, cuda = import_trt()
         self.trt, self.cuda = trt, cuda
         opts = options or EngineOptions(backend="tensorrt")
         self.options = opts
         self.name = name or os.path.basename(str(path))
         self.graph_error: str | None = None
+        self.dla_core = dla_core  # the DLA core the engine was built for (None: GPU)
         self._graph_exec: Any = None
+        self._graph: Any = None
+        self._cudart: Any = None
+        self._device: dict[str, Any] = {}
         self._closed = False
         self._device_in: set[str] = set()  # inputs bound to another engine's device buffer: no H2D
         self._device_out: set[str] = set()  # outputs only read on the device by a bound engine: no D2H
@@ -118,15 +131,23 @@ class TrtEngine(Engine):
         self._ctx.push()
         try:
             self._load(plan, str(path), dict(shapes or {}))
-        finally:
-            cuda.Context.pop()
+        except BaseException:
+            try:
+                self._release()  # what was allocated before the failure
+            finally:
+                cuda.Context.pop()
+                self._detach()  # and the retained context
+            raise
+        cuda.Context.pop()
 
     def _load(self, plan: bytes, src: str, shapes: dict[str, tuple[int, ...]]) -> None:
         import tensorrt as trt  # already imported by import_trt; typed by the stubs (typings/)
 
         cuda = self.cuda
-        self._logger = _make_logger()
+        self._logger = make_logger()
         self._runtime = trt.Runtime(self._logger)
+        if self.dla_core is not None:
+            self._runtime.DLA_core = self.dla_core  # before deserializing: the plan runs on that core
         engine = self._runtime.deserialize_cuda_engine(plan)
         if engine is None:
             why = " | ".join(self._logger.lines[-3:]) or "no reason logged"
@@ -138,20 +159,22 @@ class TrtEngine(Engine):
             raise BundleError(f"{src}: TensorRT could not create an execution context (out of memory?)")
         self._context = ctx
         self._stream = cuda.Stream()
-        self.input_specs, self.output_specs = {}, {}
-        self.inputs, self.outputs = {}, {}
-        self._device: dict[str, Any] = {}
-        for i in range(engine.num_io_tensors):
-            n = engine.get_tensor_name(i)
-            is_input = engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = {n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT}
+        for n in names:  # every input shape first: outputs resolve from them
             dims = _dims(engine.get_tensor_shape(n))
-            if any(x < 0 for x in dims):
+            if n in inputs and any(x < 0 for x in dims):
                 want = shapes.get(n)
                 shape = tuple(want) if want is not None else tuple(x if x >= 0 else 1 for x in dims)
-                if is_input and not ctx.set_input_shape(n, shape):
+                if not ctx.set_input_shape(n, shape):
                     raise BundleError(f"{src}: TensorRT refused shape {shape} for input {n!r}")
-            else:
-                shape = dims
+        self.input_specs, self.output_specs = {}, {}
+        self.inputs, self.outputs = {}, {}
+        for n in names:
+            shape = _dims(ctx.get_tensor_shape(n))  # resolved now (inputs set above)
+            if any(x < 0 for x in shape):
+                raise BundleError(f"{src}: the shape of {n!r} is unresolved ({shape}) after every input "
+                                  "shape was set (a data-dependent output is not supported)")  # fmt: skip
             try:
                 dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(n)))
             except TypeError:
@@ -159,18 +182,13 @@ class TrtEngine(Engine):
                                   "bundles keep float32 at graph boundaries") from None  # fmt: skip
             spec = TensorSpec(n, shape, dtype)
             host = cuda.pagelocked_empty(shape, dtype)
-            dev = cuda.mem_alloc(max(int(host.nbytes), 1))
+            dev = cuda.mem_alloc(max(spec.nbytes, 1))  # sized for the resolved shape
+            self._device[n] = dev
             if not ctx.set_tensor_address(n, int(dev)):
                 raise BundleError(f"{src}: TensorRT refused the address of {n!r}")
-            self._device[n] = dev
-            if is_input:
+            if n in inputs:
                 self.input_specs[n], self.inputs[n] = spec, host
             else:
-                # output shapes resolve once the input shapes are set
-                oshape = _dims(ctx.get_tensor_shape(n)) if any(x < 0 for x in dims) else shape
-                if oshape != shape:
-                    host = cuda.pagelocked_empty(oshape, dtype)
-                    spec = TensorSpec(n, oshape, dtype)
                 self.output_specs[n], self.outputs[n] = spec, host
 
     # ---- running ---------------------------------------------------------------------------------
@@ -227,32 +245,56 @@ class TrtEngine(Engine):
             return
         self._cudart = cudart
         h = self._stream.handle
+        graph = None
         try:
-            _check(cudart.cudaStreamBeginCapture(h, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal),
-                   "cudaStreamBeginCapture")  # fmt: skip
+            mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+            _check(cudart.cudaStreamBeginCapture(h, mode), "cudaStreamBeginCapture")
             try:
                 self._enqueue()
             finally:
-                res = cudart.cudaStreamEndCapture(h)
-            graph = _check(res, "cudaStreamEndCapture")
+                res = cudart.cudaStreamEndCapture(h)  # always: a stream left capturing fails every later call
+                graph = res[1] if isinstance(res, tuple) and len(res) > 1 else None
+            _check(res, "cudaStreamEndCapture")
             self._graph_exec = _check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
-            self._graph = graph
+            self._graph, graph = graph, None
         except RuntimeError as e:
             self.graph_error = str(e)
             self._graph_exec = None
+            if graph is not None:
+                cudart.cudaGraphDestroy(graph)  # the partial graph of a failed capture
+            cudart.cudaGetLastError()  # clear the (non-sticky) error the failure left pending
+            self._stream.synchronize()
 
     def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
         self._ctx.push()
         try:
-            for d in self._device.values():
-                d.free()
-            self._device.clear()
-            self._graph_exec = None
+            self._release()
         finally:
             self.cuda.Context.pop()
+        self._detach()
+
+    def _release(self) -> None:
+        """Free in dependency order: graph exec, graph, buffers, context, engine, runtime."""
+        self._closed = True
+        rt = self._cudart
+        if rt is not None:
+            if self._graph_exec is not None:
+                rt.cudaGraphExecDestroy(self._graph_exec)
+            if self._graph is not None:
+                rt.cudaGraphDestroy(self._graph)
+        self._graph_exec = self._graph = None
+        for d in self._device.values():
+            d.free()
+        self._device.clear()
+        for attr in ("_context", "_engine", "_runtime"):  # TensorRT frees them when the last reference goes
+            self.__dict__.pop(attr, None)
+
+    def _detach(self) -> None:
+        ctx, self.__dict__["_ctx"] = self.__dict__.get("_ctx"), None
+        if ctx is not None:
+            ctx.detach()  # the reference retain_primary_context() took
 
 
 def _dims(d: Any) -> tuple[int, ...]:

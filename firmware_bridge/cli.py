@@ -53,6 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="emulate a servo bus instead of the controller (needs --ids)")  # fmt: skip
     emu.add_argument("--ids", default=None, help="servo ids on the emulated bus, e.g. 1-6 or 1,2,5 (0..252)")
     emu.add_argument(
+        "--calibration",
+        default=None,
+        help="a LeRobot calibration JSON the emulated servos hold (homing offsets, position limits), "
+        "as an arm calibrated with it does; its ids are the bus's unless --ids",
+    )
+    emu.add_argument(
         "--rate-hz", type=float, default=1000.0, help="control tick rate, Hz (1..20000; default 1000)"
     )
     emu.add_argument(
@@ -133,12 +139,30 @@ def cmd_emulate(args: argparse.Namespace) -> int:
 def _emulate_bus(args: argparse.Namespace) -> int:
     from firmware_bridge.servo_emulator import EmulatedServoBus, ServoEmulatorConfig, parse_ids
 
-    if args.ids is None:
-        raise ValueError(f"--bus {args.bus} needs --ids, e.g. --ids 1-6")
+    cal = None
+    if args.calibration is not None:
+        from firmware_bridge.calibration import Calibration
+
+        try:
+            cal = Calibration.from_lerobot(os.path.expanduser(args.calibration))
+        except FileNotFoundError:
+            raise ValueError(f"--calibration {args.calibration}: no such file") from None
+        except (OSError, ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--calibration {args.calibration}: not a LeRobot calibration ({exc})") from None
+    if args.ids is None and cal is None:
+        raise ValueError(f"--bus {args.bus} needs --ids, e.g. --ids 1-6 (or --calibration FILE)")
     if args.joints is not None:
         raise ValueError("--joints is for the emulated controller; a servo bus has one joint per --ids entry")
-    cfg = ServoEmulatorConfig(args.bus, parse_ids(args.ids))
-    bus = EmulatedServoBus(cfg, link_path=args.link).start()
+    ids = parse_ids(args.ids) if args.ids is not None else tuple(sorted(cal.ids))  # type: ignore[union-attr]
+    cfg = ServoEmulatorConfig(args.bus, ids)
+    bus = EmulatedServoBus(cfg, link_path=args.link)
+    try:
+        if cal is not None:
+            bus.load_calibration(cal)  # ValueError: an id the bus does not have
+    except BaseException:
+        bus.close()
+        raise
+    bus.start()
     _serve(bus, args.duration, f"emulating {args.bus} servos {list(cfg.ids)} on {bus.port}; ^C to stop")
     print(f"replies={bus.replies}", file=sys.stderr)
     return 0

@@ -43,7 +43,8 @@ def open_bus(kind: str, **cfg: Any) -> MotorBus:
       "1-6"), ``baudrate``, ``period_s``, ``calibration`` (a Calibration or the path of a LeRobot
       calibration JSON), ``limits``, ``reply_timeout_s``, ``retries``, ``cycle_budget``,
       ``watchdog_ms``, ``goal_speed``, ``acceleration``, ``effort_scale``, ``big_endian``,
-      ``fast_sync_read``, ``auto_enable``, ``write_homing``.
+      ``fast_sync_read``, ``auto_enable``, ``write_homing``, ``reconnect_min_s``,
+      ``reconnect_max_s``, ``setup_timeout_s``.
     """
     if kind == "firmware":
         from firmware_bridge.bridge import FirmwareBridge

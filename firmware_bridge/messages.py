@@ -9,10 +9,14 @@ takes one packet and returns a :class:`Frame` or raises :class:`ProtocolError`.
 from __future__ import annotations
 
 import enum
+import functools
 import math
+import operator
 import struct
-from dataclasses import dataclass
-from typing import ClassVar
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 from firmware_bridge.errors import ProtocolError
 from firmware_bridge.framing import frame, unframe
@@ -77,34 +81,122 @@ def _check_len(payload: bytes, size: int, name: str) -> None:
         raise ProtocolError("payload", f"{name} payload is {len(payload)} bytes, layout needs {size}")
 
 
-def _joint_count(payload: bytes, name: str) -> int:
-    if not payload:
-        raise ProtocolError("payload", f"{name} payload is empty")
-    n = payload[0]
-    if not 1 <= n <= MAX_JOINTS:
-        raise ProtocolError("payload", f"{name} joint count {n} outside 1..{MAX_JOINTS}")
-    return n
+class _Fixed:
+    """A payload of one ``struct`` layout, ``FMT``: the fields in declaration order, its size
+    checked (one ProtocolError naming the type). A message whose fields are not the wire values
+    one for one converts (and checks) them in ``_to_wire`` / ``_from_wire``."""
+
+    TYPE: ClassVar[MsgType]
+    FMT: ClassVar[struct.Struct]
+
+    def _to_wire(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, f.name) for f in fields(self))  # type: ignore[arg-type]
+
+    @classmethod
+    def _from_wire(cls, values: tuple[Any, ...]) -> Any:
+        return cls(*values)
+
+    def pack(self) -> bytes:
+        return self.FMT.pack(*self._to_wire())
+
+    @classmethod
+    def unpack(cls, p: bytes) -> Any:
+        _check_len(p, cls.FMT.size, cls.TYPE.name)
+        return cls._from_wire(cls.FMT.unpack(p))
+
+
+class _PerJoint:
+    """A payload with a joint count n (u8, 1..MAX_JOINTS): the ``HEAD`` layout of the fields
+    ``HEAD_FIELDS`` ("n" where the count sits), then n float32 values for each field of
+    ``ARRAYS``, one array after the other, or joint by joint with ``INTERLEAVED``. Values of a
+    message with ``FINITE`` (what they are) must be finite."""
+
+    TYPE: ClassVar[MsgType]
+    HEAD: ClassVar[struct.Struct] = struct.Struct("<B")
+    HEAD_FIELDS: ClassVar[tuple[str, ...]] = ("n",)
+    ARRAYS: ClassVar[tuple[str, ...]]
+    INTERLEAVED: ClassVar[bool] = False
+    FINITE: ClassVar[str | None] = None
+
+    _N_AT: ClassVar[int] = 0  # index of "n" in HEAD_FIELDS (set per subclass)
+    _head: ClassVar[Callable[[Any], tuple[Any, ...]]]  # the head fields but n, as a tuple
+    _arrays: ClassVar[Callable[[Any], tuple[Any, ...]]]
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        cls._N_AT = cls.HEAD_FIELDS.index("n")  # the dataclass fields: the others, then ARRAYS
+        others = [f for f in cls.HEAD_FIELDS if f != "n"]
+        cls._head = _getter(others)  # type: ignore[assignment]
+        cls._arrays = _getter(list(cls.ARRAYS))  # type: ignore[assignment]
+
+    def pack(self) -> bytes:
+        cls = type(self)  # the getters are plain callables, not methods
+        arrays, head = cls._arrays(self), list(cls._head(self))
+        n = len(arrays[0])
+        head.insert(self._N_AT, n)
+        if len(arrays) == 1:
+            flat = arrays[0]
+        elif self.INTERLEAVED:
+            flat = [v for row in zip(*arrays, strict=True) for v in row]
+        else:
+            flat = [v for a in arrays for v in a]
+        return _layout(self.HEAD.format, len(flat)).pack(*head, *flat)
+
+    @classmethod
+    def unpack(cls, p: bytes) -> Any:
+        name, size = cls.TYPE.name, cls.HEAD.size
+        if len(p) < size:
+            raise ProtocolError(
+                "payload", f"{name} payload is {len(p)} bytes, shorter than its {size}-byte head"
+            )
+        head = list(cls.HEAD.unpack_from(p))
+        n = head.pop(cls._N_AT)
+        if not 1 <= n <= MAX_JOINTS:
+            raise ProtocolError("payload", f"{name} joint count {n} outside 1..{MAX_JOINTS}")
+        k = len(cls.ARRAYS)
+        _check_len(p, size + 4 * k * n, name)
+        v = _f32(k * n).unpack_from(p, size)
+        if cls.FINITE is not None:
+            _floats(v, cls.FINITE)
+        if k == 1:
+            return cls(*head, v)
+        arrays = (
+            [v[i::k] for i in range(k)] if cls.INTERLEAVED else [v[i * n : (i + 1) * n] for i in range(k)]
+        )
+        return cls(*head, *arrays)
+
+
+@functools.cache
+def _f32(count: int) -> struct.Struct:
+    """``count`` little-endian float32 (one compiled layout per count)."""
+    return struct.Struct(f"<{count}f")
+
+
+@functools.cache
+def _layout(head: str, count: int) -> struct.Struct:
+    """A head layout followed by ``count`` float32: a whole per-joint payload."""
+    return struct.Struct(f"{head}{count}f")
+
+
+def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """The named attributes of an object, always as a tuple (attrgetter returns one bare)."""
+    if not names:
+        return lambda obj: ()
+    get = operator.attrgetter(*names)
+    return get if len(names) > 1 else lambda obj: (get(obj),)
 
 
 @dataclass(frozen=True)
-class Hello:
+class Hello(_Fixed):
     """Host -> controller: start a session; the controller answers CAPABILITIES."""
 
     TYPE: ClassVar[MsgType] = MsgType.HELLO
     FMT: ClassVar[struct.Struct] = struct.Struct("<B")
     max_version: int = PROTOCOL_VERSION
 
-    def pack(self) -> bytes:
-        return self.FMT.pack(self.max_version)
-
-    @classmethod
-    def unpack(cls, p: bytes) -> Hello:
-        _check_len(p, cls.FMT.size, "HELLO")
-        return cls(*cls.FMT.unpack(p))
-
 
 @dataclass(frozen=True)
-class Capabilities:
+class Capabilities(_Fixed):
     """Controller -> host: what this controller is (reply to HELLO)."""
 
     TYPE: ClassVar[MsgType] = MsgType.CAPABILITIES
@@ -114,47 +206,32 @@ class Capabilities:
     tick_hz: int
     telemetry_hz: int
     watchdog_ms: int
-    name: bytes = b""
+    name: bytes = b""  # up to 16 bytes, NUL-padded on the wire
 
-    def pack(self) -> bytes:
-        return self.FMT.pack(
-            self.n_joints, self.version, self.tick_hz, self.telemetry_hz, self.watchdog_ms, self.name[:16]
-        )
+    def _to_wire(self) -> tuple[Any, ...]:
+        return (*super()._to_wire()[:-1], self.name[:16])
 
     @classmethod
-    def unpack(cls, p: bytes) -> Capabilities:
-        _check_len(p, cls.FMT.size, "CAPABILITIES")
-        n, v, tick, tel, wd, name = cls.FMT.unpack(p)
-        return cls(n, v, tick, tel, wd, name.rstrip(b"\x00"))
+    def _from_wire(cls, values: tuple[Any, ...]) -> Capabilities:
+        return cls(*values[:-1], values[-1].rstrip(b"\x00"))
 
 
 @dataclass(frozen=True)
-class ConfigureLimits:
+class ConfigureLimits(_PerJoint):
     """Host -> controller, acknowledged: per-joint position range, speed and per-tick step."""
 
     TYPE: ClassVar[MsgType] = MsgType.CONFIGURE_LIMITS
+    ARRAYS: ClassVar[tuple[str, ...]] = ("position_min", "position_max", "velocity_max", "step_max")
+    INTERLEAVED: ClassVar[bool] = True  # min, max, velocity, step of joint 0, then of joint 1, ...
+    FINITE: ClassVar[str | None] = "limit"
     position_min: tuple[float, ...]
     position_max: tuple[float, ...]
     velocity_max: tuple[float, ...]
     step_max: tuple[float, ...]
 
-    def pack(self) -> bytes:
-        n = len(self.position_min)
-        rows = [v for j in range(n) for v in (self.position_min[j], self.position_max[j],
-                                              self.velocity_max[j], self.step_max[j])]  # fmt: skip
-        return struct.pack(f"<B{4 * n}f", n, *rows)
-
-    @classmethod
-    def unpack(cls, p: bytes) -> ConfigureLimits:
-        n = _joint_count(p, "CONFIGURE_LIMITS")
-        _check_len(p, 1 + 16 * n, "CONFIGURE_LIMITS")
-        v = struct.unpack_from(f"<{4 * n}f", p, 1)
-        _floats(v, "limit")
-        return cls(v[0::4], v[1::4], v[2::4], v[3::4])
-
 
 @dataclass(frozen=True)
-class ConfigureWatchdog:
+class ConfigureWatchdog(_Fixed):
     """Host -> controller, acknowledged: watchdog timeout and telemetry rate."""
 
     TYPE: ClassVar[MsgType] = MsgType.CONFIGURE_WATCHDOG
@@ -162,93 +239,62 @@ class ConfigureWatchdog:
     timeout_ms: int
     telemetry_hz: int
 
-    def pack(self) -> bytes:
-        return self.FMT.pack(self.timeout_ms, self.telemetry_hz)
-
-    @classmethod
-    def unpack(cls, p: bytes) -> ConfigureWatchdog:
-        _check_len(p, cls.FMT.size, "CONFIGURE_WATCHDOG")
-        return cls(*cls.FMT.unpack(p))
-
 
 @dataclass(frozen=True)
-class Torque:
+class Torque(_Fixed):
     """Host -> controller, acknowledged: 1 enables torque (hold where it is), 0 disables."""
 
     TYPE: ClassVar[MsgType] = MsgType.TORQUE
     FMT: ClassVar[struct.Struct] = struct.Struct("<B")
     enable: bool
 
-    def pack(self) -> bytes:
-        return self.FMT.pack(1 if self.enable else 0)
+    def _to_wire(self) -> tuple[Any, ...]:
+        return (1 if self.enable else 0,)
 
     @classmethod
-    def unpack(cls, p: bytes) -> Torque:
-        _check_len(p, cls.FMT.size, "TORQUE")
-        (e,) = cls.FMT.unpack(p)
+    def _from_wire(cls, values: tuple[Any, ...]) -> Torque:
+        (e,) = values
         if e > 1:
             raise ProtocolError("payload", f"TORQUE enable byte {e} not 0 or 1")
         return cls(bool(e))
 
 
 @dataclass(frozen=True)
-class ClearFaults:
+class ClearFaults(_Fixed):
     """Host -> controller, acknowledged: clear the latched fault bits in ``mask``."""
 
     TYPE: ClassVar[MsgType] = MsgType.CLEAR_FAULTS
     FMT: ClassVar[struct.Struct] = struct.Struct("<H")
     mask: int
 
-    def pack(self) -> bytes:
-        return self.FMT.pack(self.mask)
-
-    @classmethod
-    def unpack(cls, p: bytes) -> ClearFaults:
-        _check_len(p, cls.FMT.size, "CLEAR_FAULTS")
-        return cls(*cls.FMT.unpack(p))
-
 
 @dataclass(frozen=True)
-class Setpoint:
+class Setpoint(_PerJoint):
     """Host -> controller, streamed unacknowledged: joint position targets in radians."""
 
     TYPE: ClassVar[MsgType] = MsgType.SETPOINT
+    ARRAYS: ClassVar[tuple[str, ...]] = ("positions",)
+    FINITE: ClassVar[str | None] = "setpoint"
     positions: tuple[float, ...]
-
-    def pack(self) -> bytes:
-        n = len(self.positions)
-        return struct.pack(f"<B{n}f", n, *self.positions)
-
-    @classmethod
-    def unpack(cls, p: bytes) -> Setpoint:
-        n = _joint_count(p, "SETPOINT")
-        _check_len(p, 1 + 4 * n, "SETPOINT")
-        v = struct.unpack_from(f"<{n}f", p, 1)
-        _floats(v, "setpoint")
-        return cls(v)
 
 
 @dataclass(frozen=True)
-class Heartbeat:
+class Heartbeat(_Fixed):
     """Host -> controller, unacknowledged: feeds the watchdog without a new target."""
 
     TYPE: ClassVar[MsgType] = MsgType.HEARTBEAT
-
-    def pack(self) -> bytes:
-        return b""
-
-    @classmethod
-    def unpack(cls, p: bytes) -> Heartbeat:
-        _check_len(p, 0, "HEARTBEAT")
-        return cls()
+    FMT: ClassVar[struct.Struct] = struct.Struct("<")  # no payload
 
 
 @dataclass(frozen=True)
-class TelemetryMsg:
+class TelemetryMsg(_PerJoint):
     """Controller -> host, streamed: state, counters, and per-joint position/velocity/effort."""
 
     TYPE: ClassVar[MsgType] = MsgType.TELEMETRY
-    FIXED: ClassVar[struct.Struct] = struct.Struct("<HBBHHIIII")
+    HEAD: ClassVar[struct.Struct] = struct.Struct("<HBBHHIIII")
+    HEAD_FIELDS: ClassVar[tuple[str, ...]] = ("last_applied_seq", "state", "n", "faults", "applied_age_ticks",
+                                              "rx_good", "rx_bad", "rx_gap", "rx_stale")  # fmt: skip
+    ARRAYS: ClassVar[tuple[str, ...]] = ("positions", "velocities", "efforts")
     last_applied_seq: int
     state: int
     faults: int
@@ -261,26 +307,9 @@ class TelemetryMsg:
     velocities: tuple[float, ...]
     efforts: tuple[float, ...]
 
-    def pack(self) -> bytes:
-        n = len(self.positions)
-        head = self.FIXED.pack(self.last_applied_seq, self.state, n, self.faults, self.applied_age_ticks,
-                               self.rx_good, self.rx_bad, self.rx_gap, self.rx_stale)  # fmt: skip
-        return head + struct.pack(f"<{3 * n}f", *self.positions, *self.velocities, *self.efforts)
-
-    @classmethod
-    def unpack(cls, p: bytes) -> TelemetryMsg:
-        if len(p) < cls.FIXED.size:
-            raise ProtocolError("payload", f"TELEMETRY payload {len(p)} bytes < {cls.FIXED.size}")
-        seq, state, n, faults, age, good, bad, gap, stale = cls.FIXED.unpack_from(p)
-        if not 1 <= n <= MAX_JOINTS:
-            raise ProtocolError("payload", f"TELEMETRY joint count {n} outside 1..{MAX_JOINTS}")
-        _check_len(p, cls.FIXED.size + 12 * n, "TELEMETRY")
-        v = struct.unpack_from(f"<{3 * n}f", p, cls.FIXED.size)
-        return cls(seq, state, faults, age, good, bad, gap, stale, v[:n], v[n : 2 * n], v[2 * n :])
-
 
 @dataclass(frozen=True)
-class FaultReport:
+class FaultReport(_Fixed):
     """Controller -> host, unacknowledged: a fault was latched (repeated while it stays latched)."""
 
     TYPE: ClassVar[MsgType] = MsgType.FAULT_REPORT
@@ -290,34 +319,18 @@ class FaultReport:
     joint: int  # joint that tripped it, 255 = not joint specific
     value: float  # the offending measurement (rad, rad/s, Nm, or ms for the watchdog)
 
-    def pack(self) -> bytes:
-        return self.FMT.pack(self.latched, self.new, self.joint, self.value)
-
-    @classmethod
-    def unpack(cls, p: bytes) -> FaultReport:
-        _check_len(p, cls.FMT.size, "FAULT_REPORT")
-        return cls(*cls.FMT.unpack(p))
-
 
 @dataclass(frozen=True)
-class TimeSyncRequest:
+class TimeSyncRequest(_Fixed):
     """Host -> controller: t1 = host clock (us, u64) when sent."""
 
     TYPE: ClassVar[MsgType] = MsgType.TIME_SYNC_REQUEST
     FMT: ClassVar[struct.Struct] = struct.Struct("<Q")
     t1_us: int
 
-    def pack(self) -> bytes:
-        return self.FMT.pack(self.t1_us)
-
-    @classmethod
-    def unpack(cls, p: bytes) -> TimeSyncRequest:
-        _check_len(p, cls.FMT.size, "TIME_SYNC_REQUEST")
-        return cls(*cls.FMT.unpack(p))
-
 
 @dataclass(frozen=True)
-class TimeSyncResponse:
+class TimeSyncResponse(_Fixed):
     """Controller -> host: t1 echoed, t2 = controller clock at receipt, t3 = at reply (u64 us)."""
 
     TYPE: ClassVar[MsgType] = MsgType.TIME_SYNC_RESPONSE
@@ -326,17 +339,9 @@ class TimeSyncResponse:
     t2_us: int
     t3_us: int
 
-    def pack(self) -> bytes:
-        return self.FMT.pack(self.t1_us, self.t2_us, self.t3_us)
-
-    @classmethod
-    def unpack(cls, p: bytes) -> TimeSyncResponse:
-        _check_len(p, cls.FMT.size, "TIME_SYNC_RESPONSE")
-        return cls(*cls.FMT.unpack(p))
-
 
 @dataclass(frozen=True)
-class Ack:
+class Ack(_Fixed):
     """Controller -> host: the command with header seq ``acked_seq`` was applied."""
 
     TYPE: ClassVar[MsgType] = MsgType.ACK
@@ -344,14 +349,6 @@ class Ack:
     acked_seq: int
     acked_type: int
     reason: int = 0
-
-    def pack(self) -> bytes:
-        return self.FMT.pack(self.acked_seq, self.acked_type, self.reason)
-
-    @classmethod
-    def unpack(cls, p: bytes) -> Ack:
-        _check_len(p, cls.FMT.size, cls.TYPE.name)
-        return cls(*cls.FMT.unpack(p))
 
 
 @dataclass(frozen=True)
@@ -361,6 +358,7 @@ class Nack(Ack):
     TYPE: ClassVar[MsgType] = MsgType.NACK
 
 
+# every message type, once: the union the codec's users see and the decoder's table
 Message = (
     Hello
     | Capabilities
@@ -378,11 +376,7 @@ Message = (
     | Nack
 )
 
-_BY_TYPE: dict[int, type] = {
-    cls.TYPE: cls
-    for cls in (Hello, Capabilities, ConfigureLimits, ConfigureWatchdog, Torque, ClearFaults, Setpoint,
-                Heartbeat, TelemetryMsg, FaultReport, TimeSyncRequest, TimeSyncResponse, Ack, Nack)
-}  # fmt: skip
+_BY_TYPE: dict[int, type] = {cls.TYPE: cls for cls in typing.get_args(Message)}
 
 #: commands the controller acknowledges; the host retries them until ACK or NACK
 ACKED_TYPES = frozenset({MsgType.CONFIGURE_LIMITS, MsgType.CONFIGURE_WATCHDOG, MsgType.TORQUE,

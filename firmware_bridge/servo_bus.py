@@ -57,8 +57,6 @@ from firmware_bridge.streamer import PeriodicThread
 
 log = logging.getLogger(__name__)
 
-SETUP_TIMEOUT_S = 0.05  # per request while starting (not in the control loop)
-
 
 @dataclass(frozen=True)
 class ServoBusConfig:
@@ -85,6 +83,9 @@ class ServoBusConfig:
     write_homing: bool = True  # write the calibration (homing, Feetech limits) where the servos differ
     reconnect_min_s: float = 0.05  # first wait after a failed reopen of a lost port
     reconnect_max_s: float = 1.0  # the wait doubles up to this
+    setup_timeout_s: float = 0.1  # per request while starting and for one-off commands (ping,
+    #   calibration, torque), never in the cycle: a servo answers in ~1 ms, a USB adapter's latency
+    #   timer adds up to 16 ms; only a servo that is missing waits it out (3 pings each)
 
     def __post_init__(self) -> None:
         ids = tuple(int(i) for i in self.ids)
@@ -95,12 +96,14 @@ class ServoBusConfig:
             raise ValueError("port must be a non-empty path")
         if self.baudrate <= 0:
             raise ValueError(f"baudrate must be > 0, got {self.baudrate}")
-        for name in ("period_s", "reply_timeout_s", "reconnect_min_s"):
+        for name in ("period_s", "reply_timeout_s", "reconnect_min_s", "setup_timeout_s"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
         if not self.reconnect_max_s >= self.reconnect_min_s:
             raise ValueError(f"reconnect_max_s {self.reconnect_max_s} must be >= reconnect_min_s")
+        if self.setup_timeout_s > 10:
+            raise ValueError(f"setup_timeout_s must be <= 10 s, got {self.setup_timeout_s!r}")
         if not 0 < self.cycle_budget <= 1:
             raise ValueError(f"cycle_budget must be in (0, 1], got {self.cycle_budget}")
         if not 0 <= self.retries <= 5:
@@ -278,7 +281,7 @@ class ServoBus(BusBase):
         def clear() -> None:
             if self.d.has_watchdog:
                 for sid in self._ids:
-                    self._request(self.d.watchdog(sid, 0), [sid], 0, SETUP_TIMEOUT_S)
+                    self._request(self.d.watchdog(sid, 0), [sid], 0, self.config.setup_timeout_s)
             self._wd_tripped = False
             self._errors = [0] * len(self._ids)
             self._latched = 0
@@ -288,13 +291,17 @@ class ServoBus(BusBase):
 
         self._run(clear)
 
-    def _run(self, fn: Callable[[], None], timeout_s: float = 2.0) -> None:
-        """Run ``fn`` on the thread that owns the port (between two cycles)."""
+    def _run(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the thread that owns the port (between two cycles). It may take what its
+        requests may take (torque on: a state read, then a torque and a watchdog write per servo,
+        each up to ``setup_timeout_s`` plus the write allowance), a cycle before it, and slack."""
         if self._port is None:
             raise LinkError(f"bus on {self.config.port} is not connected")
         if not self._streaming:
             fn()
             return
+        cfg = self.config
+        timeout_s = 2.0 + cfg.period_s + (4 + 3 * len(self._ids)) * (cfg.setup_timeout_s + 0.05)
         done, err = threading.Event(), []
         self._commands.put((fn, done, err))
         if not done.wait(timeout_s):
@@ -358,7 +365,7 @@ class ServoBus(BusBase):
     def _request(
         self, request: bytes, ids: Sequence[int], n_params: int, timeout_s: float
     ) -> dict[int, Packet]:
-        got = self._exchange(request, ids, n_params, timeout_s, self._clock() + timeout_s + 0.05)
+        got = self._exchange(request, ids, n_params, timeout_s, self._clock() + timeout_s)
         return {sid: p for sid, (p, _) in got.items()}
 
     def _read_state(self, ids: Sequence[int], hard_deadline: float, goals: bytes = b"") -> None:
@@ -415,7 +422,7 @@ class ServoBus(BusBase):
             self._enabled = False
             return
         if not all(self._seen):
-            self._read_state(self._ids, self._clock() + SETUP_TIMEOUT_S * 4)
+            self._read_state(self._ids, self._clock() + self.config.setup_timeout_s * 4)
         if not all(self._seen):
             raise LinkError(f"cannot enable torque: no position from servos {self._missing_ids()}")
         # hold where the servos are: goal = present position, before torque goes on
@@ -424,12 +431,12 @@ class ServoBus(BusBase):
                    self._clock() + 0.05)  # fmt: skip
         self._target = tuple(self.cal.to_radians(ticks).tolist())
         for sid in self._ids:
-            got = self._request(d.torque(sid, True), [sid], 0, SETUP_TIMEOUT_S)
+            got = self._request(d.torque(sid, True), [sid], 0, self.config.setup_timeout_s)
             if sid in got:
                 self._errors[self._index[sid]] = int(d.error(got[sid].code))
         if d.has_watchdog and self.config.watchdog_ms:
             for sid in self._ids:
-                self._request(d.watchdog(sid, self.config.watchdog_ms), [sid], 0, SETUP_TIMEOUT_S)
+                self._request(d.watchdog(sid, self.config.watchdog_ms), [sid], 0, self.config.setup_timeout_s)
         self._enabled = True
 
     def _missing_ids(self) -> list[int]:
@@ -441,7 +448,7 @@ class ServoBus(BusBase):
         missing = []
         for sid in self._ids:
             for _ in range(3):
-                if sid in self._request(d.ping(sid), [sid], 3, SETUP_TIMEOUT_S):
+                if sid in self._request(d.ping(sid), [sid], 3, self.config.setup_timeout_s):
                     break
             else:
                 missing.append(sid)
@@ -451,12 +458,12 @@ class ServoBus(BusBase):
             )
         if d.has_watchdog:  # a trip left from an earlier session refuses every goal: clear it
             for sid in self._ids:
-                self._request(d.watchdog(sid, 0), [sid], 0, SETUP_TIMEOUT_S)
+                self._request(d.watchdog(sid, 0), [sid], 0, self.config.setup_timeout_s)
             self._wd_tripped = False
         if cfg.calibration is not None and cfg.write_homing:
             self._apply_calibration()
         for _ in range(3):  # as the pings: a reply or two may be late while starting
-            self._read_state(self._ids, self._clock() + SETUP_TIMEOUT_S * 4)
+            self._read_state(self._ids, self._clock() + self.config.setup_timeout_s * 4)
             if all(self._seen):
                 break
         else:
@@ -475,7 +482,7 @@ class ServoBus(BusBase):
             want = d.calibration_values(m.homing_offset, m.range_min, m.range_max)
             have = []
             for addr, n, sign in d.calibration_registers:
-                data = wire.read(m.servo_id, addr, n, SETUP_TIMEOUT_S)
+                data = wire.read(m.servo_id, addr, n, self.config.setup_timeout_s)
                 if data is None:
                     raise LinkError(f"servo {m.servo_id}: calibration register {addr} not readable")
                 have.append(d.decode_register(data, sign))
@@ -483,7 +490,7 @@ class ServoBus(BusBase):
                 continue
             log.info("servo %d: writing calibration %s (it held %s)", m.servo_id, want, tuple(have))
             for pkt in d.write_calibration(m.servo_id, want):
-                self._request(pkt, [m.servo_id], 0, SETUP_TIMEOUT_S)
+                self._request(pkt, [m.servo_id], 0, self.config.setup_timeout_s)
 
     # ---- the cycle -------------------------------------------------------------------------
     def cycle(self, start: float | None = None) -> float:

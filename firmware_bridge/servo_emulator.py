@@ -35,6 +35,7 @@ import numpy as np
 
 from firmware_bridge import dynamixel as dx
 from firmware_bridge import feetech as ft
+from firmware_bridge.calibration import Calibration
 from firmware_bridge.errors import TransportError
 from firmware_bridge.motor import MotorModel, MotorParams
 from firmware_bridge.ptyport import LinkGuard, Pty, open_pty
@@ -282,6 +283,31 @@ class EmulatedServoBus:
         for qj, s in zip(np.asarray(q, np.float64), self.servos.values(), strict=True):
             s.set_goal_encoder(int(np.rint(qj / k)) + self._tpr // 2)
         return self.goals_rad()
+
+    def load_calibration(self, cal: Calibration) -> None:
+        """Hold ``cal`` in the servos' registers, as an arm calibrated with that file does (Feetech:
+        homing offset and position limits in EEPROM; Dynamixel: the homing offset), written the
+        way a host writes them (EEPROM unlocked, written, locked again); every goal then equals
+        where its servo stands. Raises ValueError for a motor whose id is not on the bus."""
+        from firmware_bridge.servo_dialects import dialect
+
+        missing = [m.servo_id for m in cal.motors if m.servo_id not in self.servos]
+        if missing:
+            raise ValueError(f"calibration names servo ids {missing}, not on this bus {list(self.servos)}")
+        d = dialect(self.kind, big_endian=self.config.big_endian)
+        parser = d.parser()
+        fe = self.kind == "feetech"
+        with self.cond:
+            for m in cal.motors:
+                s = self.servos[m.servo_id]
+                values = d.calibration_values(m.homing_offset, m.range_min, m.range_max)
+                for pkt in parser.feed(b"".join(d.write_calibration(m.servo_id, values))):
+                    p = pkt.params
+                    addr, data = (p[0], p[1:]) if fe else (int.from_bytes(p[0:2], "little"), p[2:])
+                    self._write(s, addr, data)
+            for j, s in enumerate(self.servos.values()):
+                s.set_goal_encoder(int(round(self._enc(j))))
+            self.cond.notify_all()
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> EmulatedServoBus:

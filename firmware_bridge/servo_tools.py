@@ -91,14 +91,21 @@ class FeetechCalibrator:
             self._write(sid, OPERATING_MODE, b"\x00")
 
     def positions(self) -> list[int]:
-        """Present_Position of every servo, raw ticks (a sync read; missing servos raise)."""
-        got = self.wire.exchange(ft.sync_read(ft.PRESENT_POSITION, 2, self.ids), self.ids, 2, self.timeout_s,
-                                 self.wire._clock() + self.timeout_s)  # fmt: skip
-        missing = [sid for sid in self.ids if sid not in got or len(got[sid][0].params) < 2]
-        if missing:
-            raise LinkError(f"no Present_Position from servos {missing}")
+        """Present_Position of every servo, raw ticks: a sync read, the servos that did not answer
+        read again (three attempts in all, as every write here); still missing ones raise."""
         big = self.wire.d.big  # type: ignore[union-attr]
-        return [ft.from_sign_magnitude(ft.unword(got[sid][0].params, big), 15) for sid in self.ids]
+        out: dict[int, int] = {}
+        missing = list(self.ids)
+        for _ in range(3):
+            req = ft.sync_read(ft.PRESENT_POSITION, 2, missing)
+            got = self.wire.exchange(req, missing, 2, self.timeout_s, self.wire._clock() + self.timeout_s)
+            for sid, (pkt, _) in got.items():
+                if len(pkt.params) >= 2:
+                    out[sid] = ft.from_sign_magnitude(ft.unword(pkt.params, big), 15)
+            missing = [sid for sid in self.ids if sid not in out]
+            if not missing:
+                return [out[sid] for sid in self.ids]
+        raise LinkError(f"no Present_Position from servos {missing}")
 
     def half_turn_homings(self) -> list[int]:
         """Step 2 (the arm in the middle of its range): reset, read, write the homing offsets."""

@@ -64,9 +64,17 @@ def known_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        args = build_parser().parse_args(argv)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return rc
+    except BrokenPipeError:
+        # `legato ... | head`: the reader left. Whatever the command drove has already been shut
+        # down by its own finally blocks; quiet exit, and the interpreter's final flush of stdout
+        # must not raise again, so point stdout at /dev/null (Python's documented recipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell tool killed by the pipe reports
     except known_errors() as e:
         if os.environ.get("LEGATO_DEBUG"):
             raise

@@ -57,6 +57,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="keep the cells an interrupted run of the same setup finished"
     )
     p.set_defaults(func=run)
+    c = sub.add_parser("compare", help="paired comparisons across two eval reports of the same episodes")
+    c.add_argument(
+        "a", metavar="REPORT:METHOD", help="method A and the report it ran in, e.g. reports/new:legato"
+    )
+    c.add_argument("b", nargs="+", metavar="REPORT:METHOD", help="one or more methods B to compare A against")
+    c.add_argument(
+        "--resamples", type=int_in(100, 1_000_000), default=4000, help="paired bootstrap resamples"
+    )
+    c.set_defaults(func=run_compare)
+
+
+def run_compare(a: argparse.Namespace) -> int:
+    """Print A against each B, paired on the same episodes (legato.cross_compare)."""
+    from legato.cross_compare import cross_compare, load_report, parse_side
+    from legato.report import paired_table
+
+    path_a, method_a = parse_side(a.a)
+    rep_a = load_report(path_a)
+    rows = []
+    for side in a.b:
+        path_b, method_b = parse_side(side)
+        names = {"label_a": f"{path_a.name}:{method_a}", "label_b": f"{path_b.name}:{method_b}"}
+        rows += cross_compare(rep_a, method_a, load_report(path_b), method_b, a.resamples, **names)
+    print(f"Episodes: {rep_a.episodes} (seed {rep_a.seed}), paired across reports")
+    print(paired_table(rows))
+    return 0
 
 
 def run(a: argparse.Namespace) -> int:

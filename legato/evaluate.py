@@ -270,6 +270,7 @@ def evaluate(cfg: EvalConfig, out: str | Path, progress: bool = True, replace: b
     from tqdm import tqdm
 
     from edge.outputs import atomic_folder, check_target
+    from legato.checkpoint import read_config
 
     out = Path(out)
     check_target(out, "report", replace=replace or resume, flag="--force (or --resume)")
@@ -333,6 +334,7 @@ def evaluate(cfg: EvalConfig, out: str | Path, progress: bool = True, replace: b
         r["chunk_ms"] = compute.get(r["method"], {}).get("median_ms", math.nan)
     report = {
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+        "task": read_config(Path(cfg.checkpoints[0]))["task"],  # `legato compare` pairs reports of one task
         "wall_s": wall,
         "resumed_cells": len(cells) - len(todo),
         "machine": machine_description(),

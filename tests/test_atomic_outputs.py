@@ -193,3 +193,60 @@ def test_a_kill_at_any_rename_step_leaves_a_whole_loadable_checkpoint(
         cfg = TrainConfig(method="plain", steps=5, batch_obs=2, draws=1, warmup=1, ckpt_every=100)
         train(demos_path, tmp_path / "k0", cfg, tiny, resume=True, show_progress=False)
         assert json.loads((tmp_path / "k0" / "trainer.json").read_text())["step"] == 5
+
+
+LONG = "n" * 300  # longer than NAME_MAX (255) on every Linux filesystem
+REPO = Path(__file__).resolve().parents[1]
+LONG_NAME_COMMANDS = {
+    "sim demos": ["sim", "demos", "--episodes", "1", "--out", "{long}.npz"],
+    "export": ["export", "--checkpoint", str(REPO / "models/legato"), "--out", "{long}", "--episodes", "0"],
+    "profile": [
+        "profile",
+        "--bundle",
+        str(REPO / "models/legato-x86-cpu"),
+        "--synthetic",
+        "--seconds",
+        "1",
+        "--out",
+        "{long}",
+    ],  # fmt: skip
+    "demo": ["demo", "--episodes", "1", "--out", "{long}"],
+    "checkpoint publish": ["checkpoint", "publish", str(REPO / "models/legato"), "--to", "{long}"],
+    "flash": [
+        "flash",
+        "--bundle",
+        str(REPO / "models/legato-x86-cpu"),
+        "--profile",
+        "x86-cpu",
+        "--target",
+        "{long}",
+    ],  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("command", list(LONG_NAME_COMMANDS))
+def test_an_over_long_output_name_is_one_line_for_every_command(command, tmp_path, capsys):
+    """ENAMETOOLONG surfaced as a traceback from whichever call met it first (issue 19 part 5)."""
+    pytest.importorskip("torch")
+    from legato.cli import main
+
+    argv = [a.format(long=tmp_path / LONG) for a in LONG_NAME_COMMANDS[command]]
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = int(e.code or 0)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2 and "Traceback" not in err and lines[-1].startswith("legato: error:"), err
+    assert "too long" in lines[-1] or "the filesystem allows 255" in lines[-1], lines[-1]
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_path_length_check_counts_the_temporary(tmp_path):
+    from edge.outputs import TEMP_SUFFIX, check_path_length
+
+    check_path_length(tmp_path / ("a" * (255 - TEMP_SUFFIX)))  # fits with its temporary
+    with pytest.raises(OutputError, match="less 14 for the temporary"):
+        check_path_length(tmp_path / ("a" * (256 - TEMP_SUFFIX)))
+    with pytest.raises(OutputError, match="choose a shorter name"):
+        check_path_length(tmp_path / ("b" * 300) / "out")  # a parent folder that cannot be made

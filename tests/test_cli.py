@@ -76,3 +76,17 @@ def test_rollout_prints_success_and_completion(tiny_checkpoints, method):
                   "--delay", "1", "--method", method)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert '"success_rate"' in proc.stdout and '"completion_s"' in proc.stdout
+
+
+def test_a_reader_that_left_the_pipe_ends_the_command_quietly():
+    """`legato profiles list | head -0`: before, a BrokenPipeError traceback and exit 1."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes its first line
+    try:
+        proc = subprocess.run([sys.executable, "-m", "legato.cli", "profiles", "list"], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=300)  # fmt: skip
+    finally:
+        os.close(write)
+    assert proc.returncode == 141 and proc.stderr == ""

@@ -43,8 +43,12 @@ def make_bundle(
     data: bytes = b"weights v1",
     salt: float = 0.0,
     engine_key: dict | None = None,
+    memory: dict[str, tuple[int, int]] | None = None,
 ) -> Path:
-    """A bundle folder at `out` (created): manifest.json, prefix.onnx, flow_head.onnx, data/blob.bin."""
+    """A bundle folder at `out` (created): manifest.json, prefix.onnx, flow_head.onnx, data/blob.bin.
+
+    `memory`: graph -> (weight_bytes, peak_activation_bytes) recorded in the manifest as the export
+    records them (docs/bundle.md, "memory"); the graph files stay tiny."""
     ref = json.loads((REPO / "models/legato-x86-cpu/manifest.json").read_text())
     out.mkdir(parents=True)
     graphs = {}
@@ -61,6 +65,8 @@ def make_bundle(
             "inputs": [{"name": k, "dtype": d, "shape": list(s)} for k, (d, s) in ins.items()],
             "outputs": [{"name": k, "dtype": d, "shape": list(s)} for k, (d, s) in outs.items()],
         }
+        if memory and g in memory:
+            graphs[g]["memory"] = {"weight_bytes": memory[g][0], "peak_activation_bytes": memory[g][1]}
     (out / "data").mkdir()
     (out / "data/blob.bin").write_bytes(data)
     files = {f"{g}.onnx": graphs[g]["sha256"] for g in graphs}

@@ -173,7 +173,7 @@ def test_engines_are_built_on_the_target_inside_the_release(tmp_path, capsys, mo
 
     calls = []
 
-    def fake_build(profile, bundle, say=print):
+    def fake_build(profile, bundle, say=print, cache_dir=None):
         calls.append(profile.name)
         (bundle / "engines").mkdir()
         (bundle / "engines/flow_head.plan").write_bytes(b"serialized plan")
@@ -223,3 +223,119 @@ def test_first_flash_interrupted_after_upload_can_be_repeated(tmp_path, capsys, 
     monkeypatch.undo()
     rc, out, err = flash(capsys, *argv)
     assert rc == 0 and "0 files sent" in out and "4 already there" in out, err
+
+
+KILL_DURING_INSTALL = """
+import os, signal, sys
+from deploy import agent
+from legato.cli import main
+agent._sync_tree = lambda folder: os.kill(os.getpid(), signal.SIGKILL)  # killed before the swap
+sys.exit(main(["flash", "--bundle", sys.argv[1], "--profile", "x86-cpu", "--target", sys.argv[2]]))
+"""
+
+
+def test_a_later_flash_removes_what_killed_flashes_left(tmp_path, capsys, bundles):
+    """Killed (SIGKILL: no cleanup runs) while a release was assembled, three times: each leaves a
+    hidden temporary release folder, and the next flash (here one with --keep 0) removes it."""
+    import subprocess
+    import sys
+
+    b1, b2 = bundles
+    dest = tmp_path / "robot"
+    assert flash(capsys, "--bundle", str(b1), "--profile", "x86-cpu", "--target", str(dest))[0] == 0
+    for _ in range(3):
+        p = subprocess.run(
+            [sys.executable, "-c", KILL_DURING_INSTALL, str(b2), str(dest)], capture_output=True
+        )
+        assert p.returncode == -9, p.stderr
+    left = [p.name for p in (dest / "releases").iterdir() if p.name.startswith(".")]
+    assert len(left) == 1 and ".tmp-" in left[0], left  # each flash removed the one before it left
+    rc, out, err = flash(
+        capsys, "--bundle", str(b2), "--profile", "x86-cpu", "--target", str(dest), "--keep", "0"
+    )
+    assert rc == 0, err
+    assert [p.name for p in (dest / "releases").iterdir() if p.name.startswith(".")] == []
+    assert flash(capsys, "--check", "--target", str(dest))[0] == 0
+
+
+def test_a_dangling_link_as_target_is_one_line(tmp_path, capsys, bundles):
+    link = tmp_path / "robot"
+    link.symlink_to(tmp_path / "unmounted")
+    rc, _, err = flash(capsys, "--bundle", str(bundles[0]), "--profile", "x86-cpu", "--target", str(link))
+    assert rc == 2 and err.count("\n") == 1 and "symbolic link" in err and "does not exist" in err
+    assert not (tmp_path / "unmounted").exists() and link.is_symlink()
+
+
+PI05_FP16 = {"prefix": (5_300_000_000, 600_000_000), "flow_head": (1_400_000_000, 250_000_000)}
+REDUCED = {"prefix": (8_300_000, 12_000_000), "flow_head": (2_100_000, 3_000_000)}
+
+
+def test_a_bundle_that_does_not_fit_the_profiles_memory_is_refused_before_any_target(tmp_path, capsys):
+    """Full-size pi0.5 in fp16 (about 6.7 GB of weights) cannot run on an Orin Nano 8 GB beside the OS
+    and the camera pipeline; nothing is sent. The same manifest fits a Thor."""
+    nano = make_bundle(tmp_path / "pi05-nano", profile="jetson-orin-nano-8gb", memory=PI05_FP16)
+    dest = tmp_path / "robot"
+    rc, _, err = flash(
+        capsys, "--bundle", str(nano), "--profile", "jetson-orin-nano-8gb", "--target", str(dest)
+    )
+    assert rc == 2 and err.count("\n") == 1 and not dest.exists()
+    assert "the bundle needs 7.55 GB" in err and "has 8.00 GB of which 3.40 GB stay reserved" in err
+    assert "leaving 4.60 GB" in err and "nothing was flashed" in err
+    from edge import memory_budget as mb
+    from edge.bundle import load_manifest
+    from edge.profiles import load_profile
+
+    need = mb.bundle_need(load_manifest(nano).data, nano)
+    for name, fits in (("jetson-orin-nano-8gb", False), ("jetson-orin-nx-16gb", True),
+                       ("jetson-agx-orin-64gb", True), ("jetson-thor", True)):  # fmt: skip
+        dev = load_profile(name).device
+        total = int(dev.memory_gb * 1e9)
+        assert (mb.fit_problem(need, total, mb.reserve_bytes(total), name) is None) == fits, name
+
+
+def test_reduced_bundles_fit_every_profile(tmp_path):
+    """Recorded sizes of a reduced (few-million-parameter) bundle, and estimates from the files of a
+    bundle that records none (the committed reference bundle), fit everywhere."""
+    from deploy.flash import memory_fit
+    from edge.bundle import load_manifest
+    from edge.profiles import list_profiles, load_profile
+
+    committed = sorted((Path(__file__).resolve().parents[2] / "models").glob("*/manifest.json"))
+    assert committed  # the reference bundle at least; reduced LeRobot bundles join when committed
+    bundles = [load_manifest(make_bundle(tmp_path / "reduced", memory=REDUCED))]
+    bundles += [load_manifest(m.parent) for m in committed]
+    for name in list_profiles():
+        for m in bundles:
+            memory_fit(m, load_profile(name))  # raises FlashError when it does not fit
+
+
+def test_the_profiles_calibration_travels_with_the_release(tmp_path, capsys):
+    """A servo profile names its LeRobot calibration beside itself. Before: only profile.toml was
+    flashed, and the device's `legato run` (and the engine build, which loads the profile) failed
+    with "key 'robot.calibration' = .../releases/R/reference-arm.feetech.json: no such file"."""
+    from edge.profiles import load_profile, robot_calibration
+
+    source = load_profile("x86-cpu-feetech")
+    b = make_bundle(tmp_path / "b", profile="x86-cpu-feetech")
+    dest = tmp_path / "robot"
+    rc, _, err = flash(capsys, "--bundle", str(b), "--profile", "x86-cpu-feetech", "--target", str(dest))
+    assert rc == 0, err
+    flashed = load_profile(dest / "current/profile.toml")
+    assert flashed.robot.calibration == str((dest / "current").resolve() / agent.CALIBRATION_FILE)
+    assert robot_calibration(flashed) == robot_calibration(source)
+    assert flashed.to_dict() | {"robot": None} == source.to_dict() | {"robot": None}
+    assert "# LeRobot calibration JSON" in (dest / "current/profile.toml").read_text()  # comments kept
+    rc, out, err = flash(capsys, "--check", "--target", str(dest))
+    assert rc == 0, err
+
+
+def test_a_calibration_the_flash_cannot_retarget_is_refused_in_one_line(tmp_path):
+    import pytest
+
+    from deploy.flash import FlashError, release_profile_text
+
+    text = "[camera]\ncalibration = \"lens.json\"\n[robot]\n  calibration = 'arm.json'  # mine\n"
+    out = release_profile_text(text, "calibration.json", where="p.toml")
+    assert out == '[camera]\ncalibration = "lens.json"\n[robot]\n  calibration = "calibration.json"  # mine\n'
+    with pytest.raises(FlashError, match=r"p.toml: cannot point its \[robot\] calibration"):
+        release_profile_text('robot.calibration = "arm.json"\n', "calibration.json", where="p.toml")

@@ -24,7 +24,7 @@ def test_commands_run_without_torch(tmp_path):
     code = (
         "from legato.cli import main\n"
         f"rc = main(['doctor', '--profile', 'x86-cpu', '--bundle-dir', {str(tmp_path)!r}, '--json'])\n"
-        f"rc2 = main(['service', 'install', '--profile', 'x86-cpu', '--user', 'robot', '--print'])\n"
+        "rc2 = main(['service', 'install', '--profile', 'x86-cpu', '--print'])\n"  # the README's example
         f"rc3 = main(['flash', '--check', '--target', {str(tmp_path / 'none')!r}])\n"
         "print('RC', rc, rc2, rc3)\n"
     )

@@ -15,6 +15,21 @@ from legato.cli import main
 USER = "robot"
 
 
+@pytest.fixture(autouse=True)
+def robot_user_exists(monkeypatch):
+    """The unit's user must exist: the tests' user "robot" exists in a fake passwd lookup."""
+    import pwd
+
+    real = pwd.getpwnam
+
+    def getpwnam(name):
+        if name == USER:
+            return real("root")  # only existence is asked
+        return real(name)
+
+    monkeypatch.setattr(pwd, "getpwnam", getpwnam)
+
+
 PIPELINE = "v4l2src device=/dev/video0 ! video/x-raw,width=640,height=480 ! videoconvert ! appsink"
 
 
@@ -60,7 +75,7 @@ def test_rule_names_the_port_sets_dialout_latency_and_modemmanager(tmp_path):
         assert part in tty
     assert 'SUBSYSTEM=="usb-serial", DRIVER=="ftdi_sio"' in ftdi and ftdi.endswith('ATTR{latency_timer}="1"')
     by_kernel = service.render_rule(spec(tmp_path, usb_id=None))
-    assert 'KERNEL=="ttyTHS0"' in by_kernel and "--usb-id" in by_kernel
+    assert 'KERNEL=="ttyTHS1"' in by_kernel and "--usb-id" in by_kernel
 
 
 def test_systemd_escape():
@@ -82,6 +97,10 @@ def test_print_shows_both_files(tmp_path, capsys):
 
 def test_install_under_a_root_writes_both(tmp_path):
     root = tmp_path / "img"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/bash\nrobot:x:1000:1000::/home/robot:/bin/bash\n"
+    )
     assert install("--bundle-dir", "/opt/legato", "--root", str(root)) == 0
     unit = root / "etc/systemd/system/legato.service"
     rule = root / "etc/udev/rules.d/70-legato-serial.rules"
@@ -153,3 +172,126 @@ def test_status_running_and_failed():
     assert lines[1].endswith("port /dev/legato-arm does not exist")
     rc, lines = service.status("legato", fake_systemctl("LoadState=not-found\nActiveState=inactive\n", ""))
     assert rc == 3 and "is not installed" in lines[0]
+
+
+WEIRD = "my robots $HOME 100% ünï"  # spaces, $, %, unicode: allowed in the executable's path too
+ARGS = 'bundles "arm" $HOME \\ 100% ünï'  # and quotes and a backslash in the arguments
+
+
+def _systemd_split(text: str) -> list[str]:
+    """The unquoting systemd.service(5) documents for ExecStart (double quotes, C escapes, $$, %%)."""
+    out, cur, i, quoted, started = [], [], 0, False, False
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and quoted:
+            cur.append({"n": "\n", "t": "\t"}.get(text[i + 1], text[i + 1]))
+            i += 2
+            continue
+        if c == '"':
+            quoted, started = not quoted, True
+        elif c == " " and not quoted:
+            if started or cur:
+                out.append("".join(cur))
+            cur, started = [], False
+        elif c in "$%" and text[i + 1 : i + 2] == c:
+            cur.append(c)
+            i += 1
+        else:
+            cur.append(c)
+        i += 1
+    if started or cur:
+        out.append("".join(cur))
+    return out
+
+
+def test_every_path_in_the_unit_is_quoted_and_escaped(tmp_path):
+    base = tmp_path / WEIRD
+    venv = base / "venv bin"
+    venv.mkdir(parents=True)
+    legato = venv / "legato"
+    legato.write_text("#!/bin/sh\n")
+    legato.chmod(0o755)
+    s = service.spec_from_args("x86-cpu", str(tmp_path / ARGS), USER, "legato", "legato-arm", None,
+                               str(legato), 'v4l2src device="/dev/video0" ! appsink')  # fmt: skip
+    unit = service.render_unit(s)
+    exec_line = next(ln for ln in unit.splitlines() if ln.startswith("ExecStart="))
+    argv = _systemd_split(exec_line.removeprefix("ExecStart="))
+    assert argv == [str(legato), "run", "--bundle", f"{tmp_path / ARGS}/current", "--profile",
+                    str(load_profile_path("x86-cpu")), "--port", "/dev/legato-arm", "--camera",
+                    'v4l2src device="/dev/video0" ! appsink']  # fmt: skip
+    assert f"WorkingDirectory={str(tmp_path / ARGS).replace('%', '%%')}" in unit.splitlines()
+    if shutil.which("systemd-analyze"):  # systemd's own parser: the executable path must resolve
+        path = tmp_path / "legato.service"
+        path.write_text(unit, encoding="utf-8")
+        out = subprocess.run(
+            ["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60
+        )
+        mine = [ln for ln in out.stderr.splitlines() if str(path) in ln or "legato" in ln]
+        assert mine == [], mine
+    quoted = tmp_path / 'q"uote'
+    quoted.mkdir()
+    with pytest.raises(service.ServiceError, match="systemd cannot run an executable whose path contains"):
+        spec = service.spec_from_args("x86-cpu", str(tmp_path), USER, "legato", "legato-arm", None,
+                                      str(quoted / "legato"))  # fmt: skip
+        service.render_unit(spec)
+
+
+def load_profile_path(name: str) -> Path:
+    from edge.profiles import load_profile
+
+    return Path(load_profile(name).path).absolute()
+
+
+def test_print_works_without_a_user(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    monkeypatch.setattr(service, "default_user", lambda: None)  # as root, no sudo caller
+    rc = main(["service", "install", "--profile", "x86-cpu", "--bundle-dir", str(tmp_path), "--print"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "User=REPLACE_WITH_USER" in out and "placeholder: install with --user NAME" in out
+    rc = main(
+        ["service", "install", "--profile", "x86-cpu", "--bundle-dir", str(tmp_path), "--root", str(tmp_path)]
+    )
+    assert rc == 2 and "pass --user NAME" in capsys.readouterr().err
+
+
+def test_an_unknown_user_is_refused(tmp_path, capsys):
+    rc = main(["service", "install", "--profile", "x86-cpu", "--user", "nosuchuser42", "--print"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "user 'nosuchuser42' does not exist" in err and err.count("\n") == 1
+    img = tmp_path / "img"
+    (img / "etc").mkdir(parents=True)
+    (img / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    rc = main(["service", "install", "--profile", "x86-cpu", "--user", USER, "--root", str(img)])
+    assert rc == 2 and f"does not exist in {img}/etc/passwd" in capsys.readouterr().err
+    assert not (img / "etc/systemd").exists()
+
+
+def test_warns_when_the_flashed_profile_differs(tmp_path, capsys):
+    from bundles import make_bundle
+
+    from edge.profiles import load_profile
+
+    rel = make_bundle(tmp_path / "opt/releases/tiny-1")
+    (tmp_path / "opt/current").symlink_to("releases/tiny-1")
+    (rel / "profile.toml").write_text(load_profile("x86-cpu").path.read_text())
+    rc = install("--bundle-dir", str(tmp_path / "opt"), "--print")
+    assert rc == 0 and "warning" not in capsys.readouterr().err
+    rc = main(["service", "install", "--profile", "x86-cpu-feetech", "--user", USER, "--bundle-dir",
+               str(tmp_path / "opt"), "--print"])  # fmt: skip
+    out = capsys.readouterr()
+    assert rc == 0 and "was flashed with profile x86-cpu, not x86-cpu-feetech" in out.err
+    assert f"--profile {tmp_path}/opt/current/profile.toml" in out.out
+
+
+def test_a_unit_file_that_is_not_ours_is_never_replaced(tmp_path, capsys):
+    root = tmp_path / "img"
+    (root / "etc/systemd/system").mkdir(parents=True)
+    (root / "etc/passwd").write_text("robot:x:1000:1000::/home/robot:/bin/bash\n")
+    mine = root / "etc/systemd/system/legato.service"
+    mine.write_text("[Unit]\nDescription=my own legato service\n")
+    rc = install("--bundle-dir", "/opt/legato", "--root", str(root))
+    assert rc == 2 and "is not a unit file written by legato" in capsys.readouterr().err
+    assert mine.read_text() == "[Unit]\nDescription=my own legato service\n"
+    mine.unlink()
+    assert install("--bundle-dir", "/opt/legato", "--root", str(root)) == 0
+    assert install("--bundle-dir", "/opt/legato", "--root", str(root)) == 0  # its own file: replaced

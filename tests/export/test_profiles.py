@@ -38,7 +38,16 @@ def test_every_profile_loads():
     assert load_profile("x86-cpu-feetech").serial.protocol == "feetech"
 
 
+def _with_calibration(folder):
+    """Profiles name their calibration relative to themselves: copies travel with it."""
+    import shutil
+
+    for cal in PROFILE_DIR.glob("reference-arm.*.json"):
+        shutil.copy(cal, folder)
+
+
 def _variant(tmp_path, base: str, old: str, new: str):
+    _with_calibration(tmp_path)
     text = (PROFILE_DIR / f"{base}.toml").read_text()
     assert old in text, old
     path = tmp_path / f"my-{base}.toml"
@@ -96,6 +105,37 @@ INVALID = [
     ("x86-cpu", 'soc = "x86"', 'soc = "riscv"', ["'soc'", "x86, orin, thor"]),
     ("x86-cpu", 'precisions = ["fp32", "int8"]', 'precisions = ["fp32", "int4"]', ["precisions", "int4"]),
     ("x86-cpu", 'precision = "fp32"', 'precision = "fp16"', ["engine.prefix.precision", "fp32, int8"]),
+    # what the protocol and the buses enforce (firmware_bridge), refused at load time
+    ("x86-cpu", "ids = [1, 2, 3]", "ids = [1, 2, 2]", ["'serial.ids'", "repeats id 2"]),
+    ("x86-cpu-feetech", "ids = [1, 2, 3]", "ids = [1, 2, 253]", ["'serial.ids'", "253", "0..252", "feetech"]),
+    ("x86-cpu", "ids = [1, 2, 3]", "ids = []", ["'serial.ids'", "1 to 32"]),
+    ("x86-cpu", "ids = [1, 2, 3]", f"ids = {list(range(33))}", ["'serial.ids'", "33 entries", "1 to 32"]),
+    ("x86-cpu", "watchdog_ms = 100", "watchdog_ms = 4", ["'serial.watchdog_ms'", "5 to 60000"]),
+    ("x86-cpu", "watchdog_ms = 100", "watchdog_ms = 0", ["'serial.watchdog_ms'", "5 to 60000"]),
+    (
+        "jetson-agx-orin-64gb",
+        "watchdog_ms = 100",
+        "watchdog_ms = 3000",
+        ["watchdog_ms'", "2540", "dynamixel"],
+    ),
+    (
+        "jetson-agx-orin-64gb",
+        "watchdog_ms = 100",
+        "watchdog_ms = 30",
+        ["watchdog_ms'", "two control periods"],
+    ),
+    ("x86-cpu", 'port = "/dev/ttyUSB0"', 'port = ""', ["'serial.port'", "empty"]),
+    ("jetson-thor", 'compute_capability = "11.0"', 'compute_capability = "11.0+"', ["capability", "one"]),
+    ("x86-cuda", 'compute_capability = "8.6+', 'compute_capability = "sm86', ["compute_capability", "8.6+"]),
+    ("jetson-orin-nx-16gb", 'tensorrt = "10.3.0"', 'tensorrt = "8.5.2"', ["JetPack 5 / TensorRT 8.5 is not"]),
+    ("jetson-orin-nx-16gb", 'l4t = "36.4.3"', 'l4t = "35.4.1"', ["JetPack 5 / TensorRT 8.5 is not"]),
+    ("jetson-agx-orin-64gb", 'precision = "fp16"', 'precision = "fp32"', ["dla_core", "fp16 and int8 only"]),
+    (
+        "jetson-orin-nano-8gb",
+        "memory_gb = 8.0",
+        "memory_gb = 8.0\nmemory_reserve_gb = 9",
+        ["memory_reserve_gb"],
+    ),
 ]
 
 
@@ -159,3 +199,62 @@ def test_chunk_geometry_comes_from_the_bundle():
         with pytest.raises(MethodError) as e:
             chunk_geometry(*bad, "profile x86-cpu")
         assert "\n" not in str(e.value) and all(w in str(e.value) for w in words), (words, str(e.value))
+
+
+def test_a_non_utf8_profile_is_one_line(tmp_path):
+    p = tmp_path / "latin1.toml"
+    p.write_bytes((PROFILE_DIR / "x86-cpu.toml").read_bytes().replace(b"Any x86-64", b"Caf\xe9 x86-64"))
+    with pytest.raises(ProfileError) as e:
+        load_profile(p)
+    assert "\n" not in str(e.value) and "not UTF-8" in str(e.value) and "0xe9" in str(e.value)
+
+
+def test_servo_watchdog_may_be_off():
+    import tempfile
+    from pathlib import Path
+
+    text = (PROFILE_DIR / "jetson-agx-orin-64gb.toml").read_text()
+    text = text.replace("watchdog_ms = 100", "watchdog_ms = 0")
+    with tempfile.TemporaryDirectory() as d:
+        _with_calibration(d)
+        (Path(d) / "p.toml").write_text(text)
+        assert load_profile(Path(d) / "p.toml").serial.watchdog_ms == 0
+
+
+@pytest.mark.parametrize("protocol", ["firmware", "feetech", "dynamixel"])
+def test_what_the_loader_accepts_the_bus_accepts(tmp_path, protocol):
+    """Nothing `legato profiles show` accepts dies later: over a grid of [serial] and rate values,
+    every profile that loads yields the bus configuration the runtime builds from it (edge.rig
+    bus_spec, then the bus's own config as firmware_bridge.factory.open_bus makes it)."""
+    from edge.rig import bus_spec
+    from firmware_bridge.config import BridgeConfig, LinkConfig
+    from firmware_bridge.servo_bus import ServoBusConfig
+
+    _with_calibration(tmp_path)
+    base = (PROFILE_DIR / f"{'x86-cpu' if protocol == 'firmware' else 'x86-cpu-feetech'}.toml").read_text()
+    base = base.replace('protocol = "feetech"', 'protocol = "firmware"')
+    loaded = refused = 0
+    for rate, stream in ((10.0, ""), (50.0, ""), (50.0, "stream_hz = 500.0"), (200.0, "")):
+        for wd in (0, 3, 5, 20, 40, 100, 2540, 2541, 60000, 60001):
+            for ids in ("[1, 2, 3]", "[0, 1, 252]", "[1, 1, 2]", "[1, 2, 253]", "[4, 5, 6]"):
+                text = (base.replace('protocol = "firmware"', f'protocol = "{protocol}"')
+                        .replace("stream_hz = 500.0", stream)
+                        .replace("watchdog_ms = 100", f"watchdog_ms = {wd}")
+                        .replace("ids = [1, 2, 3]", f"ids = {ids}")
+                        .replace("rate_hz = 50.0", f"rate_hz = {rate}"))  # fmt: skip
+                path = tmp_path / "p.toml"
+                path.write_text(text)
+                try:
+                    p = load_profile(path)
+                except ProfileError:
+                    refused += 1
+                    continue
+                loaded += 1
+                spec = bus_spec(p)
+                settings = dict(spec.settings)
+                if spec.kind == "firmware":
+                    LinkConfig(settings.pop("port"), settings.pop("baudrate"))
+                    BridgeConfig(**settings)
+                else:
+                    ServoBusConfig(**settings)
+    assert loaded > 10 and refused > 10  # both sides of every rule were visited

@@ -225,6 +225,23 @@ class CoreRig:
         return np.array(self.core.hold_pos if self.kind == "fwcore" else self.core.hold, dtype=float)
 
 
+def patient_port(sdk: Any, path: str, timeout_ms: float = 2000.0) -> Any:
+    """A vendor SDK's PortHandler (scservo_sdk or dynamixel_sdk) on ``path`` that waits up to
+    ``timeout_ms`` for a reply instead of its fixed LATENCY_TIMER-based ~34 ms, which an emulator
+    on a starved machine misses: these tests pin that the SDK and our emulated servos understand
+    each other, not how fast the emulator answers (that is bench/bench_servo_bus.py's)."""
+
+    class Patient(sdk.PortHandler):  # type: ignore[misc, name-defined]
+        def setPacketTimeout(self, packet_length: int) -> None:  # noqa: N802 (the SDK's name)
+            super().setPacketTimeout(packet_length)
+            self.packet_timeout = max(self.packet_timeout, timeout_ms)
+
+        def setPacketTimeoutMillis(self, msec: float) -> None:  # noqa: N802
+            super().setPacketTimeoutMillis(max(msec, timeout_ms))
+
+    return Patient(path)
+
+
 def sdk_retry(call: Callable[[], Any], success: int, attempts: int = 20) -> Any:
     """A vendor SDK call, repeated while it reports a failure. The SDKs wait a fixed few
     milliseconds for a reply, which an emulator on a loaded machine can miss; what the tests pin
@@ -236,3 +253,61 @@ def sdk_retry(call: Callable[[], Any], success: int, attempts: int = 20) -> Any:
         if code == success:
             return out
     return out
+
+
+# The servo buses' setup_timeout_s in tests against emulators: the reply wait of each request
+# while starting (ping, calibration, torque). Generous: an emulator starved by other processes on
+# the same cores answers late, and what these tests pin is the behaviour, not how fast it answers
+# (a missing servo's wait is pinned on a fake clock in test_servo_bus.py).
+SETUP_S = 2.0
+
+
+class Clock:
+    """A settable monotonic clock (seconds)."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class EmuPort:
+    """A Feetech servo bus port that answers through an (unstarted) emulator's handlers, at once;
+    ``plugged[0] = False`` makes the next call fail as a pulled adapter does. With ``clock``, a
+    read that finds nothing waits (moves the clock) to its deadline, as a real port's does."""
+
+    def __init__(self, emu: Any, plugged: list[bool], clock: Clock | None = None) -> None:
+        from firmware_bridge import feetech as ft
+
+        self.emu, self.plugged, self.pending, self.clock = emu, plugged, b"", clock
+        self.parser = ft.Parser()
+        self.writes: list[tuple[float, bytes]] = []  # (clock time, bytes) of every write
+
+    def _check(self) -> None:
+        from firmware_bridge.errors import TransportError
+
+        if not self.plugged[0]:
+            raise TransportError("read failed: [Errno 5] Input/output error")
+
+    def write(self, data: bytes, deadline: float) -> None:
+        self._check()
+        if self.clock is not None:
+            self.writes.append((self.clock.t, data))
+        for p in self.parser.feed(data):
+            self.pending += b"".join(self.emu._handle(p, 0.0))
+
+    def read(self, deadline: float) -> bytes:
+        self._check()
+        d, self.pending = self.pending, b""
+        if not d and self.clock is not None:
+            self.clock.t = max(self.clock.t, deadline)
+        return d
+
+    def discard_input(self) -> int:
+        self._check()
+        self.pending = b""
+        return 0
+
+    def close(self) -> None:
+        pass

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fw_helpers import WAIT_S, wait_for
+from fw_helpers import SETUP_S, WAIT_S, wait_for
 
 from firmware_bridge import dynamixel as dx
 from firmware_bridge import feetech as ft
@@ -43,10 +43,15 @@ class Rig:
         if kind == "firmware":
             self.emu = EmulatedController(EmulatorConfig(3, record_applied=True), link_path=link,
                                           wrap=lambda t: FaultyTransport(t, seed=5))  # fmt: skip
-            self.settings: dict[str, Any] = {"port": link, "limits": JointLimits.uniform(3)}
+            # watchdogs of 2 s on every bus: a starved test process is silent for longer than a
+            # real host, and a watchdog trip is a fault these tests would then see (the watchdog's
+            # own behaviour is pinned in test_fw_link_pty.py and test_servo_bus.py)
+            self.settings: dict[str, Any] = {"port": link, "limits": JointLimits.uniform(3),
+                                             "watchdog_ms": 2000}  # fmt: skip
         else:
             self.emu = EmulatedServoBus(ServoEmulatorConfig(kind, (1, 2, 3)), link_path=link)
-            self.settings = {"port": link, "ids": "1-3", "period_s": 0.01, "reconnect_min_s": 0.02}
+            self.settings = {"port": link, "ids": "1-3", "period_s": 0.01, "reconnect_min_s": 0.02,
+                             "setup_timeout_s": SETUP_S, "watchdog_ms": 2000}  # fmt: skip
         self.emu.start()
         self.bus: MotorBus = open_bus(kind, **self.settings)
 

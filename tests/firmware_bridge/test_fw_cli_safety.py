@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from fw_helpers import sdk_retry
+from fw_helpers import patient_port, sdk_retry
 
 from firmware_bridge.emulator import EmulatedController, EmulatorConfig
-from firmware_bridge.ptyport import LinkGuard, LinkPathError
+from firmware_bridge.ptyport import LinkGuard, LinkPathError, open_pty
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "firmware_bridge.cli", "firmware"]
@@ -84,8 +84,6 @@ def test_the_link_of_a_killed_emulator_naming_our_new_pty_is_taken_over(tmp_path
     """A killed emulator leaves its link; Linux gives the next pty the lowest free number, so the
     next emulator's own new pty is usually the one the stale link names. Before: refused as "the
     live pty of another emulator" (it was our own), and the user had to delete the link by hand."""
-    from firmware_bridge.ptyport import open_pty
-
     link = str(tmp_path / "arm")
     pty = open_pty()
     try:
@@ -108,8 +106,12 @@ def test_a_killed_emulator_process_leaves_a_link_the_next_one_takes_over(tmp_pat
     proc = subprocess.Popen([sys.executable, "-c", code, link], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == link
-        with pytest.raises(LinkPathError, match=f"live pty of pid {proc.pid} "):
-            LinkGuard(link, "/dev/pts/0")  # alive: refused, naming the process that drives it
+        other = open_pty()  # a pty of our own to point the link at (never the live one's number)
+        try:
+            with pytest.raises(LinkPathError, match=f"live pty of pid {proc.pid} "):
+                LinkGuard(link, other.path)  # alive: refused, naming the process that drives it
+        finally:
+            other.close()
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         ctrl = EmulatedController(EmulatorConfig(2), link_path=link)  # no cleanup happened
@@ -146,7 +148,7 @@ def test_emulate_bus_prints_its_port_and_the_feetech_sdk_pings_it() -> None:
         assert proc.stdout is not None
         port = proc.stdout.readline().strip()
         assert port.startswith("/dev/pts/"), port
-        ph, handler = scs.PortHandler(port), scs.PacketHandler(0)
+        ph, handler = patient_port(scs, port), scs.PacketHandler(0)
         assert ph.openPort()
         try:
             pings = [sdk_retry(lambda: handler.ping(ph, i), scs.COMM_SUCCESS)[1] for i in (1, 2, 3)]  # noqa: B023
@@ -158,3 +160,16 @@ def test_emulate_bus_prints_its_port_and_the_feetech_sdk_pings_it() -> None:
         proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "needs --ids" in one_error_line(run_cli("emulate", "--bus", "dynamixel"))
+
+
+def test_emulate_bus_refuses_a_calibration_it_cannot_hold_in_one_line(tmp_path) -> None:
+    cal = str(Path(__file__).resolve().parent / "fixtures" / "so101_lerobot_calibration.json")
+    line = one_error_line(run_cli("emulate", "--bus", "feetech", "--ids", "1-3", "--calibration", cal))
+    assert "servo ids [4, 5, 6], not on this bus [1, 2, 3]" in line
+    assert "no such file" in one_error_line(
+        run_cli("emulate", "--bus", "feetech", "--calibration", str(tmp_path / "none.json"))
+    )
+    (tmp_path / "bad.json").write_text("{}")
+    assert "not a LeRobot calibration" in one_error_line(
+        run_cli("emulate", "--bus", "feetech", "--calibration", str(tmp_path / "bad.json"))
+    )

@@ -6,20 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fw_helpers import Clock, EmuPort
 
-from firmware_bridge import feetech as ft
 from firmware_bridge.errors import LinkError, TransportError
 from firmware_bridge.reconnect import PortKeeper
 from firmware_bridge.servo_bus import ServoBus, ServoBusConfig
 from firmware_bridge.servo_emulator import EmulatedServoBus, ServoEmulatorConfig
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class Port:
@@ -93,37 +85,6 @@ def test_a_setup_that_fails_is_a_failed_attempt_and_a_bug_is_not_swallowed() -> 
     owner.refuse = None
     clock.t += 1
     assert k.acquire() is ports[2] and k.connected
-
-
-class EmuPort:
-    """A servo bus port that answers through an (unstarted) emulator's handlers; ``unplug()``
-    makes the next call fail as a pulled adapter does."""
-
-    def __init__(self, emu: EmulatedServoBus, plugged: list[bool]) -> None:
-        self.emu, self.plugged, self.pending = emu, plugged, b""
-        self.parser = ft.Parser()
-
-    def _check(self) -> None:
-        if not self.plugged[0]:
-            raise TransportError("read failed: [Errno 5] Input/output error")
-
-    def write(self, data: bytes, deadline: float) -> None:
-        self._check()
-        for p in self.parser.feed(data):
-            self.pending += b"".join(self.emu._handle(p, 0.0))
-
-    def read(self, deadline: float) -> bytes:
-        self._check()
-        d, self.pending = self.pending, b""
-        return d
-
-    def discard_input(self) -> int:
-        self._check()
-        self.pending = b""
-        return 0
-
-    def close(self) -> None:
-        pass
 
 
 def test_servo_bus_says_disconnected_at_the_first_failing_cycle_and_reconnects() -> None:

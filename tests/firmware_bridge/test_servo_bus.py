@@ -11,11 +11,12 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
-from fw_helpers import WAIT_S, sdk_retry
+from fw_helpers import SETUP_S, WAIT_S, Clock, EmuPort, patient_port, sdk_retry
 
 from firmware_bridge import dynamixel as dx
 from firmware_bridge import feetech as ft
 from firmware_bridge.config import JointLimits
+from firmware_bridge.errors import LinkError
 from firmware_bridge.factory import open_bus
 from firmware_bridge.messages import Fault
 from firmware_bridge.portcheck import PortError, check_port
@@ -53,6 +54,7 @@ def buses() -> Iterator[Callable[..., ServoBus]]:
         # period) that a loaded machine does not miss, so the counts below are exact
         kw.setdefault("period_s", 0.5)
         kw.setdefault("watchdog_ms", 0 if kw["period_s"] > 0.05 else 100)  # >= two periods, or off
+        kw.setdefault("setup_timeout_s", SETUP_S)
         bus = ServoBus(kind, ServoBusConfig(port, **kw))  # type: ignore[arg-type]
         made.append(bus)
         bus.start(stream=stream)
@@ -144,7 +146,7 @@ ERROR_CASES = [
 @pytest.mark.parametrize(("kind", "bit", "err"), ERROR_CASES)
 def test_error_bits_are_reported_and_torque_off_still_goes_out_on_close(kind, bit, err, servos):
     emu = servos(kind)
-    bus = ServoBus(kind, ServoBusConfig(emu.port, IDS))
+    bus = ServoBus(kind, ServoBusConfig(emu.port, IDS, setup_timeout_s=SETUP_S))
     bus.start(stream=True)  # the real thread this time: close() must stop it and still send torque-off
     try:
         emu.set_error(2, bit)
@@ -175,9 +177,10 @@ def _wait_for_telemetry(bus: ServoBus, pred: Callable, timeout_s: float = WAIT_S
 
 def test_dynamixel_bus_watchdog_is_set_trips_when_the_host_is_silent_and_clears(servos, buses):
     emu = servos("dynamixel")
-    # a 100 ms period: the cycle's spare time for the register 98 check survives a loaded machine
-    bus = buses("dynamixel", emu.port, period_s=0.1, watchdog_ms=200)
-    assert [s.table[dx.BUS_WATCHDOG] for s in emu.servos.values()] == [10] * 6  # 200 ms / 20 ms
+    # a 100 ms period: the cycle's spare time for the register 98 check survives a loaded machine;
+    # a 1 s watchdog: a starved test process must not trip it again between clear and cycle
+    bus = buses("dynamixel", emu.port, period_s=0.1, watchdog_ms=1000)
+    assert [s.table[dx.BUS_WATCHDOG] for s in emu.servos.values()] == [50] * 6  # 1000 ms / 20 ms
     bus.cycle()
     # the host goes silent: the servos stop on their own
     assert emu.wait_until(lambda e: all(s.watchdog_tripped for s in e.servos.values()), WAIT_S)
@@ -185,7 +188,7 @@ def test_dynamixel_bus_watchdog_is_set_trips_when_the_host_is_silent_and_clears(
     t = bus.latest_telemetry()
     assert t.holding and t.faults & Fault.WATCHDOG and all(e & ServoError.WATCHDOG for e in t.servo_errors)
     bus.clear_faults()
-    assert [s.table[dx.BUS_WATCHDOG] for s in emu.servos.values()] == [10] * 6
+    assert [s.table[dx.BUS_WATCHDOG] for s in emu.servos.values()] == [50] * 6
     bus.cycle()
     assert not bus.latest_telemetry().holding and bus.latest_telemetry().faults == 0
 
@@ -209,6 +212,29 @@ def test_feetech_calibration_homing_offsets_are_written_where_the_servos_differ(
     assert t.positions[0] == pytest.approx((2148 - 2000) * 2 * np.pi / 4096, abs=1e-5)
 
 
+@pytest.mark.parametrize("setup_timeout_s", [None, 0.7])
+def test_a_missing_servo_gets_setup_timeout_s_per_ping_then_one_line_naming_it(setup_timeout_s) -> None:
+    """Starting is not the cycle: each of the three pings of a servo that does not answer waits
+    ``setup_timeout_s`` (100 ms by default), on a fake clock. Before: a fixed 50 ms, which an
+    emulator on a starved machine missed, and no way for a slow adapter to ask for more."""
+    emu = EmulatedServoBus(ServoEmulatorConfig("feetech", (1, 2)))  # servo 3 is not on the bus
+    clock = Clock()
+    port = EmuPort(emu, [True], clock)
+    kw = {} if setup_timeout_s is None else {"setup_timeout_s": setup_timeout_s}
+    bus = ServoBus("feetech", ServoBusConfig("/dev/ttyACM0", (1, 2, 3), **kw), open_port=lambda: port,
+                   clock=clock)  # fmt: skip
+    try:
+        with pytest.raises(LinkError, match=r"no reply to ping from servo ids \[3\] on /dev/ttyACM0"):
+            bus.start(stream=False)
+    finally:
+        bus.close()
+        emu.close()
+    wait = 0.1 if setup_timeout_s is None else setup_timeout_s
+    pings = [t for t, data in port.writes if data == ft.ping(3)]
+    assert np.diff(pings) == pytest.approx([wait, wait]) and clock.t - pings[0] == pytest.approx(3 * wait)
+    assert [data for _, data in port.writes].count(ft.ping(1)) == 1  # the others answered at once
+
+
 def test_open_bus_refuses_unknown_settings_and_kinds() -> None:
     with pytest.raises(ValueError, match="unknown settings.*'period'"):
         open_bus("feetech", port="/dev/x", ids=[1], period=0.02)
@@ -216,6 +242,9 @@ def test_open_bus_refuses_unknown_settings_and_kinds() -> None:
         open_bus("can")
     with pytest.raises(ValueError, match="watchdog_ms"):
         open_bus("dynamixel", port="/dev/x", ids=[1], period_s=0.1, watchdog_ms=100)
+    for bad in (0.0, -1.0, float("nan"), 11.0):
+        with pytest.raises(ValueError, match="setup_timeout_s"):
+            open_bus("feetech", port="/dev/x", ids=[1], setup_timeout_s=bad)
     assert parse_ids("1-3,7") == (1, 2, 3, 7)
 
 
@@ -278,7 +307,7 @@ def test_missing_and_not_a_tty_ports_are_told_apart(tmp_path) -> None:
 def test_the_feetech_sdk_pings_reads_and_sync_writes_our_emulated_bus(servos) -> None:
     scs = pytest.importorskip("scservo_sdk")
     emu = servos("feetech")
-    port = scs.PortHandler(emu.port)
+    port = patient_port(scs, emu.port)
     assert port.openPort() and port.setBaudRate(1_000_000)
     try:
         ph = scs.PacketHandler(0)
@@ -309,7 +338,7 @@ def test_the_feetech_sdk_pings_reads_and_sync_writes_our_emulated_bus(servos) ->
 def test_the_dynamixel_sdk_pings_reads_and_sync_writes_our_emulated_bus(servos) -> None:
     sdk = pytest.importorskip("dynamixel_sdk")
     emu = servos("dynamixel")
-    port = sdk.PortHandler(emu.port)
+    port = patient_port(sdk, emu.port)
     assert port.openPort() and port.setBaudRate(1_000_000)
     try:
         ph = sdk.PacketHandler(2.0)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fw_helpers import WAIT_S, wait_for
+from fw_helpers import SETUP_S, WAIT_S, wait_for
 from so101_arm import BODY_MODES, DEGREE_MODES, GOALS_DEGREES, IDS, MIDDLE, NAMES, SWEEP, set_pose
 
 from firmware_bridge import dynamixel as dx
@@ -64,7 +64,9 @@ def test_ping_says_which_ids_answer_their_model_and_error_bits(kind, model, bit,
     emu = bus_of(kind, (1, 2, 3))
     emu.set_error(2, bit)
     emu.set_silent(3)
-    rc = main(["servo", "ping", "--port", emu.port, "--bus", kind, "--ids", "1-4"])
+    # a generous reply wait (two pings of 0.5 s): the emulator shares the loaded machine; the
+    # silent and the absent servo each cost their two waits
+    rc = main(["servo", "ping", "--port", emu.port, "--bus", kind, "--ids", "1-4", "--timeout", "0.5"])
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert rc == 1 and lines == [
@@ -78,11 +80,14 @@ def test_ping_says_which_ids_answer_their_model_and_error_bits(kind, model, bit,
 
 def test_scan_lists_every_servo_on_the_bus_and_fails_on_an_empty_one(bus_of, capsys):
     emu = bus_of("feetech", (3, 7, 12))
-    assert main(["servo", "scan", "--port", emu.port, "--ids", "0-15"]) == 0
+    # one ping per id, each given 1 s (the emulator shares the loaded machine): a few absent ids
+    # among the present ones, not a long empty range, keep that short
+    scan = ["servo", "scan", "--port", emu.port, "--timeout", "1"]
+    assert main([*scan, "--ids", "2,3,7,8,12"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "feetech at 1000000 bit/s: 3 servos"
     assert [int(line.split()[1].rstrip(":")) for line in out.splitlines()[1:]] == [3, 7, 12]
-    assert main(["servo", "scan", "--port", emu.port, "--ids", "20-25"]) == 1
+    assert main([*scan, "--ids", "20-21"]) == 1
     assert "no servo answered" in capsys.readouterr().err
 
 
@@ -116,7 +121,18 @@ def test_calibrate_writes_the_file_lerobot_writes_for_the_same_arm(bus_of, tmp_p
     monkeypatch.setattr("sys.stdin", ScriptedPerson(emu))
     out = tmp_path / "my_follower.json"
     rc = main(
-        ["servo", "calibrate", "--port", emu.port, "--profile", "so101-follower", "--calibration", str(out)]
+        [
+            "servo",
+            "calibrate",
+            "--port",
+            emu.port,
+            "--profile",
+            "so101-follower",
+            "--calibration",
+            str(out),
+            "--timeout",
+            "1",
+        ]  # fmt: skip
     )
     assert rc == 0, capsys.readouterr().err
     assert out.read_bytes() == GOLDEN.read_bytes()  # LeRobot's file, byte for byte
@@ -138,7 +154,8 @@ def test_calibrate_refuses_a_target_that_is_not_a_calibration_before_touching_th
 
 def test_calibrate_from_file_writes_lerobots_numbers_into_the_servos(bus_of, capsys):
     emu = bus_of("feetech")
-    rc = main(["servo", "calibrate", "--port", emu.port, "--calibration", str(GOLDEN), "--from-file"])
+    rc = main(["servo", "calibrate", "--port", emu.port, "--calibration", str(GOLDEN), "--from-file",
+               "--timeout", "1"])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     assert _registers(emu) == READINGS["registers"]
 
@@ -161,7 +178,8 @@ def test_the_calibration_drives_the_emulated_arm_to_the_angles_it_predicts(bus_o
 
     emu = bus_of("feetech")
     cal = Calibration.from_lerobot(GOLDEN)
-    bus = open_bus("feetech", port=emu.port, ids=list(IDS), calibration=str(GOLDEN), period_s=0.02)
+    bus = open_bus("feetech", port=emu.port, ids=list(IDS), calibration=str(GOLDEN), period_s=0.02,
+                   setup_timeout_s=SETUP_S)  # fmt: skip
     try:
         bus.start()
         assert _registers(emu) == READINGS["registers"]  # homing written from the file where it differed

@@ -67,9 +67,10 @@ def test_port_rig_of_a_servo_bus_gets_calibration_limits_period_and_watchdog():
 
 
 def test_servo_limits_beyond_what_the_calibration_reaches_are_refused(tmp_path):
-    prof = variant(tmp_path, "x86-cpu-feetech", ('calibration = "reference-arm.feetech.json"', "# none"))
+    # joint 0 reaches 3.49 rad; an uncalibrated servo turns +- pi: the profile loader refuses it
+    # (it builds bus_spec's configuration), so `legato profiles show` never accepts it
     with pytest.raises(ProfileError, match="'shoulder' limits .* no calibration"):
-        bus_spec(prof)  # joint 0 reaches 3.49 rad; an uncalibrated servo turns +- pi
+        variant(tmp_path, "x86-cpu-feetech", ('calibration = "reference-arm.feetech.json"', "# none"))
 
 
 def test_the_loop_clamps_to_the_robots_limits_not_the_models():
@@ -111,12 +112,12 @@ def test_sim_rig_is_built_by_the_same_builder_from_the_sim_arm(tmp_path):
 
     task = TaskConfig()
     for name in ("x86-cpu", "x86-cpu-feetech"):
-        prof = variant(tmp_path, name, ("q_max = [3.49, 2.9, 2.9]", "q_max = [3.6, 3.0, 3.0]"))
+        prof = variant(tmp_path, name, ("q_max = [3.49, 2.9, 2.9]", "q_max = [3.4, 2.8, 2.8]"))
         sim = SimRig(task, prof, episodes=1, seed=1000)
         rig = build_rig(fake_manifest(), prof, sim=sim)
         try:
             r, arm = rig.prof.robot, task.arm
-            assert r.q_min == arm.q_min and r.q_max == arm.q_max  # the sim arm, not the profile's 3.6
+            assert r.q_min == arm.q_min and r.q_max == arm.q_max  # the sim arm, not the profile's 3.4
             assert r.max_velocity == (arm.vel_max,) * 3 and r.max_step == prof.robot.max_step
             assert rig.prof.serial.port == sim.link_path and rig.prof.serial.stream_hz == 200.0
             assert rig.spec == bus_spec(rig.prof)

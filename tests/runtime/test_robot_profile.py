@@ -91,7 +91,8 @@ def _calibration(tmp_path, motors: dict) -> str:
 
 
 def _motor(i: int) -> dict:
-    return {"id": i, "drive_mode": 0, "homing_offset": 0, "range_min": 100, "range_max": 4000}
+    # a range the reference arm's joints fit (the loader checks the servos reach [robot] q_min/q_max)
+    return {"id": i, "drive_mode": 0, "homing_offset": 0, "range_min": -400, "range_max": 4500}
 
 
 def test_calibration_is_read_relative_to_the_profile_and_put_in_joint_order(tmp_path):

@@ -34,8 +34,11 @@ def _profile(tmp_path, protocol: str) -> str:
         .read_text()
         .replace('protocol = "feetech"', f'protocol = "{protocol}"')
     )
-    # --sim writes its own calibration of the simulated arm into the profile
-    text = "\n".join(ln for ln in text.splitlines() if not ln.startswith("calibration ="))
+    # --sim writes its own calibration of the simulated arm into the profile; the profile names one
+    # that fits its [robot] limits on this bus (the loader checks the servos reach them)
+    name = f"reference-arm.{protocol}.json"
+    text = text.replace("reference-arm.feetech.json", name)
+    (tmp_path / name).write_text(profile_path("x86-cpu-feetech").with_name(name).read_text())
     path = tmp_path / f"x86-cpu-{protocol}.toml"
     path.write_text(text.replace('name = "x86-cpu-feetech"', f'name = "x86-cpu-{protocol}"'))
     return str(path)

@@ -1,0 +1,118 @@
+"""Paired comparisons across two evaluation reports that ran the same episodes (`legato compare`).
+
+Every report of one held-out set (same task, --seed and --episodes) runs episode k with the same
+scene and, at each (d, s), the same sampling-noise seed, whatever its checkpoints or --ramp. So
+a new checkpoint's cells pair episode by episode with another report's cells without rerunning
+the other methods (RTC, the expensive one, runs once). The statistics are legato.paired's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.errors import UsageError
+from legato.episode_metrics import EPISODE_KEYS
+
+EXPERT = "expert"  # one cell per s (d = 0): pairs with every d
+
+
+@dataclass(frozen=True)
+class ReportCells:
+    """One report's per-episode tables: {(method, d, s): (episodes, len(EPISODE_KEYS))}."""
+
+    path: Path
+    seed: int
+    episodes: int
+    task: str | None  # the task as canonical JSON (None when neither report nor checkpoint says)
+    tables: dict[tuple[str, int, int], np.ndarray]
+
+
+def _task_of(report: dict[str, Any]) -> str | None:
+    task = report.get("task")
+    if task is None:  # reports written before the task was recorded: ask the checkpoints
+        for ck in report.get("config", {}).get("checkpoints", ()):
+            try:
+                task = json.loads((Path(ck) / "config.json").read_text())["task"]
+                break
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    return None if task is None else json.dumps(task, sort_keys=True)
+
+
+def load_report(path: str | Path) -> ReportCells:
+    """A report folder of `legato eval` (results.json + episodes.npz). Raises UsageError."""
+    path = Path(path)
+    try:
+        report = json.loads((path / "results.json").read_text())
+        with np.load(path / "episodes.npz") as z:
+            columns = [str(c) for c in z["columns"]]
+            arrays = {k: z[k] for k in z.files if k != "columns"}
+    except FileNotFoundError as e:
+        raise UsageError(
+            f"{path} is not a finished `legato eval` report ({Path(e.filename).name} missing)"
+        ) from None
+    except (OSError, ValueError, KeyError) as e:
+        raise UsageError(f"{path}: unreadable report ({e})") from None
+    if columns != list(EPISODE_KEYS):
+        raise UsageError(
+            f"{path}: episodes.npz has columns {columns}, this version reads {list(EPISODE_KEYS)}"
+        )
+    tables = {}
+    for cell in report["cells"]:
+        key = (cell["method"], int(cell["d"]), int(cell["s"]))
+        tables[key] = arrays[f"{key[0]}_d{key[1]}_s{key[2]}"]
+    cfg = report["config"]
+    return ReportCells(path, int(cfg["seed"]), int(cfg["episodes"]), _task_of(report), tables)
+
+
+def check_same_episodes(a: ReportCells, b: ReportCells) -> None:
+    """Refuse two reports whose episode k is not the same scene and noise."""
+    if (a.seed, a.episodes) != (b.seed, b.episodes):
+        raise UsageError(f"{a.path} ran --seed {a.seed} --episodes {a.episodes}, {b.path} --seed {b.seed} "
+                         f"--episodes {b.episodes}: not the same episodes")  # fmt: skip
+    if a.task is None or b.task is None:
+        missing = a.path if a.task is None else b.path
+        raise UsageError(
+            f"{missing}: cannot tell its task (results.json has none and its checkpoints are gone)"
+        )
+    if a.task != b.task:
+        raise UsageError(f"{a.path} and {b.path} evaluated different tasks")
+
+
+def _cell(r: ReportCells, method: str, d: int, s: int) -> np.ndarray | None:
+    return r.tables.get((method, 0, s) if method == EXPERT else (method, d, s))
+
+
+def cross_compare(a: ReportCells, method_a: str, b: ReportCells, method_b: str, resamples: int = 4000,
+                  label_a: str = "", label_b: str = "") -> list[dict[str, Any]]:  # fmt: skip
+    """Paired comparisons of method_a (report a) against method_b (report b) at every (d, s) both
+    ran, in legato.evaluate.paired_comparisons' row format (same bootstrap seed per (d, s))."""
+    from legato.paired import compare
+
+    check_same_episodes(a, b)
+    grid = sorted({(s, d) for (m, d, s) in [*a.tables, *b.tables] if m in (method_a, method_b)})
+    rows = []
+    for s, d in grid:
+        if method_a == EXPERT and method_b == EXPERT and d != 0:
+            continue
+        ta, tb = _cell(a, method_a, d, s), _cell(b, method_b, d, s)
+        if ta is None or tb is None:
+            continue
+        res = compare(ta, tb, resamples, seed=a.seed + d + 1000 * s)
+        rows.append({"a": label_a or method_a, "b": label_b or method_b, "d": d, "s": s, **res})
+    if not rows:
+        raise UsageError(f"no (d, s) cell has both {method_a} in {a.path} and {method_b} in {b.path}")
+    return rows
+
+
+def parse_side(text: str) -> tuple[Path, str]:
+    """ "reports/x:legato" -> (Path("reports/x"), "legato")."""
+    path, sep, method = text.rpartition(":")
+    if not sep or not path or not method:
+        raise UsageError(f"expected REPORT:METHOD (e.g. reports/round3:legato), got {text!r}")
+    return Path(path), method

@@ -1,0 +1,92 @@
+"""legato.cross_compare / `legato compare`: pairing cells of two reports of the same episodes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edge.errors import UsageError
+from legato.cross_compare import cross_compare, load_report, parse_side
+from legato.episode_metrics import EPISODE_KEYS
+
+TASK = {"name": "planar-reach", "obstacle": True}
+S, C = EPISODE_KEYS.index("success"), EPISODE_KEYS.index("completion_s")
+
+
+def _report(folder, cells, seed=1000, episodes=50, task=TASK):
+    """A report folder as `legato eval` writes it: {(method, d, s): table}."""
+    folder.mkdir(parents=True)
+    rows = [{"method": m, "d": d, "s": s, "r": 0} for m, d, s in cells]
+    cfg = {"seed": seed, "episodes": episodes, "checkpoints": []}
+    (folder / "results.json").write_text(json.dumps({"config": cfg, "task": task, "cells": rows}))
+    arrays = {f"{m}_d{d}_s{s}": t for (m, d, s), t in cells.items()}
+    np.savez_compressed(folder / "episodes.npz", columns=np.array(EPISODE_KEYS), **arrays)
+    return folder
+
+
+def _table(success, completion):
+    t = np.zeros((len(success), len(EPISODE_KEYS)))
+    t[:, S], t[:, C] = success, completion
+    return t
+
+
+def test_a_new_checkpoint_pairs_with_another_reports_cells_episode_by_episode(tmp_path):
+    rng = np.random.default_rng(0)
+    base_succ = (rng.random(50) < 0.8).astype(float)
+    rtc = _table(base_succ, np.where(base_succ > 0, 2.0, np.nan))
+    new = base_succ.copy()
+    new[np.flatnonzero(base_succ == 0)[:6]] = 1.0  # six more successes, the same episodes otherwise
+    mine = _table(new, np.where(new > 0, 1.8, np.nan))
+    a = load_report(_report(tmp_path / "new", {("legato", 2, 8): mine, ("legato", 3, 8): mine}))
+    b = load_report(_report(tmp_path / "base", {("rtc", 2, 8): rtc, ("naive", 3, 8): rtc}))
+    rows = cross_compare(a, "legato", b, "rtc", resamples=200)
+    assert [(r["d"], r["s"]) for r in rows] == [(2, 8)]  # rtc ran only d = 2
+    est, lo, hi = rows[0]["success"]
+    assert est == pytest.approx(6 / 50) and lo > 0
+    assert rows[0]["completion_s"][0] == pytest.approx(0.9)
+
+
+def test_the_expert_pairs_with_every_delay(tmp_path):
+    t = _table(np.ones(50), np.full(50, 1.0))
+    a = load_report(_report(tmp_path / "a", {("legato", 2, 8): t, ("legato", 4, 8): t}))
+    b = load_report(_report(tmp_path / "b", {("expert", 0, 8): t}))
+    assert [r["d"] for r in cross_compare(a, "legato", b, "expert", resamples=100)] == [2, 4]
+
+
+@pytest.mark.parametrize(
+    "other, match",
+    [({"seed": 1001}, "not the same episodes"), ({"episodes": 40}, "not the same episodes"),
+     ({"task": {"name": "metaworld-push-wall"}}, "different tasks")],
+)  # fmt: skip
+def test_reports_of_other_episodes_are_refused(tmp_path, other, match):
+    n = other.get("episodes", 50)
+    a = load_report(_report(tmp_path / "a", {("legato", 2, 8): _table(np.ones(50), np.ones(50))}))
+    b = load_report(_report(tmp_path / "b", {("rtc", 2, 8): _table(np.ones(n), np.ones(n))}, **other))
+    with pytest.raises(UsageError, match=match):
+        cross_compare(a, "legato", b, "rtc")
+
+
+def test_no_common_cell_and_unfinished_reports_are_one_line_errors(tmp_path):
+    t = _table(np.ones(50), np.ones(50))
+    a = load_report(_report(tmp_path / "a", {("legato", 2, 8): t}))
+    b = load_report(_report(tmp_path / "b", {("rtc", 4, 8): t}))
+    with pytest.raises(UsageError, match="no \\(d, s\\) cell"):
+        cross_compare(a, "legato", b, "rtc")
+    (tmp_path / "half").mkdir()
+    with pytest.raises(UsageError, match="not a finished"):
+        load_report(tmp_path / "half")
+    with pytest.raises(UsageError, match="REPORT:METHOD"):
+        parse_side("reports/x")
+
+
+def test_legato_compare_prints_the_paired_table(tmp_path, capsys):
+    from legato.cli import main
+
+    t = _table(np.ones(50), np.full(50, 2.0))
+    _report(tmp_path / "new", {("legato", 2, 8): t})
+    _report(tmp_path / "base", {("rtc", 2, 8): t, ("naive", 2, 8): t})
+    assert main(["compare", f"{tmp_path}/new:legato", f"{tmp_path}/base:rtc", f"{tmp_path}/base:naive"]) == 0
+    out = capsys.readouterr().out
+    assert "| new:legato vs base:rtc | 8 | 2 | +0.000 [+0.000, +0.000] | 1.000" in out
+    assert "new:legato vs base:naive" in out
+    assert main(["compare", f"{tmp_path}/new:legato", f"{tmp_path}/nothing:rtc"]) == 2
