@@ -149,7 +149,7 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
         rig.close()
         raise
     if rig.camera is not None:
-        rig.camera.state = TelemetryState(rig.bus, a)
+        rig.camera.state = TelemetryState(rig.bus, a, state_dim=man.spec.state_dim)
         cam = rig.camera
 
         def make_source() -> Any:

@@ -68,12 +68,16 @@ def record_line(stats: dict[str, Any]) -> str:
     """The one line `legato run` prints about its recording."""
     drops = stats["record.dropped_chunks"] + stats["record.dropped_ticks"]
     mb = (stats.get("record.bytes") or 0) / 1e6
+    cams = stats.get("record.cameras") or []
+    frames = f" ({stats['record.frames']} frames of {len(cams)} cameras)" if len(cams) > 1 else ""
     line = (
-        f"recorded {stats['record.chunks']} chunks, {stats['record.ticks']} ticks to {stats['record.file']} "
-        f"({mb:.1f} MB, {drops} dropped)"
+        f"recorded {stats['record.chunks']} chunks{frames}, {stats['record.ticks']} ticks to "
+        f"{stats['record.file']} ({mb:.1f} MB, {drops} dropped)"
     )
     if stats.get("record.stopped"):
         line += f"; recording stopped early: {stats['record.stopped']} (the run went on)"
+    if stats.get("record.errors"):
+        line += f"; {stats['record.errors']} recorder error(s): please report it with the file"
     return line
 
 

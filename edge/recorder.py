@@ -2,17 +2,21 @@
 has the format). Robot side, no torch.
 
 The loop never waits for the disk. Two hooks hand copies to a bounded queue and return:
-- :meth:`Recorder.on_chunk` from the inference worker after each chunk (observation, request,
-  omega, reference, noise, the chunk, its timing row);
+- :meth:`Recorder.on_chunk` from the inference worker after each chunk (observation: every
+  camera's frame, tokens, state; request, omega, reference, noise, the chunk, its timing row);
 - :meth:`Recorder.on_ticks` from the session's drain (tick rows with the setpoint sent, the
   latest telemetry).
-The clock thread calls neither. A full queue drops the item and counts it (``dropped``); one
-writer thread encodes (PNG / JPEG, JSON) and writes. After each chunk's messages it closes the
+The clock calls neither. A full queue drops the item and counts it (``dropped``); one writer
+thread encodes (PNG / JPEG, JSON) and writes. A frame the hook cannot take (a shape or type no
+policy gives) is a bug and raises in the worker, like any other worker bug: the run stops and
+says why, rather than going on without its recording. After each chunk's messages it closes the
 MCAP chunk (so a kill loses at most the chunk being written).
 
 Bounded disk use: the writer stops before the file would pass ``max_mb`` (it finishes the file
 cleanly, with a note). A write error (a full disk, a pulled card) stops the recording, never the
-robot: the file keeps what reached it, and the reason is in the run's summary.
+robot: the file keeps what reached it, and the reason is in the run's summary. Only write errors
+(OSError) and the size cap are expected; anything else the writer raises is a recorder bug: it
+stops the recording too, is counted (``record.errors``) and named in the summary.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import platform
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -44,6 +49,7 @@ from edge.recording import (
     SCHEMAS,
     SETPOINT,
     TELEMETRY,
+    camera_topic,
     image_message,
     stamp,
 )
@@ -81,6 +87,15 @@ def _version() -> str:
         return "unknown"
 
 
+def policy_cameras(man: Any) -> list[dict[str, Any]] | None:
+    """The bundle's cameras (its adapter's, in the policy's order): name, height, width; None where
+    the policy names none (a remote policy: one image of the spec's size, its name unknown here)."""
+    cams = getattr(getattr(getattr(man, "adapter", None), "observation", None), "cameras", None)
+    if cams is None:
+        return None
+    return [{"name": c.name, "height": int(c.height), "width": int(c.width)} for c in cams]
+
+
 def run_metadata(
     man: Any, prof: Any, cfg: Any, den: Any, opts: RecordOptions, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -116,6 +131,7 @@ def run_metadata(
             **identify().to_dict(),
         },
         "spec": {**asdict(man.spec), "image_hw": list(man.spec.image_hw)},
+        "cameras": policy_cameras(man),
         "loop": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
         "denoiser": {"mode": den.mode, "fused": den.fused is not None, "stages": list(den.stage_names)},
         "record": {"image_format": opts.image_format, "max_mb": opts.max_mb, "queue": opts.queue},
@@ -167,9 +183,18 @@ class Recorder:
         self.w = Writer(stream, chunk_size=16 << 20, compression=CompressionType.ZSTD)
         self.w.start(profile=PROFILE, library=f"legato-edge {_version()}")
         self.ch: dict[str, int] = {}
+        self._sid: dict[str, int] = {}
         for topic, schema in SCHEMAS.items():
-            sid = self.w.register_schema(schema["title"], "jsonschema", json.dumps(schema).encode())
-            self.ch[topic] = self.w.register_channel(topic, "json", sid)
+            body = json.dumps(schema).encode()
+            self._sid[topic] = self.w.register_schema(schema["title"], "jsonschema", body)
+            if topic != CAMERA:
+                self.ch[topic] = self.w.register_channel(topic, "json", self._sid[topic])
+        # one channel per camera, named for it (/camera for a one-camera policy): registered now
+        # where the run's metadata names the policy's cameras, else with the first frame
+        known = meta.get("cameras")
+        self.cameras: list[str] | None = None if known is None else [str(c["name"]) for c in known]
+        for name in self.cameras or ():
+            self._camera_channel(name, len(self.cameras or ()))
         self.w.add_metadata(
             "legato.run",
             {
@@ -181,6 +206,7 @@ class Recorder:
         self.w.flush()
         self.q: queue.Queue[Any] = queue.Queue(max(1, opts.queue))
         self.counts = {"frames": 0, "chunks": 0, "ticks": 0, "telemetry": 0, "events": 0}
+        self.errors = 0  # recorder bugs the writer met (each stops the recording; the first is named)
         self.dropped = {"chunks": 0, "ticks": 0}  # full queue
         self.discarded = 0  # items that came after the recording stopped
         self.stopped: str | None = None  # why the recording stopped early (max-mb, a disk error)
@@ -206,40 +232,60 @@ class Recorder:
         row: np.ndarray,
         stage_names: tuple[str, ...],
     ) -> None:
-        """After a chunk is posted (the worker): copies of its inputs (frame, request, the omega
-        the denoiser fed, reference, noise), its result and its timing row."""
+        """After a chunk is posted (the worker): copies of its inputs (every camera's frame, tokens,
+        state, the request, the omega the denoiser fed, reference, noise), its result and its timing
+        row. Raises (a bug) for a frame no policy gives; never waits."""
         if self.stopped:
             self.discarded += 1
             return
-        try:
-            h = plan.shape[0]
-            omega = omega_fed(den, req, h, first=reference is None)
-            self._seq += 1  # chunk ids restart with each episode's loop; seq numbers the recording's chunks
-            item = (
-                "chunk",
-                self._seq,
-                int(chunk_id),
-                np.array(frame.image, np.uint8),
-                np.array(frame.tokens if frame.tokens is not None else [], np.int64),
-                np.array(frame.state, np.float32),
-                int(req.d),
-                int(req.s),
-                int(req.r),
-                np.array(omega, np.float32).reshape(h),
-                None if reference is None else np.array(reference, np.float32),
-                np.array(noise, np.float32).reshape(h, -1),
-                np.array(plan, np.float32),
-                np.array(row, float),
-                tuple(stage_names),
-            )
-        except Exception as e:  # a frame this recorder cannot take (e.g. several cameras): the run goes on
-            self.stopped = f"cannot record this observation: {type(e).__name__}: {e}"[:300]
-            self.discarded += 1
-            return
+        h = plan.shape[0]
+        omega = omega_fed(den, req, h, first=reference is None)
+        images = self._images(frame.image)
+        self._seq += 1  # chunk ids restart with each episode's loop; seq numbers the recording's chunks
+        item = (
+            "chunk",
+            self._seq,
+            int(chunk_id),
+            images,
+            np.array(frame.tokens if frame.tokens is not None else [], np.int64),
+            np.array(frame.state, np.float32),
+            int(req.d),
+            int(req.s),
+            int(req.r),
+            np.array(omega, np.float32).reshape(h),
+            None if reference is None else np.array(reference, np.float32),
+            np.array(noise, np.float32).reshape(h, -1),
+            np.array(plan, np.float32),
+            np.array(row, float),
+            tuple(stage_names),
+        )
         try:
             self.q.put_nowait(item)
         except queue.Full:
             self.dropped["chunks"] += 1
+
+    def _images(self, image: Any) -> list[tuple[str, np.ndarray]]:
+        """(camera name, a copy of its frame) for each camera the policy consumed, in its order:
+        {camera: image} for several, one (H, W, 3) array for one, an empty array for none."""
+        if isinstance(image, Mapping):
+            names = self.cameras or list(image)
+            missing = [n for n in names if n not in image]
+            if missing:
+                have = ", ".join(names)
+                raise ValueError(f"--record: the frame lacks camera {missing[0]!r} (the policy's: {have})")
+            return [(n, _frame(image[n], n)) for n in names]
+        if np.size(image) == 0:  # a policy without a camera
+            return []
+        names = self.cameras or ["camera"]
+        if len(names) != 1:
+            raise ValueError(f"--record: one image for a policy with cameras {', '.join(names)}")
+        return [(names[0], _frame(image, names[0]))]
+
+    def _camera_channel(self, name: str, cameras: int) -> int:
+        topic = camera_topic(name, cameras)
+        if topic not in self.ch:
+            self.ch[topic] = self.w.register_channel(topic, "json", self._sid[CAMERA], {"camera": name})
+        return self.ch[topic]
 
     def on_ticks(self, rows: np.ndarray, telemetry: Any = None) -> None:
         """Tick rows the session drained (TICK_COLS, then the setpoint sent) and the latest telemetry."""
@@ -267,11 +313,12 @@ class Recorder:
                     self._write_chunk(*item[1:])
                 else:
                     self._write_ticks(item[1], item[2])
-            except OSError as e:
+            except OSError as e:  # a full disk, a pulled card: the recording stops, the robot does not
                 why = "disk full" if e.errno == errno.ENOSPC else "write error"
                 self._fail(f"{why}: {e.strerror or e}")
-            except Exception as e:  # an encoding bug must not take the run down either
-                self._fail(f"{type(e).__name__}: {e}")
+            except Exception as e:  # a recorder bug: the writer thread is no place to end the run,
+                self.errors += 1  # so it stops the recording, is counted and named in the summary
+                self._fail(f"recorder error (a bug): {type(e).__name__}: {e}"[:300])
 
     def _fail(self, why: str) -> None:
         self.stopped, self.failed = why, True
@@ -281,8 +328,7 @@ class Recorder:
     def _add(self, topic: str, t_s: float, msg: dict[str, Any], publish_s: float | None = None) -> None:
         data = json.dumps(msg, separators=(",", ":")).encode()
         self._pending += len(data) + 32
-        ns = max(0, int(round(t_s * 1e9)))
-        self.w.add_message(self.ch[topic], ns, data, max(0, int(round((publish_s or t_s) * 1e9))))
+        self.w.add_message(self.ch[topic], _ns(t_s), data, _ns(publish_s or t_s))
 
     def _room(self, extra: int) -> bool:
         """True if `extra` more bytes (and the index a clean finish writes) still fit in max_mb."""
@@ -312,7 +358,7 @@ class Recorder:
         self,
         seq: int,
         cid: int,
-        image: np.ndarray,
+        images: list[tuple[str, np.ndarray]],
         tokens: np.ndarray,
         state: np.ndarray,
         d: int,
@@ -328,14 +374,19 @@ class Recorder:
         from edge.images import encode_jpeg, encode_png
 
         fmt = self.opts.image_format
-        data = encode_png(image, level=1) if fmt == "png" else encode_jpeg(image, self.opts.jpeg_quality)
-        if not self._room(len(data) * 4 // 3 + 8 * plan.size * 3 * 24 + 4096):
+        q = self.opts.jpeg_quality
+        data = [(n, encode_png(im, level=1) if fmt == "png" else encode_jpeg(im, q)) for n, im in images]
+        if not self._room(sum(len(b) for _, b in data) * 4 // 3 + 8 * plan.size * 3 * 24 + 4096):
             self._stop_full()
             return
         cap, ready = float(row[_C["capture"]]), float(row[_C["ready"]])
         base = len(CHUNK_BASE_COLS)
         stages = {n: float(row[base + i]) * 1e3 for i, n in enumerate(stage_names)}
-        self._add(CAMERA, cap, image_message(cap, seq, data, fmt), ready)
+        for name, b in data:
+            ch = self._camera_channel(name, len(data))
+            msg = json.dumps(image_message(cap, seq, b, fmt, name), separators=(",", ":")).encode()
+            self._pending += len(msg) + 32
+            self.w.add_message(ch, _ns(cap), msg, _ns(ready))
         self._add(
             OBSERVATION,
             cap,
@@ -370,12 +421,13 @@ class Recorder:
                 "d_est": int(row[_C["d_est"]]),
                 "start_index": int(row[_C["start_index"]]),
                 "stages_ms": stages,
+                "cameras": [n for n, _ in data],
             },
             ready,
         )
         self.w.flush()  # close the MCAP chunk: this policy chunk is on disk whole
         self._pending = 0
-        self.counts["frames"] += 1  # counted once on disk
+        self.counts["frames"] += len(data)  # counted once on disk
         self.counts["chunks"] += 1
 
     def _write_ticks(self, rows: np.ndarray, tel: Any) -> None:
@@ -425,8 +477,8 @@ class Recorder:
                     "torque_enabled": bool(tel.torque_enabled),
                     "stale": None if stale is None else [bool(x) for x in stale],
                     "received_at": self._last_tel,
-                    "sent_at": tel.sent_at,
-                    "last_applied_seq": int(tel.last_applied_seq),
+                    "sent_at": _opt(tel.sent_at, float),
+                    "last_applied_seq": _opt(tel.last_applied_seq, int),  # None on vendor buses
                 },
             )
             self.counts["telemetry"] += 1
@@ -470,9 +522,30 @@ class Recorder:
             "record.ticks": self.counts["ticks"],
             "record.telemetry": self.counts["telemetry"],
             "record.events": self.counts["events"],
+            "record.cameras": list(self.cameras or ()),
+            "record.errors": self.errors,
             "record.dropped_chunks": self.dropped["chunks"],
             "record.dropped_ticks": self.dropped["ticks"],
             "record.discarded_after_stop": self.discarded,
             "record.stopped": self.stopped,
             "record.bytes": size,
         }
+
+
+def _ns(t_s: float) -> int:
+    return max(0, int(round(t_s * 1e9)))
+
+
+def _opt(x: Any, kind: Any) -> Any:
+    """An optional telemetry field: None where the bus has none (None, or NaN in the shared block)."""
+    if x is None or (isinstance(x, float) and x != x):
+        return None
+    return kind(x)
+
+
+def _frame(image: Any, name: str) -> np.ndarray:
+    """A copy of one camera's frame, (H, W, 3) uint8 RGB; a ValueError (a bug) for anything else."""
+    a = np.asarray(image)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"--record: camera {name!r} gave a {a.dtype} {a.shape} frame, not (H, W, 3) uint8")
+    return a.copy()

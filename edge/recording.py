@@ -6,13 +6,15 @@ clock (``time.monotonic()``, nanoseconds; Foxglove shows it as a time since boot
 uptime; the metadata's ``wall_minus_monotonic_s`` turns it into wall-clock time). Topics:
 
 - /camera (foxglove.CompressedImage, one per chunk): the frame the policy consumed, PNG
-  (lossless) or JPEG;
+  (lossless) or JPEG, for a policy with one camera; a policy with several has one channel per
+  camera, /camera/<name> (the bundle's camera names, LeRobot's observation.images.<name>), each
+  frame's ``frame_id`` its camera's name;
 - /legato/observation (one per chunk): state (raw proprio), tokens (the prompt);
 - /legato/chunk (one per chunk): the plan (H, a), d, s, r, omega (H,), the reference it
   continued (k, a) or null, the noise (H, a), stage times, latency;
 - /legato/setpoint (one per tick): the commanded setpoint, mode (run, hold, underrun), chunk
   and index, fault;
-- /legato/telemetry (one per sample): executed joints, velocities, efforts, faults, holding,
+- /legato/telemetry (one per drain): executed joints, velocities, efforts, faults, holding,
   stale flags;
 - /legato/events (foxglove.Log): underruns, faults, recording notes.
 
@@ -24,7 +26,7 @@ run's summary). Arrays are JSON numbers: float32 values round-trip exactly (floa
 Crash safety: the recorder closes an MCAP chunk after each policy chunk's messages (writer
 ``flush``), so a recording cut off by SIGKILL keeps every chunk whose MCAP chunk reached the
 file; :func:`read_recording` streams the records, stops at the cut and keeps the policy chunks
-that arrived whole (frame, observation and chunk message).
+that arrived whole (every camera's frame, the observation and the chunk message).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from edge.errors import UsageError
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 PROFILE = "legato"  # the MCAP header's profile field
 FORMAT_VERSION = 1
-CAMERA, OBSERVATION, CHUNK = "/camera", "/legato/observation", "/legato/chunk"
+CAMERA, OBSERVATION, CHUNK = "/camera", "/legato/observation", "/legato/chunk"  # CAMERA: a one-camera policy
 SETPOINT, TELEMETRY, EVENTS = "/legato/setpoint", "/legato/telemetry", "/legato/events"
 MODE_NAMES = {0: "run", 1: "hold-start", 2: "underrun", 3: "hold-stop"}
 MODE_IDS = {v: k for k, v in MODE_NAMES.items()}
@@ -122,6 +124,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "d_est": {"type": "integer"},
             "start_index": {"type": "integer"},
             "stages_ms": {"type": "object", "additionalProperties": {"type": "number"}},
+            "cameras": {"type": "array", "items": {"type": "string"}},
         },
     ),
     SETPOINT: _schema(
@@ -153,10 +156,20 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "stale": {"type": ["array", "null"], "items": {"type": "boolean"}},
             "received_at": {"type": "number"},
             "sent_at": {"type": ["number", "null"]},
-            "last_applied_seq": {"type": "integer"},
+            "last_applied_seq": {"type": ["integer", "null"]},
         },
     ),
 }
+
+
+def camera_topic(name: str, cameras: int) -> str:
+    """The channel of camera `name` of a policy with `cameras` cameras: /camera for one (the layout
+    of every one-camera recording), /camera/<name> for several."""
+    return CAMERA if cameras <= 1 else f"{CAMERA}/{name}"
+
+
+def is_camera_topic(topic: str) -> bool:
+    return topic == CAMERA or topic.startswith(CAMERA + "/")
 
 
 def stamp(t_s: float) -> dict[str, int]:
@@ -165,11 +178,12 @@ def stamp(t_s: float) -> dict[str, int]:
     return {"sec": ns // 1_000_000_000, "nsec": ns % 1_000_000_000}
 
 
-def image_message(t_s: float, seq: int, data: bytes, fmt: str) -> dict[str, Any]:
-    """foxglove.CompressedImage, plus the sequence number of the chunk it fed (Foxglove ignores it)."""
+def image_message(t_s: float, seq: int, data: bytes, fmt: str, camera: str = "camera") -> dict[str, Any]:
+    """foxglove.CompressedImage (frame_id: the camera's name), plus the sequence number of the chunk
+    it fed (Foxglove ignores it)."""
     return {
         "timestamp": stamp(t_s),
-        "frame_id": "camera",
+        "frame_id": camera,
         "data": base64.b64encode(data).decode("ascii"),
         "format": fmt,
         "seq": seq,
@@ -182,7 +196,7 @@ class RecordedChunk:
 
     seq: int  # its place in the recording (0, 1, ...)
     chunk: int  # the loop's chunk id (restarts with each --sim episode)
-    image: bytes  # compressed frame
+    images: dict[str, bytes]  # camera name -> its compressed frame, in the policy's camera order
     image_format: str  # png | jpeg
     state: np.ndarray  # (s,) float32 raw proprio
     tokens: np.ndarray  # (l,) int64
@@ -198,11 +212,26 @@ class RecordedChunk:
     latency_ms: float
     stages_ms: dict[str, float]
     msg: dict[str, Any] = field(repr=False, default_factory=dict)
+    single: bool = True  # recorded on /camera (one camera): frame() is the array the policy took
 
-    def frame(self) -> np.ndarray:
+    @property
+    def image(self) -> bytes:
+        """The first camera's compressed frame (b"" for a policy without a camera)."""
+        return next(iter(self.images.values()), b"")
+
+    def frames(self) -> dict[str, np.ndarray]:
+        """Every camera's frame by name, decoded: (H, W, 3) uint8 RGB each."""
         from edge.images import decode_image
 
-        return decode_image(self.image, self.image_format)
+        return {name: decode_image(data, self.image_format) for name, data in self.images.items()}
+
+    def frame(self) -> np.ndarray | dict[str, np.ndarray]:
+        """The image as the policy took it (``set_observation``): the (H, W, 3) array of a one-camera
+        policy, {camera: image} for several, an empty array for a policy without a camera."""
+        frames = self.frames()
+        if not frames:
+            return np.zeros((0,), np.uint8)
+        return next(iter(frames.values())) if self.single else frames
 
 
 @dataclass
@@ -221,6 +250,13 @@ class Recording:
     counts: dict[str, int]
     complete: bool  # the file ends with MCAP's footer (a clean close)
     cut: str | None = None  # why reading stopped early (a truncated record), None for a whole file
+
+    @property
+    def cameras(self) -> list[str]:
+        """The camera names the policy consumed, in its order (the bundle's; "camera" for a
+        recording made before the names were recorded)."""
+        named = [c["name"] for c in self.meta.get("cameras") or ()]
+        return named or (list(self.chunks[0].images) if self.chunks else [])
 
 
 def _arr(x: Any, dtype: Any = np.float32) -> np.ndarray:
@@ -246,7 +282,8 @@ def read_recording(path: str | Path) -> Recording:
     topics: dict[int, str] = {}
     meta: dict[str, Any] = {}
     summary: dict[str, Any] | None = None
-    msgs: dict[str, list[tuple[int, dict[str, Any]]]] = {t: [] for t in SCHEMAS}
+    msgs: dict[str, list[tuple[int, dict[str, Any]]]] = {t: [] for t in SCHEMAS if t != CAMERA}
+    frames: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}  # (camera, seq) -> (topic, image message)
     counts: dict[str, int] = {}
     complete, cut = False, None
     with open(p, "rb") as f:
@@ -264,7 +301,11 @@ def read_recording(path: str | Path) -> Recording:
             elif isinstance(rec, Message):
                 topic = topics.get(rec.channel_id, "?")
                 counts[topic] = counts.get(topic, 0) + 1
-                if topic in msgs:
+                if is_camera_topic(topic):
+                    m = json.loads(rec.data)
+                    name = topic[len(CAMERA) + 1 :] or m.get("frame_id", "camera")
+                    frames[(name, int(m["seq"]))] = (topic, m)
+                elif topic in msgs:
                     msgs[topic].append((rec.log_time, json.loads(rec.data)))
             elif isinstance(rec, Metadata):
                 body = json.loads(rec.metadata.get("json", "{}"))
@@ -276,21 +317,27 @@ def read_recording(path: str | Path) -> Recording:
                 complete = True
     if not meta:
         raise UsageError(f"{p} is an MCAP file but not a legato recording (no legato.run metadata)")
-    frames = {m["seq"]: m for _, m in msgs[CAMERA]}
     obs = {m["seq"]: m for _, m in msgs[OBSERVATION]}
+    by_seq: dict[int, dict[str, tuple[str, dict[str, Any]]]] = {}
+    for (name, q), tm in frames.items():
+        by_seq.setdefault(q, {})[name] = tm
     chunks = []
     for _, m in sorted(msgs[CHUNK], key=lambda x: x[1]["seq"]):
         q = m["seq"]
-        if q not in frames or q not in obs:
+        got = by_seq.get(q, {})
+        # the cameras this chunk's frames came from (recordings before several cameras: one, /camera)
+        names = m.get("cameras", list(got)[:1] or ["camera"])
+        if q not in obs or any(n not in got for n in names):
             continue  # not whole: its MCAP chunk was cut
-        fr, ob = frames[q], obs[q]
+        ob = obs[q]
         ref = m.get("reference")
+        fmts = [got[n][1]["format"] for n in names] or ["png"]
         chunks.append(
             RecordedChunk(
                 seq=q,
                 chunk=int(m["chunk"]),
-                image=base64.b64decode(fr["data"]),
-                image_format=fr["format"],
+                images={n: base64.b64decode(got[n][1]["data"]) for n in names},
+                image_format=fmts[0],
                 state=_arr(ob["state"]),
                 tokens=_arr(ob["tokens"], np.int64),
                 d=int(m["d"]),
@@ -305,6 +352,7 @@ def read_recording(path: str | Path) -> Recording:
                 latency_ms=float(m["latency_ms"]),
                 stages_ms=dict(m.get("stages_ms", {})),
                 msg=m,
+                single=all(got[n][0] == CAMERA for n in names),
             )
         )
     sp = [m for _, m in msgs[SETPOINT]]

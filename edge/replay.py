@@ -2,10 +2,11 @@
 (fp16 TensorRT on the device against fp32 onnxruntime on a workstation, int8 against fp32, a new
 export against an old one), and where they part. Robot side, no torch.
 
-Each recorded chunk is recomputed from exactly what the robot's sampler was given: the frame,
-tokens and state (``set_observation``), the noise, the reference it continued and the request
-(d, s, r) (``denoise``), through :class:`edge.denoiser.ChunkDenoiser`, the sampler the robot
-runs. The same bundle on the same backend reproduces every chunk bit for bit (PNG frames).
+Each recorded chunk is recomputed from exactly what the robot's sampler was given: every
+camera's frame (by name, for a policy with several), tokens and state (``set_observation``), the
+noise, the reference it continued and the request (d, s, r) (``denoise``), through
+:class:`edge.denoiser.ChunkDenoiser`, the sampler the robot runs. The same bundle on the same
+backend reproduces every chunk bit for bit (PNG frames).
 
 Divergence per chunk, recorded (A) against replayed (B):
 - ``max_abs_rad``: max |A - B| over the plan, in the robot's units (rad);
@@ -37,6 +38,7 @@ def load_for_replay(
     in the recording's sampler mode and graph (fused or stepwise) unless told otherwise."""
     from edge.assembly import load
     from edge.profiles import list_profiles
+    from edge.recorder import policy_cameras
 
     d = rec.meta.get("denoiser", {})
     prof = profile or rec.meta.get("profile", {}).get("name")
@@ -47,6 +49,12 @@ def load_for_replay(
         )
     fused = bool(d.get("fused")) if graph is None else graph == "fused"
     man, prof_obj, den = load(bundle, prof, mode or d.get("mode"), fused)
+    mine, theirs = policy_cameras(man), rec.meta.get("cameras")
+    if None not in (mine, theirs) and mine != theirs:  # older and remote recordings: the spec's check
+        raise UsageError(
+            f"bundle {bundle} has cameras {_said(mine)}, the recording {rec.path} has {_said(theirs)}: "
+            "it cannot replay these chunks"
+        )
     rs = rec.meta.get("spec", {})
     for k in _SPEC_KEYS:
         mine = list(getattr(man.spec, k)) if k == "image_hw" else getattr(man.spec, k)
@@ -56,6 +64,10 @@ def load_for_replay(
                 f"{rs[k]}: it cannot replay these chunks"
             )
     return den, man, prof_obj
+
+
+def _said(cams: list[dict[str, Any]] | None) -> str:
+    return ", ".join(f"{c['name']} {c['height']}x{c['width']}" for c in cams or ()) or "none"
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:

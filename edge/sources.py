@@ -37,18 +37,25 @@ class Frame:
 
 
 class TelemetryState:
-    """Proprio from the bus: positions then velocities, written into one buffer (the worker
-    copies it before the next read).
+    """Proprio from the bus: positions then velocities (``state_dim`` = 2 x joints, the reference
+    policy's), or the positions alone (``state_dim`` = joints: LeRobot's observation.state of an
+    SO-101, SmolVLA and pi0.5 bundles), written into one buffer (the worker copies it before the
+    next read).
 
     A telemetry frame is up to one telemetry period old (plus the link) when the camera frame is
     taken; with ``extrapolate`` the positions are carried to the capture time along the measured
     velocities, q + v (t_capture - t_sample), with t_sample the controller's send time mapped to
     the host clock (its receive time before time sync), the age capped at ``max_age_s``."""
 
-    def __init__(self, bus: Any, joints: int, extrapolate: bool = True, max_age_s: float = 0.02) -> None:
+    def __init__(self, bus: Any, joints: int, extrapolate: bool = True, max_age_s: float = 0.02,
+                 state_dim: int | None = None) -> None:  # fmt: skip
+        n = 2 * joints if state_dim is None else state_dim
+        if n not in (joints, 2 * joints):
+            raise UsageError(f"the policy's state has {n} values; the robot's {joints} joints give their "
+                             f"positions ({joints}) or positions and velocities ({2 * joints})")  # fmt: skip
         self.bus = bus
-        self.buf = np.zeros(2 * joints, np.float32)
-        self.j = joints
+        self.buf = np.zeros(n, np.float32)
+        self.j, self.velocities = joints, n == 2 * joints
         self.extrapolate, self.max_age_s = extrapolate, max_age_s
         self.age_s = 0.0
 
@@ -61,9 +68,11 @@ class TelemetryState:
         self.age_s = now - t_sample
         j = self.j
         self.buf[:j] = tel.positions
-        self.buf[j:] = tel.velocities
         if self.extrapolate:
-            self.buf[:j] += self.buf[j:] * float(min(max(self.age_s, 0.0), self.max_age_s))
+            age = float(min(max(self.age_s, 0.0), self.max_age_s))
+            self.buf[:j] += np.asarray(tel.velocities, np.float32) * age
+        if self.velocities:
+            self.buf[j:] = tel.velocities
         return self.buf
 
 

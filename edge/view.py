@@ -1,7 +1,8 @@
 """`legato view FILE --out DIR`: a recording as a picture a person reads at a glance.
 
 view.png (matplotlib, the ``view`` extra):
-- a strip of camera frames along the run (the frames the policy consumed, with their chunk);
+- a strip of camera frames along the run (the frames the policy consumed, with their chunk), one
+  row per camera for a policy with several;
 - per joint: the executed joint (telemetry), the commanded setpoints, and every chunk's plan drawn
   from where it took over, with the chunk boundaries (swaps) as thin lines;
 - latency per chunk and the delay d it was sampled with, against the control period;
@@ -100,21 +101,28 @@ def _figure(path: Path, rec: Any, frames: int) -> list[int]:
     a = chunks[0].plan.shape[1] if chunks else ticks.shape[1] - len(TICK_COLS)
     k = min(frames, len(chunks))
     pick = sorted({int(round(x)) for x in np.linspace(0, len(chunks) - 1, k)}) if k else []
-    fig = plt.figure(figsize=(15, 2.2 + 2.0 * a + 2.4))
-    rows = 1 + a + 1
-    gs = fig.add_gridspec(rows, max(len(pick), 1), height_ratios=[1.3] + [1.0] * a + [1.1])
+    cams = list(chunks[0].images) if chunks else []  # the strip: one row per camera
+    nc = len(cams)
+    fig = plt.figure(figsize=(15, 2.2 * max(nc, 1) + 2.0 * a + 2.4))
+    rows = nc + a + 1
+    gs = fig.add_gridspec(rows, max(len(pick), 1), height_ratios=[1.3] * nc + [1.0] * a + [1.1])
     for col, i in enumerate(pick):
-        ax = fig.add_subplot(gs[0, col])
-        ax.imshow(chunks[i].frame())
-        ax.set_title(f"chunk #{chunks[i].seq} at {chunks[i].capture_time - t0:.2f} s", fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        shown = chunks[i].frames()
+        for r, name in enumerate(cams):
+            ax = fig.add_subplot(gs[r, col])
+            ax.imshow(shown[name])
+            if r == 0:
+                ax.set_title(f"chunk #{chunks[i].seq} at {chunks[i].capture_time - t0:.2f} s", fontsize=8)
+            if col == 0 and nc > 1:
+                ax.set_ylabel(name, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
     spans = underrun_spans(rec, t0)
     faults = ticks[ticks[:, _T["fault"]] > 0, _T["start"]] - t0 if len(ticks) else np.zeros(0)
     swaps = np.array([c.ready_time - t0 for c in chunks])
     axes = []
     for j in range(a):
-        ax = fig.add_subplot(gs[1 + j, :], sharex=axes[0] if axes else None)
+        ax = fig.add_subplot(gs[nc + j, :], sharex=axes[0] if axes else None)
         axes.append(ax)
         for c in chunks:
             ax.plot(plan_times(c, t0, period), c.plan[:, j], lw=0.7, alpha=0.55, color="tab:orange")
@@ -183,11 +191,20 @@ def _html(rec: Any, png: bytes, shown: list[int]) -> str:
         return f"data:image/{fmt};base64,{base64.b64encode(data).decode()}"
 
     t0 = _t0(rec)
+    several = len(rec.chunks[0].images) > 1 if rec.chunks else False
+
+    def imgs(c: Any) -> str:
+        return "".join(
+            f'<img src="{b64(data, c.image_format)}" width="128" title="{html.escape(n)}">'
+            for n, data in c.images.items()
+        )
+
     frames = "\n".join(
-        f'<figure><img src="{b64(c.image, c.image_format)}" width="128"><figcaption>#{c.seq} '
+        f"<figure>{imgs(c)}<figcaption>#{c.seq} "
         f"{c.capture_time - t0:.2f} s, d {c.d}, {c.latency_ms:.1f} ms</figcaption></figure>"
         for c in rec.chunks
     )
+    cams = f" (each chunk: {html.escape(', '.join(rec.chunks[0].images))})" if several else ""
     meta = {k: v for k, v in rec.meta.items() if k != "profile"}
     meta["profile"] = {"name": rec.meta.get("profile", {}).get("name")}
     events = "".join(f"<li>{html.escape(e.get('message', ''))}</li>" for e in rec.events) or "<li>none</li>"
@@ -200,7 +217,7 @@ pre{{background:#f4f4f4;padding:.5em;max-height:24em;overflow:auto}}</style></he
 <p>{html.escape(headline(rec))}; frames shown in the picture: {", ".join(f"#{s}" for s in shown)}</p>
 <img src="{b64(png, "png")}" style="max-width:100%">
 <h2>Events</h2><ul>{events}</ul>
-<h2>Every frame the policy consumed</h2>
+<h2>Every frame the policy consumed{cams}</h2>
 {frames}
 <h2>Run</h2><pre>{html.escape(json.dumps(meta, indent=1, default=str))}</pre>
 <h2>Summary</h2><pre>{html.escape(json.dumps(summary, indent=1, default=str))}</pre>
@@ -222,7 +239,9 @@ def write_rerun(path: Path, rec: Any) -> None:
 
     for c in rec.chunks:
         at(c.capture_time)
-        stream.log("camera", rr.EncodedImage(contents=c.image, media_type=f"image/{c.image_format}"))
+        for name, data in c.images.items():  # camera for one, camera/<name> for several
+            where = f"camera/{name}" if len(c.images) > 1 else "camera"
+            stream.log(where, rr.EncodedImage(contents=data, media_type=f"image/{c.image_format}"))
         at(c.ready_time)
         stream.log("chunk/latency_ms", rr.Scalars(c.latency_ms))
         stream.log("chunk/d", rr.Scalars(float(c.d)))

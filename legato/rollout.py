@@ -82,7 +82,9 @@ def rollout(
         method, d, s, req.r, env.success, env.collided, env.steps_to_success, commanded, joints, ee, scenes
     )
 
-    last_cmd = env.q.astype(np.float32).copy()
+    # The hold before the first chunk is the env's own hold command, not q: on push-wall q[3] is
+    # the gripper's measured opening (1.0 = open), which as a command is effort +1 (close).
+    last_cmd = env.last_target.astype(np.float32).copy()
     active: ChunkRecord | None = None
     pending: ChunkRecord | None = None
     next_infer = 0

@@ -101,3 +101,31 @@ def test_missing_metaworld_is_one_line_naming_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_metaworld)
     with pytest.raises(MissingExtra, match=r"pip install -e '\.\[metaworld\]'"):
         _metaworld()
+
+
+def test_the_wait_for_the_first_chunk_holds_the_hand_and_leaves_the_gripper_open():
+    """Before the first chunk arrives (d steps) the rollout sends the env's own hold command:
+    the mocap where it is and zero gripper effort. (It sent q, whose fourth entry is the
+    measured opening, 1.0 = open: as a command that is effort +1, which closed the gripper.)"""
+    from types import SimpleNamespace
+
+    from edge.policy import ChunkRequest
+    from legato.rollout import rollout
+
+    h, d = 8, 4
+    spec = sample_episodes(TASK, 1000, 2)
+
+    class StayOpen:  # plans the current hand position with an open gripper
+        spec = SimpleNamespace(action_dim=4, horizon=h)
+        adapter = SimpleNamespace(action_pad=4)
+
+        def chunk(self, method, obs, prev, req, eps):
+            now = np.concatenate([obs.state[:, :3], -np.ones((len(obs.state), 1))], -1)
+            return np.repeat(now[:, None], h, 1).astype(np.float32)
+
+    mocap0 = PushWallEnv(TASK, spec.scenes).mocap
+    res = rollout(StayOpen(), "naive", TASK, spec.scenes, spec.template, ChunkRequest(d=d, s=4, r=0), seed=0,
+                  max_steps=d + 4)  # fmt: skip
+    np.testing.assert_allclose(res.commanded[:, :d, :3], np.repeat(mocap0[:, None], d, 1), atol=1e-6)
+    assert np.all(res.commanded[:, :d, 3] == 0.0)
+    assert np.all(res.joints[:, d, 3] > 0.9)  # still open when the first chunk takes over

@@ -73,3 +73,19 @@ def test_camera_set_frames_hold_every_camera_by_name(tmp_path):
     assert f.image["wrist"].shape == (24, 32, 3)
     assert f.image["top"][..., 0].mean() > 150 and f.image["wrist"][..., 1].mean() > 150  # RGB
     assert f.preprocess_s > 0 and f.state.shape == (6,)
+
+
+def test_the_state_from_the_bus_is_what_the_policy_takes():
+    """Positions and velocities for a state of 2 x joints (the reference policy), the positions
+    alone for one of joints (LeRobot's SO-101 observation.state: SmolVLA, pi0.5); else one line."""
+    from edge.sources import TelemetryState
+
+    tel = SimpleNamespace(positions=np.array([0.1, 0.2, 0.3]), velocities=np.array([1.0, 2.0, 3.0]),
+                          sent_at=None, received_at=5.0)  # fmt: skip
+    bus = SimpleNamespace(latest_telemetry=lambda: tel)
+    both = TelemetryState(bus, 3, extrapolate=False).read(5.0)
+    np.testing.assert_allclose(both, [0.1, 0.2, 0.3, 1.0, 2.0, 3.0], rtol=1e-6)
+    alone = TelemetryState(bus, 3, state_dim=3, max_age_s=0.02).read(5.01)  # 10 ms along v
+    np.testing.assert_allclose(alone, [0.11, 0.22, 0.33], rtol=1e-5)
+    with pytest.raises(UsageError, match="state has 4 values; the robot's 3 joints give"):
+        TelemetryState(bus, 3, state_dim=4)
