@@ -280,14 +280,13 @@ def _run(a: argparse.Namespace, bundle: Path, t0: float) -> int:
             f"succeeds {rate:.1%}: {'inside' if inside else 'OUTSIDE'} this run's interval"
         )
     summary["evaluation_inside_ci"] = inside
-    fault = getattr(rig.bus, "last_fault", None)  # a FaultReport the controller sent, if any
-    if fault is not None:
-        summary["controller_fault"] = {"latched": fault.latched, "joint": fault.joint, "value": fault.value}
+    faults = rig.bus.health().faults  # the fault bits the controller reported last (bus contract)
+    if faults:
+        summary["controller_fault"] = {"latched": faults}
         print(
-            f"\nthe emulated controller latched fault 0x{fault.latched:04x} (joint {fault.joint}, value "
-            f"{fault.value:g}; 0x0001 is its watchdog: the host was silent longer than the profile's "
-            "watchdog_ms, e.g. on an overloaded machine); it holds the arm until the fault is cleared, so "
-            "later episodes fail"
+            f"\nthe emulated controller latched fault 0x{faults:04x} (0x0001 is its watchdog: the host was "
+            "silent longer than the profile's watchdog_ms, e.g. on an overloaded machine); it holds the arm "
+            "until the fault is cleared, so later episodes fail"
         )
     names = session.records.stage_names
     with atomic_folder(a.out, "demo", replace=True) as tmp:

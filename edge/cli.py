@@ -211,13 +211,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     session = _drive(args, episodes, episodes if episodes is not None else _cycle(args.seconds))
     summary = _finish(session)
     _write_summary(args.summary_json, summary)
-    line = (f"legato run: {summary.get('episodes', 0)} episodes, success "
-            f"{summary.get('success_rate', float('nan')):.3f}, d {summary['delay_mode']}, underruns "
-            f"{summary['underruns']}, faults {summary['faults']}, missed ticks {summary['missed_ticks']}, "
-            f"shutdown {summary['shutdown']}") if args.sim else (  # fmt: skip
-        f"legato run: {summary['ticks']} ticks, d {summary['delay_mode']}, underruns {summary['underruns']}, "
-        f"faults {summary['faults']}, shutdown {summary['shutdown']}")  # fmt: skip
-    eprint(line)
+    head = (f"{summary.get('episodes', 0)} episodes, success {summary.get('success_rate', float('nan')):.3f}"
+            if args.sim else f"{summary['ticks']} ticks")  # fmt: skip
+    eprint(f"legato run: {head}, d {summary['delay_mode']}, underruns {summary['underruns']}, faults "
+           f"{summary['faults']} (stale joint state {summary['stale_ticks']}), reply timeouts "
+           f"{summary['reply_timeouts']}, missed ticks {summary['missed_ticks']}, shutdown "
+           f"{summary['shutdown']}")  # fmt: skip
     if "record.file" in summary:
         eprint("legato run: " + record_line(summary))
     if summary["shutdown"] == "port-lost":

@@ -95,15 +95,17 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
            episodes: int | None = None, mode: str | None = None, fused: bool | None = None,
            latency_ms: float = 0.0, ramp: int | None = None, max_step: float | None = None, seed: int = 1000,
            camera: str | list[str] | None = None, tokens: str | None = None, prompt: str | None = None,
-           sim_state: str = "telemetry",
-           reconnect_s: float = 5.0, status: Callable[[str], None] | None = None,
+           sim_state: str = "telemetry", reconnect_s: float = 5.0,
+           status: Callable[[str], None] | None = None, clock: str = "process",
            loaded: tuple[Any, Any, Any] | None = None,
            record: Callable[..., Any] | None = None) -> Any:  # fmt: skip
     """A started session (edge.session.Session) on ``port`` or, with ``sim``, on the simulated arm
-    (``episodes`` held-out episodes of ``seed``); the caller closes ``session.rig``. ``loaded``: a
-    (model, profile, denoiser) already made (`legato run --remote`: edge.remote.client.load_remote)
-    instead of loading ``bundle``. ``record``: ``record(man, prof, cfg, den)`` -> the session's
-    recorder (--record), made before the rig starts (a refused file stops the launch first)."""
+    (``episodes`` held-out episodes of ``seed``); the caller closes ``session.rig``. ``clock``:
+    where the control clock and the bus run (edge.rig.Rig: "process", or "thread" to compare).
+    ``loaded``: a (model, profile, denoiser) already made (`legato run --remote`:
+    edge.remote.client.load_remote) instead of loading ``bundle``. ``record``: ``record(man, prof,
+    cfg, den)`` -> the session's recorder (--record), made before the rig starts (a refused file
+    stops the launch first)."""
     from edge.assembly import load
     from edge.rig import build_rig, loop_config
     from edge.session import Session
@@ -123,7 +125,7 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
         task = TaskConfig.from_dict(man.data["model"]["task"])
         world = SimRig(task, prof, episodes=episodes or 1, seed=seed)
         try:
-            rig = build_rig(man, prof, sim=world)
+            rig = build_rig(man, prof, sim=world, clock=clock)
         except BaseException:
             world.close()
             raise
@@ -131,7 +133,7 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
         from edge.language import instruction
 
         ids, _ = instruction(man, tokens, prompt)  # the adapter's language: ids, pad, vocabulary, tokenizer
-        rig = build_rig(man, prof, port=port)  # the bus is built, its port not opened
+        rig = build_rig(man, prof, port=port, clock=clock)  # nothing opened yet
     recorder = None
     try:
         cfg = loop_config(man, rig.prof, latency_ms, ramp, max_step, seed)

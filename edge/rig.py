@@ -129,14 +129,28 @@ def loop_config(man: Any, prof: Profile, latency_ms: float, ramp: int | None, ma
 
 class Rig:
     """The bus built from the profile (not yet started), the camera and, with --sim, the simulated
-    device on the other end of the bus's port (edge/simrig.py). :meth:`start` talks to the motors;
-    :meth:`close` always leaves them safe (the bus's close: torque off or the controller's hold)."""
+    device on the other end of the bus's port (edge/simrig.py). The bus lives where the control
+    clock runs: in the clock process (``clock="process"``, edge/clockproc.py: the bus is built
+    there from ``spec``) or in this one (``"thread"``); ``rig.bus`` is that side either way (the
+    calls the session and the sources make: telemetry, health, a setpoint between runs).
+    :meth:`start` talks to the motors; :meth:`close` always leaves them safe (the bus's close:
+    torque off or the controller's hold)."""
 
-    def __init__(self, prof: Profile, spec: BusSpec, sim: Any = None, bus: Any = None) -> None:
+    def __init__(self, prof: Profile, spec: BusSpec, layout: Any, sim: Any = None, bus: Any = None,
+                 clock: str = "process") -> None:  # fmt: skip
+        from edge.clockproc import ClockHost, ClockProcess
+        from edge.loopstate import LoopState
+
         self.prof, self.spec, self.sim = prof, spec, sim
-        self.bus: Any = spec.open() if bus is None else bus  # a test may hand in its own
         self.camera: Any = None  # a robot's camera (edge.sources.OpenCVSource), closed with the rig
         self.started = False
+        if clock == "process" and bus is None:
+            self.clock: Any = ClockProcess(layout, spec)
+        elif clock in ("process", "thread"):  # a test may hand in its own bus: it runs here
+            self.clock = ClockHost(LoopState.local(layout), spec.open() if bus is None else bus)
+        else:
+            raise ValueError(f"clock must be process or thread, got {clock!r}")  # internal invariant
+        self.bus: Any = self.clock
 
     @property
     def plant(self) -> Any:
@@ -144,30 +158,38 @@ class Rig:
 
     def start(self, timeout_s: float = TELEMETRY_WAIT_S) -> Any:
         """Handshake and enable the motors; returns the first telemetry (waited for until the deadline)."""
-        self.bus.start()
+        self.clock.open()
         self.started = True
         return self.first_telemetry(timeout_s)
 
-    def first_telemetry(self, timeout_s: float = TELEMETRY_WAIT_S) -> Any:
-        """The newest telemetry, waiting until ``timeout_s`` for the first frame."""
+    def first_telemetry(
+        self, timeout_s: float = TELEMETRY_WAIT_S, measured_after: float | None = None
+    ) -> Any:
+        """The newest telemetry, waiting until ``timeout_s`` for the first frame; with
+        ``measured_after`` (a host time: a reconnect), for one that measured every joint since then
+        (the newest there is when none comes in time: the loop then holds on its stale state)."""
         end = time.monotonic() + timeout_s
         while True:
-            tel = self.bus.latest_telemetry()
-            if tel is not None:
+            tel = self.clock.latest_telemetry()
+            fresh = tel is not None and (
+                measured_after is None or float(tel.measured_at.min()) >= measured_after
+            )
+            if fresh or (tel is not None and time.monotonic() >= end):
                 return tel
             if time.monotonic() >= end:
                 raise UsageError(f"no telemetry from the motor controller on {self.prof.serial.port} within "
                                  f"{timeout_s:g} s: is it powered, and is this its port?")  # fmt: skip
             time.sleep(0.005)
 
-    def confirm_hold(self, hold: Any) -> bool | None:
-        """--sim: True once the device's target equals ``hold``; None on a robot (not observable)."""
-        return self.sim.confirm_hold(hold) if self.sim is not None else None
+    def confirm_hold(self, hold: Any, timeout_s: float = 2.0) -> bool | None:
+        """--sim: True once the device's target equals ``hold`` (waiting up to ``timeout_s``); None
+        on a robot (not observable)."""
+        return self.sim.confirm_hold(hold, timeout_s) if self.sim is not None else None
 
     def close(self) -> None:
         """The bus first (the hold, torque off), then the camera and the simulated device."""
         try:
-            self.bus.close()
+            self.clock.close()
         finally:
             if self.camera is not None:
                 self.camera.close()
@@ -175,10 +197,11 @@ class Rig:
                 self.sim.close()
 
 
-def build_rig(man: Any, prof: Profile, *, port: str | None = None, sim: Any = None) -> Rig:
+def build_rig(man: Any, prof: Profile, *, port: str | None = None, sim: Any = None,
+              clock: str = "process") -> Rig:  # fmt: skip
     """The rig for ``--port PORT`` (the profile's bus on that port) or ``--sim`` (``sim``: a started
     SimRig, whose arm and device the profile's fields then describe). Checks that the bundle fits
-    the robot; builds the bus without opening its port."""
+    the robot; opens nothing (:meth:`Rig.start` does). ``clock``: process (production) or thread."""
     if (port is None) == (sim is None):
         raise ValueError("build_rig needs exactly one of port and sim")  # internal invariant
     if sim is not None:
@@ -186,4 +209,7 @@ def build_rig(man: Any, prof: Profile, *, port: str | None = None, sim: Any = No
     else:
         prof = dataclasses.replace(prof, serial=dataclasses.replace(prof.serial, port=port))
     check_fits(man, prof)
-    return Rig(prof, bus_spec(prof), sim)
+    from edge.loopstate import Layout
+
+    layout = Layout(man.spec.horizon, man.spec.action_dim)
+    return Rig(prof, bus_spec(prof), layout, sim, clock=clock)

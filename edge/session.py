@@ -24,8 +24,9 @@ from edge.loop import CHUNK_BASE_COLS, TICK_COLS, ControlLoop, LoopConfig
 from firmware_bridge.servo_bus import ServoHealth
 
 # loop counters that are summed over the session's loops (the others: the largest)
-_SUMMED = ("ticks", "chunks", "underruns", "start_holds", "faults", "nan_setpoints", "missed_ticks",
-           "step_clamped", "limit_clamped", "delay_clips", "tick_errors", "chunks_unavailable")  # fmt: skip
+_SUMMED = ("ticks", "chunks", "underruns", "start_holds", "faults", "nan_setpoints", "stale_ticks",
+           "missed_ticks", "step_clamped", "limit_clamped", "delay_clips", "tick_errors",
+           "chunks_unavailable", "rerequests", "telemetry_skipped")  # fmt: skip
 
 
 @dataclass
@@ -37,11 +38,14 @@ class Records:
     stage_names: tuple[str, ...] = ()
     dropped: int = 0
 
-    def drain(self, loop: ControlLoop) -> None:
-        self.ticks.append(loop.ticks_ring.drain())
+    def drain(self, loop: ControlLoop) -> np.ndarray:
+        """Take the rows the loop wrote since the last drain; returns the new tick rows."""
+        rows = loop.ticks_ring.drain()
+        self.ticks.append(rows)
         self.chunks.append(loop.chunk_ring.drain())
         self.stage_names = loop.stage_names
         self.dropped = loop.ticks_ring.dropped + loop.chunk_ring.dropped
+        return rows
 
     def tick_array(self) -> np.ndarray:
         return np.concatenate(self.ticks) if self.ticks else np.zeros((0, len(TICK_COLS)))
@@ -53,13 +57,15 @@ class Records:
 
 class Session:
     """Runs the loop on ``rig`` (edge.rig.Rig, started). ``make_source()`` builds the observation
-    source of each run of the loop; ``command`` names the CLI command in status lines."""
+    source of each run of the loop. ``recorder`` (optional, edge/recorder.py): the worker hands it
+    every chunk (``on_chunk``), each drain the new tick rows and the latest telemetry
+    (``on_ticks(rows, telemetry)``); it must not block (the clock never waits for either)."""
 
     def __init__(self, man: Any, prof: Any, den: Any, cfg: LoopConfig, *, rig: Any,
                  make_source: Callable[[], Any], status: Callable[[str], None] | None = None,
                  reconnect_s: float = 5.0, recorder: Any = None) -> None:  # fmt: skip
         self.man, self.prof, self.den, self.cfg = man, prof, den, cfg
-        self.recorder = recorder  # --record (edge/recorder.py): fed from the worker and each drain
+        self.recorder = recorder
         self.rig, self.bus, self.plant = rig, rig.bus, rig.plant
         self.make_source = make_source
         self.status_fn = status
@@ -75,10 +81,12 @@ class Session:
         self.hold_sent = False
         self.hold_confirmed: bool | None = None  # --sim: the controller's target equals the hold
         self.loop: ControlLoop | None = None
+        self.scheduling: dict[str, Any] = {}  # the clock's scheduling class and priority, as it got them
         self._last_status = 0.0
         self._last_ticks = 0
         self._last_loop: ControlLoop | None = None
         self._t0 = 0.0
+        self._lost = (0.0, 0)  # when the port was found gone, and the bus's reconnects then
 
     # ---- signals ---------------------------------------------------------------------------------
     def install_signals(self) -> Callable[[], None]:
@@ -95,7 +103,7 @@ class Session:
     def _run_loop(self, hold: np.ndarray, until: Callable[[], bool], deadline: float,
                   seed: int | None = None) -> str:  # fmt: skip
         cfg = self.cfg if seed is None else dataclasses.replace(self.cfg, seed=seed)
-        loop = ControlLoop(cfg, self.bus, self.make_source(), self.den, hold, recorder=self.recorder)
+        loop = ControlLoop(cfg, self.rig.clock, self.make_source(), self.den, hold, recorder=self.recorder)
         self.loop = loop
         loop.start()
         why = "done"
@@ -112,49 +120,64 @@ class Session:
                 if loop.errors:
                     why = "worker-error"
                     break
+                # a lost port first: its stale ticks are not the policy's faults
+                if not self.rig.clock.alive:
+                    why = "clock-process-died"
+                    self.errors.append("the clock process ended during the run (it held and closed the bus)")
+                    break
+                if self._port_lost():
+                    why = "port-lost"
+                    break
                 if loop.fault_stop:
                     why = "faults"
+                    st = loop.status()
                     self.stop_detail = (f"{cfg.max_fault_ticks} consecutive fault ticks ([robot] "
-                                        f"max_fault_ticks): NaN/inf setpoints "
-                                        f"{loop.nan_setpoints}")  # fmt: skip
-                    break
-                if not self.bus.health().connected:
-                    why = "port-lost"
+                                        f"max_fault_ticks): NaN/inf setpoints {st['nan_setpoints']}, "
+                                        f"stale joint state {st['stale_ticks']}"
+                                        f"{self._stale_names(st['stale_joints'])}")  # fmt: skip
                     break
                 self._status(loop)
                 self._drain(loop)
         finally:
             loop.stop()
             self.hold_sent = True
-            self.hold_confirmed = self.rig.confirm_hold(loop.last)
+            # a lost port cannot carry the hold to the device: look once, do not wait for it
+            self.hold_confirmed = self.rig.confirm_hold(loop.last, 0.0 if why == "port-lost" else 2.0)
             self._drain(loop)
             st = loop.status()
             for k, v in st.items():
                 if isinstance(v, int):
                     old = self.totals.get(k, 0)
                     self.totals[k] = old + v if k in _SUMMED else max(old, v)
+            sj = self.totals.setdefault("stale_joints", [0] * len(st["stale_joints"]))
+            self.totals["stale_joints"] = [x + y for x, y in zip(sj, st["stale_joints"], strict=True)]
+            self.scheduling = st.get("scheduling", self.scheduling)
             self.errors.extend(st["worker_errors"])
-            # The finished loop and its clock thread reference each other (the tick is a bound
-            # method): break the cycle, so that reference counting frees its record rings (~2.9 MB)
-            # when the next episode's loop replaces it, not a gen-2 collection that large numpy
-            # buffers never trigger (a 10-minute --sim run grew 45-56 MB). Not gc.collect(): in
-            # this process it holds the GIL long enough to starve the bridge's stream past the
-            # controller's watchdog.
-            loop.clock_thread = None  # type: ignore[assignment]
+            # (no reference cycle keeps a finished loop: the tick ring is the session's shared
+            # state, the clock thread belongs to the clock process's host and is dropped at stop,
+            # and the worker's thread lets go of its target when it ends)
         return why
 
     def _drain(self, loop: ControlLoop) -> None:
-        self.records.drain(loop)
-        if self.recorder is not None:
-            try:
-                tel = self.bus.latest_telemetry()
-            except Exception:  # a closing bus: the tick rows still go to the recording
-                tel = None
-            self.recorder.on_ticks(self.records.ticks[-1], tel)
+        rows = self.records.drain(loop)
+        if self.recorder is not None and len(rows):
+            self.recorder.on_ticks(rows, self.bus.latest_telemetry())
+
+    def _stale_names(self, counts: list[int]) -> str:
+        names = [j for j, c in zip(self.prof.robot.joints, counts, strict=False) if c]
+        return f" ({', '.join(names)} older than stale_ms {self.cfg.stale_s * 1e3:g})" if names else ""
+
+    def _port_lost(self) -> bool:
+        """Is the port gone? Then remember when, and the bus's reconnect count in the same health
+        snapshot: the bus may be back before the session starts waiting (the hold, the drain)."""
+        hl = self.bus.health()
+        if hl.connected:
+            return False
+        self._lost = (time.monotonic(), hl.reconnects)
+        return True
 
     def _wait_reconnect(self) -> bool:
-        t0 = time.monotonic()
-        before = self.bus.health().reconnects
+        t0, before = self._lost
         while time.monotonic() - t0 < self.reconnect_s:
             if self.stop_event.wait(0.05):
                 return False
@@ -175,14 +198,18 @@ class Session:
             return
         since = max(self._last_status, loop.started_at)
         base = self._last_ticks if self._last_loop is loop else 0
-        ticks = loop.ticks - base
-        self._last_ticks, self._last_loop = loop.ticks, loop
+        st = loop.status()
+        ticks = st["ticks"] - base
+        self._last_ticks, self._last_loop = st["ticks"], loop
         self._last_status = now
         dt = now - since
+        tot = self.totals.get
         ep = f"episode {len(self.episodes) + 1} " if self.plant is not None else ""
-        self.status_fn(f"{ep}rate {ticks / max(dt, 1e-9):5.1f} Hz  d {loop.d_est}  underruns "
-                       f"{self.totals.get('underruns', 0) + loop.underruns}  faults "
-                       f"{self.totals.get('faults', 0) + loop.faults}  chunks {loop.chunks}")  # fmt: skip
+        late = f"  reply timeouts {self.bus.health().missed_replies}"
+        self.status_fn(f"{ep}rate {ticks / max(dt, 1e-9):5.1f} Hz  d {st['d_est']}  underruns "
+                       f"{tot('underruns', 0) + st['underruns']}  faults {tot('faults', 0) + st['faults']}  "
+                       f"stale {tot('stale_ticks', 0) + st['stale_ticks']}{late}  "
+                       f"chunks {st['chunks']}")  # fmt: skip
 
     # ---- sessions --------------------------------------------------------------------------------
     def run_sim(self, episodes: int | None, seconds: float | None) -> None:
@@ -230,10 +257,13 @@ class Session:
         from where the arm is then."""
         self._t0 = time.monotonic()
         end = self._t0 + seconds if seconds else math.inf
+        since: float | None = None
         while not self.stop_event.is_set() and time.monotonic() < end:
-            hold = np.asarray(self.rig.first_telemetry().positions, np.float32)
+            # after a reconnect: the arm where it is now, not where it was before the port went
+            hold = np.asarray(self.rig.first_telemetry(measured_after=since).positions, np.float32)
             why = self._run_loop(hold, lambda: False, end)
             if why == "port-lost":
+                since = time.monotonic()
                 if not self._wait_reconnect():
                     self.stop_reason = "port-lost"
                     return
@@ -265,6 +295,12 @@ class Session:
         out["delay_mode"] = int(max(set(est), key=est.count)) if est else 0
         for k in (*_SUMMED, "max_fault_streak"):
             out[k] = int(self.totals.get(k, 0))
+        stale = self.totals.get("stale_joints", [])
+        out["stale_joints"] = dict(zip(self.prof.robot.joints, stale, strict=False))  # ticks, per joint
+        sch = self.scheduling
+        out["clock.process"] = sch.get("clock")
+        out["clock.policy"], out["clock.priority"] = sch.get("policy"), sch.get("priority")
+        out["clock.memory_locked"] = sch.get("memory_locked")
         out.update(latency_summary(ticks, chunks, self.records.stage_names, self.cfg.period))
         out["records_dropped"] = self.records.dropped
         out["shutdown"] = self.stop_reason or "completed"
@@ -285,6 +321,7 @@ class Session:
         out["bus.reconnects"] = hl.reconnects
         out["bus.setpoints_rejected"] = hl.setpoints_rejected
         out["bus.frames_sent"], out["bus.frames_received"] = hl.frames_sent, hl.frames_received
+        out["reply_timeouts"] = hl.missed_replies  # replies that did not come in time (every bus)
         if isinstance(hl, ServoHealth):  # a servo bus: cycles each servo did not answer in
             out["bus.reply_timeouts"] = list(hl.reply_timeouts)
         return out

@@ -3,10 +3,12 @@
 The profile's ``[serial] protocol`` chooses the device: "firmware" the emulated motor controller,
 "feetech" or "dynamixel" emulated servos (``[serial] ids``). :class:`SimRig` starts it on a
 pseudo-terminal and writes the simulator's arm into the profile's own fields (:meth:`profile`):
-``[robot]`` joints, limits and speed; ``[serial]`` port (the pty) and stream rate (what the
-emulated device keeps up with); for servos a LeRobot calibration file that maps the arm's joint
-ranges into one turn (:func:`sim_calibration`). The host side (the bus, the loop) is then built
-from that profile by the one rig builder (edge/rig.py), exactly as for a robot's port.
+``[robot]`` joints, limits and speed, stale_ms at least SIM_STALE_MS (the emulated device shares
+the CPU with inference); ``[serial]`` port (the pty), stream rate (what the emulated device
+keeps up with) and watchdog_ms at least SIM_WATCHDOG_MS (the same reason); for servos a LeRobot
+calibration file that maps the arm's joint ranges into one turn (:func:`sim_calibration`). The
+host side (the bus, the loop) is then built from that profile by the one rig builder
+(edge/rig.py), exactly as for a robot's port.
 
 Imported only on the --sim path (it imports sim/, which the robot install does not need).
 """
@@ -26,6 +28,15 @@ from edge.errors import UsageError
 from edge.profiles import Profile, check_robot
 
 SIM_JOINTS = ("shoulder", "elbow", "wrist")  # the reference arm's joint names (profiles/*.toml)
+# The emulated device runs in the inference process (SCHED_OTHER, sharing the CPU with inference
+# and whatever else runs), so on a loaded machine its telemetry can be this late while a robot's
+# controller, its own device, would not be: --sim holds on stale state only past this.
+SIM_STALE_MS = 1000.0
+# For the same reason the emulated device's watchdog: it evaluates its timer at the instants a
+# timer interrupt would have run, so a device thread starved for 100 ms reads the frames that
+# waited in the pty after the watchdog fired, and latches a fault (then holds the arm for the
+# rest of the session) while the host, in its own SCHED_FIFO clock process, was never silent.
+SIM_WATCHDOG_MS = 1000
 
 
 class _FirmwareTarget:
@@ -116,7 +127,7 @@ class SimRig:
             from firmware_bridge.emulator import EmulatedController, EmulatorConfig
 
             ecfg = EmulatorConfig(n_joints=n, tick_hz=tick_hz, telemetry_hz=200,
-                                  watchdog_ms=prof.serial.watchdog_ms)  # fmt: skip
+                                  watchdog_ms=max(prof.serial.watchdog_ms, SIM_WATCHDOG_MS))  # fmt: skip
             self.emu: Any = EmulatedController(ecfg, link_path=self.link_path)
             self.ctl: _FirmwareTarget | _ServoTarget = _FirmwareTarget(self.emu)
         else:
@@ -151,15 +162,19 @@ class SimRig:
         robot = dataclasses.replace(
             p.robot, joints=self.joint_names, q_min=tuple(arm.q_min), q_max=tuple(arm.q_max),
             max_velocity=(float(arm.vel_max),) * arm.num_joints, calibration=self.calibration_path,
+            stale_ms=max(p.robot.stale_ms, SIM_STALE_MS),
         )  # fmt: skip
         # the emulated device ticks at tick_hz: a stream faster than half of it would queue
         stream = min(float(p.serial.stream_hz or p.control.rate_hz), self.tick_hz / 2)
-        serial = dataclasses.replace(p.serial, port=self.link_path, stream_hz=stream)
+        serial = dataclasses.replace(p.serial, port=self.link_path, stream_hz=stream,
+                                     watchdog_ms=max(p.serial.watchdog_ms, SIM_WATCHDOG_MS))  # fmt: skip
         return check_robot(dataclasses.replace(p, robot=robot, serial=serial), f"{p.path} (--sim)")
 
-    def confirm_hold(self, hold: np.ndarray, timeout_s: float = 0.5) -> bool:
+    def confirm_hold(self, hold: np.ndarray, timeout_s: float = 2.0) -> bool:
         """True once the controller's commanded target (the servos' goal registers) equals ``hold``:
-        the hold reached the motors."""
+        the hold reached the motors. The emulated device shares the inference process's CPU: on a
+        loaded machine its thread may not run for half a second (``timeout_s`` is only spent when
+        the hold never arrives)."""
         h = np.asarray(hold, np.float64)
         ctl = self.ctl
         return self.emu.wait_until(lambda _: bool(np.allclose(ctl.commanded(), h, atol=ctl.atol)), timeout_s)

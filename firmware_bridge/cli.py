@@ -79,6 +79,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     emu.add_argument(
         "--duration", type=float, default=0.0, help="stop after this many seconds (>= 0; default 0: until ^C)"
     )
+    emu.add_argument("--unplug", action="append", default=[], metavar="AT:FOR", type=_window,
+                     help="fault injection: pull the port AT seconds after start, plug it back FOR seconds "
+                     "later (repeatable)")  # fmt: skip
+    emu.add_argument("--silent", action="append", default=[], metavar="ID:AT:FOR", type=_silent_window,
+                     help="fault injection (--bus): servo ID stops answering AT seconds after start, for FOR "
+                     "seconds (repeatable)")  # fmt: skip
     emu.set_defaults(func=_one_line_errors(cmd_emulate))
 
     ping = sub.add_parser("ping", help="HELLO and time-sync round trips to a controller")
@@ -88,6 +94,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ping.add_argument("--timeout", type=float, default=1.0,
                       help="seconds to wait for the port and for each reply (default 1.0; > 0)")  # fmt: skip
     ping.set_defaults(func=_one_line_errors(cmd_ping))
+
+
+def _window(text: str) -> tuple[float, float]:
+    """``AT:FOR`` seconds, both finite and >= 0."""
+    try:
+        at, dur = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected AT:FOR in seconds, e.g. 2.5:1, got {text!r}") from None
+    if not (math.isfinite(at) and math.isfinite(dur) and at >= 0 and dur >= 0):
+        raise argparse.ArgumentTypeError(f"AT and FOR must be seconds >= 0, got {text!r}")
+    return at, dur
+
+
+def _silent_window(text: str) -> tuple[int, float, float]:
+    """``ID:AT:FOR``: a servo id (0..252) and a window."""
+    sid, _, rest = text.partition(":")
+    try:
+        i = int(sid)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ID:AT:FOR, e.g. 2:5:1, got {text!r}") from None
+    if not 0 <= i <= 252:
+        raise argparse.ArgumentTypeError(f"servo id {i} is outside 0..252")
+    return (i, *_window(rest))
+
+
+def _inject(emu: object, unplug: list[tuple[float, float]], silent: list[tuple[int, float, float]]) -> list:
+    """Timers that pull and plug back the port, and silence servos, on schedule (from now)."""
+    import threading
+
+    def timer(at: float, fn: object, *a: object) -> threading.Timer:
+        t = threading.Timer(at, fn, a)  # type: ignore[arg-type]
+        t.daemon = True
+        t.start()
+        return t
+
+    timers = []
+    for at, dur in unplug:
+        timers += [timer(at, emu.unplug), timer(at + dur, emu.replug)]  # type: ignore[attr-defined]
+    for sid, at, dur in silent:
+        timers += [timer(at, emu.set_silent, sid, True), timer(at + dur, emu.set_silent, sid, False)]  # type: ignore[attr-defined]
+    return timers
 
 
 def _serve(ctrl: object, stop_after: float, banner: str) -> None:
@@ -126,12 +173,17 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise ValueError(f"firmware emulate: {exc}") from None
+    if args.silent:
+        raise ValueError("--silent needs --bus (servos answer one by one; the controller answers as one)")
     ctrl = EmulatedController(cfg, link_path=args.link).start()
+    timers = _inject(ctrl, args.unplug, [])
     _serve(
         ctrl,
         args.duration,
         f"emulating {args.joints} joints at {args.rate_hz:g} Hz on {ctrl.port}; ^C to stop",
     )
+    for t in timers:
+        t.cancel()
     print(describe(ctrl), file=sys.stderr)
     return 0
 
@@ -155,6 +207,9 @@ def _emulate_bus(args: argparse.Namespace) -> int:
         raise ValueError("--joints is for the emulated controller; a servo bus has one joint per --ids entry")
     ids = parse_ids(args.ids) if args.ids is not None else tuple(sorted(cal.ids))  # type: ignore[union-attr]
     cfg = ServoEmulatorConfig(args.bus, ids)
+    unknown = [sid for sid, _, _ in args.silent if sid not in cfg.ids]
+    if unknown:
+        raise ValueError(f"--silent names servo {unknown[0]}, not one of --ids {list(cfg.ids)}")
     bus = EmulatedServoBus(cfg, link_path=args.link)
     try:
         if cal is not None:
@@ -163,7 +218,10 @@ def _emulate_bus(args: argparse.Namespace) -> int:
         bus.close()
         raise
     bus.start()
+    timers = _inject(bus, args.unplug, args.silent)
     _serve(bus, args.duration, f"emulating {args.bus} servos {list(cfg.ids)} on {bus.port}; ^C to stop")
+    for t in timers:
+        t.cancel()
     print(f"replies={bus.replies}", file=sys.stderr)
     return 0
 

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[2]
 # the committed reference bundle; $LEGATO_TEST_BUNDLE where the tests run from a copy (CI's robot install)
 BUNDLE = Path(os.environ.get("LEGATO_TEST_BUNDLE") or ROOT / "models" / "legato-x86-cpu")
@@ -130,18 +132,25 @@ class RemoteRun:
         self.rig = self.session.rig
         self.episodes = episodes
         self.setpoints: list[Any] = []
-        bus = self.session.bus
-        send = bus.send_setpoint
-
         plant = self.session.plant
         self.episode_of: list[int] = []
+        # the setpoints the clock sent, in tick order: the tick ring carries each one after
+        # TICK_COLS (the clock and the bus run in the clock process, edge/clockproc.py); a drain
+        # runs every 50 ms inside an episode and once after it, so the plant's episode is theirs
+        from edge.loop import TICK_COLS
 
-        def recording(sp: Any) -> None:
-            self.setpoints.append(sp.copy())
-            self.episode_of.append(plant.result.index)
-            send(sp)
+        records = self.session.records
+        drain = records.drain
 
-        bus.send_setpoint = recording
+        def recording(loop: Any) -> Any:
+            rows = drain(loop)
+            index = plant.result.index
+            for sp in rows[:, len(TICK_COLS) :]:
+                self.setpoints.append(sp.astype(np.float32))
+                self.episode_of.append(index)
+            return rows
+
+        records.drain = recording
         self.summary: dict[str, Any] | None = None
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -172,7 +181,9 @@ class RemoteRun:
 
     def args_max_step(self) -> float:
         """The loop's per-tick step limit (rad) this run was configured with."""
-        return float(max(self.session.cfg.max_step))
+        # as the tick applies it: float32 setpoints, clamped to last +- max_step in float32 (the
+        # difference of two such values may exceed float32(max_step) by rounding)
+        return float(np.float32(max(self.session.cfg.max_step))) * (1 + 1e-6)
 
     def max_step(self) -> float:
         """Largest change of any joint's setpoint between two consecutive sends of one episode (rad;

@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 
 from edge.errors import BundleError, MethodError, ProfileError, UsageError
+from edge.loopstate import Layout
 from edge.profiles import PROFILE_DIR, load_profile
 from edge.rig import BusSpec, Rig, build_rig, bus_spec, check_fits, loop_config
+from firmware_bridge.interface import Telemetry
 
 
 def fake_manifest(a: int = 3, q_min=(-0.3, -2.0, -2.0), q_max=(3.0, 2.0, 2.0), r_max: int = 8):
     """What the rig reads of a bundle: the action dim, r_max and the training arm's range."""
     arm = {"q_min": list(q_min), "q_max": list(q_max), "vel_max": 99.0}  # vel_max: no longer read
-    return SimpleNamespace(path="B", spec=SimpleNamespace(action_dim=a, r_max=r_max),
+    return SimpleNamespace(path="B", spec=SimpleNamespace(action_dim=a, r_max=r_max, horizon=16),
                            data={"model": {"task": {"arm": arm}}})  # fmt: skip
 
 
@@ -47,9 +49,10 @@ def test_port_rig_streams_to_the_firmware_with_the_robots_limits(tmp_path):
     assert lim.position_min == prof.robot.q_min and lim.position_max == prof.robot.q_max
     assert lim.velocity_max == (2.0, 2.5, 3.5) and lim.step_max == (0.07,) * 3
     assert spec.settings["watchdog_ms"] == 80 and spec.settings["rate_hz"] == 500.0
-    bus = rig.bus  # built, not started: no port was opened
+    bus = spec.open()  # what the clock process builds: nothing is opened yet
     assert bus.config.limits == lim and bus.config.watchdog_ms == 80 and bus.config.rate_hz == 500.0
-    assert not bus.link.connected
+    assert not bus.link.connected and not rig.started
+    bus.close()
     rig.close()
 
 
@@ -57,12 +60,14 @@ def test_port_rig_of_a_servo_bus_gets_calibration_limits_period_and_watchdog():
     # before: open_bus(protocol, port=..., ids=..., baudrate=...) and nothing else
     prof = load_profile("x86-cpu-feetech")
     rig = build_rig(fake_manifest(), prof, port="/dev/ttyLEGATO9")
-    cfg = rig.bus.config
-    assert rig.bus.kind == "feetech" and cfg.port == "/dev/ttyLEGATO9" and cfg.ids == (1, 2, 3)
+    bus = rig.spec.open()
+    cfg = bus.config
+    assert bus.kind == "feetech" and cfg.port == "/dev/ttyLEGATO9" and cfg.ids == (1, 2, 3)
     assert cfg.calibration is not None and cfg.calibration.names == ("shoulder", "elbow", "wrist")
     assert [m.homing_offset for m in cfg.calibration.motors] == [1023, 0, 0]  # the profile's file
     assert cfg.limits.position_max == (3.49, 2.9, 2.9) and cfg.limits.step_max == (0.12,) * 3
     assert cfg.period_s == pytest.approx(1 / 500.0) and cfg.watchdog_ms == 100
+    bus.close()
     rig.close()
 
 
@@ -107,7 +112,7 @@ def test_a_bundle_that_does_not_fit_the_robot_is_refused(man, needle):
 def test_sim_rig_is_built_by_the_same_builder_from_the_sim_arm(tmp_path):
     """--sim writes the simulator's arm and device into the profile's fields; the bus is then the
     one bus_spec builds from that profile for any port."""
-    from edge.simrig import SimRig
+    from edge.simrig import SIM_STALE_MS, SIM_WATCHDOG_MS, SimRig
     from sim.task import TaskConfig
 
     task = TaskConfig()
@@ -122,6 +127,9 @@ def test_sim_rig_is_built_by_the_same_builder_from_the_sim_arm(tmp_path):
             assert rig.prof.serial.port == sim.link_path and rig.prof.serial.stream_hz == 200.0
             assert rig.spec == bus_spec(rig.prof)
             assert (r.calibration is None) == (name == "x86-cpu")
+            # the emulated device shares the inference process's CPU: its timing limits are floored
+            assert r.stale_ms == SIM_STALE_MS and rig.prof.serial.watchdog_ms == SIM_WATCHDOG_MS
+            assert rig.spec.settings["watchdog_ms"] == SIM_WATCHDOG_MS
         finally:
             rig.close()
 
@@ -134,11 +142,26 @@ class LateBus:
 
     def start(self) -> None:
         if self.after is not None:
-            tel = SimpleNamespace(positions=np.zeros(3))
+            z = np.zeros(3, np.float32)
+            t = time.monotonic()
+            tel = Telemetry(
+                positions=z,
+                velocities=z,
+                efforts=z,
+                measured_at=np.full(3, t),
+                received_at=t,
+                sent_at=None,
+                torque_enabled=True,
+                holding=False,
+                faults=0,
+            )
             threading.Timer(self.after, lambda: setattr(self, "tel", tel)).start()
 
     def latest_telemetry(self):
         return self.tel
+
+    def health(self):
+        return None
 
     def close(self) -> None:
         pass
@@ -147,11 +170,14 @@ class LateBus:
 def test_start_waits_for_the_first_telemetry_with_a_deadline():
     # before: `legato run --port` read the telemetry once, right after start
     prof = load_profile("x86-cpu")
-    rig = Rig(prof, BusSpec("firmware", {}), bus=LateBus(0.2))
+    lay = Layout(16, 3)
+    rig = Rig(prof, BusSpec("firmware", {}), lay, bus=LateBus(0.2))
     t0 = time.monotonic()
     assert rig.start(timeout_s=3.0) is not None and time.monotonic() - t0 >= 0.19
-    rig = Rig(prof, BusSpec("firmware", {}), bus=LateBus(None))
+    rig.close()
+    rig = Rig(prof, BusSpec("firmware", {}), lay, bus=LateBus(None))
     t0 = time.monotonic()
     with pytest.raises(UsageError, match="no telemetry .* within 0.3 s"):
         rig.start(timeout_s=0.3)
     assert time.monotonic() - t0 >= 0.29
+    rig.close()

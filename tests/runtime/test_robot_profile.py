@@ -23,18 +23,14 @@ def test_every_shipped_profile_has_the_robot_table():
     for name in list_profiles():
         p = load_profile(name)
         r = p.robot
-        n = len(r.joints)
-        assert n >= 1 and len(r.q_min) == len(r.q_max) == n
-        assert all(lo < hi for lo, hi in zip(r.q_min, r.q_max, strict=True))
+        assert r.stale_ms == 100 and r.max_fault_ticks == 50 and len(r.q_min) == len(r.q_max) == r.n_joints
         assert p.to_dict()["robot"]["joints"] == list(r.joints)
-        if name == "so101-follower":  # LeRobot's motor names, in its order
-            assert r.joints == ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll",
-                                "gripper")  # fmt: skip
+        if name.startswith("so101"):  # fw's SO-101 follower: LeRobot's six motors
+            assert r.n_joints == 6 and r.joints[0] == "shoulder_pan" and r.calibration is not None
+            assert r.step_per_tick(p.control.rate_hz) == pytest.approx((3.0 / p.control.rate_hz,) * 6)
             continue
-        # every other shipped profile describes the reference arm the committed bundles drive
-        assert r.joints == ("shoulder", "elbow", "wrist") and n == 3
+        assert r.joints == ("shoulder", "elbow", "wrist")  # the reference arm
         assert r.max_velocity == (3.0,) * 3 and r.max_step == (0.12,) * 3  # one number: every joint
-        assert r.stale_ms == 100 and r.max_fault_ticks == 50
         assert p.control.graph == ("fused" if name.startswith("x86-cpu") else "stepwise")
     cal = robot_calibration(load_profile("x86-cpu-feetech"))
     assert cal.ids == (1, 2, 3) and cal.names == ("shoulder", "elbow", "wrist")
