@@ -8,8 +8,8 @@ replacement: a paired bootstrap, 95 % percentile interval.
 - success: mean over episodes of (success_A - success_B), in points of success rate / 100.
 - completion: ratio mean(completion_A) / mean(completion_B) over the episodes both methods
   completed (each resample recomputes both means on its own common successes).
-- mode switches, boundary jump: mean of per-episode differences (episodes where both are
-  defined; the jump is undefined for an episode with a single chunk).
+- mode switches, boundary jump, stall fraction: mean of per-episode differences (episodes
+  where both are defined; the jump is undefined for an episode with a single chunk).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ COMPARISONS: tuple[tuple[str, str, Statistic], ...] = (
     ("completion_s", "completion time ratio", mean_ratio),
     ("mode_switches", "mode-switch difference", mean_difference),
     ("boundary_jump", "boundary-jump difference", mean_difference),
+    ("stall_fraction", "stall-fraction difference", mean_difference),
 )
 
 

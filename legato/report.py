@@ -81,17 +81,20 @@ def markdown_table(report: dict[str, Any]) -> str:
 def paired_table(paired: list[dict[str, Any]]) -> str:
     """The paired comparisons: estimate [95 % paired bootstrap interval] per metric."""
     lines = ["\n### Paired comparisons (same episodes and noise; 95 % paired bootstrap intervals)\n",
-             "| A vs B | s | d | success A - B | completion A / B | switches A - B | jump A - B |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| A vs B | s | d | success A - B | completion A / B | switches A - B | jump A - B "
+             "| stall A - B |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
 
-    def ci(v: list[float], fmt: str) -> str:
+    def ci(v: list[float] | None, fmt: str) -> str:
+        if v is None:  # a report written before this metric was compared
+            return "n/a"
         return f"{_fmt(v[0], fmt)} [{_fmt(v[1], fmt)}, {_fmt(v[2], fmt)}]"
 
     for p in paired:
         lines.append(
             f"| {p['a']} vs {p['b']} | {p['s']} | {p['d']} | {ci(p['success'], '{:+.3f}')} | "
             f"{ci(p['completion_s'], '{:.3f}')} | {ci(p['mode_switches'], '{:+.3f}')} | "
-            f"{ci(p['boundary_jump'], '{:+.4f}')} |"
+            f"{ci(p['boundary_jump'], '{:+.4f}')} | {ci(p.get('stall_fraction'), '{:+.3f}')} |"
         )
     return "\n".join(lines)
 

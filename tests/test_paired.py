@@ -54,3 +54,25 @@ def test_compare_reports_success_difference_and_completion_ratio():
     assert out["success"][0] == pytest.approx(0.1)
     assert out["success"][1] > 0.03
     assert out["completion_s"][:3] == pytest.approx([0.9, 0.9, 0.9])
+
+
+def test_compare_reports_the_stall_fraction_difference():
+    """Stall ("hesitates more than the expert") is compared per episode like the switches."""
+    k = len(EPISODE_KEYS)
+    a, b = np.zeros((100, k)), np.zeros((100, k))
+    st = EPISODE_KEYS.index("stall_fraction")
+    b[:, st] = np.random.default_rng(3).random(100) * 0.1
+    a[:, st] = b[:, st] + 0.2
+    out = compare(a, b, resamples=500)
+    assert out["stall_fraction"] == pytest.approx([0.2, 0.2, 0.2])
+
+
+def test_the_paired_table_shows_stall_and_reads_reports_without_it():
+    from legato.report import paired_table
+
+    row = {"a": "rtc", "b": "expert", "d": 4, "s": 12, "success": [-0.1, -0.2, 0.0],
+           "completion_s": [1.1, 1.0, 1.2], "mode_switches": [0.3, 0.1, 0.5],
+           "boundary_jump": [0.0] * 3}  # fmt: skip
+    assert paired_table([row]).splitlines()[-1].endswith("| n/a |")
+    row["stall_fraction"] = [0.25, 0.2, 0.3]
+    assert paired_table([row]).splitlines()[-1].endswith("| +0.250 [+0.200, +0.300] |")
