@@ -13,8 +13,9 @@ An adapter declares
 - chunk length H, Euler steps N, action and state dims, and the graphs' padded dims (LeRobot
   pads both to 32: the sampler works on the padded action dims, the robot gets the first a);
 - its observation schema: cameras by name and size (uint8 (1, height, width, 3) RGB each), the
-  state input (normalised, (1, state_pad)), the language as token ids (+ an attention mask) with
-  the tokenizer file the bundle carries;
+  state input (normalised, (1, state_pad); or none, e.g. pi0.5's state is text in its prompt),
+  the language as token ids (+ an attention mask) with the tokenizer file the bundle carries, and
+  optionally the prompt the robot builds from the task and the state (PromptSpec);
 - its normalisation as data (edge.normalize.Normalizer);
 - its capabilities: an omega input (Legato's continuation), per-token flow time (training-time
   RTC's hard prefix), a fused graph.
@@ -24,6 +25,7 @@ Every malformed field is a one-line BundleError naming the field and the bad val
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +105,22 @@ class CameraSpec:
 
 
 @dataclass(frozen=True)
+class PromptSpec:
+    """A prompt the robot builds from the task and each observation's state before tokenizing it
+    (pi0.5: the state is not a graph input but text in the prompt, openpi's PaligemmaTokenizer).
+    The state is normalised with LeRobot's quantile / min-max formula, 2 (s - low) / (high - low)
+    - 1 (a zero range counts as ``eps``), cut into ``bins`` equal bins of [-1, 1] (np.digitize
+    minus 1, as LeRobot's: above the range the last bin, below it -1), the numbers joined by spaces; the task
+    is stripped, with "_" and newlines turned into spaces. edge.language.build_prompt does it."""
+
+    template: str  # e.g. "Task: {task}, State: {state};\nAction: "
+    state_low: tuple[float, ...]  # (s,) LeRobot's q01 (QUANTILES) or min (MIN_MAX)
+    state_high: tuple[float, ...]  # (s,) q99 or max
+    eps: float  # replaces a zero range
+    bins: int  # 256 in pi0.5
+
+
+@dataclass(frozen=True)
 class LanguageSpec:
     """The instruction: token ids into the prefix, from a prompt through the bundle's tokenizer."""
 
@@ -113,12 +131,13 @@ class LanguageSpec:
     pad_id: int  # id that pads a short prompt on the right
     tokenizer: str | None  # tokenizer.json in the bundle (the `tokenizers` library); None: ids only
     append: str  # appended to a prompt before tokenizing (LeRobot's SmolVLA appends "\n")
+    prompt: PromptSpec | None = None  # the state inside the prompt (pi0.5); None: the prompt as given
 
 
 @dataclass(frozen=True)
 class ObservationSpec:
     cameras: tuple[CameraSpec, ...]
-    state: str  # graph input: float32 (1, state_pad), normalised
+    state: str | None  # graph input: float32 (1, state_pad), normalised; None: no state input
     language: LanguageSpec | None
 
     @property
@@ -219,7 +238,7 @@ class AdapterSpec:
                 tokens=_str(lg, "tokens", w), mask=_str(lg, "mask", w, optional=True),
                 max_tokens=_int(lg, "max_tokens", w), vocab_size=_int(lg, "vocab_size", w),
                 pad_id=_int(lg, "pad_id", w, lo=0), tokenizer=_str(lg, "tokenizer", w, optional=True),
-                append=append,
+                append=append, prompt=_prompt(lg.get("prompt"), f"{w}.prompt"),
             )  # fmt: skip
         w = f"{where}.graphs"
         prefix = _obj(_field(graphs, "prefix", w), f"{w}.prefix")
@@ -257,7 +276,8 @@ class AdapterSpec:
             d_max=_int(sch, "d_max", f"{where}.schedule", lo=0),
             r_max=_int(sch, "r_max", f"{where}.schedule", lo=0),
             hard_prefix=_bool(caps, "hard_prefix", f"{where}.capabilities"),
-            observation=ObservationSpec(tuple(cameras), _str(obs, "state", f"{where}.observation"), language),
+            observation=ObservationSpec(
+                tuple(cameras), _str(obs, "state", f"{where}.observation", optional=True), language),
             prefix_outputs=tuple(outs), head=head, fused=fused, norm=norm,
         )  # fmt: skip
         out._check(caps, where)
@@ -298,6 +318,15 @@ class AdapterSpec:
         if lang is not None and not 0 <= lang.pad_id < lang.vocab_size:
             raise BundleError(f"{where}.observation.language.pad_id = {lang.pad_id} is outside the "
                               f"vocabulary 0..{lang.vocab_size - 1}")  # fmt: skip
+        if lang is not None and lang.prompt is not None:
+            w = f"{where}.observation.language.prompt"
+            if lang.tokenizer is None:
+                raise BundleError(f"{w}: a prompt built on the robot needs the bundle's tokenizer "
+                                  "(language.tokenizer)")  # fmt: skip
+            for k in ("state_low", "state_high"):
+                if len(getattr(lang.prompt, k)) != self.state_dim:
+                    raise BundleError(f"{w}.{k} has {len(getattr(lang.prompt, k))} entries, state_dim is "
+                                      f"{self.state_dim}")  # fmt: skip
         unknown = [p for _, p in self.head.context if p not in self.prefix_outputs]
         if unknown:
             raise BundleError(f"{where}.graphs.flow_head.context names {', '.join(unknown)}, which the "
@@ -320,7 +349,11 @@ class AdapterSpec:
                 "language": None if lang is None else {
                     "tokens": lang.tokens, "mask": lang.mask, "max_tokens": lang.max_tokens,
                     "vocab_size": lang.vocab_size, "pad_id": lang.pad_id, "tokenizer": lang.tokenizer,
-                    "append": lang.append},
+                    "append": lang.append,
+                    **({} if lang.prompt is None else {"prompt": {
+                        "template": lang.prompt.template, "state_low": list(lang.prompt.state_low),
+                        "state_high": list(lang.prompt.state_high), "eps": lang.prompt.eps,
+                        "bins": lang.prompt.bins}})},
             },
             "normalization": self.norm.to_dict(),
             "graphs": {
@@ -342,7 +375,8 @@ class AdapterSpec:
         obs: dict[str, Any] = {
             c.input: ("uint8", (1, c.height, c.width, 3)) for c in self.observation.cameras
         }
-        obs[self.observation.state] = (f32, (1, self.state_pad))
+        if self.observation.state is not None:
+            obs[self.observation.state] = (f32, (1, self.state_pad))
         lang = self.observation.language
         if lang is not None:
             obs[lang.tokens] = None  # int64 or int32: checked in check_graphs
@@ -417,6 +451,26 @@ class AdapterSpec:
                     if dt not in MASK_DTYPES or tuple(shp) != (1, lang.max_tokens):
                         raise BundleError(f"{where}: graph {g} mask input {lang.mask!r} is {dt}{list(shp)}, "
                                           f"the adapter needs bool[1, {lang.max_tokens}]")  # fmt: skip
+
+
+def _prompt(d: Any, where: str) -> PromptSpec | None:
+    """The language's prompt section (PromptSpec), or None where absent."""
+    if d is None:
+        return None
+    d = _obj(d, where)
+    template = _str(d, "template", where)
+    if "{task}" not in template or "{state}" not in template:
+        raise BundleError(f"{where}.template must hold {{task}} and {{state}}, got {_show(template)}")
+    arrays = {}
+    for k in ("state_low", "state_high"):
+        v = _field(d, k, where)
+        if not isinstance(v, list) or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in v
+        ):
+            raise BundleError(f"{where}.{k} must be a list of finite numbers, got {_show(v)}")
+        arrays[k] = tuple(float(x) for x in v)
+    return PromptSpec(template, arrays["state_low"], arrays["state_high"], _num(d, "eps", where),
+                      _int(d, "bins", where, lo=2))  # fmt: skip
 
 
 def read_adapter(d: Any, where: str) -> AdapterSpec:

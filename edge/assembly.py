@@ -1,6 +1,7 @@
 """Assembly of the robot program's policy side: bundle + profile -> engines -> denoiser.
 
-``load`` verifies the bundle, loads the profile, checks that they agree (N, H, d_max), opens one
+``load`` verifies the bundle, loads the profile, takes the chunk geometry (H, N) from the bundle and
+checks the profile's s, d_max and ramp against it (edge.profiles.chunk_geometry), opens one
 engine per graph on the profile's backend and builds the denoiser. Which graph runs: ``fused``
 True (the bundle's fused graph: prefix, N steps and the blends in one call), False (the prefix
 graph and N flow-head calls: per-step timings), or None: the profile's ``[control] graph``,
@@ -10,12 +11,13 @@ one (hard-prefix). No torch.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from edge.denoiser import ChunkDenoiser, denoiser_for, mode_for
 from edge.engine import EngineOptions, open_engine
-from edge.errors import BundleError, MethodError
+from edge.errors import BundleError
 
 
 def load(bundle: str, profile: str, mode: str | None = None,
@@ -26,9 +28,10 @@ def load(bundle: str, profile: str, mode: str | None = None,
 
     man = verify(bundle)
     prof = load_profile(profile)
-    spec, c = man.spec, prof.control
+    spec = man.spec
     src = f"bundle {bundle}"
-    check_fit(prof, spec, src)
+    prof = check_fit(prof, spec, src)  # the chunk geometry is the bundle's
+    c = prof.control
     mode = mode or mode_for(spec)
     if fused is None:  # the profile's choice, where the bundle and the mode allow it
         fused = c.graph == "fused" and "fused" in man.graphs and mode != "hard-prefix"
@@ -54,14 +57,13 @@ def load(bundle: str, profile: str, mode: str | None = None,
     return man, prof, den
 
 
-def check_fit(prof: Any, spec: Any, src: str) -> None:
-    """Refuse a model (a bundle's or a policy server's) whose N, H or d_max the profile's loop can't fit."""
-    c = prof.control
-    if c.num_steps != spec.num_steps:
-        raise MethodError(f"profile {prof.name} asks for N={c.num_steps} steps but {src} was trained with "
-                          f"N={spec.num_steps}")  # fmt: skip
-    if c.horizon != spec.horizon:
-        raise MethodError(f"profile {prof.name} asks for H={c.horizon} but {src} has H={spec.horizon}")
-    if c.d_max > spec.d_max:
-        raise MethodError(f"profile {prof.name} allows delays up to d_max={c.d_max} but {src} was trained "
-                          f"for d_max={spec.d_max}")  # fmt: skip
+def check_fit(prof: Any, spec: Any, src: str) -> Any:
+    """The profile with the chunk geometry of a model (a bundle's or a policy server's): H and N the
+    model's, the profile's s, d_max and ramp checked against them (edge.profiles.chunk_geometry);
+    one line where they conflict."""
+    from edge.profiles import chunk_geometry
+
+    c = chunk_geometry(
+        prof.control, spec.horizon, spec.num_steps, spec.d_max, f"profile {prof.name}", model=src
+    )
+    return replace(prof, control=c)

@@ -203,7 +203,8 @@ class ChunkDenoiser:
         self._tokens = obs[lang.tokens] if lang is not None else None
         self._mask = obs[lang.mask] if lang is not None and lang.mask is not None else None
         self._pad_id = lang.pad_id if lang is not None else 0
-        self._state_in = obs[adapter.observation.state][:, : spec.state_dim]
+        st_in = adapter.observation.state  # None: no state input (pi0.5: the state is in its prompt)
+        self._state_in = obs[st_in][:, : spec.state_dim] if st_in is not None else None
         # stages in order, then "engines" (the sum of the engine calls inside them) and "chunk" (all)
         steps = ("fused",) if fused is not None else ("prefix", *(f"step{k}" for k in range(n)))
         self.stage_names = (*steps, "blend", "engines", "chunk")
@@ -242,11 +243,12 @@ class ChunkDenoiser:
                 else:
                     self._mask[...] = mask.reshape(self._mask.shape)
         st = self._state_in  # (b, s) view of the (b, state_pad) input: the padding stays 0
-        np.subtract(state.reshape(st.shape), self._state[0], out=st)
-        np.divide(st, self._state[1], out=st)
+        if st is not None:
+            np.subtract(state.reshape(st.shape), self._state[0], out=st)
+            np.divide(st, self._state[1], out=st)
         if self.norm.relative:
             a = self.spec.action_dim
-            self.q[:, 0] = state.reshape(st.shape)[:, :a]
+            self.q[:, 0] = state.reshape(-1, self.spec.state_dim)[:, :a]
 
     # ---- one chunk ---------------------------------------------------------------------------
     def denoise(self, eps: np.ndarray, prev_tail: np.ndarray | None, req: ChunkRequest) -> np.ndarray:

@@ -7,8 +7,9 @@ inputs. OBS.npz holds one observation with LeRobot's feature names:
 - ``observation.images.<camera>``: uint8 (H, W, 3) RGB, one per camera of the bundle, at the size
   its adapter declares (the camera's frame as the policy takes it);
 - ``observation.state``: (s,) in the robot's units;
-- the language as ``task`` (a prompt string, tokenized with the bundle's tokenizer) or as
-  ``observation.language.tokens`` (l,) ids with an optional ``observation.language.attention_mask``.
+- the language as ``task`` (a prompt string, tokenized with the bundle's tokenizer; for a policy
+  whose state enters its prompt, pi0.5, the prompt is built here from the task and the state) or
+  as ``observation.language.tokens`` (l,) ids with an optional ``observation.language.attention_mask``.
 The noise is in the policy's own shape (H, action_pad) (LeRobot: (chunk_size, max_action_dim));
 without --noise it is drawn from --seed. --prev is the chunk being executed from the new chunk's
 index 0 on, (k, a) in the robot's units (k = H - s), with the delay D: the chunk is continued from
@@ -37,7 +38,7 @@ def read_observation(path: str | Path, ad: AdapterSpec, bundle: str | Path) -> t
                                                                                      np.ndarray | None,
                                                                                      np.ndarray]:  # fmt: skip
     """(images by camera, tokens, mask, state) from OBS.npz, each checked against the adapter."""
-    from edge.language import encode_prompt, load_tokenizer, pad_tokens
+    from edge.language import PromptBuilder, encode_prompt, load_tokenizer, pad_tokens
 
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -80,15 +81,18 @@ def read_observation(path: str | Path, ad: AdapterSpec, bundle: str | Path) -> t
                 raise UsageError(
                     f"--obs {path}: {TASK_KEY} must be one string, got {task.dtype}{list(task.shape)}"
                 )
-            tokens, mask = encode_prompt(load_tokenizer(bundle, lang), str(task.reshape(())), lang)
+            if lang.prompt is not None:  # the state enters the prompt (pi0.5), built here
+                tokens, mask = PromptBuilder(bundle, lang)(str(task.reshape(())), state.astype(np.float32))
+            else:
+                tokens, mask = encode_prompt(load_tokenizer(bundle, lang), str(task.reshape(())), lang)
         elif TOKENS_KEY in data:
             tokens, mask = pad_tokens(data[TOKENS_KEY], lang, source=f"--obs {path}: {TOKENS_KEY}")
-            if MASK_KEY in data:
-                m = np.asarray(data[MASK_KEY])
-                if m.shape != tokens.shape:
+            if MASK_KEY in data:  # as long as the ids given (LeRobot pads a batch to its longest)
+                m, given = np.asarray(data[MASK_KEY]), np.asarray(data[TOKENS_KEY]).shape
+                if m.shape != given:
                     raise UsageError(f"--obs {path}: {MASK_KEY} has shape {list(m.shape)}, the tokens "
-                                     f"{list(tokens.shape)}")  # fmt: skip
-                mask = m.astype(np.bool_)
+                                     f"{list(given)}")  # fmt: skip
+                mask[: m.size] = m.astype(np.bool_)
         else:
             raise UsageError(f"--obs {path}: lacks the instruction ({TASK_KEY} or {TOKENS_KEY})")
     return images, tokens, mask, state.astype(np.float32)

@@ -2,7 +2,9 @@
 prompt tokenized on the robot with the tokenizer file the bundle carries (the `tokenizers`
 library, extra ``language``), or from ids given as they are. No torch.
 
-Both are checked against the adapter's language section (edge.adapter.LanguageSpec) before
+A policy whose state enters its prompt (pi0.5: edge.adapter.PromptSpec) gets the prompt built here
+from the task and each observation's state (:func:`build_prompt`, :class:`PromptBuilder`) before the
+tokenizer sees it. Both are checked against the adapter's language section (edge.adapter.LanguageSpec) before
 anything moves: ids in 0..vocab_size-1, at most max_tokens of them, padded on the right with
 pad_id; the mask is 1 on the real tokens. A prompt gets the adapter's ``append`` (LeRobot's
 SmolVLA: "\\n") and the tokenizer's own special tokens (its post-processor decides, as the
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.adapter import LanguageSpec
+from edge.adapter import LanguageSpec, PromptSpec
 from edge.errors import UsageError
 
 
@@ -64,6 +66,7 @@ def instruction(man: Any, tokens: str | None = None, prompt: str | None = None) 
     bundle ``man`` (edge.bundle.Manifest): (tokens, mask), all pad without either; (None, None)
     for a policy that takes no language."""
     lang = man.adapter.observation.language
+    refuse_state_prompt(lang)
     if tokens is not None and prompt is not None:
         raise UsageError("give the instruction as --prompt or as --tokens, not both")
     if lang is None:
@@ -75,6 +78,16 @@ def instruction(man: Any, tokens: str | None = None, prompt: str | None = None) 
     if tokens is not None:
         return parse_token_list(tokens, lang.max_tokens, lang.vocab_size, lang.pad_id)
     return pad_ids([], lang.max_tokens, lang.vocab_size, lang.pad_id)
+
+
+def refuse_state_prompt(lang: LanguageSpec | None) -> None:
+    """One line for a run whose instruction is fixed before the loop starts, where the bundle's
+    policy writes each observation's state into its prompt (pi0.5): a fixed prompt would drop the
+    state the policy was trained on, so the run is refused before anything moves."""
+    if lang is not None and lang.prompt is not None:
+        raise UsageError("this bundle's policy writes each observation's state into its prompt (pi0.5); "
+                         "legato run does not rebuild the prompt per observation yet: check it with "
+                         "`legato bundle infer`")  # fmt: skip
 
 
 def load_tokenizer(bundle: str | Path, lang: LanguageSpec) -> Any:
@@ -101,3 +114,36 @@ def encode_prompt(tokenizer: Any, prompt: str, lang: LanguageSpec) -> tuple[np.n
         raise UsageError("--prompt is empty")
     enc = tokenizer.encode(prompt + lang.append)
     return pad_tokens(enc.ids, lang, source=f"--prompt {prompt!r}:")
+
+
+def state_bins(prompt: PromptSpec, state: np.ndarray) -> np.ndarray:
+    """Raw state (s,) -> its bins (s,) int64 in 0..bins-1: LeRobot's quantile normalisation in
+    float32, 2 (s - low) / range - 1, then np.digitize on ``bins`` equal bins of [-1, 1] (openpi's
+    PaligemmaTokenizer, LeRobot's Pi05PrepareStateTokenizerProcessorStep)."""
+    low, high = np.asarray(prompt.state_low, np.float32), np.asarray(prompt.state_high, np.float32)
+    span = high - low
+    span = np.where(span == 0, np.float32(prompt.eps), span).astype(np.float32)
+    x = 2 * (np.asarray(state, np.float32) - low) / span - 1
+    edges = np.linspace(-1, 1, prompt.bins + 1)[:-1]
+    return (np.digitize(x, bins=edges) - 1).astype(np.int64)
+
+
+def build_prompt(prompt: PromptSpec, task: str, state: np.ndarray) -> str:
+    """The prompt for one observation: the task (stripped, "_" and newlines as spaces) and the
+    state's bins, in the adapter's template."""
+    cleaned = task.strip().replace("_", " ").replace("\n", " ")
+    return prompt.template.format(task=cleaned, state=" ".join(map(str, state_bins(prompt, state))))
+
+
+class PromptBuilder:
+    """The instruction of a policy whose state enters its prompt: (task, raw state) -> (tokens,
+    mask) with the bundle's tokenizer, every observation (the state changes, so does the prompt)."""
+
+    def __init__(self, bundle: str | Path, lang: LanguageSpec) -> None:
+        if lang.prompt is None:
+            raise ValueError("PromptBuilder needs a language with a prompt section")  # internal invariant
+        self.lang, self.prompt = lang, lang.prompt
+        self.tokenizer = load_tokenizer(bundle, lang)
+
+    def __call__(self, task: str, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return encode_prompt(self.tokenizer, build_prompt(self.prompt, task, state), self.lang)

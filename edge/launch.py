@@ -125,6 +125,10 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
         task = TaskConfig.from_dict(man.data["model"]["task"])
         world = SimRig(task, prof, episodes=episodes or 1, seed=seed)
         try:
+            from edge.simrig import sim_instruction
+
+            # each episode's instruction as the bundle takes it (a prompt through its tokenizer)
+            to_bundle = sim_instruction(man, world.plant.tokens_all)
             rig = build_rig(man, prof, sim=world, clock=clock)
         except BaseException:
             world.close()
@@ -159,9 +163,10 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
 
         def make_source() -> Any:
             if from_plant:  # image and state of one instant, straight from the simulator
-                return PlantSource(plant)
+                return PlantSource(plant, tokens=to_bundle)
             # no extrapolation: the lockstep plant stands still between two setpoints
-            return SimSource(plant.render, lambda: plant.tokens, TelemetryState(bus, a, extrapolate=False))
+            return SimSource(plant.render, lambda: to_bundle(plant.tokens),
+                             TelemetryState(bus, a, extrapolate=False))  # fmt: skip
 
     return Session(man, rig.prof, den, cfg, rig=rig, make_source=make_source, status=status,
                    reconnect_s=reconnect_s, recorder=recorder)  # fmt: skip

@@ -70,14 +70,18 @@ class EngineSettings:
 
 @dataclass(frozen=True)
 class ControlSettings:
+    """The chunking the robot runs. H and N are the bundle's (a model's own): a profile may pin
+    them (a bundle with another H or N is refused); :func:`chunk_geometry` resolves s and checks
+    the rest against the bundle before anything moves."""
+
     rate_hz: float  # control clock
-    horizon: int  # H, actions per chunk (must match the model)
-    execution_horizon: int  # s, actions executed per chunk
-    num_steps: int  # N (must match the model)
+    execution_horizon: float  # s: actions executed per chunk (an integer), or a fraction of H in (0, 1)
     d_max: int  # largest delay the runtime will use (<= the model's)
     ramp: int  # r, Legato ramp length the loop samples with (capped at H - s - d per chunk)
     latency_window: int = 10  # b: delay estimate = ceil(max of the last b latencies / period)
     graph: str = "stepwise"  # fused: one call per chunk | stepwise: prefix + N head calls (per-step times)
+    horizon: int | None = None  # H: None = the bundle's; a number refuses bundles with another H
+    num_steps: int | None = None  # N: None = the bundle's; a number refuses bundles with another N
 
 
 @dataclass(frozen=True)
@@ -178,7 +182,7 @@ class Profile:
 # Schema: table -> (dataclass, required keys). Types come from the dataclass fields.
 _TABLES: dict[str, tuple[type, tuple[str, ...]]] = {
     "device": (DeviceFacts, ("soc", "model", "memory_gb", "precisions")),
-    "control": (ControlSettings, ("rate_hz", "horizon", "execution_horizon", "num_steps", "d_max", "ramp")),
+    "control": (ControlSettings, ("rate_hz", "execution_horizon", "d_max", "ramp")),
     "serial": (SerialSettings, ("port", "baud", "protocol", "watchdog_ms")),
     "power": (PowerSettings, ()),
     "robot": (RobotSettings, ("joints", "q_min", "q_max")),
@@ -196,7 +200,7 @@ _RANGES = {  # key -> (lo, hi) inclusive
     "inter_op_threads": (0, 256),
     "rate_hz": (1, 2000),
     "horizon": (1, 1024),
-    "execution_horizon": (1, 1024),
+    "execution_horizon": (0, 1024),  # > 0: an integer count or a fraction of H (_check_combinations)
     "num_steps": (1, 100),
     "d_max": (0, 1024),
     "ramp": (0, 1024),
@@ -455,17 +459,15 @@ def _check_combinations(p: Profile, where: str) -> None:
                     "whole graph would silently fall back to the GPU; allowed: precision fp16 or int8)"
                 )
     c = p.control
-    h, s = c.horizon, c.execution_horizon
-    if not c.d_max <= s <= h - c.d_max:
-        raise ProfileError(
-            f"{where}: keys 'control.execution_horizon' = {s} and 'control.d_max' = {c.d_max} "
-            f"break d <= s <= H - d with H = {h}"
-        )
-    if c.d_max + c.ramp > h - s:
-        raise ProfileError(
-            f"{where}: key 'control.ramp' = {c.ramp}: d_max + ramp = {c.d_max + c.ramp} exceeds "
-            f"the overlap H - s = {h - s} (allowed: 0 to {max(0, h - s - c.d_max)})"
-        )
+    s = c.execution_horizon
+    if not (0 < s < 1 or s == int(s)):
+        raise ProfileError(f"{where}: key 'control.execution_horizon' = {s:g} must be an integer (actions "
+                           "per chunk) or a fraction of H between 0 and 1")  # fmt: skip
+    if s >= 1 and s < c.d_max:
+        raise ProfileError(f"{where}: keys 'control.execution_horizon' = {s:g} and 'control.d_max' = "
+                           f"{c.d_max} break d <= s")  # fmt: skip
+    if c.horizon is not None:  # pinned: the rest of the geometry is checked now, not per bundle
+        chunk_geometry(c, c.horizon, c.num_steps or 1, c.d_max, where, error=ProfileError)
     sr = p.serial
     hz = sr.stream_hz or c.rate_hz
     if hz < c.rate_hz:
@@ -480,6 +482,38 @@ def _check_combinations(p: Profile, where: str) -> None:
             f"(allowed: baud >= {need / LINE_SHARE:.0f} or a lower rate)"
         )
     _check_serial(p, where)
+
+
+def chunk_geometry(c: ControlSettings, horizon: int, num_steps: int, trained_d_max: int, where: str,
+                   error: type[Exception] | None = None,
+                   model: str = "the bundle") -> ControlSettings:  # fmt: skip
+    """The control settings for a model of chunk length ``horizon`` (H), ``num_steps`` (N) and
+    trained delay ``trained_d_max``: H and N the model's, s an integer (``execution_horizon``
+    given as a count) or ``floor(fraction * H)`` (at least 1), with the profile's d_max and ramp
+    checked against them (d_max <= the trained d_max, d_max <= s <= H - d_max, d_max + ramp <=
+    H - s). A conflict is one line (edge.errors.MethodError unless ``error`` is given) naming the
+    profile's key and the value of ``model`` (the bundle, a policy server, a checkpoint)."""
+    from edge.errors import MethodError
+
+    err = error or MethodError
+    if c.num_steps is not None and c.num_steps != num_steps:
+        raise err(f"{where} asks for N={c.num_steps} steps but {model} was trained with N={num_steps}")
+    if c.horizon is not None and c.horizon != horizon:
+        raise err(f"{where} asks for H={c.horizon} but {model} has H={horizon}")
+    if c.d_max > trained_d_max:
+        raise err(f"{where} allows delays up to d_max={c.d_max} but {model} was trained for "
+                  f"d_max={trained_d_max}")  # fmt: skip
+    frac = 0 < c.execution_horizon < 1
+    s = max(1, math.floor(c.execution_horizon * horizon)) if frac else int(c.execution_horizon)
+    given = f"'control.execution_horizon' = {c.execution_horizon:g}" + (f" (s = {s})" if frac else "")
+    if not c.d_max <= s <= horizon - c.d_max:
+        raise err(f"{where}: keys {given} and 'control.d_max' = {c.d_max} break d <= s <= H - d with "
+                  f"H = {horizon} ({model})")  # fmt: skip
+    if c.d_max + c.ramp > horizon - s:
+        raise err(f"{where}: key 'control.ramp' = {c.ramp}: d_max + ramp = {c.d_max + c.ramp} exceeds the "
+                  f"overlap H - s = {horizon - s} with H = {horizon} ({model}; allowed: 0 to "
+                  f"{max(0, horizon - s - c.d_max)})")  # fmt: skip
+    return replace(c, horizon=horizon, num_steps=num_steps, execution_horizon=s)
 
 
 def profile_path(name_or_path: str | Path) -> Path:

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,47 @@ SIM_STALE_MS = 1000.0
 # waited in the pty after the watchdog fired, and latches a fault (then holds the arm for the
 # rest of the session) while the host, in its own SCHED_FIFO clock process, was never silent.
 SIM_WATCHDOG_MS = 1000
+
+
+def speaks_sim_ids(bundle: str | Path, lang: Any) -> bool:
+    """True when the bundle's language input takes the simulator's own token ids: it carries no
+    tokenizer (ids only), or its tokenizer file is a word-level vocabulary equal to
+    sim.language.VOCAB (the reference model's). Read as JSON: no tokenizers library needed."""
+    from sim.language import VOCAB
+
+    if lang.tokenizer is None:
+        return True
+    try:
+        doc = json.loads((Path(bundle) / lang.tokenizer).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False  # edge.language.load_tokenizer names the problem in one line
+    model = doc.get("model") if isinstance(doc, dict) else None
+    vocab = model.get("vocab") if isinstance(model, dict) and model.get("type") == "WordLevel" else None
+    return vocab == {w: i for i, w in enumerate(VOCAB)}
+
+
+def sim_instruction(man: Any, episode_tokens: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The simulator's instruction as the bundle's policy takes it, for every episode's ids
+    ``episode_tokens`` (e, l) up front (a prompt that does not fit is refused before the motors
+    start): the ids as they are where the bundle speaks them (:func:`speaks_sim_ids`); otherwise
+    the instruction's words tokenized with the bundle's tokenizer (edge.language, as
+    ``legato run --prompt`` does: a LeRobot policy's prompt). Returns ids (l,) -> the bundle's ids."""
+    ad = getattr(man, "adapter", None)  # a policy server's model (edge.remote) has no local adapter:
+    lang = ad.observation.language if ad is not None else None  # the ids go to it as they are
+    from edge.language import encode_prompt, load_tokenizer, refuse_state_prompt
+
+    refuse_state_prompt(lang)
+    if lang is None or speaks_sim_ids(man.path, lang):
+        return lambda ids: ids
+    from sim.language import detokenize
+
+    tok = load_tokenizer(man.path, lang)
+    table = {}
+    for ids in np.asarray(episode_tokens):
+        key = np.asarray(ids, np.int64).tobytes()
+        if key not in table:
+            table[key] = encode_prompt(tok, detokenize(ids), lang)[0]
+    return lambda ids: table[np.asarray(ids, np.int64).tobytes()]
 
 
 class _FirmwareTarget:

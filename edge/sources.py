@@ -94,13 +94,15 @@ class SimSource:
 class PlantSource:
     """The simulator's camera and state of one instant (``plant.observe()``), ``--sim-state plant``."""
 
-    def __init__(self, plant: Any, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, plant: Any, clock: Callable[[], float] = time.monotonic,
+                 tokens: Callable[[np.ndarray], np.ndarray] | None = None) -> None:  # fmt: skip
         self.plant, self.clock = plant, clock
+        self.tokens = tokens or (lambda ids: ids)  # the plant's ids -> the bundle's (edge.simrig)
 
     def read(self) -> Frame:
         t = self.clock()
         image, state = self.plant.observe()
-        return Frame(image, self.plant.tokens, state, t)
+        return Frame(image, self.tokens(self.plant.tokens), state, t)
 
 
 def resize_nearest(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

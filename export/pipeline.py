@@ -174,16 +174,19 @@ def check_profile_fits(profile: Profile, spec: Any, precision: str) -> None:
         raise UsageError(
             "--precision fp8: the exporter does not write FP8 Q/DQ graphs yet (allowed: fp32, fp16, int8)"
         )
-    c = profile.control
-    if c.horizon != spec.horizon or c.num_steps != spec.num_steps:
-        raise UsageError(
-            f"{where}: control.horizon = {c.horizon} and control.num_steps = {c.num_steps}, but the "
-            f"checkpoint has H = {spec.horizon}, N = {spec.num_steps}"
-        )
-    if c.d_max > spec.d_max:
-        raise UsageError(
-            f"{where}: control.d_max = {c.d_max} exceeds the checkpoint's trained d_max = {spec.d_max}"
-        )
+    from edge.profiles import chunk_geometry
+
+    # H and N are the checkpoint's; a profile that pins others, or whose s / d_max / ramp do not
+    # fit them, is refused before minutes of work
+    chunk_geometry(
+        profile.control,
+        spec.horizon,
+        spec.num_steps,
+        spec.d_max,
+        where,
+        error=UsageError,
+        model="the checkpoint",
+    )
 
 
 def attention_kind(profile: Profile, requested: str, precision: str) -> str:

@@ -34,6 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["reference", "smolvla", "pi05"],
         help="reference (this project's model) or a LeRobot policy (needs the vla extra)",
     )
+    p.add_argument("--action-norm", default="lerobot", choices=["lerobot", "state-relative"],
+                   help="with --policy smolvla: the policy's own action statistics (LeRobot's MEAN_STD), "
+                        "or actions relative to the joint state with per-index statistics (as the "
+                        "reference model; recorded in legato.json)")  # fmt: skip
     p.add_argument("--init", default=None,
                    help="with --policy smolvla|pi05: a LeRobot policy folder to fine-tune, or a policy "
                         "config JSON for a fresh model (e.g. configs/smolvla-reduced.json)")  # fmt: skip

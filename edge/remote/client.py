@@ -359,7 +359,7 @@ def load_remote(
     prof = load_profile(profile)
     den = RemoteDenoiser(url, read_api_key(api_key_file), reply_timeout_s=reply_timeout_s)
     try:
-        check_fit(prof, den.spec, f"the model served at {url}")
+        prof = check_fit(prof, den.spec, f"the model served at {url}")  # its chunk geometry
         if mode is not None and mode != den.mode:
             raise MethodError(
                 f"--mode {mode}: the server at {url} samples in mode {den.mode!r} "

@@ -22,7 +22,11 @@ from typing import Any
 
 # Registered adapters: modules with NAME, detect(path) -> bool and load(path, threads) -> LoadedPolicy,
 # tried in order; the last (the reference) is the fallback. Add an architecture before it.
-ADAPTERS: tuple[str, ...] = ("legato.adapters.smolvla_adapter", "legato.adapters.reference")
+ADAPTERS: tuple[str, ...] = (
+    "legato.adapters.smolvla_adapter",
+    "legato.adapters.pi05_adapter",
+    "legato.adapters.reference",
+)
 
 
 @dataclass(frozen=True)

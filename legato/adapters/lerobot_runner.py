@@ -92,10 +92,64 @@ def section(ck: LeRobotCheckpoint) -> dict[str, Any]:
     mean-std normalisation with LeRobot's epsilons."""
     from legato.adapters.smolvla_graphs import PREFIX_OUTPUTS
 
-    p, s, spec = ck.policy, ck.policy.spec, ck.spec
+    p, s = ck.policy, ck.policy.spec
+    tok = p.tokenizer
+    return {
+        **section_skeleton(ck, PREFIX_OUTPUTS, state_pad=s.max_state_dim),
+        "name": p.folder.type,
+        "observation": {
+            "cameras": camera_entries(s.cameras),
+            "state": "state",
+            "language": {
+                "tokens": "tokens",
+                "mask": "token_mask",
+                "max_tokens": ck.spec.max_tokens,
+                "vocab_size": len(tok),
+                "pad_id": int(tok.pad_token_id or 0),
+                "tokenizer": "tokenizer.json",
+                "append": "\n",
+            },
+        },
+        "normalization": normalization(ck).to_dict(),
+    }
+
+
+def normalization(ck: LeRobotCheckpoint) -> Normalizer:
+    """A SmolVLA folder's normaliser: the state by LeRobot's MEAN_STD statistics (with its eps);
+    the actions by them too, or relative to the joint state with the per-index statistics its
+    legato.json records (a run trained with --action-norm state-relative)."""
+    p, s = ck.policy, ck.policy.spec
     norm = p.folder.input_norm
     st, act = norm.stats.get("observation.state", {}), p.folder.output_norm.stats["action"]
-    tok = p.tokenizer
+    state = (
+        np.asarray(st.get("mean", np.zeros(s.state_dim))),
+        np.asarray(st.get("std", np.ones(s.state_dim))),
+    )
+    rel = ck.meta.get("action_normalization")
+    if rel is not None:
+        r = Normalizer.from_dict(rel)
+        return Normalizer(
+            *state, r.action_mean, r.action_std, kind="state-relative", state_eps=float(norm.eps)
+        )
+    return Normalizer(*state, np.asarray(act["mean"]), np.asarray(act["std"]), kind="mean-std",
+                      state_eps=float(norm.eps), action_eps=float(norm.eps))  # fmt: skip
+
+
+def camera_entries(cameras: Any) -> list[dict[str, Any]]:
+    """The section's cameras from a LeRobot spec's ((feature key, (h, w)), ...): named by the key's
+    last part, graph input image_<name>."""
+    return [
+        {"name": k.rsplit(".", 1)[-1], "input": f"image_{k.rsplit('.', 1)[-1]}", "height": h, "width": w}
+        for k, (h, w) in cameras
+    ]
+
+
+def section_skeleton(
+    ck: LeRobotCheckpoint, prefix_outputs: tuple[str, ...], state_pad: int
+) -> dict[str, Any]:
+    """What every LeRobot policy's section shares: t = 1 noise, chunk geometry, dims padded as
+    LeRobot pads them, the schedule, the capabilities, the prefix -> head wiring by name."""
+    p, s, spec = ck.policy, ck.policy.spec, ck.spec
     return {
         "name": p.folder.type,
         "method": spec.method,
@@ -105,51 +159,38 @@ def section(ck: LeRobotCheckpoint) -> dict[str, Any]:
         "action_dim": s.action_dim,
         "action_pad": s.max_action_dim,
         "state_dim": s.state_dim,
-        "state_pad": s.max_state_dim,
+        "state_pad": state_pad,
         "control_hz": spec.control_hz,
         "schedule": {"shape": spec.schedule_shape, "d_max": spec.d_max, "r_max": spec.r_max},
         "capabilities": {"omega": ck.head.omega_dim is not None, "hard_prefix": False, "fused": False},
-        "observation": {
-            "cameras": [
-                {
-                    "name": k.rsplit(".", 1)[-1],
-                    "input": f"image_{k.rsplit('.', 1)[-1]}",
-                    "height": h,
-                    "width": w,
-                }
-                for k, (h, w) in s.cameras
-            ],
-            "state": "state",
-            "language": {
-                "tokens": "tokens",
-                "mask": "token_mask",
-                "max_tokens": spec.max_tokens,
-                "vocab_size": len(tok),
-                "pad_id": int(tok.pad_token_id or 0),
-                "tokenizer": "tokenizer.json",
-                "append": "\n",
-            },
-        },
-        "normalization": Normalizer(
-            np.asarray(st.get("mean", np.zeros(s.state_dim))),
-            np.asarray(st.get("std", np.ones(s.state_dim))),
-            np.asarray(act["mean"]),
-            np.asarray(act["std"]),
-            kind="mean-std",
-            state_eps=float(norm.eps),
-            action_eps=float(norm.eps),
-        ).to_dict(),
         "graphs": {
-            "prefix": {"outputs": list(PREFIX_OUTPUTS)},
+            "prefix": {"outputs": list(prefix_outputs)},
             "flow_head": {
                 "x": "x",
                 "t": "t",
                 "omega": "omega" if ck.head.omega_dim is not None else None,
                 "velocity": "velocity",
-                "context": {n: n for n in PREFIX_OUTPUTS},
+                "context": {n: n for n in prefix_outputs},
             },
         },
     }
+
+
+def random_frames(rng: np.random.Generator, cameras: Any) -> dict[str, np.ndarray]:
+    """Synthetic uint8 (h, w, 3) frames by camera name for a LeRobot spec's cameras."""
+    return {k.rsplit(".", 1)[-1]: rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for k, (h, w) in cameras}
+
+
+def gated_previous(ck: LeRobotCheckpoint, ref: Any, obs: Any, i: int, rng: np.random.Generator) -> Any:
+    """The previous chunk of held-out sample i: the torch policy's own for every other sample of a
+    Legato fine-tune (so the export's gate checks the continuation), None otherwise."""
+    from edge.policy import ChunkRequest
+
+    if not i % 2 or ck.spec.method != "legato":
+        return None
+    s = ck.policy.spec
+    eps = rng.standard_normal((1, s.chunk, s.max_action_dim)).astype(np.float32)
+    return ref.chunk("legato", obs, None, ChunkRequest(0, s.chunk // 2, 0), eps)
 
 
 class TorchField:

@@ -79,6 +79,14 @@ def check_fits(ds: LeRobotDataset, policy) -> None:
 
 
 # ---------------------------------------------------------------- batches
+def chunk_rows(ds: LeRobotDataset, horizon: int) -> np.ndarray:
+    """(frames, horizon) row indices of the chunk starting at each frame, the episode's last row
+    repeated past its end (the arm holds)."""
+    ends = np.concatenate([np.full(e.length, e.start + e.length - 1) for e in ds.episodes])
+    rows = np.arange(len(ends))
+    return np.minimum(rows[:, None] + np.arange(horizon)[None], ends[:, None])
+
+
 @dataclass
 class LeRobotChunkSampler:
     """(frame, chunk of H actions from it) pairs drawn uniformly; chunks padded at episode ends by
@@ -94,9 +102,7 @@ class LeRobotChunkSampler:
         self.frames = {
             c: np.concatenate([self.ds.frames(c, e) for e in self.ds.episodes]) for c in self.cameras
         }
-        ends = np.concatenate([np.full(e.length, e.start + e.length - 1) for e in self.ds.episodes])
-        rows = np.arange(len(ends))
-        self.chunk_rows = np.minimum(rows[:, None] + np.arange(self.horizon)[None], ends[:, None])
+        self.chunk_rows = chunk_rows(self.ds, self.horizon)
 
     def sample(self, b: int) -> tuple[dict[str, Any], np.ndarray]:
         rows = self.rng.integers(len(self.chunk_rows), size=b)
@@ -180,6 +186,7 @@ def train(
     device: str = "cpu",
     show_progress: bool = True,
     velocity_form: str = "factored",
+    action_norm: str = "lerobot",
 ) -> Path:
     from legato.train import lr_at, resolve_device
 
@@ -218,6 +225,7 @@ def train(
             f"(action_dim {spec.action_dim} = max_action_dim {spec.max_action_dim})"
         )
     head = LegatoHead(spec.num_steps, omega_dim, velocity_form)
+    relative = relative_actions(source, ds, spec.chunk, action_norm, policy_kind)
     model = policy.model.to(dev).train()
     trainable = _trainable(policy)
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -233,14 +241,18 @@ def train(
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank + start)
     norm = policy.folder.output_norm
     std = norm.stats.get("action", {}).get("std")
+    if relative is not None:
+        std = relative.action_std  # (H, a)
     action_std = (
         None
         if std is None
-        else np.tile(
-            np.concatenate([std, np.full(spec.max_action_dim - spec.action_dim, np.inf)]), (spec.chunk, 1)
-        )
-    )
+        else np.concatenate(
+            [np.broadcast_to(std, (spec.chunk, spec.action_dim)),
+             np.full((spec.chunk, spec.max_action_dim - spec.action_dim), np.inf)], -1)
+    )  # fmt: skip
     meta = legato_meta(cfg, policy, head) | {"data": {"path": str(data), **ds.describe()}}
+    if relative is not None:
+        meta["action_normalization"] = relative.to_dict()
     log_lines = [log_text] if log_text else []
     bar = tqdm(
         range(start, cfg.steps),
@@ -256,7 +268,11 @@ def train(
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         obs, actions = sampler.sample(cfg.batch_obs)
-        act = torch.from_numpy(norm.normalize("action", actions))  # (b, H, a)
+        act = torch.from_numpy(
+            norm.normalize("action", actions)
+            if relative is None
+            else relative.action(actions, obs["observation.state"])
+        )  # (b, H, a)
         act = torch.nn.functional.pad(act, (0, spec.max_action_dim - a)).repeat_interleave(cfg.draws, 0)
         eps = torch.randn(act.shape, generator=gen)
         ex = to_lerobot(build_example(act, eps, cfg, spec.num_steps, rng, action_std)).to(dev)
@@ -294,6 +310,27 @@ def train(
     if not resume and Path(init).is_file():
         shutil.rmtree(out.parent / f".{out.name}.init", ignore_errors=True)
     return out
+
+
+def relative_actions(
+    source: Path, ds: LeRobotDataset, horizon: int, action_norm: str, policy_kind: str
+) -> Any:
+    """The state-relative action normaliser (edge.normalize, per chunk index, as the reference
+    model's) of a run: the one its legato.json records (a resumed run, a fine-tune of such a run),
+    else fitted on every chunk of the dataset with --action-norm state-relative; None: LeRobot's
+    own MEAN_STD statistics."""
+    from edge.normalize import Normalizer
+
+    meta_file = Path(source) / LEGATO_FILE
+    recorded = json.loads(meta_file.read_text()).get("action_normalization") if meta_file.is_file() else None
+    if recorded is not None:
+        return Normalizer.from_dict(recorded)
+    if action_norm == "lerobot":
+        return None
+    if policy_kind != "smolvla":
+        raise UsageError(f"--action-norm state-relative is for --policy smolvla, not {policy_kind}")
+    states = ds.columns["observation.state"].astype(np.float32)
+    return Normalizer.fit(states, ds.columns["action"][chunk_rows(ds, horizon)].astype(np.float32))
 
 
 class TrainStep(torch.nn.Module):
@@ -372,6 +409,7 @@ def run(a: argparse.Namespace) -> int:
         force=a.force,
         device=a.device,
         velocity_form=a.velocity_form,
+        action_norm=getattr(a, "action_norm", "lerobot"),
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"checkpoint: {out}")

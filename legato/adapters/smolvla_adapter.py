@@ -80,7 +80,8 @@ class SmolVLALoaded(LoadedPolicy):
         """Held-out observations: the simulator's (held-out episodes, the arm at random postures)
         where it fits, synthetic frames and states from the statistics otherwise; every other
         sample carries a previous chunk (the torch policy's own), so Legato's continuation is gated."""
-        from edge.policy import ChunkRequest, held_out_seed
+        from edge.policy import held_out_seed
+        from legato.adapters.lerobot_runner import gated_previous, random_frames
 
         rng = np.random.default_rng(held_out_seed(self.train_seed) if seed is None else seed)
         p = self.native.policy
@@ -98,10 +99,7 @@ class SmolVLALoaded(LoadedPolicy):
                 o = ReachEnv(TaskConfig(), ep.scenes, ep.template).observe()
                 obs = self._obs({"top": o.image[0]}, detokenize(o.tokens[0]), o.state[0])
             else:
-                frames = {
-                    k.rsplit(".", 1)[-1]: rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-                    for k, (h, w) in p.spec.cameras
-                }
+                frames = random_frames(rng, p.spec.cameras)
                 mean, std = (
                     st.get("mean", np.zeros(p.spec.state_dim)),
                     st.get("std", np.ones(p.spec.state_dim)),
@@ -109,11 +107,7 @@ class SmolVLALoaded(LoadedPolicy):
                 obs = self._obs(
                     frames, PROMPTS[i % len(PROMPTS)], mean + std * rng.normal(size=p.spec.state_dim)
                 )
-            prev = None
-            if i % 2 and self.native.spec.method == "legato":
-                eps = rng.standard_normal((1, p.spec.chunk, p.spec.max_action_dim)).astype(np.float32)
-                prev = ref.chunk("legato", obs, None, ChunkRequest(0, p.spec.chunk // 2, 0), eps)
-            out.append(Sample(obs, prev))
+            out.append(Sample(obs, gated_previous(self.native, ref, obs, i, rng)))
         return out
 
     # ---- graphs, reference, files

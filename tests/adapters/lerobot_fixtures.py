@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lerobot"
+# $LEGATO_TEST_LEROBOT_FIXTURES: where a copy of this file runs outside the repository (CI's
+# robot-install step runs tests/adapters/test_robot_install.py from a copy)
+FIXTURES = Path(
+    os.environ.get("LEGATO_TEST_LEROBOT_FIXTURES")
+    or Path(__file__).resolve().parents[1] / "fixtures" / "lerobot"
+)
+PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 HUB_FOLDERS = {
     "legato-fixtures/smolvlm2-tiny": FIXTURES / "vlm" / "smolvlm2-tiny",
     "google/paligemma-3b-pt-224": FIXTURES / "tokenizers" / "paligemma-tiny",
@@ -36,3 +45,41 @@ def golden(name: str) -> tuple[list[dict], np.ndarray, dict]:
         o["task"] = [task]
         obs.append(o)
     return obs, z["noise"], {k: z[k] for k in ("actions", "tokens", "token_mask")} | {"meta": meta}
+
+
+def fixture_profile(tmp_path: Path) -> Path:
+    """x86-cpu for the fixture policies (H = 10 and N = 10 come from the bundle): s = 5, plain
+    (d_max 0), stepwise graphs."""
+    text = (PROFILES / "x86-cpu.toml").read_text()
+    for key, value in (
+        ("execution_horizon", "5"),
+        ("d_max", "0"),
+        ("ramp", "0"),
+        ("graph", '"stepwise"'),
+    ):
+        text = re.sub(rf"^{key} = \S+", f"{key} = {value}", text, flags=re.M)
+    path = tmp_path / "x86-cpu-lerobot-fixture.toml"
+    path.write_text(text)
+    return path
+
+
+def export_bundles(out: Path) -> None:
+    """The fixture SmolVLA and pi0.5 exported to OUT/smolvla and OUT/pi05 (the workstation's venv:
+    torch + the vla extra; offline, the VLM config and tokenizers from the fixtures), for the
+    robot-install step: `python tests/adapters/lerobot_fixtures.py export-bundles OUT`."""
+    from legato.cli import main
+
+    out.mkdir(parents=True, exist_ok=True)
+    home = out / "hf-home"
+    shutil.rmtree(home, ignore_errors=True)
+    os.environ |= {"HF_HOME": str(offline_hf_home(home)), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    for name in ("smolvla", "pi05"):
+        args = ["export", "--checkpoint", str(FIXTURES / name), "--profile", str(fixture_profile(out))]
+        if main([*args, "--parity-samples", "2", "--out", str(out / name)]) != 0:
+            sys.exit(f"lerobot_fixtures: exporting the fixture {name} failed")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "export-bundles":
+        sys.exit("usage: python tests/adapters/lerobot_fixtures.py export-bundles OUT")
+    export_bundles(Path(sys.argv[2]))

@@ -52,7 +52,30 @@ def test_lerobot_written_dataset_trains_and_resumes(tmp_path, hf_offline):
     _harness_chunk_equals_the_adapter(out)
 
 
-def _harness_chunk_equals_the_adapter(run):
+def test_state_relative_actions_are_recorded_and_used_by_the_harness_and_export(tmp_path, hf_offline):
+    """--action-norm state-relative: per-index statistics of a - q fitted on the dataset, recorded
+    in legato.json; the harness (and so the export's section) unnormalises a = x std + mean + q."""
+    import numpy as np
+
+    from edge.normalize import Normalizer
+    from legato.adapters import lerobot_runner
+    from legato.lerobot_dataset import open_dataset
+
+    out = tmp_path / "run"
+    args = ["train", "--policy", "smolvla", "--init", str(CONFIG), "--data", str(DATASET), "--out", str(out)]
+    assert main([*args, "--steps", "2", "--action-norm", "state-relative", *SMALL]) == 0
+    rel = json.loads((out / "legato.json").read_text())["action_normalization"]
+    assert Normalizer.from_dict(rel).relative and np.asarray(rel["action_mean"]).shape == (16, 3)
+    ds = open_dataset(DATASET)
+    first = ds.columns["action"][:, :3] - ds.columns["observation.state"][:, :3]  # index 0: a_t - q_t
+    np.testing.assert_allclose(rel["action_mean"][0], first.mean(0), atol=1e-5)
+    section = lerobot_runner.section(lerobot_runner.load(out))
+    assert section["normalization"]["kind"] == "state-relative"
+    assert section["normalization"]["state_eps"] > 0  # the state keeps LeRobot's MEAN_STD with its eps
+    _harness_chunk_equals_the_adapter(out, relative=rel)
+
+
+def _harness_chunk_equals_the_adapter(run, relative=None):
     """The evaluation's path (edge.denoiser over the adapter's field, t = 0 noise, padded dims)
     gives LeRobot's sample_actions chunk for the same observation and noise."""
     import numpy as np
@@ -87,7 +110,11 @@ def _harness_chunk_equals_the_adapter(run):
                 - ck.head.velocity(lambda y, t: p.model.velocity(y, t, *prefix), x, tau, torch.zeros(2, 16))
                 / n
             )
-    ref = p.folder.output_norm.unnormalize("action", x[..., :3].numpy())
+    if relative is None:
+        ref = p.folder.output_norm.unnormalize("action", x[..., :3].numpy())
+    else:
+        mean, std = np.asarray(relative["action_mean"]), np.asarray(relative["action_std"])
+        ref = x[..., :3].numpy() * std + mean + obs.state[:, None, :3]
     assert np.abs(chunk - ref).max() < 1e-4
 
 

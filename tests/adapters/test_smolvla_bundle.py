@@ -4,35 +4,15 @@ prefix + expert-step graphs, gated against torch through the robot's own denoise
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("transformers", reason="the vla extra (transformers) is not installed")
 
-from lerobot_fixtures import FIXTURES  # noqa: E402
+from lerobot_fixtures import FIXTURES, fixture_profile  # noqa: E402
 
 from legato.cli import main  # noqa: E402
-
-PROFILES = Path(__file__).resolve().parents[2] / "profiles"
-
-
-def fixture_profile(tmp_path: Path) -> Path:
-    """x86-cpu with the fixture policy's H = 10, N = 10, plain (d_max 0), stepwise graphs."""
-    text = (PROFILES / "x86-cpu.toml").read_text()
-    for key, value in (
-        ("horizon", "10"),
-        ("execution_horizon", "5"),
-        ("num_steps", "10"),
-        ("d_max", "0"),
-        ("ramp", "0"),
-        ("graph", '"stepwise"'),
-    ):
-        text = re.sub(rf"^{key} = \S+", f"{key} = {value}", text, flags=re.M)
-    path = tmp_path / "x86-cpu-smolvla-fixture.toml"
-    path.write_text(text)
-    return path
 
 
 def test_export_detects_smolvla_gates_and_verifies(tmp_path, hf_offline, capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from edge.errors import ProfileError
@@ -24,7 +26,7 @@ def test_every_profile_loads():
     for name in NAMES:
         p = load_profile(name)
         assert p.name == name
-        assert p.control.horizon == 16 and p.control.num_steps == 5
+        assert p.control.horizon is None and p.control.num_steps is None  # the bundle's
         assert {"prefix", "flow_head"} <= set(p.engines)
     orin = load_profile("jetson-agx-orin-64gb")
     assert orin.device.compute_capability == "8.7" and not orin.device.fp8
@@ -87,13 +89,16 @@ INVALID = [
     ("x86-cpu", 'backend = "onnxruntime"', 'backend = "tensorrt"', ["engine.prefix.backend", "onnxruntime"]),
     ("x86-cpu", "baud = 1000000", "baud = 115200", ["'serial.baud'", "setpoint frames", "500 Hz"]),
     ("jetson-orin-nano-8gb", "baud = 1000000", "baud = 9600", ["'serial.baud'", "feetech"]),
-    ("x86-cpu", "ramp = 4", "ramp = 6", ["'control.ramp'", "overlap"]),
+    # with H pinned in the profile the geometry is checked at load (otherwise per bundle)
+    ("x86-cpu", "ramp = 4", "ramp = 6\nhorizon = 16", ["'control.ramp'", "overlap"]),
     (
         "x86-cpu",
         "execution_horizon = 8",
-        "execution_horizon = 14",
+        "execution_horizon = 14\nhorizon = 16",
         ["control.execution_horizon", "d <= s <= H - d"],
     ),
+    ("x86-cpu", "execution_horizon = 8", "execution_horizon = 2", ["control.execution_horizon", "d <= s"]),
+    ("x86-cpu", "execution_horizon = 8", "execution_horizon = 8.5", ["execution_horizon", "fraction"]),
     ("x86-cpu", "watchdog_ms = 100", "watchdog_ms = 3", ["watchdog_ms"]),
     ("x86-cpu", "rate_hz = 50.0", "rate_hz = 0.0", ["'rate_hz'", "out of range"]),
     ("x86-cpu", "[power]", "[powr]", ["powr"]),
@@ -169,6 +174,31 @@ def test_setpoint_bytes_by_hand():
     assert setpoint_bytes("firmware", 3) == 27
     # Feetech: sync write 7 + 3*3, sync read 8 + 3, three 8-byte replies
     assert setpoint_bytes("feetech", 3) == 16 + 11 + 24
+
+
+def test_chunk_geometry_comes_from_the_bundle():
+    """H and N are the bundle's; s explicit or a fraction of H; the profile's d_max and ramp are
+    checked against the bundle's H in one line; a profile may pin H or N."""
+    from edge.errors import MethodError
+    from edge.profiles import chunk_geometry
+
+    c = load_profile("x86-cpu").control  # s = 8, d_max = 4, ramp = 4, no H or N
+    smolvla = chunk_geometry(c, 50, 10, 4, "profile x86-cpu")
+    assert (smolvla.horizon, smolvla.num_steps, smolvla.execution_horizon) == (50, 10, 8)
+    assert chunk_geometry(c, 16, 5, 4, "p").execution_horizon == 8
+    half = replace(c, execution_horizon=0.5)
+    assert chunk_geometry(half, 50, 10, 4, "p").execution_horizon == 25
+    assert chunk_geometry(half, 16, 5, 4, "p").execution_horizon == 8
+    for bad, words in (
+        ((c, 10, 10, 4), ["d <= s <= H - d", "H = 10"]),  # s = 8 > H - d_max = 6
+        ((c, 16, 5, 2), ["d_max=4", "d_max=2"]),  # the model was trained for smaller delays
+        ((replace(c, ramp=6), 16, 5, 4), ["'control.ramp' = 6", "overlap"]),
+        ((replace(c, horizon=16), 50, 10, 4), ["H=16", "H=50"]),
+        ((replace(c, num_steps=5), 50, 10, 4), ["N=5", "N=10"]),
+    ):
+        with pytest.raises(MethodError) as e:
+            chunk_geometry(*bad, "profile x86-cpu")
+        assert "\n" not in str(e.value) and all(w in str(e.value) for w in words), (words, str(e.value))
 
 
 def test_a_non_utf8_profile_is_one_line(tmp_path):

@@ -119,6 +119,8 @@ def test_profile_asking_for_other_n_or_dmax_is_refused(bundle, tmp_path, capsys,
     for ln in text.splitlines():
         if ln.split("=")[0].strip() == key:
             ln = f"{key} = {value}"
+        if ln.strip() == "[control]" and key in ("horizon", "num_steps"):  # H, N: the bundle's unless pinned
+            ln = f"[control]\n{key} = {value}"
         if ln.split("=")[0].strip() == "ramp" and key != "num_steps":
             ln = "ramp = 0"
         if ln.split("=")[0].strip() == "execution_horizon" and key == "horizon":
