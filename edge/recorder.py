@@ -133,7 +133,13 @@ def run_metadata(
         "spec": {**asdict(man.spec), "image_hw": list(man.spec.image_hw)},
         "cameras": policy_cameras(man),
         "loop": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-        "denoiser": {"mode": den.mode, "fused": den.fused is not None, "stages": list(den.stage_names)},
+        # a remote policy (--remote) has no local graphs: fused null, the server's stage names
+        "denoiser": {
+            "mode": den.mode,
+            "fused": None if not hasattr(den, "fused") else den.fused is not None,
+            "stages": list(den.stage_names),
+            "remote": bool(getattr(man, "remote", False)),
+        },
         "record": {"image_format": opts.image_format, "max_mb": opts.max_mb, "queue": opts.queue},
         **(extra or {}),
     }

@@ -47,7 +47,7 @@ def load_for_replay(
             f"the recording's profile {prof!r} is not on this machine; pass --profile "
             f"(one of {', '.join(list_profiles())})"
         )
-    fused = bool(d.get("fused")) if graph is None else graph == "fused"
+    fused = d.get("fused") if graph is None else graph == "fused"  # None (a remote run): the profile's
     man, prof_obj, den = load(bundle, prof, mode or d.get("mode"), fused)
     mine, theirs = policy_cameras(man), rec.meta.get("cameras")
     if None not in (mine, theirs) and mine != theirs:  # older and remote recordings: the spec's check
