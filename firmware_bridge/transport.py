@@ -52,10 +52,12 @@ class SerialTransport:
 
         self._serial_mod = serial
         self._timeout = 0.02
+        self._write_timeout_s = write_timeout_s
         try:
-            self._ser = serial.Serial(
-                port, baudrate, timeout=self._timeout, write_timeout=write_timeout_s, exclusive=True
-            )
+            # write_timeout=0: pyserial's own timed write raises "Write timeout" after a write that
+            # went out whole whenever its thread was preempted past the timeout (its expiry check
+            # follows os.write): on a loaded machine a false lost port. write() waits itself.
+            self._ser = serial.Serial(port, baudrate, timeout=self._timeout, write_timeout=0, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise explain_open_failure(port, exc) from exc
         self.port = port
@@ -71,12 +73,26 @@ class SerialTransport:
             raise TransportError(f"read from {self.port!r} failed: {exc}") from exc
 
     def write(self, data: bytes) -> None:
+        """All of ``data``, or TransportError when the port has had no room for what is left
+        within ``write_timeout_s`` of the call (a port that stopped draining: unplugged, or a
+        device that stopped reading). The fd is non-blocking (pyserial opens it so)."""
+        view, deadline = memoryview(data), time.monotonic() + self._write_timeout_s
         try:
-            n = self._ser.write(data)
-        except (self._serial_mod.SerialException, OSError, TypeError, AttributeError) as exc:
+            fd = self._ser.fileno()
+            while True:
+                with contextlib.suppress(BlockingIOError):  # no room at all right now: wait below
+                    view = view[os.write(fd, view) :]
+                if not view:
+                    return
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([], [fd], [], left)[1]:
+                    raise TransportError(
+                        f"write to {self.port!r} failed: no room for {len(view)} of {len(data)} bytes "
+                        f"within {self._write_timeout_s * 1e3:.0f} ms (the port stopped draining)"
+                    )
+        except (self._serial_mod.SerialException, OSError, TypeError, AttributeError, ValueError) as exc:
+            # ValueError: select on a closed fd (-1); the others as in read()
             raise TransportError(f"write to {self.port!r} failed: {exc}") from exc
-        if n != len(data):
-            raise TransportError(f"short write to {self.port!r}: {n} of {len(data)} bytes")
 
     def cancel_read(self) -> None:
         # a port that is already gone has nothing left to wake
