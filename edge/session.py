@@ -87,6 +87,7 @@ class Session:
         self._last_loop: ControlLoop | None = None
         self._t0 = 0.0
         self._lost = (0.0, 0)  # when the port was found gone, and the bus's reconnects then
+        self._reconnects_seen = 0  # the bus's reconnect count when the session last looked
 
     # ---- signals ---------------------------------------------------------------------------------
     def install_signals(self) -> Callable[[], None]:
@@ -171,9 +172,12 @@ class Session:
         """Is the port gone? Then remember when, and the bus's reconnect count in the same health
         snapshot: the bus may be back before the session starts waiting (the hold, the drain)."""
         hl = self.bus.health()
-        if hl.connected:
+        if hl.connected and hl.reconnects == self._reconnects_seen:
             return False
-        self._lost = (time.monotonic(), hl.reconnects)
+        # gone, or gone and back between two looks (a short unplug while the session waited for
+        # telemetry, or a session starved on a loaded machine): the same path, so the event is in
+        # the summary and the loop restarts from where the arm is now
+        self._lost = (time.monotonic(), self._reconnects_seen)
         return True
 
     def _wait_reconnect(self) -> bool:
@@ -183,6 +187,7 @@ class Session:
                 return False
             hl = self.bus.health()
             if hl.connected and hl.configured:
+                self._reconnects_seen = hl.reconnects
                 self.port_events.append({"lost_at_s": round(t0 - self._t0, 3), "reconnected": True,
                                          "after_s": round(time.monotonic() - t0, 3),
                                          "reconnects": hl.reconnects - before})  # fmt: skip
@@ -216,6 +221,7 @@ class Session:
         """Episodes 0.. on the plant until `episodes` are done or `seconds` have passed."""
         plant = self.plant
         self._t0 = time.monotonic()
+        self._reconnects_seen = self.bus.health().reconnects
         end = self._t0 + seconds if seconds else math.inf
         n = episodes if episodes is not None else plant.episodes
         period = self.cfg.period
@@ -256,6 +262,7 @@ class Session:
         """A robot run: until `seconds` (or a signal); a lost port holds, waits to reconnect, resumes
         from where the arm is then."""
         self._t0 = time.monotonic()
+        self._reconnects_seen = self.bus.health().reconnects
         end = self._t0 + seconds if seconds else math.inf
         since: float | None = None
         while not self.stop_event.is_set() and time.monotonic() < end:

@@ -200,6 +200,25 @@ def test_a_reconnect_before_the_session_waits_for_it_is_counted():
     assert ev["reconnected"] and ev["reconnects"] == 1
 
 
+def test_a_port_gone_and_back_between_two_looks_is_still_a_port_event():
+    """The session never saw connected = False (a short unplug while it waited for telemetry, or
+    the session starved at load 7: CI's test_feetech_bus_port_pulled_and_one_servo_silent found
+    no port event), but the bus's reconnect count moved: the same lost-port path, reported."""
+    from types import SimpleNamespace
+
+    from edge.session import Session
+
+    bus = _ReconnectingBus([_Health(True, 0), _Health(True, 1)])
+    sess = Session(None, None, None, None, rig=SimpleNamespace(bus=bus, plant=None), make_source=lambda: None,
+                   reconnect_s=1.0)  # fmt: skip
+    assert not sess._port_lost()  # connected, no reconnect since the session looked
+    assert sess._port_lost()  # still connected, but reconnected once meanwhile
+    assert sess._wait_reconnect()
+    (ev,) = sess.port_events
+    assert ev["reconnected"] and ev["reconnects"] == 1
+    assert not sess._port_lost()  # that reconnect is accounted for
+
+
 def test_profile_sim_writes_four_outputs_and_a_valid_trace(bundle, tmp_path, capsys):
     out = tmp_path / "prof"
     args = ["profile", "--bundle", str(bundle), "--sim", "--seconds", "3", "--out", str(out),
