@@ -190,12 +190,31 @@ def _die_with_parent() -> None:
         ctypes.CDLL(name).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
+class TermFlag:
+    """Set by SIGTERM. The handler only stores a bool: a lock in a signal handler (threading.Event.set
+    takes one) deadlocks when a second SIGTERM lands while the first handler holds it (the parent's
+    terminate and its death signal in quick succession did: an orphaned clock process ticking at
+    SCHED_FIFO with the port held, found after a failed start in CI's robot install)."""
+
+    def __init__(self) -> None:
+        self.set_ = False
+
+    def install(self) -> TermFlag:
+        signal.signal(signal.SIGTERM, self._on_term)
+        return self
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self.set_ = True
+
+    def is_set(self) -> bool:
+        return self.set_
+
+
 def clock_main(handle: Any, spec: Any, conn: Any, rt_priority: int, lock_mem: bool) -> None:
     """The clock process: SCHED_FIFO (one below the clock thread's, for the bus's threads, which
     inherit it), memory locked, the bus opened, then commands from ``conn`` until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = TermFlag().install()
     _die_with_parent()
     set_fifo(max(0, rt_priority - 1))
     locked = lock_memory() if lock_mem else False
