@@ -38,14 +38,20 @@ def require_transformers() -> None:
         raise LegatoError(f"LeRobot policies need transformers: {VLA_EXTRA}") from None
 
 
-def is_lerobot_policy(path: str | Path) -> bool:
-    """True for a folder whose config.json has LeRobot's policy "type" and its processor files."""
+def policy_type(path: str | Path) -> str | None:
+    """LeRobot's policy "type" of a folder with config.json and its processor files, else None."""
     path = Path(path)
     try:
         cfg = json.loads((path / CONFIG).read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(cfg, dict) and isinstance(cfg.get("type"), str) and (path / PREPROCESSOR).is_file()
+        return None
+    kind = cfg.get("type") if isinstance(cfg, dict) else None
+    return kind if isinstance(kind, str) and (path / PREPROCESSOR).is_file() else None
+
+
+def is_lerobot_policy(path: str | Path) -> bool:
+    """True for a folder whose config.json has LeRobot's policy "type" and its processor files."""
+    return policy_type(path) is not None
 
 
 @dataclass(frozen=True)

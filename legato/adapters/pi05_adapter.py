@@ -15,7 +15,6 @@ prefix graph takes only the frames and the prompt's ids.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from edge.policy import ChunkPolicy
 from legato.adapters import ExportGraph, LoadedPolicy, Obs, Sample
-from legato.adapters.lerobot_files import LeRobotCheckpointError
+from legato.adapters.lerobot_files import LeRobotCheckpointError, policy_type
 
 NAME = "pi05"
 PROMPTS = ("pick up the cube", "reach the red target", "put it in the bin", "fold the towel")
@@ -32,15 +31,7 @@ RANGE_STATS = {"QUANTILES": ("q01", "q99"), "QUANTILE10": ("q10", "q90"), "MIN_M
 
 
 def detect(path: Path) -> bool:
-    try:
-        cfg = json.loads((Path(path) / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return (
-        isinstance(cfg, dict)
-        and cfg.get("type") == "pi05"
-        and (Path(path) / "policy_preprocessor.json").is_file()
-    )
+    return policy_type(path) == NAME
 
 
 def _range(norm: Any, key: str, what: str) -> tuple[np.ndarray, np.ndarray]:

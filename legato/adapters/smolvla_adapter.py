@@ -8,28 +8,20 @@ simulator's size, its state and action dims).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from legato.adapters import ExportGraph, LoadedPolicy, Obs, Sample
+from legato.adapters.lerobot_files import policy_type
 
 NAME = "smolvla"
 PROMPTS = ("pick up the cube", "reach the red target", "move to the blue one", "put it in the bin")
 
 
 def detect(path: Path) -> bool:
-    try:
-        cfg = json.loads((Path(path) / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return (
-        isinstance(cfg, dict)
-        and cfg.get("type") == "smolvla"
-        and (Path(path) / "policy_preprocessor.json").is_file()
-    )
+    return policy_type(path) == NAME
 
 
 class SmolVLALoaded(LoadedPolicy):
