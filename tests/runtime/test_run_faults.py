@@ -14,9 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import pytest
-
 from edge.profiles import PROFILE_DIR
 from legato.cli import main
 
@@ -28,17 +25,6 @@ T0 = 6.0
 FIELDS = {"shutdown", "shutdown_reason", "port_events", "stale_ticks", "stale_joints", "faults",
           "max_fault_streak", "nan_setpoints", "reply_timeouts", "hold_sent", "bus.reconnects", "ticks",
           "clock.process", "clock.policy"}  # fmt: skip
-
-
-@pytest.fixture
-def video(tmp_path) -> str:
-    cv2 = pytest.importorskip("cv2")
-    path = str(tmp_path / "cam.avi")
-    w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
-    for k in range(5):
-        w.write(np.full((48, 64, 3), 40 * k, np.uint8))
-    w.release()
-    return path
 
 
 def profile(tmp_path, base: str, stale_ms: int = 300, max_fault_ticks: int = 2000) -> str:

@@ -21,18 +21,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def video(tmp_path) -> str:
-    """A short MJPG file: the camera of a --port run (OpenCV plays files like a device)."""
-    cv2 = pytest.importorskip("cv2")
-    path = str(tmp_path / "cam.avi")
-    w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
-    for k in range(5):
-        w.write(np.full((48, 64, 3), 40 * k, np.uint8))
-    w.release()
-    return path
-
-
-@pytest.fixture
 def controller(tmp_path):
     """The emulated motor controller on a pty (in process: the test sees what reached it)."""
     from firmware_bridge.emulator import EmulatedController, EmulatorConfig
