@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_run_port import controller, one_line, run, video  # noqa: F401 (fixtures)
+from test_run_port import controller, one_line, run  # noqa: F401 (fixtures; `video` is in conftest.py)
 
 
 def test_prompt_reaches_the_policy_as_the_trained_ids(bundle, controller, video, capsys, monkeypatch):  # noqa: F811
