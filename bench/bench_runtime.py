@@ -90,7 +90,7 @@ def session(bundle: str, seconds: float, rate: float | None = None, latency_ms: 
 
 
 def external_session(bundle: str, seconds: float, rate: float | None = None, clock: str = "process",
-                     fused: bool = False) -> tuple:  # fmt: skip
+                     fused: bool = False, wake_latency_us: int | None = None) -> tuple:  # fmt: skip
     """The loop on the robot's own shape: the motor controller is another process (`legato firmware
     emulate` on a pty: as a microcontroller is another device), the rig built from the x86-cpu
     profile on that port, the loop here; the camera is the simulator's render of a fixed scene at
@@ -107,6 +107,9 @@ def external_session(bundle: str, seconds: float, rate: float | None = None, clo
     from sim.task import TaskConfig
 
     man, prof, den = load(bundle, "x86-cpu", fused=fused)
+    if wake_latency_us is not None:  # the profile's [power] cpu_wake_latency_us, replaced
+        power = dataclasses.replace(prof.power, cpu_wake_latency_us=wake_latency_us)
+        prof = dataclasses.replace(prof, power=power)
     task = TaskConfig.from_dict(man.data["model"]["task"])
     ep = sample_episodes(task, 1000, 1)
     cam, tokens = Camera(task.arm, task.scene, task.camera), instruction_tokens(ep.scenes, ep.template)[0]
@@ -281,32 +284,37 @@ def bare_clock(seconds: float) -> tuple[np.ndarray, int]:
     return np.asarray(doc["errors_s"]) * 1e3, int(doc["missed_ticks"])
 
 
+# "process": the clock process as the profile has it (x86-cpu: the CPUs' idle states left alone);
+# "process qos0": the same holding every CPU's wake-up latency at 0 (PM QoS: idle CPUs poll).
+CLOCKS = ("bare", "thread", "process", "process qos0")
+
+
 def bench_load(bundle: str, seconds: float, rounds: int = 3) -> dict:
     """The 50 Hz clock on the robot's shape (external_session: the controller is another process, as
     a microcontroller is another device; the fused graph, as `legato run` on x86-cpu): the clock as
     a thread of the inference process against the clock process, with the machine's floor (a bare
     clock process) beside them, on the machine as it is and with four CPU-bound processes competing
-    for both cores (HOGS). ``rounds`` interleaved slices of ``seconds / rounds`` each (bare,
-    thread, process, again): a machine shared with other work changes from minute to minute."""
+    for both cores (HOGS). ``rounds`` interleaved slices of ``seconds / rounds`` each (CLOCKS in
+    order, again): a machine shared with other work changes from minute to minute."""
     keys = ("underruns", "stale_ticks", "chunk.compute_ms.p50", "delay_mode", "clock.policy",
-            "clock.priority", "clock.memory_locked")  # fmt: skip
+            "clock.priority", "clock.memory_locked", "clock.wake_latency_us")  # fmt: skip
     out = {}
     for loaded in (False, True):
         cond = "4 CPU-bound processes" if loaded else "as the machine is"
-        acc: dict[str, dict] = {
-            c: {"err": [], "missed": 0, "extra": [], "load": []} for c in ("bare", "thread", "process")
-        }
+        acc: dict[str, dict] = {c: {"err": [], "missed": 0, "extra": [], "load": []} for c in CLOCKS}
         hogs = start_hogs() if loaded else []
         try:
             time.sleep(2.0 if loaded else 0.0)
             for _ in range(rounds):
-                for clock in ("bare", "thread", "process"):
+                for clock in CLOCKS:
                     a = acc[clock]
                     a["load"].append(os.getloadavg()[0])
                     if clock == "bare":
                         e, missed = bare_clock(seconds / rounds)
                     else:
-                        s, _ = external_session(bundle, seconds / rounds, rate=50.0, clock=clock, fused=True)
+                        qos = 0 if clock.endswith("qos0") else None
+                        s, _ = external_session(bundle, seconds / rounds, rate=50.0, clock=clock.split()[0],
+                                                fused=True, wake_latency_us=qos)  # fmt: skip
                         summ = s.summary()
                         t = s.records.tick_array()
                         e, missed = (t[:, 2] - t[:, 1]) * 1e3, int(summ["missed_ticks"])

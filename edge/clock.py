@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -228,3 +229,24 @@ def lock_memory() -> bool:
         return libc.mlockall(MCL_CURRENT | MCL_FUTURE) == 0
     except (OSError, AttributeError):
         return False
+
+
+CPU_DMA_LATENCY = "/dev/cpu_dma_latency"  # Linux PM QoS: the CPUs' wake-up latency limit
+
+
+def hold_wake_latency(us: int, path: str = CPU_DMA_LATENCY) -> int | None:
+    """Ask the kernel to keep every CPU's wake-up latency <= ``us`` microseconds (Linux PM QoS,
+    what cyclictest does): an idle CPU then stays in a shallow idle state (0: polling) instead of
+    one it takes hundreds of microseconds to leave, which is when a clock that sleeps wakes late.
+    The request holds while the returned descriptor is open (close it, or exit, to release it);
+    None where it is not permitted (the file is root's) or does not exist."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return None
+    try:
+        os.write(fd, struct.pack("=i", int(us)))  # the kernel reads a native s32
+    except OSError:
+        os.close(fd)
+        return None
+    return fd

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import os
 import signal
 import sys
 import threading
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.clock import ClockTick, SpinSleeper, lock_memory, scheduling, set_fifo
+from edge.clock import ClockTick, SpinSleeper, hold_wake_latency, lock_memory, scheduling, set_fifo
 from edge.loopstate import I, Layout, LoopState
 from firmware_bridge.streamer import PeriodicThread
 
@@ -50,7 +51,7 @@ class ClockHost:
         self.state, self.bus, self.clock = state, bus, clock
         self.rt_priority = rt_priority
         self.scheduling: dict[str, Any] = {"clock": "thread", "policy": "SCHED_OTHER", "priority": 0,
-                                           "memory_locked": False}  # fmt: skip
+                                           "memory_locked": False, "wake_latency_us": None}  # fmt: skip
         self._tick: ClockTick | None = None
         self._thread: PeriodicThread | None = None
         self._sleeper: SpinSleeper | None = None
@@ -210,24 +211,29 @@ class TermFlag:
         return self.set_
 
 
-def clock_main(handle: Any, spec: Any, conn: Any, rt_priority: int, lock_mem: bool) -> None:
+def clock_main(handle: Any, spec: Any, conn: Any, rt_priority: int, lock_mem: bool,
+               wake_latency_us: int | None = None) -> None:  # fmt: skip
     """The clock process: SCHED_FIFO (one below the clock thread's, for the bus's threads, which
-    inherit it), memory locked, the bus opened, then commands from ``conn`` until it closes."""
+    inherit it), memory locked, the CPUs' wake-up latency held to ``wake_latency_us`` (None: left
+    alone) while it lives, the bus opened, then commands from ``conn`` until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     stop = TermFlag().install()
     _die_with_parent()
     set_fifo(max(0, rt_priority - 1))
     locked = lock_memory() if lock_mem else False
+    qos = hold_wake_latency(wake_latency_us) if wake_latency_us is not None else None
     state = LoopState.attach(handle)
     host: ClockHost | None = None
     try:
         host = ClockHost(state, spec.open(), rt_priority=rt_priority)
-        host.scheduling.update(clock="process", memory_locked=locked)
+        host.scheduling.update(clock="process", memory_locked=locked,
+                               wake_latency_us=wake_latency_us if qos is not None else None)  # fmt: skip
         host.open()
     except BaseException as e:  # handed to the parent, which raises it
         conn.send(("error", e))
         if host is not None:
             host.close()
+        _release(qos)
         return
     conn.send(("ok", None))
     try:
@@ -250,8 +256,16 @@ def clock_main(handle: Any, spec: Any, conn: Any, rt_priority: int, lock_mem: bo
                 conn.send(("ok", reply))
     finally:
         host.close()
+        _release(qos)
         with contextlib.suppress(OSError, ValueError):
             conn.send(("ok", None))
+
+
+def _release(fd: int | None) -> None:
+    """Close the PM QoS request (the kernel drops it with the descriptor)."""
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 @contextlib.contextmanager
@@ -282,13 +296,14 @@ class ClockProcess:
     """The clock process seen from the session: ClockHost's calls, sent over a pipe; telemetry and
     health read from the shared state. ``spec``: the bus's BusSpec (built in the child)."""
 
-    def __init__(self, layout: Layout, spec: Any, *, rt_priority: int = 50, lock_mem: bool = True) -> None:
+    def __init__(self, layout: Layout, spec: Any, *, rt_priority: int = 50, lock_mem: bool = True,
+                 wake_latency_us: int | None = None) -> None:  # fmt: skip
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")  # never fork: the parent has threads and native runtimes
         self.state = LoopState.shared(layout, ctx)
         self._conn, child = ctx.Pipe()
-        args = (self.state.handle(), spec, child, rt_priority, lock_mem)
+        args = (self.state.handle(), spec, child, rt_priority, lock_mem, wake_latency_us)
         self._proc = ctx.Process(target=clock_main, args=args, name="legato-clock", daemon=True)
         self._child_conn = child
         self._lock = threading.Lock()

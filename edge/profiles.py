@@ -133,6 +133,11 @@ class RobotSettings:
 class PowerSettings:
     nvpmodel: str | None = None  # power mode name (read ids from /etc/nvpmodel.conf)
     jetson_clocks: bool = False
+    # while the clock process runs it holds every CPU's wake-up latency to this (Linux PM QoS,
+    # /dev/cpu_dma_latency; root), so a clock sleeping on an idle CPU is not woken late from a deep
+    # idle state (docs/runtime.md). 0: idle CPUs poll. -1 (default): the idle states are left
+    # alone (measured no better on this project's VM; to be measured on each device).
+    cpu_wake_latency_us: int = -1
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,7 @@ _RANGES = {  # key -> (lo, hi) inclusive
     "setup_timeout_ms": (1, 10_000),
     "stale_ms": (1, 60_000),
     "max_fault_ticks": (1, 1_000_000),
+    "cpu_wake_latency_us": (-1, 1_000_000),
 }
 
 

@@ -145,7 +145,8 @@ class Rig:
         self.camera: Any = None  # a robot's camera (edge.sources.OpenCVSource), closed with the rig
         self.started = False
         if clock == "process" and bus is None:
-            self.clock: Any = ClockProcess(layout, spec)
+            us = prof.power.cpu_wake_latency_us
+            self.clock: Any = ClockProcess(layout, spec, wake_latency_us=us if us >= 0 else None)
         elif clock in ("process", "thread"):  # a test may hand in its own bus: it runs here
             self.clock = ClockHost(LoopState.local(layout), spec.open() if bus is None else bus)
         else:

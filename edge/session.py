@@ -308,6 +308,7 @@ class Session:
         out["clock.process"] = sch.get("clock")
         out["clock.policy"], out["clock.priority"] = sch.get("policy"), sch.get("priority")
         out["clock.memory_locked"] = sch.get("memory_locked")
+        out["clock.wake_latency_us"] = sch.get("wake_latency_us")  # the PM QoS limit held, or None
         out.update(latency_summary(ticks, chunks, self.records.stage_names, self.cfg.period))
         out["records_dropped"] = self.records.dropped
         out["shutdown"] = self.stop_reason or "completed"

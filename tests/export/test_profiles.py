@@ -102,6 +102,7 @@ INVALID = [
     ("x86-cpu", "watchdog_ms = 100", "watchdog_ms = 3", ["watchdog_ms"]),
     ("x86-cpu", "rate_hz = 50.0", "rate_hz = 0.0", ["'rate_hz'", "out of range"]),
     ("x86-cpu", "[power]", "[powr]", ["powr"]),
+    ("x86-cpu", "jetson_clocks = false", "cpu_wake_latency_us = -2", ["'cpu_wake_latency_us'", "range"]),
     ("x86-cpu", 'soc = "x86"', 'soc = "riscv"', ["'soc'", "x86, orin, thor"]),
     ("x86-cpu", 'precisions = ["fp32", "int8"]', 'precisions = ["fp32", "int4"]', ["precisions", "int4"]),
     ("x86-cpu", 'precision = "fp32"', 'precision = "fp16"', ["engine.prefix.precision", "fp32, int8"]),
@@ -258,3 +259,9 @@ def test_what_the_loader_accepts_the_bus_accepts(tmp_path, protocol):
                 else:
                     ServoBusConfig(**settings)
     assert loaded > 10 and refused > 10  # both sides of every rule were visited
+
+
+def test_the_cpu_idle_states_are_left_alone_unless_the_profile_asks(tmp_path):
+    assert load_profile("x86-cpu").power.cpu_wake_latency_us == -1
+    path = _variant(tmp_path, "x86-cpu", "jetson_clocks = false", "cpu_wake_latency_us = 0")
+    assert load_profile(path).power.cpu_wake_latency_us == 0

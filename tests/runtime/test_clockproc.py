@@ -1,13 +1,18 @@
-"""The clock process's termination: SIGTERM (the parent's terminate, its death signal) always ends
-it, however many arrive at once."""
+"""The clock process: SIGTERM (the parent's terminate, its death signal) always ends it, however
+many arrive at once; the CPU wake-up latency it holds (Linux PM QoS) is held and released."""
 
 from __future__ import annotations
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from edge.clock import CPU_DMA_LATENCY, hold_wake_latency
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,3 +44,31 @@ def test_a_burst_of_sigterms_always_ends_the_clock_process() -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(30)
+
+
+def current_wake_latency_us() -> int:
+    """The kernel's CPU wake-up latency limit now (every request's minimum; 2e9 when none)."""
+    with open(CPU_DMA_LATENCY, "rb") as f:
+        return struct.unpack("=i", f.read(4))[0]
+
+
+def test_the_wake_latency_request_is_a_native_s32_kept_while_its_descriptor_is_open(tmp_path) -> None:
+    qos = tmp_path / "cpu_dma_latency"
+    qos.write_bytes(b"")
+    fd = hold_wake_latency(25, str(qos))
+    assert fd is not None
+    os.close(fd)
+    assert qos.read_bytes() == struct.pack("=i", 25)
+    assert hold_wake_latency(0, str(tmp_path / "absent")) is None  # not Linux, or no such file: None
+
+
+@pytest.mark.skipif(not os.access(CPU_DMA_LATENCY, os.W_OK), reason="needs root: /dev/cpu_dma_latency")
+def test_the_kernel_holds_the_wake_latency_until_the_descriptor_closes() -> None:
+    before = current_wake_latency_us()
+    fd = hold_wake_latency(0)
+    assert fd is not None
+    try:
+        assert current_wake_latency_us() == 0
+    finally:
+        os.close(fd)
+    assert current_wake_latency_us() == before

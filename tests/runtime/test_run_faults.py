@@ -7,6 +7,7 @@ timing: the numbers asserted are counts a loaded machine changes only upwards.""
 from __future__ import annotations
 
 import json
+import os
 import select
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+from edge.clock import CPU_DMA_LATENCY
 from edge.profiles import PROFILE_DIR
 from legato.cli import main
 
@@ -24,12 +26,14 @@ T0 = 6.0
 # what every run's summary says about faults, on a port and in --sim alike
 FIELDS = {"shutdown", "shutdown_reason", "port_events", "stale_ticks", "stale_joints", "faults",
           "max_fault_streak", "nan_setpoints", "reply_timeouts", "hold_sent", "bus.reconnects", "ticks",
-          "clock.process", "clock.policy"}  # fmt: skip
+          "clock.process", "clock.policy", "clock.wake_latency_us"}  # fmt: skip
 
 
-def profile(tmp_path, base: str, stale_ms: int = 300, max_fault_ticks: int = 2000) -> str:
-    """``base`` with the stale limit and fault-tick budget of the test (calibration by absolute path)."""
+def profile(tmp_path, base: str, stale_ms: int = 300, max_fault_ticks: int = 2000, extra: str = "") -> str:
+    """``base`` with the stale limit and fault-tick budget of the test (calibration by absolute path);
+    ``extra``: lines added to its [power] table."""
     text = (PROFILE_DIR / f"{base}.toml").read_text()
+    text = text.replace("[power]\n", f"[power]\n{extra}")
     text = text.replace("stale_ms = 100 ", f"stale_ms = {stale_ms} ")
     text = text.replace("max_fault_ticks = 50 ", f"max_fault_ticks = {max_fault_ticks} ")
     text = text.replace('calibration = "', f'calibration = "{PROFILE_DIR}/')
@@ -67,9 +71,8 @@ def test_port_pulled_from_the_controller_holds_reconnects_and_reports(bundle, tm
     link = tmp_path / "ttyCTL"
     emu = emulate(link, "--joints", "3", "--unplug", f"{T0}:1.0")  # the cable out T0 s in, for 1 s
     try:
-        rc, err = run_port(
-            capsys, bundle, profile(tmp_path, "x86-cpu"), link, video, T0 + 4, tmp_path / "s.json"
-        )
+        prof = profile(tmp_path, "x86-cpu", extra="cpu_wake_latency_us = 0\n")
+        rc, err = run_port(capsys, bundle, prof, link, video, T0 + 4, tmp_path / "s.json")
     finally:
         stop(emu)
     assert rc == 0, err
@@ -79,6 +82,8 @@ def test_port_pulled_from_the_controller_holds_reconnects_and_reports(bundle, tm
     assert len(ev) == 1 and ev[0]["reconnected"] and ev[0]["reconnects"] >= 1 and s["bus.reconnects"] >= 1
     assert s["shutdown"] == "completed" and s["hold_sent"] and s["nan_setpoints"] == 0
     assert s["clock.process"] == "process" and s["ticks"] > 100
+    # the profile's cpu_wake_latency_us (0) was held by the clock process where it may be (root)
+    assert s["clock.wake_latency_us"] == (0 if os.access(CPU_DMA_LATENCY, os.W_OK) else None)
 
 
 def test_feetech_bus_port_pulled_and_one_servo_silent(bundle, tmp_path, video, capsys):
@@ -105,6 +110,7 @@ def test_feetech_bus_port_pulled_and_one_servo_silent(bundle, tmp_path, video, c
     assert s["stale_ticks"] >= sj["elbow"] and s["faults"] >= s["stale_ticks"] and s["nan_setpoints"] == 0
     assert s["bus.reply_timeouts"][1] > max(s["bus.reply_timeouts"][0], s["bus.reply_timeouts"][2])
     assert s["reply_timeouts"] >= s["bus.reply_timeouts"][1] and s["hold_sent"]
+    assert s["clock.wake_latency_us"] is None  # the profile's default: the CPUs' idle states left alone
 
 
 def test_a_servo_silent_past_the_fault_budget_stops_the_run_and_says_why(bundle, tmp_path, video, capsys):
