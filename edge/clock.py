@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
 import struct
 import threading
@@ -250,3 +251,14 @@ def hold_wake_latency(us: int, path: str = CPU_DMA_LATENCY) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def freeze_heap() -> int:
+    """Collect, then move every object alive now into the cyclic GC's permanent generation
+    (``gc.freeze``): a later full collection in the clock's process then walks only what was made
+    since, not the ~28,000 objects of its imports and bus (3-5 ms with the GIL held, measured in a
+    process with the same imports: a late tick).
+    Call it once, after start-up. Returns the number of objects frozen."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()

@@ -34,7 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from edge.clock import ClockTick, SpinSleeper, hold_wake_latency, lock_memory, scheduling, set_fifo
+from edge.clock import (
+    ClockTick,
+    SpinSleeper,
+    freeze_heap,
+    hold_wake_latency,
+    lock_memory,
+    scheduling,
+    set_fifo,
+)
 from edge.loopstate import I, Layout, LoopState
 from firmware_bridge.streamer import PeriodicThread
 
@@ -229,6 +237,7 @@ def clock_main(handle: Any, spec: Any, conn: Any, rt_priority: int, lock_mem: bo
         host.scheduling.update(clock="process", memory_locked=locked,
                                wake_latency_us=wake_latency_us if qos is not None else None)  # fmt: skip
         host.open()
+        host.scheduling["gc_frozen"] = freeze_heap()  # started: what lives now lives for the session
     except BaseException as e:  # handed to the parent, which raises it
         conn.send(("error", e))
         if host is not None:

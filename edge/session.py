@@ -309,6 +309,7 @@ class Session:
         out["clock.policy"], out["clock.priority"] = sch.get("policy"), sch.get("priority")
         out["clock.memory_locked"] = sch.get("memory_locked")
         out["clock.wake_latency_us"] = sch.get("wake_latency_us")  # the PM QoS limit held, or None
+        out["clock.gc_frozen"] = sch.get("gc_frozen")  # objects the clock process froze at start-up
         out.update(latency_summary(ticks, chunks, self.records.stage_names, self.cfg.period))
         out["records_dropped"] = self.records.dropped
         out["shutdown"] = self.stop_reason or "completed"
