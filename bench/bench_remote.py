@@ -120,18 +120,25 @@ class Recorder:
     (its plan and the joint state it was planned from), hooked on the bus and the denoiser."""
 
     def __init__(self, session: Any) -> None:
+        from edge.clock import HOLD_STOP, TICK_COLS
+
         self.session, self.plant = session, session.plant
         self.setpoints: dict[int, list[tuple[int, np.ndarray]]] = {}
         self.chunks: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
-        bus, den = session.bus, session.den
-        send, denoise, set_obs = bus.send_setpoint, den.denoise, den.set_observation
+        den, records = session.den, session.records
+        denoise, set_obs, drain = den.denoise, den.set_observation, records.drain
         self._state = np.zeros(den.spec.state_dim, np.float32)
+        chunk_col, mode_col, a0 = TICK_COLS.index("chunk"), TICK_COLS.index("mode"), len(TICK_COLS)
 
-        def on_send(sp: Any) -> None:
-            loop = session.loop
-            if loop is not None and loop.active >= 0 and not loop.stopping:
-                self.setpoints.setdefault(self.plant.result.index, []).append((loop.active_id, sp.copy()))
-            send(sp)
+        def on_drain(loop: Any) -> Any:
+            # the setpoints the clock sent (the tick ring: the clock runs in its own process); a
+            # drain runs inside an episode and once after it, so the plant's episode is theirs.
+            # Those of an active chunk only, not the stop's hold (as the loop's own bookkeeping was)
+            rows = drain(loop)
+            keep = rows[(rows[:, chunk_col] >= 0) & (rows[:, mode_col] != HOLD_STOP)]
+            eps = self.setpoints.setdefault(self.plant.result.index, [])
+            eps.extend((int(r[chunk_col]), r[a0:].astype(np.float32)) for r in keep)
+            return rows
 
         def on_obs(image: Any, tokens: Any, state: Any) -> None:
             self._state[...] = state
@@ -143,7 +150,7 @@ class Recorder:
             self.chunks.setdefault(self.plant.result.index, []).append((chunk.copy(), self._state[:a].copy()))
             return chunk
 
-        bus.send_setpoint, den.denoise, den.set_observation = on_send, on_denoise, on_obs
+        records.drain, den.denoise, den.set_observation = on_drain, on_denoise, on_obs
 
     def metrics(self) -> dict[str, float]:
         from legato import metrics as M  # noqa: N812
