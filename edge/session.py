@@ -10,6 +10,7 @@ holds, waits up to ``reconnect_s`` for the bus to come back, and resumes with a 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import signal
 import threading
@@ -223,9 +224,13 @@ class Session:
         self._t0 = time.monotonic()
         self._reconnects_seen = self.bus.health().reconnects
         end = self._t0 + seconds if seconds else math.inf
-        n = episodes if episodes is not None else plant.episodes
+        # a timed run (no episode count) cycles the sampled episodes until its time is up
+        if episodes is not None:
+            count: Any = range(episodes)
+        else:
+            count = itertools.count() if seconds else range(plant.episodes)
         period = self.cfg.period
-        for i in range(n):
+        for i in count:
             if time.monotonic() >= end or self.stop_event.is_set():
                 break
             i_ep = i % plant.episodes

@@ -321,3 +321,19 @@ def test_fused_graph_matches_the_stepwise_denoiser(bundle):
             den.set_observation(img, tok, state)
             outs.append(den.denoise(eps, tail, req).copy())
         np.testing.assert_allclose(outs[0], outs[1], atol=2e-4)
+
+
+def test_a_timed_sim_run_cycles_its_episodes_until_the_time_is_up(bundle):
+    """`legato run --sim --seconds S` samples min(S / 0.5 + 1, 200) held-out episodes; a run that
+    outlasts them starts them again (before: it stopped after the last one, a 600 s soak after
+    ~370 s, "completed")."""
+    from edge.launch import launch
+
+    sess = launch(str(bundle), "x86-cpu", sim=True, episodes=1, seed=1000)  # one episode sampled
+    try:
+        sess.run_sim(None, 6.0)  # an episode of the reference task takes ~1.5-2 s
+    finally:
+        sess.rig.close()
+    s = sess.summary()
+    assert s["episodes"] >= 2 and set(s["episode_indices"]) == {0}
+    assert s["shutdown"] == "completed"
