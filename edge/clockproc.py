@@ -277,6 +277,28 @@ def _release(fd: int | None) -> None:
             os.close(fd)
 
 
+# The clock process's numpy runs single-threaded: a BLAS worker thread there would be SCHED_OTHER,
+# and a SCHED_FIFO bus thread waiting on it (holding the GIL the clock needs) would wait for as
+# long as the inference process keeps that CPU (priority inversion). Read by OpenBLAS, OpenMP and
+# MKL when the spawned child loads them.
+CLOCK_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Any:
+    """os.environ with ``values`` set while the block runs (a spawned child copies it), then as it was."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @contextlib.contextmanager
 def _main_module_hidden() -> Any:
     """Start a spawned child without it importing the parent's ``__main__`` (spawn re-imports it
@@ -321,7 +343,7 @@ class ClockProcess:
 
     def open(self) -> None:
         self._started = True
-        with _main_module_hidden():
+        with _main_module_hidden(), _environment(CLOCK_ENV):
             self._proc.start()
         self._child_conn.close()
         self._reply(OPEN_TIMEOUT_S, "starting the bus")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from fw_helpers import wait_for
 
@@ -15,7 +16,7 @@ from firmware_bridge.config import BridgeConfig, JointLimits, LinkConfig
 from firmware_bridge.faults import FaultPlan, FaultyTransport
 from firmware_bridge.messages import Heartbeat, encode
 from firmware_bridge.streamer import PeriodicThread
-from firmware_bridge.timesync import ClockSync, exchange
+from firmware_bridge.timesync import ClockSync, exchange, line_fit
 
 PY = sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -223,3 +224,11 @@ def test_bridge_satisfies_the_motor_bus_protocol() -> None:
     for name in ("send_setpoint", "latest_telemetry", "health", "close"):
         assert callable(getattr(FirmwareBridge, name))
     assert issubclass(FirmwareBridge, MotorBus)
+
+
+def test_the_clock_syncs_line_fit_is_numpys_least_squares_line() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        x = np.sort(rng.uniform(-16e6, 0.0, size=int(rng.integers(2, 64))))
+        y = 5e6 + 250e-6 * x + rng.normal(0.0, 40.0, size=len(x))
+        assert np.allclose(line_fit(x, y), np.polyfit(x, y, 1), rtol=1e-9, atol=1e-6)

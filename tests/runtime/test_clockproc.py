@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,3 +73,26 @@ def test_the_kernel_holds_the_wake_latency_until_the_descriptor_closes() -> None
     finally:
         os.close(fd)
     assert current_wake_latency_us() == before
+
+
+def _blas_threads(q: Any) -> None:
+    q.put(os.environ.get("OPENBLAS_NUM_THREADS"))
+
+
+def test_the_clock_process_is_spawned_with_single_threaded_blas(monkeypatch) -> None:
+    """A child started inside _environment(CLOCK_ENV), as ClockProcess.open starts the clock process,
+    loads numpy's OpenBLAS with one thread (no SCHED_OTHER worker a FIFO thread could wait on);
+    the parent's own environment is left as it was."""
+    import multiprocessing as mp
+
+    from edge.clockproc import CLOCK_ENV, _environment
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    with _environment(CLOCK_ENV):
+        p = ctx.Process(target=_blas_threads, args=(q,))
+        p.start()
+    assert q.get(timeout=60) == "1"
+    p.join(60)
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "7"
