@@ -57,18 +57,3 @@ def _scheduling_left_as_found():
     if after != before:
         os.sched_setscheduler(0, before[0], os.sched_param(before[1]))
         pytest.fail(f"the test left the process at scheduling class/priority {after}, it found {before}")
-
-
-@pytest.fixture
-def video(tmp_path) -> str:
-    """A short MJPG file: the camera of a --port run (OpenCV plays files like a device); here, not
-    in a folder's conftest, because tests/runtime and tests/firmware_bridge both drive --port."""
-    import numpy as np
-
-    cv2 = pytest.importorskip("cv2")
-    path = str(tmp_path / "cam.avi")
-    w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
-    for k in range(5):
-        w.write(np.full((48, 64, 3), 40 * k, np.uint8))
-    w.release()
-    return path

@@ -103,6 +103,18 @@ def so101_bundle(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture
+def video(tmp_path) -> str:
+    """The camera of a --port run: a short MJPG file (OpenCV plays files like a device)."""
+    cv2 = pytest.importorskip("cv2")
+    path = str(tmp_path / "cam.avi")
+    w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for k in range(5):
+        w.write(np.full((48, 64, 3), 40 * k, np.uint8))
+    w.release()
+    return path
+
+
 def _profile(tmp_path: Path) -> Path:
     """so101-follower as shipped, its calibration next to it, and a generous setup reply wait (the
     emulator is another process on a loaded machine: its behaviour is pinned, not its speed)."""

@@ -43,3 +43,17 @@ def bundle(tmp_path_factory) -> Path:
         == 0
     )
     return out
+
+
+@pytest.fixture
+def video(tmp_path) -> str:
+    """A short MJPG file: the camera of a --port run (OpenCV plays files like a device)."""
+    import numpy as np
+
+    cv2 = pytest.importorskip("cv2")
+    path = str(tmp_path / "cam.avi")
+    w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for k in range(5):
+        w.write(np.full((48, 64, 3), 40 * k, np.uint8))
+    w.release()
+    return path
