@@ -1,6 +1,7 @@
 """The robot side of remote inference: :class:`RemoteDenoiser`, the chunk denoiser's interface
 (``set_observation``, ``denoise``, ``stage_names``, ``stage_ns``, ``spec``, ``mode``) over a
-websocket to `legato serve`, so the real-time loop, its clock and its safety run unchanged.
+websocket to `legato serve`, so the real-time loop, its clock and its safety run unchanged. The
+websocket is edge.remote.link's, read by the thread that asks for the chunk.
 
 Each chunk is one request (edge.remote.protocol): the observation, and the continuation (the
 executing chunk's unexecuted tail, d, s, r, the loop's noise, a chunk id). The loop measures the
@@ -12,6 +13,8 @@ counts it, holds, asks again) and is counted here:
 - a reply to an older request (after a timeout): dropped, ``stale_replies``;
 - a reply that is not the protocol (not msgpack, no (H, a) float32 ``actions``, a text frame):
   one line in ``errors``, ``garbage_replies`` / ``server_errors``, the link is dropped;
+- a link the server closed while the robot was idle: seen before the next request and renewed
+  (``disconnects``, ``reconnects``; no chunk lost);
 - the link lost (``disconnects``): reconnects with exponential backoff (``backoff_min_s`` doubling
   to ``backoff_max_s``), each attempt bounded by ``connect_timeout_s``; the reconnected server
   must serve the same model (same metadata) or the run stops (:class:`RemoteMismatch`).
@@ -24,7 +27,6 @@ server's engine calls) and chunk (all of it); ``legato profile --remote`` shows 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import threading
 import time
 from collections.abc import Callable
@@ -48,13 +50,6 @@ def _link_errors() -> tuple[type[BaseException], ...]:
     from websockets.exceptions import WebSocketException
 
     return (OSError, TimeoutError, LegatoError, WebSocketException)
-
-
-def _connect_kwargs() -> dict[str, Any]:
-    from websockets.sync.client import connect
-
-    # websockets >= 17 wants connect() as a context manager unless legacy=True; older ones lack it
-    return {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
 
 
 class RemoteDenoiser:
@@ -112,22 +107,14 @@ class RemoteDenoiser:
 
     # ---- the link ----------------------------------------------------------------------------
     def _open(self, timeout_s: float | None = None) -> dict[str, Any]:
-        from websockets.sync.client import connect
+        from edge.remote.link import WsLink
 
         timeout_s = self.connect_timeout_s if timeout_s is None else timeout_s
         headers = {"Authorization": f"Api-Key {self.api_key}"} if self.api_key else None
-        ws = connect(
-            self.url,
-            compression=None,
-            max_size=MAX_REPLY,  # a reply is a chunk and a few timings: a server can't flood the robot
-            additional_headers=headers,
-            proxy=None,
-            open_timeout=timeout_s,
-            close_timeout=0.5,
-            **_connect_kwargs(),
-        )
+        # a reply is a chunk and a few timings: MAX_REPLY keeps a server from flooding the robot
+        ws = WsLink(self.url, timeout_s=timeout_s, max_size=MAX_REPLY, headers=headers)
         try:
-            first = ws.recv(timeout=timeout_s)
+            first = ws.recv(timeout_s)
             if isinstance(first, str):
                 raise LegatoError(f"the server answered: {' '.join(first.split())[:200]}")
             meta = wire.unpackb(first, MAX_REPLY)
@@ -190,6 +177,9 @@ class RemoteDenoiser:
         """The next chunk (h, a) raw joint targets, from the server; raises ChunkUnavailable."""
         h, a = self.spec.horizon, self.spec.action_dim
         t0 = time.perf_counter_ns()
+        if self._ws is not None and not self._ws.alive():  # closed while idle: renew, lose nothing
+            self.disconnects += 1
+            self._drop()
         if self._ws is None:
             self._reconnect()
         cid = self._next_id
@@ -204,18 +194,16 @@ class RemoteDenoiser:
         if prev_tail is not None:
             leg["prev_tail"] = np.asarray(prev_tail, np.float32)
         data = wire.packb({**self._obs, "legato": leg})
-        from websockets.exceptions import ConnectionClosed
-
         t1 = time.perf_counter_ns()  # the send is the network's: a thread switch there must not split it
         try:
             self._ws.send(data)
-        except (ConnectionClosed, OSError) as e:
+        except OSError as e:
             self.disconnects += 1
             raise self._unavailable("link", f"remote {self.url}: connection lost ({_why(e)})", True) from None
         deadline = self.clock() + self.reply_timeout_s
         while True:
             try:
-                msg = self._ws.recv(timeout=max(0.0, deadline - self.clock()))
+                msg = self._ws.recv(max(0.0, deadline - self.clock()))
             except TimeoutError:
                 self.timeouts += 1
                 self._timeouts_in_a_row += 1
@@ -224,7 +212,7 @@ class RemoteDenoiser:
                 raise self._unavailable(
                     "timeout", f"remote {self.url}: no reply in {self.reply_timeout_s:.2f} s", drop
                 ) from None
-            except (ConnectionClosed, OSError) as e:
+            except OSError as e:  # edge.remote.link.LinkClosed included
                 self.disconnects += 1
                 raise self._unavailable(
                     "link", f"remote {self.url}: connection lost ({_why(e)})", True

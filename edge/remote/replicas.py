@@ -117,7 +117,8 @@ def build_app(options: dict[str, Any], replicas: int, gpus_per_replica: float) -
                     await websocket.close(1008)
                 return
             await websocket.accept()
-            await run_session(_StarletteConnection(websocket), self.service)
+            # in the worker thread: this event loop also carries Ray's own traffic
+            await run_session(_StarletteConnection(websocket), self.service, inline=False)
 
     return LegatoReplica.bind()
 

@@ -3,8 +3,13 @@ and the session loop that both transports drive (edge.remote.server on the webso
 edge.remote.replicas on Ray Serve's proxy).
 
 A :class:`PolicyService` owns one denoiser (engines are not re-entrant): requests from every
-session run one at a time in its worker thread (decode, check, denoise, encode), so the event
-loop keeps accepting connections, answering /healthz and reading other sessions meanwhile.
+session run one at a time (decode, check, denoise, encode). On `legato serve`'s own transport
+they run in the event loop's thread, as openpi's server runs them: handing each request to a
+worker thread and the reply back costs two wake-ups of a thread that slept through the
+inference (0.1-0.3 ms each on a VM: bench/bench_remote.py overhead), and with one engine the
+requests queue either way; /healthz and new connections wait at most one chunk. Under Ray
+Serve (``inline=False``) they run in the service's worker thread, so the replica's event loop,
+which also serves Ray's own traffic, never blocks.
 """
 
 from __future__ import annotations
@@ -57,7 +62,8 @@ def _version() -> str:
 
 
 class PolicyService:
-    """A denoiser behind the protocol. ``delay_s`` (tests, what-ifs) holds every reply back."""
+    """A denoiser behind the protocol. ``delay_s`` (tests, what-ifs) holds every reply back
+    (run_session waits it out without blocking the other sessions)."""
 
     def __init__(
         self,
@@ -124,8 +130,6 @@ class PolicyService:
                 raise Refusal(str(e)) from None
             stages = {n: float(v) * 1e-6 for n, v in zip(den.stage_names, den.stage_ns, strict=True)}
             t1 = time.monotonic()
-        if self.delay_s > 0:
-            time.sleep(self.delay_s)
         self.requests += 1
         infer_ms = (t1 - t0) * 1e3
         server_timing = {"infer_ms": infer_ms}
@@ -172,10 +176,11 @@ class Connection(Protocol):
     async def close(self, code: int, reason: str) -> None: ...
 
 
-async def run_session(conn: Connection, service: PolicyService) -> None:
+async def run_session(conn: Connection, service: PolicyService, inline: bool = True) -> None:
     """openpi's session: metadata first, then one reply per request until the peer leaves; a bad
     request gets its one line as a text frame and a close (1008), a failure the same with 1011.
-    Nothing here stops the server: other sessions go on."""
+    Nothing here stops the server: other sessions go on. ``inline``: infer in this thread (the
+    module docstring says when not to)."""
     loop = asyncio.get_running_loop()
     service.sessions_open += 1
     service.sessions_total += 1
@@ -188,7 +193,12 @@ async def run_session(conn: Connection, service: PolicyService) -> None:
                 return
             start = time.monotonic()
             try:
-                reply = await loop.run_in_executor(service.executor, service.infer, data, start, prev_total)
+                if inline:
+                    reply = service.infer(data, start, prev_total)
+                else:
+                    reply = await loop.run_in_executor(
+                        service.executor, service.infer, data, start, prev_total
+                    )
             except Refusal as e:
                 service.refused += 1
                 line = " ".join(str(e).split())
@@ -203,6 +213,8 @@ async def run_session(conn: Connection, service: PolicyService) -> None:
                 await conn.send(f"legato serve: internal error: {line}")
                 await conn.close(CLOSE_INTERNAL, "internal error (reason in the previous frame)")
                 return
+            if service.delay_s > 0:
+                await asyncio.sleep(service.delay_s)
             await conn.send(reply)
             prev_total = time.monotonic() - start
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -52,7 +53,8 @@ def test_remote_chunk_is_the_local_chunk_and_the_stages_add_up(server):
 
 class ScriptedServer(ServerThread):
     """The real service's metadata and chunks, with per-request misbehaviour from ``script``:
-    "ok", "late" (answer after ``late_s``), "garbage", "text", "drop" (close without a reply)."""
+    "ok", "late" (answer after ``late_s``), "garbage", "text", "drop" (close without a reply),
+    "bye" (reply, then close the session as a server that times out an idle robot does)."""
 
     def __init__(self, service, script, late_s=0.35, port=0):
         from websockets.asyncio.server import serve
@@ -79,6 +81,9 @@ class ScriptedServer(ServerThread):
                 if what == "late":
                     await asyncio.sleep(late_s)
                 await conn.send(reply)
+                if what == "bye":
+                    await conn.close(1001, "idle")
+                    return
 
         async def main():
             async with serve(handler, "127.0.0.1", self.port, compression=None) as srv:
@@ -126,6 +131,20 @@ def test_garbage_or_an_error_line_is_one_line_then_the_link_is_renewed(what, cou
         assert _chunk(den, rng).shape == (16, 3)
         assert getattr(den, counter) == 2 and den.reconnects == 2
         assert len(den.errors) == 1 and "\n" not in den.errors[0] and words in den.errors[0]  # one line
+    finally:
+        den.close()
+        s.stop()
+
+
+def test_a_session_the_server_closed_while_idle_is_renewed_before_the_next_request():
+    s = ScriptedServer(make_service(), ["bye"])
+    den = RemoteDenoiser(s.url)
+    rng = np.random.default_rng(5)
+    try:
+        assert _chunk(den, rng).shape == (16, 3)
+        time.sleep(0.2)  # the close arrives while the robot executes its chunk
+        assert _chunk(den, rng).shape == (16, 3)  # no ChunkUnavailable: nothing held for it
+        assert (den.unavailable, den.disconnects, den.reconnects, den.chunks) == (0, 1, 1, 2)
     finally:
         den.close()
         s.stop()

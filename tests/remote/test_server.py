@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 
 import msgpack
 import numpy as np
@@ -215,5 +216,36 @@ def test_session_cap_answers_503():
             with pytest.raises(InvalidStatus) as e:
                 ws(s.url)
             assert e.value.response.status_code == 503
+    finally:
+        s.stop()
+
+
+def test_requests_run_in_the_event_loop_and_a_held_reply_does_not_hold_the_other_sessions():
+    """No hand-off to a worker thread on legato serve's own transport (each costs a wake-up, see
+    edge/remote/service.py), and --delay-ms waits without blocking: while one session's reply is
+    held back, another session's metadata still arrives."""
+    import threading
+
+    service = make_service(delay_s=3.0)
+    threads = []
+    denoise = service.den.denoise
+
+    def recording(*a, **kw):
+        threads.append(threading.current_thread().name)
+        return denoise(*a, **kw)
+
+    service.den.denoise = recording
+    s = ServerThread(service)
+    try:
+        with ws(s.url) as held:
+            meta = wire.unpackb(held.recv(timeout=5), 1 << 24)
+            held.send(wire.packb(request_from(meta, np.random.default_rng(0))))
+            deadline = time.monotonic() + 2.5
+            while not threads and time.monotonic() < deadline:  # the held request has been served
+                time.sleep(0.01)
+            assert threads == ["test-server"]  # the event loop's thread, not legato-serve's worker
+            with connect(s.url, compression=None, proxy=None, open_timeout=2.5) as other:
+                assert "model" in wire.unpackb(other.recv(timeout=2.5), 1 << 24)  # not after the 3 s
+            assert "actions" in wire.unpackb(held.recv(timeout=10), 1 << 24)
     finally:
         s.stop()
