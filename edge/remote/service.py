@@ -103,7 +103,7 @@ class PolicyService:
         self.auth_refused += int(not ok)
         return ok
 
-    # ---- one request (in the worker thread) --------------------------------------------------
+    # ---- one request (the event loop's thread, or the worker under Ray Serve) ------------
     def infer(self, data: bytes | str, received: float, prev_total_s: float | None) -> bytes:
         """Decode, check and serve one request; raises Refusal for a bad one."""
         if isinstance(data, str):
