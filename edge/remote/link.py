@@ -114,7 +114,8 @@ class WsLink:
             self._pending.extend(self._proto.events_received())
 
     def close(self) -> None:
-        """Send the close frame and release the socket (without waiting for the peer's)."""
+        """Send the close frame and release the socket (without waiting for the peer's); a
+        thread blocked in :meth:`recv` wakes (shutdown, not just close, does that on Linux)."""
         try:
             if self._proto.state is State.OPEN:
                 self._proto.send_close(1000)
@@ -122,6 +123,8 @@ class WsLink:
         except OSError:  # already gone: nothing to say goodbye to
             pass
         finally:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
             self._sock.close()
 
     # ---- internals ---------------------------------------------------------------------------

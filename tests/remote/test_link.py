@@ -5,6 +5,7 @@ requests, and a close seen before the next request."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 
@@ -144,3 +145,50 @@ def test_a_refused_upgrade_carries_the_status_and_body(peers):
     with pytest.raises(InvalidStatus) as e:
         WsLink(peers(never, process_request=deny).url, timeout_s=5, max_size=1 << 20)
     assert e.value.response.status_code == 401 and e.value.response.body == b"no key\n"
+
+
+def deaf_peer():
+    """A server that completes the websocket handshake, then never reads or answers again (a
+    host that hung): only the robot's own side can end a wait on it."""
+    from websockets.server import ServerProtocol
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def run():
+        conn, _ = srv.accept()
+        proto = ServerProtocol()
+        while not (events := proto.events_received()):
+            proto.receive_data(conn.recv(65536))
+        proto.send_response(proto.accept(events[0]))
+        for data in proto.data_to_send():
+            conn.sendall(data)
+        held.append(conn)
+
+    threading.Thread(target=run, daemon=True).start()
+    return f"ws://127.0.0.1:{srv.getsockname()[1]}", srv, held
+
+
+def test_close_from_another_thread_wakes_a_reader_even_when_the_peer_is_hung():
+    url, srv, held = deaf_peer()
+    link = WsLink(url, timeout_s=5, max_size=1 << 20)
+    link.send(b"x")
+    errors = []
+
+    def read():
+        try:
+            link.recv(30)
+        except (OSError, TimeoutError) as e:
+            errors.append(e)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(0.1)
+    link.close()
+    reader.join(10)
+    try:
+        assert not reader.is_alive() and errors and not isinstance(errors[0], TimeoutError)
+    finally:
+        srv.close()
+        for c in held:
+            c.close()
