@@ -1,7 +1,7 @@
 """Remote inference benchmarks (issue 16): server overhead, closed loop over an emulated network,
 and a soak with four robots. Numbers go to docs/performance.md.
 
-    python bench/bench_remote.py overhead [--chunks 400] [--replicas]
+    python bench/bench_remote.py overhead [--chunks 400] [--repeats 1] [--replicas] [--fifo]
     python bench/bench_remote.py closed [--episodes 100] [--delay-ms 30 --jitter-ms 10 --loss 0.01]
     python bench/bench_remote.py soak [--seconds 600] [--robots 4]
 
@@ -9,8 +9,9 @@ and a soak with four robots. Numbers go to docs/performance.md.
   (RemoteDenoiser) and, interleaved chunk by chunk on the same observations, the same bundle's
   ChunkDenoiser in this process: per chunk, the remote wall time less the server's engine time
   (what the server and the link add), and the remote and local chunk times side by side
-  (medians, p90). ``--replicas`` adds the same through `legato serve --replicas 1` (Ray Serve's
-  proxy).
+  (medians, p90). ``--repeats K``: K server starts, each run's p50 and the p50 pooled over all
+  their chunks (the host's speed moves from minute to minute). ``--replicas`` adds the same
+  through `legato serve --replicas 1` (Ray Serve's proxy).
 - closed: held-out episodes (seed 1000) through `legato run --sim --remote` with the server in a
   network namespace behind the emulated link (tests/remote/netemu.py: tc netem, or its TUN
   forwarder where the kernel has no netem): Legato (models/legato-x86-cpu) and naive chunk
@@ -54,12 +55,6 @@ def pct(x: list[float] | np.ndarray, q: float) -> float:
 
 # ---- overhead -----------------------------------------------------------------------------------
 def overhead(a: argparse.Namespace) -> dict[str, Any]:
-    from remote_helpers import start_serve, stop
-
-    from edge.assembly import load
-    from edge.policy import ChunkRequest
-    from edge.remote.client import RemoteDenoiser
-
     out: dict[str, Any] = {}
     runs = [("legato serve", ("--quiet",), 0)]
     if a.replicas:
@@ -69,49 +64,76 @@ def overhead(a: argparse.Namespace) -> dict[str, Any]:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
         prefix = ("chrt", "-f", "10")
     for name, args, port in runs:
-        proc, port = start_serve(*args, port=port, timeout_s=240, prefix=prefix)
-        try:
-            den = RemoteDenoiser(f"ws://127.0.0.1:{port}")
-            _, _, local = load(str(BUNDLE), "x86-cpu")
-            rng = np.random.default_rng(0)
-            h, w = den.spec.image_hw
-            added, remote, loc, engines = [], [], [], []
-            for i in range(a.chunks + 20):
-                obs = (
-                    rng.integers(0, 255, (h, w, 3)).astype(np.uint8),
-                    rng.integers(0, 14, den.spec.max_tokens),
-                    rng.standard_normal(den.spec.state_dim).astype(np.float32),
-                )
-                eps = rng.standard_normal((1, 16, 3)).astype(np.float32)
-                tail = rng.standard_normal((8, 3)).astype(np.float32) if i % 2 else None
-                req = ChunkRequest(2, 8, 4) if tail is not None else ChunkRequest(0, 8, 0)
-                den.set_observation(*obs)
-                t0 = time.perf_counter()
-                den.denoise(eps, tail, req)
-                t1 = time.perf_counter()
-                local.set_observation(*obs)
-                local.denoise(eps, tail, req)
-                t2 = time.perf_counter()
-                if i >= 20:  # warm-up
-                    st = dict(zip(den.stage_names, den.stage_ns, strict=True))
-                    remote.append((t1 - t0) * 1e3)
-                    loc.append((t2 - t1) * 1e3)
-                    engines.append(st["engines"] * 1e-6)
-                    added.append((t1 - t0) * 1e3 - st["engines"] * 1e-6)
-            den.close()
-        finally:
-            stop(proc)
-        out[name] = {
-            "chunks": len(added),
-            "added_ms.p50": pct(added, 50),
-            "added_ms.p90": pct(added, 90),
-            "remote_chunk_ms.p50": pct(remote, 50),
-            "server_engines_ms.p50": pct(engines, 50),
-            "local_chunk_ms.p50": pct(loc, 50),
-            "remote_minus_local_ms.p50": pct(remote, 50) - pct(loc, 50),
-        }
-        print(f"{name}: {json.dumps(out[name])}", flush=True)
+        per_run, pooled = [], {"added": [], "remote": [], "loc": [], "engines": []}
+        for rep in range(a.repeats):
+            got = _overhead_run(a.chunks, args, port, prefix)
+            for k, v in got.items():
+                pooled[k] += v
+            per_run.append(_overhead_stats(got))
+            if a.repeats > 1:
+                print(f"{name} run {rep + 1}: {json.dumps(per_run[-1])}", flush=True)
+        out[name] = _overhead_stats(pooled)
+        if a.repeats > 1:
+            out[name]["runs"] = per_run
+            out[name]["added_ms.p50.per_run"] = [r["added_ms.p50"] for r in per_run]
+        print(f"{name}: {json.dumps({k: v for k, v in out[name].items() if k != 'runs'})}", flush=True)
     return out
+
+
+def _overhead_run(chunks: int, args: tuple[str, ...], port: int, prefix: tuple[str, ...]) -> dict[str, list]:
+    """One server start and ``chunks`` (+ 20 warm-up) chunks, remote and local interleaved: the
+    per-chunk added, remote, local and server-engine times (ms)."""
+    from remote_helpers import start_serve, stop
+
+    from edge.assembly import load
+    from edge.policy import ChunkRequest
+    from edge.remote.client import RemoteDenoiser
+
+    proc, port = start_serve(*args, port=port, timeout_s=240, prefix=prefix)
+    try:
+        den = RemoteDenoiser(f"ws://127.0.0.1:{port}")
+        _, _, local = load(str(BUNDLE), "x86-cpu")
+        rng = np.random.default_rng(0)
+        h, w = den.spec.image_hw
+        added, remote, loc, engines = [], [], [], []
+        for i in range(chunks + 20):
+            obs = (
+                rng.integers(0, 255, (h, w, 3)).astype(np.uint8),
+                rng.integers(0, 14, den.spec.max_tokens),
+                rng.standard_normal(den.spec.state_dim).astype(np.float32),
+            )
+            eps = rng.standard_normal((1, 16, 3)).astype(np.float32)
+            tail = rng.standard_normal((8, 3)).astype(np.float32) if i % 2 else None
+            req = ChunkRequest(2, 8, 4) if tail is not None else ChunkRequest(0, 8, 0)
+            den.set_observation(*obs)
+            t0 = time.perf_counter()
+            den.denoise(eps, tail, req)
+            t1 = time.perf_counter()
+            local.set_observation(*obs)
+            local.denoise(eps, tail, req)
+            t2 = time.perf_counter()
+            if i >= 20:  # warm-up
+                st = dict(zip(den.stage_names, den.stage_ns, strict=True))
+                remote.append((t1 - t0) * 1e3)
+                loc.append((t2 - t1) * 1e3)
+                engines.append(st["engines"] * 1e-6)
+                added.append((t1 - t0) * 1e3 - st["engines"] * 1e-6)
+        den.close()
+    finally:
+        stop(proc)
+    return {"added": added, "remote": remote, "loc": loc, "engines": engines}
+
+
+def _overhead_stats(r: dict[str, list]) -> dict[str, Any]:
+    return {
+        "chunks": len(r["added"]),
+        "added_ms.p50": pct(r["added"], 50),
+        "added_ms.p90": pct(r["added"], 90),
+        "remote_chunk_ms.p50": pct(r["remote"], 50),
+        "server_engines_ms.p50": pct(r["engines"], 50),
+        "local_chunk_ms.p50": pct(r["loc"], 50),
+        "remote_minus_local_ms.p50": pct(r["remote"], 50) - pct(r["loc"], 50),
+    }
 
 
 # ---- closed loop --------------------------------------------------------------------------------
@@ -385,6 +407,12 @@ def main() -> int:
     o = sub.add_parser("overhead")
     o.add_argument("--chunks", type=int, default=400)
     o.add_argument("--replicas", action="store_true")
+    o.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="server starts of --chunks each: per-run p50s, pooled p50",
+    )
     o.add_argument("--fifo", action="store_true", help="server and client SCHED_FIFO (a loaded machine)")
     c = sub.add_parser("closed")
     c.add_argument("--episodes", type=int, default=100)
