@@ -178,21 +178,7 @@ def one_run(tree: Path, profile: str, seconds: float, probe: Path | None, rng: n
     err = t[:, 2] - t[:, 1]
     is_late = err > 1e-3
     stalls = [np.asarray(d["stalls"], float).reshape(-1, 2) for d in docs]
-    if not stalls:  # --no-probes: the clock's own numbers, nothing to attribute
-        return {
-            "ticks": int(len(t)),
-            "period_error_ms": {
-                "p50": round(float(np.median(err)) * 1e3, 4),
-                "p99": round(float(np.percentile(err, 99)) * 1e3, 4),
-                "max": round(float(err.max()) * 1e3, 3),
-            },
-            "late_over_1ms": int(is_late.sum()),
-            "late_ms": [round(float(x) * 1e3, 2) for x in err[is_late]],
-            "load_1min": round(os.getloadavg()[0], 2),
-        }
-    explained, chance = attribute(t[is_late][:, 1:3], stalls, (float(t[0, 1]), float(t[-1, 1])), rng)
-    rest = err[is_late][~explained]
-    return {
+    base = {
         "ticks": int(len(t)),
         "period_error_ms": {
             "p50": round(float(np.median(err)) * 1e3, 4),
@@ -201,6 +187,14 @@ def one_run(tree: Path, profile: str, seconds: float, probe: Path | None, rng: n
         },
         "late_over_1ms": int(is_late.sum()),
         "late_ms": [round(float(x) * 1e3, 2) for x in err[is_late]],
+        "load_1min": round(os.getloadavg()[0], 2),
+    }
+    if not stalls:  # --no-probes: the clock's own numbers, nothing to attribute
+        return base
+    explained, chance = attribute(t[is_late][:, 1:3], stalls, (float(t[0, 1]), float(t[-1, 1])), rng)
+    rest = err[is_late][~explained]
+    return {
+        **base,
         "late_cover_per_cpu": [
             [round(float(c), 2) for c in row] for row in coverage(t[is_late][:, 1:3], stalls)
         ],
@@ -214,7 +208,6 @@ def one_run(tree: Path, profile: str, seconds: float, probe: Path | None, rng: n
         # raw, to judge by another rule later: late ticks' (deadline, start), each CPU's stalls
         "late_intervals_s": t[is_late][:, 1:3].round(6).tolist(),
         "stalls_s": [st.round(6).tolist() for st in stalls],
-        "load_1min": round(os.getloadavg()[0], 2),
     }
 
 
