@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -214,12 +215,21 @@ def verify_release(folder: Path, load_graphs: bool = False) -> dict[str, Any]:
     """edge.bundle.verify on a release (every sha256 the manifest lists, engine plans included),
     with the count of files checked."""
     from edge.bundle import verify
+    from edge.outputs import read_marker
 
     m = verify(folder, load_graphs=load_graphs, extra_files=RELEASE_EXTRAS)  # the flashed profile too
     plans = sum(
         1 for e in m.engines.values() if isinstance(e, dict) and e.get("file") not in (None, *m.files)
     )
-    return {"name": m.name, "files": len(m.files) + 1 + plans, "manifest": m}
+    # the profile and calibration the flash wrote: hashed in the release's marker (older releases
+    # have none), since the motors' limits and zero offsets come from them
+    extras = (read_marker(folder) or {}).get("extras_sha256") or {}
+    for name, want in sorted(extras.items()):
+        f = folder / name
+        if not f.is_file() or sha256_file(f) != want:
+            why = "is missing" if not f.is_file() else "is corrupt or edited since the flash (sha256 differs)"
+            raise AgentError(f"{name} {why}: flash the release again")
+    return {"name": m.name, "files": len(m.files) + 1 + plans + len(extras), "manifest": m}
 
 
 def _remove_leftovers(dest: Path) -> list[str]:
@@ -277,11 +287,18 @@ def install(req: dict[str, Any]) -> dict[str, Any]:
             except LegatoError:
                 reuse = False  # a damaged copy of this release: rebuild it below
         if not reuse:
+            extras = {
+                name: text.encode("utf-8")
+                for name, text in ((PROFILE_FILE, req.get("profile_text")),
+                                   (CALIBRATION_FILE, req.get("calibration_text")))
+                if text is not None
+            }  # fmt: skip
             meta = {
                 "release": release,
                 "profile": req.get("profile_name"),
                 "flashed_by": _user(),
                 "manifest_sha256": req.get("manifest_sha256"),
+                "extras_sha256": {name: hashlib.sha256(b).hexdigest() for name, b in extras.items()},
             }
             with atomic_folder(target, RELEASE_KIND, replace=True, meta=meta) as tmp:
                 for f in req["files"]:
@@ -289,10 +306,8 @@ def install(req: dict[str, Any]) -> dict[str, Any]:
                     if not src.is_file():
                         raise AgentError(f"{f['rel']} did not arrive on the target ({src} is missing)")
                     _place(src, tmp / f["rel"])
-                if req.get("profile_text") is not None:
-                    (tmp / PROFILE_FILE).write_text(req["profile_text"])
-                if req.get("calibration_text") is not None:
-                    (tmp / CALIBRATION_FILE).write_text(req["calibration_text"])
+                for name, b in extras.items():
+                    (tmp / name).write_bytes(b)
                 verify_release(tmp)
                 if req.get("build_engines"):
                     _build_engines(tmp, tmp / PROFILE_FILE, dest / CACHE_DIR)

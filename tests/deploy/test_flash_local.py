@@ -202,7 +202,7 @@ def test_engines_are_built_on_the_target_inside_the_release(tmp_path, capsys, mo
     rc, out, _ = flash(capsys, *argv)
     assert rc == 0 and "was already current" in out and calls == ["jetson-orin-nx-16gb"]  # not rebuilt
     rc, out, _ = flash(capsys, "--check", "--target", str(dest))
-    assert rc == 0 and "(5 files" in out
+    assert rc == 0 and "(6 files" in out  # 2 graphs, the manifest, 2 plans, profile.toml
     (dest / "current/engines/flow_head.plan").write_bytes(b"damaged")
     rc, _, err = flash(capsys, "--check", "--target", str(dest))
     assert rc == 2 and "engines/flow_head.plan is corrupt" in err
@@ -339,3 +339,25 @@ def test_a_calibration_the_flash_cannot_retarget_is_refused_in_one_line(tmp_path
     assert out == '[camera]\ncalibration = "lens.json"\n[robot]\n  calibration = "calibration.json"  # mine\n'
     with pytest.raises(FlashError, match=r"p.toml: cannot point its \[robot\] calibration"):
         release_profile_text('robot.calibration = "arm.json"\n', "calibration.json", where="p.toml")
+
+
+def test_a_damaged_profile_or_calibration_on_the_target_is_caught_by_check_and_repaired(tmp_path, capsys):
+    """The motors' limits and zero offsets come from the release's profile.toml and
+    calibration.json. Before: only the bundle's files were hashed, so `flash --check` said
+    "verifies" over an edited calibration."""
+    b = make_bundle(tmp_path / "b", profile="x86-cpu-feetech")
+    dest = tmp_path / "robot"
+    argv = ("--bundle", str(b), "--profile", "x86-cpu-feetech", "--target", str(dest))
+    assert flash(capsys, *argv)[0] == 0
+    for name in (agent.CALIBRATION_FILE, agent.PROFILE_FILE):
+        f = dest / "current" / name
+        good = f.read_bytes()
+        f.chmod(0o644)
+        edited = good.replace(b"1023", b"1024") if name == agent.CALIBRATION_FILE else good + b"# edited\n"
+        f.write_bytes(edited)
+        rc, _, err = flash(capsys, "--check", "--target", str(dest))
+        assert rc == 2 and err.count("\n") == 1 and f"{name} is corrupt or edited since the flash" in err
+        rc, _, err = flash(capsys, *argv)  # the same flash again rebuilds the damaged release
+        assert rc == 0, err
+        assert (dest / "current" / name).read_bytes() == good
+        assert flash(capsys, "--check", "--target", str(dest))[0] == 0
