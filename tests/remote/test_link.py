@@ -94,10 +94,12 @@ def test_pings_between_requests_are_answered_and_an_idle_close_is_seen_before_se
         async for msg in ws:
             await ws.send(msg)
 
-    peer = peers(echo, ping_interval=0.05, ping_timeout=0.5)
+    peer = peers(echo, ping_interval=0.1, ping_timeout=1.0)
     link = WsLink(peer.url, timeout_s=5, max_size=1 << 20)
     try:
-        for _ in range(4):  # idle longer than a ping interval, shorter than its timeout
+        # each gap idle past a ping interval and far inside its timeout; all of them past the
+        # timeout, so a client that never answered would have been closed
+        for _ in range(12):
             time.sleep(0.15)
             assert link.alive()
             link.send(b"x")
