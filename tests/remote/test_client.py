@@ -4,8 +4,8 @@ and every fault of the link as ChunkUnavailable (counted, one line) rather than 
 from __future__ import annotations
 
 import asyncio
+import select
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -142,7 +142,8 @@ def test_a_session_the_server_closed_while_idle_is_renewed_before_the_next_reque
     rng = np.random.default_rng(5)
     try:
         assert _chunk(den, rng).shape == (16, 3)
-        time.sleep(0.2)  # the close arrives while the robot executes its chunk
+        # the close arrives while the robot executes its chunk (waited for, not slept on)
+        assert select.select([den._ws._sock], [], [], 10)[0]
         assert _chunk(den, rng).shape == (16, 3)  # no ChunkUnavailable: nothing held for it
         assert (den.unavailable, den.disconnects, den.reconnects, den.chunks) == (0, 1, 1, 2)
     finally:
