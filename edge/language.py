@@ -4,8 +4,9 @@ library, extra ``language``), or from ids given as they are. No torch.
 
 A policy whose state enters its prompt (pi0.5: edge.adapter.PromptSpec) gets the prompt built here
 from the task and each observation's state (:func:`build_prompt`, :class:`PromptBuilder`) before the
-tokenizer sees it. Both are checked against the adapter's language section (edge.adapter.LanguageSpec) before
-anything moves: ids in 0..vocab_size-1, at most max_tokens of them, padded on the right with
+tokenizer sees it; in ``legato run`` every observation's frame gets its own (:class:`PromptedSource`).
+Both are checked against the adapter's language section (edge.adapter.LanguageSpec) before anything
+moves: ids in 0..vocab_size-1, at most max_tokens of them, padded on the right with
 pad_id; the mask is 1 on the real tokens. A prompt gets the adapter's ``append`` (LeRobot's
 SmolVLA: "\\n") and the tokenizer's own special tokens (its post-processor decides, as the
 Hugging Face processor does); a prompt that does not fit is refused, not truncated.
@@ -13,6 +14,8 @@ Hugging Face processor does); a prompt that does not fit is refused, not truncat
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,15 +67,22 @@ def parse_token_list(text: str, max_tokens: int, vocab_size: int | None, pad_id:
 def instruction(man: Any, tokens: str | None = None, prompt: str | None = None) -> tuple[Any, Any]:
     """The instruction of a robot run from ``--tokens`` or ``--prompt`` (one of them) for the
     bundle ``man`` (edge.bundle.Manifest): (tokens, mask), all pad without either; (None, None)
-    for a policy that takes no language."""
+    for a policy that takes no language. A policy whose state enters its prompt (pi0.5) takes the
+    task as ``--prompt`` only; its ids here are all pad until each frame's own prompt replaces them
+    (:func:`state_prompter`)."""
     lang = man.adapter.observation.language
-    refuse_state_prompt(lang)
     if tokens is not None and prompt is not None:
         raise UsageError("give the instruction as --prompt or as --tokens, not both")
     if lang is None:
         if tokens is not None or prompt is not None:
             raise UsageError("this bundle's policy takes no instruction (no language input)")
         return None, None
+    if lang.prompt is not None:
+        if prompt is None:
+            how = ", not as --tokens" if tokens is not None else ""
+            raise UsageError("this bundle's policy writes each observation's state into its prompt "
+                             f"(pi0.5): give the task as --prompt \"...\"{how}")  # fmt: skip
+        return pad_ids([], lang.max_tokens, lang.vocab_size, lang.pad_id)
     if prompt is not None:
         return encode_prompt(load_tokenizer(man.path, lang), prompt, lang)
     if tokens is not None:
@@ -80,14 +90,33 @@ def instruction(man: Any, tokens: str | None = None, prompt: str | None = None) 
     return pad_ids([], lang.max_tokens, lang.vocab_size, lang.pad_id)
 
 
-def refuse_state_prompt(lang: LanguageSpec | None) -> None:
-    """One line for a run whose instruction is fixed before the loop starts, where the bundle's
-    policy writes each observation's state into its prompt (pi0.5): a fixed prompt would drop the
-    state the policy was trained on, so the run is refused before anything moves."""
-    if lang is not None and lang.prompt is not None:
-        raise UsageError("this bundle's policy writes each observation's state into its prompt (pi0.5); "
-                         "legato run does not rebuild the prompt per observation yet: check it with "
-                         "`legato bundle infer`")  # fmt: skip
+def state_prompter(man: Any, tasks: list[str]) -> PromptBuilder | None:
+    """The prompt builder of a run of ``man`` (edge.bundle.Manifest) whose policy writes each
+    observation's state into its prompt (pi0.5), checked before anything moves: every task in
+    ``tasks`` fits the model's tokens at the state's extremes and middle (a prompt is refused, not
+    truncated). None for any other policy, and for a policy server's model (no local adapter)."""
+    ad = getattr(man, "adapter", None)
+    lang = ad.observation.language if ad is not None else None
+    if lang is None or lang.prompt is None:
+        return None
+    build = PromptBuilder(man.path, lang)
+    lo, hi = (np.asarray(x, np.float32) for x in (lang.prompt.state_low, lang.prompt.state_high))
+    for task in dict.fromkeys(tasks):  # each distinct task once
+        for state in (lo, (lo + hi) / 2, hi):  # bins 0, the middle, the last: the digits' counts
+            build(task, state)
+    return build
+
+
+class PromptedSource:
+    """An observation source whose frames carry the prompt built from their own state (pi0.5):
+    ``source``'s frame with its tokens replaced by ``build(task(), frame.state)``, every read."""
+
+    def __init__(self, source: Any, build: PromptBuilder, task: Callable[[], str]) -> None:
+        self.source, self.build, self.task = source, build, task
+
+    def read(self) -> Any:  # the rig closes the source it opened: nothing to close here
+        frame = self.source.read()
+        return dataclasses.replace(frame, tokens=self.build(self.task(), frame.state)[0])
 
 
 def load_tokenizer(bundle: str | Path, lang: LanguageSpec) -> Any:

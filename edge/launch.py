@@ -107,6 +107,7 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
     cfg, den)`` -> the session's recorder (--record), made before the rig starts (a refused file
     stops the launch first)."""
     from edge.assembly import load
+    from edge.language import PromptedSource, state_prompter
     from edge.rig import build_rig, loop_config
     from edge.session import Session
     from edge.sources import PlantSource, SimSource, TelemetryState
@@ -126,9 +127,13 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
         world = SimRig(task, prof, episodes=episodes or 1, seed=seed)
         try:
             from edge.simrig import sim_instruction
+            from sim.language import detokenize
 
             # each episode's instruction as the bundle takes it (a prompt through its tokenizer)
             to_bundle = sim_instruction(man, world.plant.tokens_all)
+            prompter = state_prompter(man, [detokenize(ids) for ids in world.plant.tokens_all])
+            plant_ = world.plant
+            task_of: Callable[[], str] = lambda: detokenize(plant_.tokens)  # noqa: E731 (this episode's)
             rig = build_rig(man, prof, sim=world, clock=clock)
         except BaseException:
             world.close()
@@ -137,6 +142,8 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
         from edge.language import instruction
 
         ids, _ = instruction(man, tokens, prompt)  # the adapter's language: ids, pad, vocabulary, tokenizer
+        prompter = state_prompter(man, [prompt] if prompt is not None else [])
+        task_of = lambda: str(prompt)  # noqa: E731
         rig = build_rig(man, prof, port=port, clock=clock)  # nothing opened yet
     recorder = None
     try:
@@ -167,6 +174,12 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
             # no extrapolation: the lockstep plant stands still between two setpoints
             return SimSource(plant.render, lambda: to_bundle(plant.tokens),
                              TelemetryState(bus, a, extrapolate=False))  # fmt: skip
+
+    if prompter is not None:  # pi0.5: each frame's prompt from its own state
+        make_plain, build = make_source, prompter
+
+        def make_source() -> Any:
+            return PromptedSource(make_plain(), build, task_of)
 
     return Session(man, rig.prof, den, cfg, rig=rig, make_source=make_source, status=status,
                    reconnect_s=reconnect_s, recorder=recorder)  # fmt: skip

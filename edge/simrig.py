@@ -62,13 +62,14 @@ def sim_instruction(man: Any, episode_tokens: np.ndarray) -> Callable[[np.ndarra
     ``episode_tokens`` (e, l) up front (a prompt that does not fit is refused before the motors
     start): the ids as they are where the bundle speaks them (:func:`speaks_sim_ids`); otherwise
     the instruction's words tokenized with the bundle's tokenizer (edge.language, as
-    ``legato run --prompt`` does: a LeRobot policy's prompt). Returns ids (l,) -> the bundle's ids."""
+    ``legato run --prompt`` does: a LeRobot policy's prompt). Returns ids (l,) -> the bundle's ids.
+    A policy whose state enters its prompt (pi0.5) gets the ids as they are: each frame's prompt
+    replaces them (edge.language.PromptedSource)."""
     ad = getattr(man, "adapter", None)  # a policy server's model (edge.remote) has no local adapter:
     lang = ad.observation.language if ad is not None else None  # the ids go to it as they are
-    from edge.language import encode_prompt, load_tokenizer, refuse_state_prompt
+    from edge.language import encode_prompt, load_tokenizer
 
-    refuse_state_prompt(lang)
-    if lang is None or speaks_sim_ids(man.path, lang):
+    if lang is None or lang.prompt is not None or speaks_sim_ids(man.path, lang):
         return lambda ids: ids
     from sim.language import detokenize
 

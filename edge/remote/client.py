@@ -84,13 +84,25 @@ class RemoteDenoiser:
         except _link_errors() as e:
             raise LegatoError(f"--remote {url}: cannot reach the policy server ({_why(e)})") from None
         m = self.meta
+        sends = (protocol.IMAGE, protocol.STATE, protocol.TOKENS)  # what the robot's sources give
+        if set(m["observation"]) != set(sends):
+            raise RemoteMismatch(
+                f"--remote {url}: the server's policy ({m['policy'].get('adapter', '?')}) takes "
+                f"{', '.join(m['observation'])}; legato run --remote sends {', '.join(sends)} (one camera, "
+                "token ids): serve this bundle to a client that sends its keys, or run it on the robot"
+            )
         self.spec = ModelSpec.from_config(m["model"], source=f"server {url}")
         self.mode = str(m["policy"]["mode"])
-        self.schema = protocol.observation_schema(self.spec, m["model"])
-        if {k: t.to_dict() for k, t in self.schema.items()} != m["observation"]:
+        self.schema = protocol.parse_schema(m["observation"], f"server {url}")
+        sp = self.spec
+        want = {
+            protocol.IMAGE: (*sp.image_hw, 3),
+            protocol.STATE: (sp.state_dim,),
+            protocol.TOKENS: (sp.max_tokens,),
+        }
+        if {k: t.shape for k, t in self.schema.items()} != want:
             raise RemoteMismatch(
-                f"--remote {url}: the server expects observation {m['observation']}, "
-                f"this client sends {self.schema}"
+                f"--remote {url}: the server expects observation {m['observation']}, its model takes {want}"
             )
         h, a = self.spec.horizon, self.spec.action_dim
         self._obs = {k: np.zeros(t.shape, np.dtype(t.dtype)) for k, t in self.schema.items()}

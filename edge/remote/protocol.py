@@ -12,7 +12,7 @@ maps so that openpi-client works unchanged and a Legato client gets continuation
 - a **request** is one observation map: the keys of ``metadata["observation"]``, exactly, plus an
   optional ``legato`` map (:data:`LEGATO_REQUEST`): ``chunk_id`` (echoed), ``prev_tail`` (k, a)
   float32 raw = the executing chunk's actions from index s on (absent: the first chunk, omega =
-  0), ``d``, ``s``, ``r`` and optional ``noise`` (H, a) float32. The continuation state travels
+  0), ``d``, ``s``, ``r`` and optional ``noise`` (H, noise_dim) float32. The continuation state travels
   in the request, so the server keeps none between requests: any replica serves any request.
 - a **reply** is ``{"actions": (H, a) float32, "policy_timing": {"infer_ms"}, "server_timing":
   {"infer_ms", "prev_total_ms" (from the second reply on)}, "legato": {"chunk_id", "d", "s", "r",
@@ -37,6 +37,8 @@ from edge.errors import LegatoError
 PROTOCOL = "openpi-websocket"  # openpi's serving protocol: what openpi-client speaks
 LEGATO_PROTOCOL = 1  # version of the continuation fields
 IMAGE, STATE, TOKENS = "observation.image", "observation.state", "observation.language.tokens"
+IMAGES, PROMPT = "observation.images.", "prompt"  # one key per camera of several; openpi's task string
+MAX_PROMPT_CHARS = 1000
 LEGATO_REQUEST: dict[str, str] = {
     "chunk_id": "int >= 0, echoed in the reply (the client drops replies to older requests)",
     "prev_tail": "(k, action_dim) float32, 1 <= k <= H: the executing chunk's actions from index s on, "
@@ -44,7 +46,8 @@ LEGATO_REQUEST: dict[str, str] = {
     "d": "int: delay in control steps, 0..d_max",
     "s": "int: execution horizon (index of the executing chunk where prev_tail starts)",
     "r": "int: Legato ramp length (d + r <= H - s)",
-    "noise": "optional (H, action_dim) float32 initial noise; the server draws it when absent",
+    "noise": "optional (H, noise_dim) float32 initial noise (metadata action.noise_dim: the policy's "
+    "padded action dimension, e.g. 32 for LeRobot's policies); the server draws it when absent",
 }
 DEFAULT_MAX_MESSAGE = 1 << 20  # bytes, at least; metadata() raises it to 4x the largest request
 
@@ -70,16 +73,57 @@ class TensorSpec:
         return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
 
-def observation_schema(spec: Any, model: dict[str, Any]) -> dict[str, TensorSpec]:
-    """The observation a bundle's model takes, by key (spec: edge.policy.ModelSpec; model: the
-    manifest's model section, for the vocabulary the token ids index)."""
-    h, w = spec.image_hw
-    vocab = int(model["policy"]["vocab_size"])
-    return {
-        IMAGE: TensorSpec((h, w, 3), np.dtype(np.uint8).str),
-        STATE: TensorSpec((spec.state_dim,), np.dtype(np.float32).str),
-        TOKENS: TensorSpec((spec.max_tokens,), np.dtype(np.int64).str, (0, vocab - 1)),
-    }
+@dataclass(frozen=True)
+class TextSpec:
+    """A string in the request (the task as ``prompt``), at most ``max_chars`` characters."""
+
+    max_chars: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "text", "max_chars": self.max_chars}
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * self.max_chars  # UTF-8, at most
+
+
+def observation_schema(adapter: Any) -> dict[str, TensorSpec | TextSpec]:
+    """The observation a bundle's policy takes, by key (adapter: edge.adapter.AdapterSpec), in
+    LeRobot's feature names: ``observation.image`` for a policy with one camera (or none),
+    ``observation.images.<camera>`` for each of several; ``observation.state`` raw (a policy that
+    writes its state into its prompt, pi0.5, needs it too); the instruction as
+    ``observation.language.tokens`` ids, or as ``prompt``, the task string openpi's clients send,
+    for a policy whose prompt the server builds from the task and the state."""
+    spec, obs = adapter.spec, adapter.observation
+    u8, f4, i8 = (np.dtype(t).str for t in (np.uint8, np.float32, np.int64))
+    out: dict[str, TensorSpec | TextSpec] = {}
+    if len(obs.cameras) <= 1:
+        out[IMAGE] = TensorSpec((*spec.image_hw, 3), u8)
+    else:
+        out |= {IMAGES + c.name: TensorSpec((c.height, c.width, 3), u8) for c in obs.cameras}
+    out[STATE] = TensorSpec((spec.state_dim,), f4)
+    lang = obs.language
+    if lang is not None and lang.prompt is not None:
+        out[PROMPT] = TextSpec(MAX_PROMPT_CHARS)
+    elif lang is not None:
+        vocab = (0, lang.vocab_size - 1) if lang.vocab_size else None
+        out[TOKENS] = TensorSpec((lang.max_tokens,), i8, vocab)
+    return out
+
+
+def parse_schema(d: Any, source: str) -> dict[str, TensorSpec]:
+    """The arrays of a metadata map's ``observation`` (what :func:`observation_schema` wrote);
+    one line (LegatoError) where it is not such a map."""
+    try:
+        return {
+            str(k): TensorSpec(tuple(int(n) for n in v["shape"]), str(np.dtype(v["dtype"]).str),
+                               tuple(int(r) for r in v["range"]) if "range" in v else None)  # type: ignore[arg-type]
+            for k, v in d.items()
+        }  # fmt: skip
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise LegatoError(
+            f"{source}: the metadata's observation is not a map of arrays ({type(e).__name__}: {e})"
+        ) from None
 
 
 def metadata(
@@ -88,7 +132,7 @@ def metadata(
     """The map sent on connect (man: bundle Manifest, prof: Profile, den: the served denoiser)."""
     spec = den.spec
     model = man.data["model"]
-    obs = observation_schema(spec, model)
+    obs = observation_schema(man.adapter)
     h, a = spec.horizon, spec.action_dim
     largest = sum(t.nbytes for t in obs.values()) + 2 * h * a * 4 + 4096
     limit = max_message or max(DEFAULT_MAX_MESSAGE, 4 * largest)
@@ -101,6 +145,7 @@ def metadata(
         "server_id": server_id,
         "policy": {
             "name": man.name,
+            "adapter": man.adapter.name,
             "method": spec.method,
             "mode": den.mode,
             "profile": prof.name,
@@ -108,10 +153,15 @@ def metadata(
             "precision": man.precision,
         },
         "observation": {k: t.to_dict() for k, t in obs.items()},
-        "prompt": None,  # this bundle takes token ids (observation.language.tokens), no prompt string
+        # None: token ids (observation.language.tokens); else the task string the server writes
+        # into the policy's prompt with each request's state (pi0.5)
+        "prompt": None
+        if PROMPT not in obs
+        else {"key": PROMPT, "template": man.adapter.observation.language.prompt.template},
         "action": {
             "horizon": h,
             "dim": a,
+            "noise_dim": int(den.noise_shape[-1]),
             "units": "rad",
             "frame": "absolute joint targets",
             "joints": list(joints) if joints else None,
@@ -131,9 +181,9 @@ def metadata(
 
 @dataclass
 class Request:
-    """A checked request: the observation by key and the continuation fields."""
+    """A checked request: the observation by key (arrays; the prompt a str) and the continuation fields."""
 
-    obs: dict[str, np.ndarray]
+    obs: dict[str, Any]
     chunk_id: int
     prev_tail: np.ndarray | None
     d: int
@@ -153,9 +203,17 @@ def _shape(x: np.ndarray) -> str:
 
 
 def parse_request(
-    msg: Any, schema: dict[str, TensorSpec], horizon: int, action_dim: int, default_s: int
+    msg: Any,
+    schema: dict[str, TensorSpec | TextSpec],
+    horizon: int,
+    action_dim: int,
+    default_s: int,
+    noise_dim: int | None = None,
 ) -> Request:
-    """Check a decoded request against the served bundle; raises :class:`Refusal` (one line)."""
+    """Check a decoded request against the served bundle; raises :class:`Refusal` (one line).
+    ``noise_dim``: the last dimension of the policy's noise (a LeRobot policy's padded action
+    dimension; None: action_dim)."""
+    nd = action_dim if noise_dim is None else noise_dim
     if not isinstance(msg, dict):
         raise Refusal(f"a request is a msgpack map, got {type(msg).__name__}")
     keys = {k for k in msg if k != "legato"}
@@ -167,9 +225,17 @@ def parse_request(
         raise Refusal(
             f"observation keys do not match the bundle: {'; '.join(parts)} (expected {', '.join(schema)})"
         )
-    obs: dict[str, np.ndarray] = {}
+    obs: dict[str, Any] = {}
     for k, t in schema.items():
         x = msg[k]
+        if isinstance(t, TextSpec):
+            if not isinstance(x, str) or not x.strip() or len(x) > t.max_chars:
+                got = f"{len(x)} characters" if isinstance(x, str) else type(x).__name__
+                raise Refusal(
+                    f"{k} must be a non-empty string of at most {t.max_chars} characters, got {got}"
+                )
+            obs[k] = x
+            continue
         if not isinstance(x, np.ndarray):
             raise Refusal(f"observation {k} must be an array ({t.dtype} {t.shape}), got {type(x).__name__}")
         if x.dtype.str != t.dtype or tuple(x.shape) != t.shape:
@@ -212,17 +278,13 @@ def parse_request(
             raise Refusal("legato.prev_tail holds NaN or inf")
     noise = leg.get("noise")
     if noise is not None:
-        if (
-            not isinstance(noise, np.ndarray)
-            or noise.dtype != np.float32
-            or noise.shape != (horizon, action_dim)
-        ):
+        if not isinstance(noise, np.ndarray) or noise.dtype != np.float32 or noise.shape != (horizon, nd):
             got = (
                 f"{noise.dtype.str} {_shape(noise)}"
                 if isinstance(noise, np.ndarray)
                 else type(noise).__name__
             )
-            raise Refusal(f"legato.noise must be <f4 ({horizon}, {action_dim}), got {got}")
+            raise Refusal(f"legato.noise must be <f4 ({horizon}, {nd}), got {got}")
         if not np.isfinite(noise).all():
             raise Refusal("legato.noise holds NaN or inf")
     d = _int(leg.get("d", 0), "d")

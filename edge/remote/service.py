@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge.errors import LegatoError
+from edge.errors import LegatoError, UsageError
 from edge.policy import ChunkRequest
 from edge.remote import protocol, wire
 from edge.remote.protocol import Refusal
@@ -82,12 +82,19 @@ class PolicyService:
         self.meta = protocol.metadata(man, prof, den, self.server_id, _version(), max_message)
         self.max_message = int(self.meta["max_message_bytes"])
         self.meta_bytes = wire.packb(self.meta)
-        self.schema = protocol.observation_schema(den.spec, man.data["model"])
+        self.schema = protocol.observation_schema(man.adapter)
+        cams = man.adapter.observation.cameras
+        self._cams = {c.name: protocol.IMAGES + c.name for c in cams} if len(cams) > 1 else None
+        self._prompt = None  # pi0.5: the prompt built here from each request's task and state
+        if protocol.PROMPT in self.schema:
+            from edge.language import PromptBuilder
+
+            self._prompt = PromptBuilder(man.path, man.adapter.observation.language)
         self.h, self.a = den.spec.horizon, den.spec.action_dim
         self.default_s = prof.control.execution_horizon
         self.delay_s = delay_s
         self._rng = np.random.default_rng(seed)
-        self._eps = np.zeros((1, self.h, self.a), np.float32)
+        self._eps = np.zeros((1, *den.noise_shape[1:]), np.float32)  # (1, H, noise_dim)
         self._lock = threading.Lock()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="legato-serve")
         # counters (read by the status line and /stats; written by the worker and the event loop)
@@ -112,12 +119,18 @@ class PolicyService:
             msg = wire.unpackb(data, self.max_message)
         except wire.WireError as e:
             raise Refusal(str(e)) from None
-        req = protocol.parse_request(msg, self.schema, self.h, self.a, self.default_s)
-        den = self.den
+        req = protocol.parse_request(msg, self.schema, self.h, self.a, self.default_s, self._eps.shape[-1])
+        den, obs = self.den, req.obs
+        image = obs[protocol.IMAGE] if self._cams is None else {n: obs[k] for n, k in self._cams.items()}
+        tokens = obs.get(protocol.TOKENS)
+        if self._prompt is not None:
+            try:
+                tokens = self._prompt(obs[protocol.PROMPT], obs[protocol.STATE])[0]
+            except UsageError as e:  # a task whose prompt does not fit the model
+                raise Refusal(str(e)) from None
         with self._lock:
             t0 = time.monotonic()
-            obs = req.obs
-            den.set_observation(obs[protocol.IMAGE], obs[protocol.TOKENS], obs[protocol.STATE])
+            den.set_observation(image, tokens, obs[protocol.STATE])
             if req.noise is not None:
                 self._eps[0] = req.noise
             else:

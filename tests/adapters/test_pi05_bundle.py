@@ -81,3 +81,137 @@ def test_bundle_infer_equals_lerobot_sample_actions(bundle, tmp_path, language):
         worst = max(worst, float(np.abs(np.load(out) - rec["actions"][i]).max()))
     assert worst <= 1e-4, worst
     print(f"pi0.5 bundle infer ({language}) vs LeRobot: max abs {worst:.2e}")
+
+
+def _so101_profile(tmp: Path) -> Path:
+    """so101-follower for the fixture pi0.5 (six joints, d_max 0 as the fixture was made, s = 5,
+    stepwise graphs), its calibration beside it, patient setup replies and a relaxed stale_ms (the
+    emulator is another process on a possibly loaded machine: behaviour is pinned, not speed)."""
+    import re
+
+    root = Path(__file__).resolve().parents[2] / "profiles"
+    text = (root / "so101-follower.toml").read_text()
+    for key, value in (("execution_horizon", "5"), ("d_max", "0"), ("ramp", "0"), ("graph", '"stepwise"'),
+                       ("stale_ms", "1000")):  # fmt: skip
+        text = re.sub(rf"^{key} = \S+", f"{key} = {value}", text, flags=re.M)
+    text = text.replace('calibration = "', f'calibration = "{root}/').replace(
+        "[serial]\n", "[serial]\nsetup_timeout_ms = 2000\n"
+    )
+    path = tmp / "so101-pi05.toml"
+    path.write_text(text)
+    return path
+
+
+def _videos(tmp: Path, man: dict) -> list[str]:
+    """One short MJPG file per camera of the bundle (OpenCV plays files like a device), NAME=FILE."""
+    cv2 = pytest.importorskip("cv2")
+    out = []
+    for c in man["adapter"]["observation"]["cameras"]:
+        path = str(tmp / f"{c['name']}.avi")
+        w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (c["width"], c["height"]))
+        for k in range(5):
+            w.write(np.full((c["height"], c["width"], 3), 40 * k, np.uint8))
+        w.release()
+        out.append(f"{c['name']}={path}")
+    return out
+
+
+def test_legato_run_builds_each_observations_prompt_from_the_arms_state(
+    bundle, tmp_path, capsys, monkeypatch
+):
+    """`legato run --port --prompt` of the pi0.5 bundle on six emulated SO-101 servos: every chunk's
+    tokens are the prompt of the task and of the joint state that chunk was sampled from (the
+    state the policy sees, read from the bus), so the prompt follows the arm as it moves."""
+    import subprocess
+    import sys
+
+    from edge.bundle import verify
+    from edge.denoiser import ChunkDenoiser
+    from edge.language import PromptBuilder
+
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    real = ChunkDenoiser.set_observation
+
+    def spy(self, image, tokens, state, mask=None):
+        if sys._getframe(1).f_code.co_filename.endswith("worker.py"):  # the loop's, not the load check's
+            seen.append((np.array(tokens), np.array(state)))
+        return real(self, image, tokens, state, mask)
+
+    monkeypatch.setattr(ChunkDenoiser, "set_observation", spy)
+    man = json.loads((bundle / "manifest.json").read_text())
+    cams = [a for v in _videos(tmp_path, man) for a in ("--camera", v)]
+    cal = Path(__file__).resolve().parents[2] / "profiles" / "so101-follower.calibration.json"
+    emu = subprocess.Popen([sys.executable, "-m", "legato.cli", "firmware", "emulate", "--bus", "feetech",
+                            "--calibration", str(cal), "--duration", "300"],
+                           cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert emu.stdout is not None
+        port = emu.stdout.readline().strip()
+        assert port.startswith("/dev/pts/"), emu.stderr.read() if emu.poll() is not None else port
+        summary = tmp_path / "summary.json"
+        rc = main(["run", "--bundle", str(bundle), "--profile", str(_so101_profile(tmp_path)), "--port", port,
+                   *cams, "--prompt", "pick_up the cube", "--seconds", "3", "--quiet",
+                   "--summary-json", str(summary)])  # fmt: skip
+        err = capsys.readouterr().err
+    finally:
+        emu.terminate()
+        emu.communicate(timeout=30)
+    assert rc == 0, err
+    s = json.loads(summary.read_text())
+    assert s["shutdown"] == "completed" and s["errors"] == [] and s["nan_setpoints"] == 0
+    build = PromptBuilder(bundle, verify(bundle).adapter.observation.language)
+    assert len(seen) >= 3
+    for tokens, state in seen:
+        np.testing.assert_array_equal(tokens, build("pick up the cube", state)[0])
+    # the arm moved under the (random-weight) policy: its state, so its prompt, changed
+    assert len({t.tobytes() for t, _ in seen}) >= 2
+    assert not any(np.array_equal(st, np.zeros_like(st)) for _, st in seen[1:])
+
+
+def test_a_pi05_run_without_its_task_is_refused_before_the_motors(bundle, tmp_path, capsys):
+    """The task must come as --prompt (the state goes into it): --tokens is refused in one line,
+    before any port is opened (this one does not exist)."""
+    profile = str(_so101_profile(tmp_path))
+    args = ["run", "--bundle", str(bundle), "--profile", profile, "--port", "/dev/null-x"]
+    for extra, match in (([], 'give the task as --prompt "..."'), (["--tokens", "2,3"], "not as --tokens")):
+        assert main([*args, *extra]) == 2
+        err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+        assert len(err) == 1 and match in err[0], err
+
+
+def test_legato_serve_takes_openpis_prompt_and_each_camera_and_gives_lerobots_chunk(bundle, tmp_path):
+    """`legato serve` of the pi0.5 bundle (a GPU server beside a robot that cannot hold it): the
+    metadata names each camera (LeRobot's keys), the state and the task as openpi's ``prompt``
+    string; the server writes each request's state into the prompt, and a request of the golden
+    observation and noise gets LeRobot's own chunk. A prompt that does not fit, or that is no
+    string, is one line to that client."""
+    from edge.assembly import load
+    from edge.remote import protocol, wire
+    from edge.remote.service import PolicyService
+
+    man, prof, den = load(str(bundle), str(fixture_profile(tmp_path)))
+    service = PolicyService(man, prof, den)
+    meta = service.meta
+    assert meta["policy"]["adapter"] == "pi05" and meta["action"]["noise_dim"] == 32
+    assert meta["observation"] == {
+        "observation.images.base_0_rgb": {"shape": [40, 48, 3], "dtype": "|u1"},
+        "observation.images.left_wrist_0_rgb": {"shape": [32, 32, 3], "dtype": "|u1"},
+        "observation.state": {"shape": [6], "dtype": "<f4"},
+        "prompt": {"type": "text", "max_chars": 1000},
+    }
+    assert meta["prompt"]["key"] == "prompt"
+    obs, noise, rec = golden("pi05")
+    worst = 0.0
+    for i, o in enumerate(obs):
+        req = {k: v[0] for k, v in o.items() if k.startswith("observation.")} | {"prompt": o["task"][0]}
+        data = wire.packb(req | {"legato": {"noise": noise[i]}})
+        reply = wire.unpackb(service.infer(data, 0.0, None), 1 << 24)
+        worst = max(worst, float(np.abs(reply["actions"] - rec["actions"][i]).max()))
+    assert worst <= 1e-4, worst
+    too_long = ("go " * 40, "the bundle's model takes at most 64")
+    for bad, match in (too_long, (b"go", "must be a non-empty string")):
+        with pytest.raises(protocol.Refusal, match=match) as e:
+            service.infer(wire.packb(req | {"prompt": bad}), 0.0, None)
+        assert "\n" not in str(e.value)
+    print(f"pi0.5 served (openpi prompt) vs LeRobot: max abs {worst:.2e}")

@@ -38,6 +38,7 @@ def test_export_detects_smolvla_gates_and_verifies(tmp_path, hf_offline, capsys)
     assert man["parity"]["fp32"]["flow_head"]["max_abs"] <= 1e-4
     assert main(["bundle", "verify", str(out)]) == 0
     _bundle_infer_equals_lerobot(out, tmp_path)
+    _served_equals_lerobot(out, tmp_path)
 
 
 def _bundle_infer_equals_lerobot(bundle: Path, tmp_path: Path) -> None:
@@ -72,3 +73,27 @@ def _bundle_infer_equals_lerobot(bundle: Path, tmp_path: Path) -> None:
         == 0
     )
     assert np.abs(np.load(tmp_path / "a.npy") - rec["actions"][0]).max() <= 1e-4
+
+
+def _served_equals_lerobot(bundle: Path, tmp_path: Path) -> None:
+    """`legato serve` of the bundle: the metadata names each camera by LeRobot's key, and a
+    request of LeRobot's token ids (padded to the bundle's length), the golden observation and
+    noise gets LeRobot's own chunk."""
+    import numpy as np
+    from lerobot_fixtures import golden
+
+    from edge.assembly import load
+    from edge.remote import wire
+    from edge.remote.service import PolicyService
+
+    service = PolicyService(*load(str(bundle), str(fixture_profile(tmp_path))))
+    cams = ["observation.images.top", "observation.images.wrist"]
+    keys = [*cams, "observation.state", "observation.language.tokens"]
+    assert list(service.meta["observation"]) == keys and service.meta["prompt"] is None
+    obs, noise, rec = golden("smolvla")
+    for i, o in enumerate(obs):
+        ids = np.zeros(service.meta["observation"][keys[-1]]["shape"], np.int64)  # pad id 0, right
+        ids[: rec["tokens"].shape[1]] = np.where(rec["token_mask"][i], rec["tokens"][i], 0)
+        req = {k: o[k][0] for k in keys[:3]} | {keys[-1]: ids, "legato": {"noise": noise[i]}}
+        reply = wire.unpackb(service.infer(wire.packb(req), 0.0, None), 1 << 24)
+        assert np.abs(reply["actions"] - rec["actions"][i]).max() <= 1e-4

@@ -209,3 +209,25 @@ def test_unreachable_server_and_wrong_key_are_one_line_at_start():
         RemoteDenoiser(s.url, connect_timeout_s=0.5)
     with pytest.raises(LegatoError, match="expected ws://HOST:PORT"):
         RemoteDenoiser("http://127.0.0.1:8000")
+
+
+def test_a_server_whose_policy_takes_other_keys_is_one_line_at_start():
+    """A LeRobot policy served (several cameras, the task as a prompt: pi0.5) is for a client that
+    sends its keys; the robot's remote denoiser sends one image, the state and token ids."""
+    from edge.remote import wire
+
+    service = make_service()
+    obs = dict(service.meta["observation"])
+    obs.pop("observation.language.tokens")
+    service.meta["observation"] = obs | {"prompt": {"type": "text", "max_chars": 1000}}
+    service.meta["policy"] = {**service.meta["policy"], "adapter": "pi05"}
+    service.meta_bytes = wire.packb(service.meta)
+    s = ServerThread(service)
+    try:
+        sends = "observation.image, observation.state, observation.language.tokens"
+        words = rf"the server's policy \(pi05\) takes .*prompt; legato run --remote sends {sends}"
+        with pytest.raises(RemoteMismatch, match=words) as e:
+            RemoteDenoiser(s.url)
+        assert "\n" not in str(e.value)
+    finally:
+        s.stop()

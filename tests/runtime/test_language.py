@@ -155,16 +155,63 @@ def test_a_prompt_built_on_the_robot_needs_the_bundles_tokenizer():
         AdapterSpec.from_dict(d)
 
 
-def test_a_run_with_a_fixed_prompt_is_refused_for_a_state_in_the_prompt_policy(tmp_path):
-    """pi0.5 writes each observation's state into its prompt: a prompt fixed before the loop
-    would drop it, so legato run (--port and --sim) refuses the bundle in one line."""
-    from edge.simrig import sim_instruction
-
-    lang = LanguageSpec(tokens="tokens", mask="mask", max_tokens=6, vocab_size=14, pad_id=0,
+def _state_prompt_bundle(tmp_path, max_tokens: int = 16):
+    """A bundle folder whose policy writes its state into its prompt (pi0.5's language section),
+    with a WordLevel tokenizer that knows the template's words, the task's and every bin."""
+    tokenizers = pytest.importorskip("tokenizers")
+    words = ["<pad>", "<unk>", "Task", ":", ",", "State", ";", "Action", "pick", "up", "the", "cube",
+             *map(str, range(256))]  # fmt: skip
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(words)}, "<unk>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "tokenizer.json"))
+    lang = LanguageSpec(tokens="tokens", mask="mask", max_tokens=max_tokens, vocab_size=len(words), pad_id=0,
                         tokenizer="tokenizer.json", append="", prompt=PROMPT)  # fmt: skip
     man = SimpleNamespace(adapter=SimpleNamespace(observation=SimpleNamespace(language=lang)), path=tmp_path)
-    for run in (lambda: instruction(man, prompt="pick up the cube"), lambda: instruction(man),
-                lambda: sim_instruction(man, np.zeros((2, 6), np.int64))):  # fmt: skip
-        with pytest.raises(UsageError, match="writes each observation's state into its prompt") as e:
+    return man, tok
+
+
+def test_a_state_in_the_prompt_policy_takes_its_task_as_a_prompt_only(tmp_path):
+    """pi0.5 writes each observation's state into its prompt: `legato run` needs the task as
+    --prompt (ids fixed before the loop would drop the state), one line otherwise; the ids it
+    starts from are all pad until the first frame's own prompt replaces them."""
+    from edge.simrig import sim_instruction
+
+    man, _ = _state_prompt_bundle(tmp_path)
+    cases = ((lambda: instruction(man), r'give the task as --prompt "..."$'),
+             (lambda: instruction(man, tokens="3,4"), 'as --prompt "...", not as --tokens'))  # fmt: skip
+    for run, match in cases:
+        with pytest.raises(UsageError, match=match) as e:
             run()
-        assert "\n" not in str(e.value)
+        assert "writes each observation's state into its prompt" in str(e.value) and "\n" not in str(e.value)
+    np.testing.assert_array_equal(instruction(man, prompt="pick up the cube")[0], [0] * 16)
+    ids = np.arange(6)
+    assert sim_instruction(man, np.zeros((2, 6), np.int64))(ids) is ids  # each frame's prompt replaces them
+
+
+def test_every_frame_carries_the_prompt_of_its_own_state(tmp_path):
+    from edge.language import PromptedSource, state_prompter
+    from edge.sources import Frame
+
+    man, tok = _state_prompt_bundle(tmp_path)
+    states = [np.array([0.0, 0.0, 2.0]), np.array([1.0, 4.0, 2.0]), np.array([-0.99, 1.0, 1.0])]
+    frames = iter(Frame(np.zeros((2, 2, 3), np.uint8), np.zeros(16, np.int64), s, float(i))
+                  for i, s in enumerate(states))  # fmt: skip
+    build = state_prompter(man, ["pick up the cube"])
+    assert build is not None
+    src = PromptedSource(SimpleNamespace(read=lambda: next(frames)), build, lambda: "pick_up the cube")
+    for bins in ("128 0 0", "255 255 0", "1 64 -1"):
+        frame = src.read()
+        want = tok.encode(f"Task: pick up the cube, State: {bins};\nAction: ").ids
+        np.testing.assert_array_equal(frame.tokens, want + [0] * (16 - len(want)))
+    assert state_prompter(SimpleNamespace(path=tmp_path), ["go"]) is None  # a policy server's model
+
+
+def test_a_task_whose_prompt_does_not_fit_is_refused_before_the_run(tmp_path):
+    """Checked at the state's extremes and middle before anything moves: refused, not truncated."""
+    from edge.language import state_prompter
+
+    man, _ = _state_prompt_bundle(tmp_path, max_tokens=14)
+    assert state_prompter(man, ["cube"]) is not None  # 12 tokens; "pick up the cube" has 15
+    with pytest.raises(UsageError, match="the bundle's model takes at most 14") as e:
+        state_prompter(man, ["cube", "pick up the cube"])
+    assert "\n" not in str(e.value)
