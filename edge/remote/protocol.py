@@ -20,9 +20,12 @@ maps so that openpi-client works unchanged and a Legato client gets continuation
   openpi's timing, and the continuation's.
 - an **error** is a text frame with one line, then a close (1008 bad request, 1011 internal).
 
-Observation keys follow LeRobot's feature names: ``observation.image`` (H, W, 3) uint8 RGB,
-``observation.state`` (state_dim,) float32 raw proprio (joint positions, then velocities, rad and
-rad/s), ``observation.language.tokens`` (max_tokens,) int64 instruction token ids.
+Observation keys follow LeRobot's feature names: ``observation.image`` (H, W, 3) uint8 RGB (or
+``observation.images.<camera>`` for each of several cameras), ``observation.state`` (state_dim,)
+float32 raw proprio (joint positions, then velocities, rad and rad/s), ``observation.language.tokens``
+(max_tokens,) int64 instruction token ids, or ``prompt``, the task string, for a policy whose prompt
+the server builds from it and the state (pi0.5); :func:`observation_schema` reads them off the
+bundle's adapter.
 """
 
 from __future__ import annotations
