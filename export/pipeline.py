@@ -502,12 +502,14 @@ def _transform(lp: Any, opt: ExportOptions, precision: str, backend: str, src: P
             kept = prec.to_fp16(src / f"{name}.onnx", dst / f"{name}.onnx")
         return {"method": "fp16", "io": "float32", "keep_fp32": kept}, dict.fromkeys(graphs, "fp16")
     if backend == "onnxruntime":
+        both = bool(getattr(lp, "int8_activation_matmuls", False))
         for name in graphs:
-            prec.to_dynamic_int8(src / f"{name}.onnx", dst / f"{name}.onnx")
+            prec.to_dynamic_int8(src / f"{name}.onnx", dst / f"{name}.onnx", activation_matmuls=both)
         return (
-            {"method": "dynamic-int8", "per_channel": True, "ops": list(prec.QUANT_OPS), "calibration": None},
+            {"method": "dynamic-int8", "per_channel": True, "ops": list(prec.QUANT_OPS), "calibration": None,
+             "activation_matmuls": "int8 dynamic" if both else "float"},
             dict.fromkeys(graphs, "int8"),
-        )
+        )  # fmt: skip
     feeds, desc = _calibration_feeds(lp, opt, src)
     for name in graphs:
         prec.to_qdq_int8(src / f"{name}.onnx", dst / f"{name}.onnx", feeds[name], f"for {name}")

@@ -73,6 +73,9 @@ class LoadedPolicy:
     model_config: dict[str, Any]  # recorded as the manifest's "model" (provenance, the simulator task)
     weights_sha256: str  # of the weights file, recorded as the manifest's source
     train_seed: int | None  # episode seed of the training data (held-out seeds avoid it)
+    # onnxruntime's dynamic int8 also on the MatMuls of two activations (attention): a VLM's prefix
+    # attends over ~1,000 image tokens (docs/performance.md, bench/bench_smolvla.py)
+    int8_activation_matmuls: bool = False
 
     @property
     def spec(self) -> Any:

@@ -26,6 +26,7 @@ def detect(path: Path) -> bool:
 
 class SmolVLALoaded(LoadedPolicy):
     name = NAME
+    int8_activation_matmuls = True  # the prefix's attention over 1,024 image tokens: 3.10x vs 2.84x
 
     def __init__(self, path: Path, threads: int = 1) -> None:
         from edge.outputs import sha256_file
