@@ -503,11 +503,14 @@ def _transform(lp: Any, opt: ExportOptions, precision: str, backend: str, src: P
         return {"method": "fp16", "io": "float32", "keep_fp32": kept}, dict.fromkeys(graphs, "fp16")
     if backend == "onnxruntime":
         both = bool(getattr(lp, "int8_activation_matmuls", False))
-        for name in graphs:
-            prec.to_dynamic_int8(src / f"{name}.onnx", dst / f"{name}.onnx", activation_matmuls=both)
+        gelus = {
+            name: prec.to_dynamic_int8(src / f"{name}.onnx", dst / f"{name}.onnx", activation_matmuls=both)
+            for name in graphs
+        }
         return (
             {"method": "dynamic-int8", "per_channel": True, "ops": list(prec.QUANT_OPS), "calibration": None,
-             "activation_matmuls": "int8 dynamic" if both else "float"},
+             "activation_matmuls": "int8 dynamic" if both else "float",
+             "fused_fast_gelu": {g: n for g, n in gelus.items() if n}},
             dict.fromkeys(graphs, "int8"),
         )  # fmt: skip
     feeds, desc = _calibration_feeds(lp, opt, src)
