@@ -226,9 +226,12 @@ def verify_release(folder: Path, load_graphs: bool = False) -> dict[str, Any]:
     extras = (read_marker(folder) or {}).get("extras_sha256") or {}
     for name, want in sorted(extras.items()):
         f = folder / name
-        if not f.is_file() or sha256_file(f) != want:
-            why = "is missing" if not f.is_file() else "is corrupt or edited since the flash (sha256 differs)"
-            raise AgentError(f"{name} {why}: flash the release again")
+        if not f.is_file():
+            raise AgentError(f"{name} is missing: flash the release again")
+        if sha256_file(f) != want:
+            raise AgentError(
+                f"{name} is corrupt or edited since the flash (sha256 differs): flash the release again"
+            )
     return {"name": m.name, "files": len(m.files) + 1 + plans + len(extras), "manifest": m}
 
 

@@ -362,8 +362,7 @@ def _current(ctx: Ctx) -> Path:
 
 
 def check_bundle(ctx: Ctx) -> Check:
-    from deploy.agent import RELEASE_EXTRAS
-    from edge.bundle import verify
+    from deploy.agent import verify_release
     from edge.device import key_mismatch
     from edge.errors import LegatoError
 
@@ -372,7 +371,8 @@ def check_bundle(ctx: Ctx) -> Check:
     if not cur.exists():
         return Check("bundle", FAIL, f"no current bundle at {ctx.bundle_dir}/current", flash)
     try:
-        m = verify(cur, load_graphs=True, extra_files=RELEASE_EXTRAS)  # every sha256, plans too; graphs load
+        # every sha256 (plans, the flashed profile and calibration too); the graphs load
+        m = verify_release(cur, load_graphs=True)["manifest"]
     except LegatoError as e:
         return Check(
             "bundle",

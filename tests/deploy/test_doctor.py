@@ -4,6 +4,7 @@ verbatim contents from shared/docs/jetson-tensorrt.md, commands and modules inje
 from __future__ import annotations
 
 import getpass
+import hashlib
 import os
 import subprocess
 import types
@@ -396,3 +397,23 @@ def test_doctor_refuses_full_size_pi05_on_the_orin_nano(tmp_path):
         env_for(root, runner=fake_runner("MAXN_SUPER", 2)), load_profile(NANO), "/opt/legato"
     )
     assert by_name(checks)["memory"].status == OK
+
+
+def test_a_calibration_edited_since_the_flash_fails_the_bundle_check(tmp_path):
+    """doctor verifies the current release as the flash agent does (deploy.agent.verify_release):
+    the profile and calibration the flash hashed into the release's marker are checked too."""
+    from deploy.agent import RELEASE_KIND
+    from edge.outputs import write_marker
+
+    root = jetson_root(tmp_path)
+    rel = root / "opt/legato/releases/tiny-1"
+    (rel / "calibration.json").write_text('{"shoulder": {"homing_offset": 1023}}')
+    extras = {"calibration.json": hashlib.sha256((rel / "calibration.json").read_bytes()).hexdigest()}
+    write_marker(rel, RELEASE_KIND, {"extras_sha256": extras})
+    assert (
+        by_name(doctor.run_checks(env_for(root), load_profile(NX), "/opt/legato")[0])["bundle"].status != FAIL
+    )
+    (rel / "calibration.json").write_text('{"shoulder": {"homing_offset": 1024}}')
+    c = by_name(doctor.run_checks(env_for(root), load_profile(NX), "/opt/legato")[0])["bundle"]
+    assert c.status == FAIL and "calibration.json is corrupt or edited since the flash" in c.detail
+    assert "--rollback" in c.fix
