@@ -502,7 +502,7 @@ def _transform(lp: Any, opt: ExportOptions, precision: str, backend: str, src: P
             kept = prec.to_fp16(src / f"{name}.onnx", dst / f"{name}.onnx")
         return {"method": "fp16", "io": "float32", "keep_fp32": kept}, dict.fromkeys(graphs, "fp16")
     if backend == "onnxruntime":
-        both = bool(getattr(lp, "int8_activation_matmuls", False))
+        both = bool(lp.int8_activation_matmuls)  # the adapter's choice (legato.adapters.LoadedPolicy)
         gelus = {
             name: prec.to_dynamic_int8(src / f"{name}.onnx", dst / f"{name}.onnx", activation_matmuls=both)
             for name in graphs

@@ -100,10 +100,11 @@ def observation_schema(adapter: Any) -> dict[str, TensorSpec | TextSpec]:
     spec, obs = adapter.spec, adapter.observation
     u8, f4, i8 = (np.dtype(t).str for t in (np.uint8, np.float32, np.int64))
     out: dict[str, TensorSpec | TextSpec] = {}
-    if len(obs.cameras) <= 1:
+    keys = camera_keys(adapter)
+    if keys is None:
         out[IMAGE] = TensorSpec((*spec.image_hw, 3), u8)
     else:
-        out |= {IMAGES + c.name: TensorSpec((c.height, c.width, 3), u8) for c in obs.cameras}
+        out |= {keys[c.name]: TensorSpec((c.height, c.width, 3), u8) for c in obs.cameras}
     out[STATE] = TensorSpec((spec.state_dim,), f4)
     lang = obs.language
     if lang is not None and lang.prompt is not None:
@@ -112,6 +113,13 @@ def observation_schema(adapter: Any) -> dict[str, TensorSpec | TextSpec]:
         vocab = (0, lang.vocab_size - 1) if lang.vocab_size else None
         out[TOKENS] = TensorSpec((lang.max_tokens,), i8, vocab)
     return out
+
+
+def camera_keys(adapter: Any) -> dict[str, str] | None:
+    """{camera name: request key} for a policy with several cameras; None for one or none (its
+    image travels as ``observation.image``)."""
+    cams = adapter.observation.cameras
+    return {c.name: IMAGES + c.name for c in cams} if len(cams) > 1 else None
 
 
 def parse_schema(d: Any, source: str) -> dict[str, TensorSpec]:

@@ -83,8 +83,7 @@ class PolicyService:
         self.max_message = int(self.meta["max_message_bytes"])
         self.meta_bytes = wire.packb(self.meta)
         self.schema = protocol.observation_schema(man.adapter)
-        cams = man.adapter.observation.cameras
-        self._cams = {c.name: protocol.IMAGES + c.name for c in cams} if len(cams) > 1 else None
+        self._cams = protocol.camera_keys(man.adapter)
         self._prompt = None  # pi0.5: the prompt built here from each request's task and state
         if protocol.PROMPT in self.schema:
             from edge.language import PromptBuilder
