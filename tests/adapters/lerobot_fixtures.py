@@ -11,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.profiles import PROFILE_DIR
+
 # $LEGATO_TEST_LEROBOT_FIXTURES: where a copy of this file runs outside the repository (CI's
 # robot-install step runs tests/adapters/test_robot_install.py from a copy)
 FIXTURES = Path(
     os.environ.get("LEGATO_TEST_LEROBOT_FIXTURES")
     or Path(__file__).resolve().parents[1] / "fixtures" / "lerobot"
 )
-PROFILES = Path(__file__).resolve().parents[2] / "profiles"
+PROFILES = PROFILE_DIR  # the installed package's (this file also runs from a copy)
 HUB_FOLDERS = {
     "legato-fixtures/smolvlm2-tiny": FIXTURES / "vlm" / "smolvlm2-tiny",
     "google/paligemma-3b-pt-224": FIXTURES / "tokenizers" / "paligemma-tiny",
@@ -47,20 +49,32 @@ def golden(name: str) -> tuple[list[dict], np.ndarray, dict]:
     return obs, z["noise"], {k: z[k] for k in ("actions", "tokens", "token_mask")} | {"meta": meta}
 
 
-def fixture_profile(tmp_path: Path) -> Path:
-    """x86-cpu for the fixture policies (H = 10 and N = 10 come from the bundle): s = 5, plain
-    (d_max 0), stepwise graphs."""
-    text = (PROFILES / "x86-cpu.toml").read_text()
-    for key, value in (
-        ("execution_horizon", "5"),
-        ("d_max", "0"),
-        ("ramp", "0"),
-        ("graph", '"stepwise"'),
-    ):
+def fixture_profile(tmp_path: Path, base: str = "x86-cpu", **settings: str) -> Path:
+    """``base`` (x86-cpu) for the fixture policies (H = 10 and N = 10 come from the bundle): s = 5,
+    plain (d_max 0), stepwise graphs, and any other ``key = value`` of ``settings``; a calibration
+    file named relative to the profile stays found."""
+    text = (PROFILES / f"{base}.toml").read_text()
+    for key, value in {"execution_horizon": "5", "d_max": "0", "ramp": "0", "graph": '"stepwise"',
+                       **settings}.items():  # fmt: skip
         text = re.sub(rf"^{key} = \S+", f"{key} = {value}", text, flags=re.M)
-    path = tmp_path / "x86-cpu-lerobot-fixture.toml"
+    text = text.replace('\ncalibration = "', f'\ncalibration = "{PROFILES}/')
+    path = tmp_path / f"{base}-lerobot-fixture.toml"
     path.write_text(text)
     return path
+
+
+def golden_request(schema: dict, o: dict, noise: np.ndarray, rec: dict, i: int) -> dict:
+    """The request `legato serve` takes for golden observation ``o`` (number ``i``) and its noise,
+    built from the metadata's ``schema``: each camera and the state, then the task as openpi's
+    ``prompt`` or LeRobot's token ids (padded on the right with id 0 to the bundle's length)."""
+    req = {k: o[k][0] for k in schema if k.startswith("observation.images.") or k == "observation.state"}
+    if "prompt" in schema:
+        req["prompt"] = o["task"][0]
+    else:
+        ids = np.zeros(schema["observation.language.tokens"]["shape"], np.int64)
+        ids[: rec["tokens"].shape[1]] = np.where(rec["token_mask"][i], rec["tokens"][i], 0)
+        req["observation.language.tokens"] = ids
+    return req | {"legato": {"noise": noise[i]}}
 
 
 def export_bundles(out: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("transformers", reason="the vla extra (transformers) is not installed")
 pytest.importorskip("tokenizers", reason="the language extra (tokenizers) is not installed")
 
-from lerobot_fixtures import FIXTURES, fixture_profile, golden  # noqa: E402
+from lerobot_fixtures import FIXTURES, fixture_profile, golden, golden_request  # noqa: E402
 
 from legato.cli import main  # noqa: E402
 
@@ -84,21 +84,11 @@ def test_bundle_infer_equals_lerobot_sample_actions(bundle, tmp_path, language):
 
 
 def _so101_profile(tmp: Path) -> Path:
-    """so101-follower for the fixture pi0.5 (six joints, d_max 0 as the fixture was made, s = 5,
-    stepwise graphs), its calibration beside it, patient setup replies and a relaxed stale_ms (the
-    emulator is another process on a possibly loaded machine: behaviour is pinned, not speed)."""
-    import re
-
-    root = Path(__file__).resolve().parents[2] / "profiles"
-    text = (root / "so101-follower.toml").read_text()
-    for key, value in (("execution_horizon", "5"), ("d_max", "0"), ("ramp", "0"), ("graph", '"stepwise"'),
-                       ("stale_ms", "1000")):  # fmt: skip
-        text = re.sub(rf"^{key} = \S+", f"{key} = {value}", text, flags=re.M)
-    text = text.replace('calibration = "', f'calibration = "{root}/').replace(
-        "[serial]\n", "[serial]\nsetup_timeout_ms = 2000\n"
-    )
-    path = tmp / "so101-pi05.toml"
-    path.write_text(text)
+    """so101-follower for the fixture pi0.5 (six joints; d_max 0, s = 5, stepwise as for every
+    fixture policy), patient setup replies and a relaxed stale_ms (the emulator is another process
+    on a possibly loaded machine: behaviour is pinned, not speed)."""
+    path = fixture_profile(tmp, "so101-follower", stale_ms="1000")
+    path.write_text(path.read_text().replace("[serial]\n", "[serial]\nsetup_timeout_ms = 2000\n"))
     return path
 
 
@@ -204,9 +194,8 @@ def test_legato_serve_takes_openpis_prompt_and_each_camera_and_gives_lerobots_ch
     obs, noise, rec = golden("pi05")
     worst = 0.0
     for i, o in enumerate(obs):
-        req = {k: v[0] for k, v in o.items() if k.startswith("observation.")} | {"prompt": o["task"][0]}
-        data = wire.packb(req | {"legato": {"noise": noise[i]}})
-        reply = wire.unpackb(service.infer(data, 0.0, None), 1 << 24)
+        req = golden_request(meta["observation"], o, noise, rec, i)
+        reply = wire.unpackb(service.infer(wire.packb(req), 0.0, None), 1 << 24)
         worst = max(worst, float(np.abs(reply["actions"] - rec["actions"][i]).max()))
     assert worst <= 1e-4, worst
     too_long = ("go " * 40, "the bundle's model takes at most 64")

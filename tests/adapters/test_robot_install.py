@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lerobot_fixtures import golden
+from lerobot_fixtures import fixture_profile, golden, golden_request
 
 from legato.cli import main
 
@@ -66,36 +66,18 @@ def test_bundle_infer_on_the_robot_install_equals_lerobot(bundles, name, tmp_pat
 def test_legato_serve_on_the_robot_install_gives_lerobots_chunk(bundles, name, tmp_path):
     """The served bundle (edge.remote.service, what `legato serve` runs) on golden requests: SmolVLA
     with LeRobot's token ids, pi0.5 with openpi's prompt string where `tokenizers` is installed."""
-    import re
-
     from edge.assembly import load
-    from edge.profiles import PROFILE_DIR
     from edge.remote import wire
     from edge.remote.service import PolicyService
 
     if name == "pi05" and importlib.util.find_spec("tokenizers") is None:
         pytest.skip("pi0.5's prompt is built on the server: the language extra (tokenizers)")
-    text = (PROFILE_DIR / "x86-cpu.toml").read_text()
-    for key, value in (("execution_horizon", "5"), ("d_max", "0"), ("ramp", "0"), ("graph", '"stepwise"')):
-        text = re.sub(rf"^{key} = \S+", f"{key} = {value}", text, flags=re.M)
-    (tmp_path / "fixture.toml").write_text(text)
-    service = PolicyService(*load(str(bundles / name), str(tmp_path / "fixture.toml")))
-    schema = service.meta["observation"]
+    service = PolicyService(*load(str(bundles / name), str(fixture_profile(tmp_path))))
     obs, noise, rec = golden(name)
     worst = 0.0
     for i, o in enumerate(obs):
-        req: dict = {
-            k: o[k][0] for k in schema if k.startswith("observation.images.") or k == "observation.state"
-        }
-        if "prompt" in schema:
-            req["prompt"] = o["task"][0]
-        else:
-            ids = np.zeros(schema["observation.language.tokens"]["shape"], np.int64)  # pad id 0, right
-            ids[: rec["tokens"].shape[1]] = np.where(rec["token_mask"][i], rec["tokens"][i], 0)
-            req["observation.language.tokens"] = ids
-        reply = wire.unpackb(
-            service.infer(wire.packb(req | {"legato": {"noise": noise[i]}}), 0.0, None), 1 << 24
-        )
+        req = golden_request(service.meta["observation"], o, noise, rec, i)
+        reply = wire.unpackb(service.infer(wire.packb(req), 0.0, None), 1 << 24)
         worst = max(worst, float(np.abs(reply["actions"] - rec["actions"][i]).max()))
     print(f"{name} on {sys.version.split()[0]}: served vs LeRobot max abs {worst:.2e}")
     assert worst <= GATE, worst
