@@ -100,10 +100,8 @@ def state_prompter(man: Any, tasks: list[str]) -> PromptBuilder | None:
     if lang is None or lang.prompt is None:
         return None
     build = PromptBuilder(man.path, lang)
-    lo, hi = (np.asarray(x, np.float32) for x in (lang.prompt.state_low, lang.prompt.state_high))
     for task in dict.fromkeys(tasks):  # each distinct task once
-        for state in (lo, (lo + hi) / 2, hi):  # bins 0, the middle, the last: the digits' counts
-            build(task, state)
+        build.check(task)
     return build
 
 
@@ -165,14 +163,36 @@ def build_prompt(prompt: PromptSpec, task: str, state: np.ndarray) -> str:
 
 
 class PromptBuilder:
-    """The instruction of a policy whose state enters its prompt: (task, raw state) -> (tokens,
-    mask) with the bundle's tokenizer, every observation (the state changes, so does the prompt)."""
+    """The instruction from the task: (task, raw state) -> (tokens, mask) with the bundle's
+    tokenizer. A policy whose state enters its prompt (pi0.5) gets a new prompt every observation
+    (the state changes, so does the prompt); any other policy's ids depend on the task alone
+    (encoded once per task, the state ignored). :meth:`check` refuses a task that cannot fit
+    whatever the state, in one line, before anything moves."""
+
+    CACHE = 256  # distinct tasks kept encoded (a server sees what its clients send)
 
     def __init__(self, bundle: str | Path, lang: LanguageSpec) -> None:
-        if lang.prompt is None:
-            raise ValueError("PromptBuilder needs a language with a prompt section")  # internal invariant
         self.lang, self.prompt = lang, lang.prompt
         self.tokenizer = load_tokenizer(bundle, lang)
+        self._ids: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def __call__(self, task: str, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return encode_prompt(self.tokenizer, build_prompt(self.prompt, task, state), self.lang)
+        if self.prompt is not None:
+            return encode_prompt(self.tokenizer, build_prompt(self.prompt, task, state), self.lang)
+        hit = self._ids.get(task)
+        if hit is None:
+            hit = encode_prompt(self.tokenizer, task, self.lang)
+            if len(self._ids) >= self.CACHE:
+                self._ids.pop(next(iter(self._ids)))
+            self._ids[task] = hit
+        return hit
+
+    def check(self, task: str) -> None:
+        """Raise UsageError (one line) unless ``task`` fits the model's tokens at every state: at
+        the state's extremes and middle (bins 0, the middle, the last: the digits' counts)."""
+        if self.prompt is None:
+            self(task, np.zeros(0, np.float32))
+            return
+        lo, hi = (np.asarray(x, np.float32) for x in (self.prompt.state_low, self.prompt.state_high))
+        for state in (lo, (lo + hi) / 2, hi):
+            self(task, state)

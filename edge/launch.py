@@ -30,13 +30,18 @@ def parse_tokens(text: str | None, max_tokens: int, vocab_size: int | None) -> n
     return parse_token_list(text, max_tokens, vocab_size, PAD_ID)[0]
 
 
+def policy_cameras(man: Any) -> tuple[Any, ...]:
+    """The policy's cameras (edge.adapter.CameraSpec: name, size), a bundle's or a policy server's."""
+    return tuple(man.cameras) if getattr(man, "remote", False) else man.adapter.observation.cameras
+
+
 def camera_sources(
     cli: str | list[str] | None, man: Any, table: dict[str, str] | None = None
 ) -> dict[str, str]:
     """Each of the bundle's cameras (its adapter's names) -> its source: the profile's [cameras]
     table, overridden by ``--camera NAME=SPEC`` (or ``--camera SPEC`` for a one-camera policy).
     A camera without a source, or a name the bundle does not have, is one line."""
-    names = [c.name for c in man.adapter.observation.cameras]
+    names = [c.name for c in policy_cameras(man)]
     table = dict(table or {})
     unknown = [n for n in table if n not in names]
     if unknown:
@@ -68,7 +73,7 @@ def open_camera(spec: str | list[str] | None, man: Any, tokens: np.ndarray,
     from edge.sources import CameraSet, OpenCVCamera, OpenCVSource
 
     srcs = camera_sources(spec, man, table)
-    cams = man.adapter.observation.cameras
+    cams = policy_cameras(man)
     state_dim = man.spec.state_dim
     if len(cams) == 1:
         c = cams[0]
@@ -119,6 +124,7 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
                          "and instruction)")  # fmt: skip
     man, prof, den = loaded if loaded is not None else load(bundle, profile, mode, fused)
     a = man.spec.action_dim
+    remote = getattr(man, "remote", False)
     if sim:
         from edge.simrig import SimRig
         from sim.task import TaskConfig
@@ -131,7 +137,8 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
 
             # each episode's instruction as the bundle takes it (a prompt through its tokenizer)
             to_bundle = sim_instruction(man, world.plant.tokens_all)
-            prompter = state_prompter(man, [detokenize(ids) for ids in world.plant.tokens_all])
+            tasks = [detokenize(ids) for ids in world.plant.tokens_all]
+            prompter = state_prompter(man, tasks)
             plant_ = world.plant
             task_of: Callable[[], str] = lambda: detokenize(plant_.tokens)  # noqa: E731 (this episode's)
             rig = build_rig(man, prof, sim=world, clock=clock)
@@ -141,13 +148,21 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
     else:
         from edge.language import instruction
 
-        ids, _ = instruction(man, tokens, prompt)  # the adapter's language: ids, pad, vocabulary, tokenizer
-        prompter = state_prompter(man, [prompt] if prompt is not None else [])
+        if remote:  # the server's policy: ids as it takes them, or the prompt sent as text
+            ids = man.instruction(tokens, prompt)
+        else:
+            ids, _ = instruction(man, tokens, prompt)  # the adapter's language: ids, vocabulary, tokenizer
+        tasks = [prompt] if prompt is not None else []
+        prompter = state_prompter(man, tasks)
         task_of = lambda: str(prompt)  # noqa: E731
         rig = build_rig(man, prof, port=port, clock=clock)  # nothing opened yet
     recorder = None
     try:
         cfg = loop_config(man, rig.prof, latency_ms, ramp, max_step, seed)
+        rden: Any = den  # edge.remote.client.RemoteDenoiser where remote
+        if remote and (prompt is not None or (sim and not rden.sim_ids)):
+            rden.set_task(task_of)  # the task as text, tokenized by the server (pi0.5: with the state)
+            rden.check_tasks(tasks)  # a task the server's model cannot take stops here, in one line
         if not sim:
             rig.camera = open_camera(camera, man, ids, rig.prof.cameras)
         recorder = record(man, rig.prof, cfg, den) if record is not None else None

@@ -67,6 +67,21 @@ class ModelSpec:
         spec.validate(source)
         return spec
 
+    def to_dict(self) -> dict[str, Any]:
+        """A flat map (the policy server's metadata ``spec``): :meth:`from_dict` reads it back."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
+    @staticmethod
+    def from_dict(d: Any, source: str = "spec") -> ModelSpec:
+        try:
+            kw = {f.name: d[f.name] for f in fields(ModelSpec)}
+            kw["image_hw"] = (int(kw["image_hw"][0]), int(kw["image_hw"][1]))
+            spec = ModelSpec(**kw)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise MethodError(f"{source}: model description is invalid ({type(e).__name__}: {e})") from None
+        spec.validate(source)
+        return spec
+
     def validate(self, source: str = "model") -> None:
         if self.method not in set(INFERENCE_METHODS.values()):
             raise MethodError(f"{source}: unknown training method {self.method!r}")

@@ -29,12 +29,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from edge.errors import ChunkUnavailable, LegatoError
+from edge.adapter import CameraSpec
+from edge.errors import ChunkUnavailable, LegatoError, UsageError
 from edge.policy import ChunkRequest, ModelSpec
 from edge.remote import protocol, wire
 
@@ -84,28 +85,36 @@ class RemoteDenoiser:
         except _link_errors() as e:
             raise LegatoError(f"--remote {url}: cannot reach the policy server ({_why(e)})") from None
         m = self.meta
-        sends = (protocol.IMAGE, protocol.STATE, protocol.TOKENS)  # what the robot's sources give
-        if set(m["observation"]) != set(sends):
-            raise RemoteMismatch(
-                f"--remote {url}: the server's policy ({m['policy'].get('adapter', '?')}) takes "
-                f"{', '.join(m['observation'])}; legato run --remote sends {', '.join(sends)} (one camera, "
-                "token ids): serve this bundle to a client that sends its keys, or run it on the robot"
-            )
-        self.spec = ModelSpec.from_config(m["model"], source=f"server {url}")
+        where = f"server {url}"  # a server without ``spec`` serves this project's own model
+        spec = ModelSpec.from_dict if "spec" in m else ModelSpec.from_config
+        self.spec = spec(m["spec"] if "spec" in m else m["model"], where)
         self.mode = str(m["policy"]["mode"])
         self.schema = protocol.parse_schema(m["observation"], f"server {url}")
-        sp = self.spec
-        want = {
-            protocol.IMAGE: (*sp.image_hw, 3),
-            protocol.STATE: (sp.state_dim,),
-            protocol.TOKENS: (sp.max_tokens,),
-        }
-        if {k: t.shape for k, t in self.schema.items()} != want:
+        self.cameras = _cameras(m, self.schema, self.spec, url)
+        sc = self.schema
+        # how the instruction travels: token ids, or the task as text the server tokenizes
+        self.takes_tokens, self.takes_prompt = protocol.TOKENS in sc, protocol.PROMPT in sc
+        # --sim's ids go as they are only where they are the policy's (before: always this project's)
+        self.sim_ids = self.takes_tokens and bool(m.get("sim_token_ids", True))
+        want: dict[str, tuple[int, ...]] = {c.input: (c.height, c.width, 3) for c in self.cameras}
+        want[protocol.STATE] = (self.spec.state_dim,)
+        if self.takes_tokens:
+            want[protocol.TOKENS] = (self.spec.max_tokens,)
+        got = {k: t.shape for k, t in sc.items() if isinstance(t, protocol.TensorSpec)}
+        if got != want or not set(sc) <= {*want, protocol.PROMPT}:
             raise RemoteMismatch(
-                f"--remote {url}: the server expects observation {m['observation']}, its model takes {want}"
+                f"--remote {url}: the server expects observation {m['observation']}; a robot sends "
+                f"{want} (its cameras by name, the state, the instruction as ids or a prompt)"
             )
+        self._task: Callable[[], str] | None = None  # the prompt's task, where the server takes one
         h, a = self.spec.horizon, self.spec.action_dim
-        self._obs = {k: np.zeros(t.shape, np.dtype(t.dtype)) for k, t in self.schema.items()}
+        # the policy's noise (a LeRobot policy's padded action dimension): the loop draws it
+        self.noise_shape = (1, h, int(m.get("action", {}).get("noise_dim", a)))
+        self._obs = {
+            k: np.zeros(t.shape, np.dtype(t.dtype))
+            for k, t in self.schema.items()
+            if isinstance(t, protocol.TensorSpec)
+        }
         self.chunk = np.zeros((h, a), np.float32)
         self.stage_ns = np.zeros(len(self.stage_names), np.int64)
         self.server_stages: dict[str, float] = {}  # the last reply's server-side stages (ms)
@@ -114,7 +123,7 @@ class RemoteDenoiser:
         self._next_id = 0
         self._timeouts_in_a_row = 0
         self.chunks = self.timeouts = self.stale_replies = self.garbage_replies = self.server_errors = 0
-        self.disconnects = self.reconnects = self.unavailable = 0
+        self.disconnects = self.reconnects = self.unavailable = self.task_checks = 0
         self.errors: list[str] = []  # one line per distinct kind of fault
 
     # ---- the link ----------------------------------------------------------------------------
@@ -178,12 +187,53 @@ class RemoteDenoiser:
         return ChunkUnavailable(line)
 
     # ---- the denoiser interface --------------------------------------------------------------
-    def set_observation(self, image: np.ndarray, tokens: np.ndarray, state: np.ndarray) -> None:
-        """Copy one observation (image (H, W, 3) uint8, tokens (l,), state (s,) raw) for the next request."""
+    def set_task(self, task: Callable[[], str]) -> None:
+        """Send the instruction as text: ``task()`` (this episode's, the --prompt) with every
+        request, tokenized by the server (a robot without the bundle has no tokenizer)."""
+        if not self.takes_prompt:
+            raise RemoteMismatch(f"--remote {self.url}: the server's policy takes token ids, not a prompt "
+                                 "(give --tokens)")  # fmt: skip
+        self._task = task
+
+    def set_observation(self, image: np.ndarray | Mapping[str, np.ndarray], tokens: np.ndarray | None,
+                        state: np.ndarray) -> None:  # fmt: skip
+        """Copy one observation (image (H, W, 3) uint8, or {camera name: image} for several; tokens
+        (l,) or None; state (s,) raw) for the next request."""
         o = self._obs
-        np.copyto(o[protocol.IMAGE], image, casting="unsafe")
-        np.copyto(o[protocol.TOKENS], tokens, casting="unsafe")
+        if isinstance(image, Mapping):
+            for c in self.cameras:
+                np.copyto(o[c.input], image[c.name], casting="unsafe")
+        else:
+            np.copyto(o[self.cameras[0].input], image, casting="unsafe")
+        if self._task is None and self.takes_tokens and tokens is not None:
+            np.copyto(o[protocol.TOKENS], tokens, casting="unsafe")
         np.copyto(o[protocol.STATE], state, casting="unsafe")
+
+    def _request_obs(self) -> dict[str, Any]:
+        if self._task is None:
+            return self._obs
+        obs: dict[str, Any] = {k: v for k, v in self._obs.items() if k != protocol.TOKENS}
+        obs[protocol.PROMPT] = self._task()
+        return obs
+
+    def check_tasks(self, tasks: list[str]) -> None:
+        """Before the motors start: one request per distinct task (a blank observation), so a task
+        the server's model cannot take stops the run in one line now, not as holds later."""
+        if self._task is None:
+            return
+        keep = self._task
+        eps = np.zeros(self.noise_shape, np.float32)
+        try:
+            for task in dict.fromkeys(tasks):
+                self._task = lambda t=task: t  # type: ignore[misc]
+                try:
+                    self.denoise(eps, None, ChunkRequest(d=0, s=self.spec.horizon // 2, r=0))
+                except ChunkUnavailable as e:
+                    raise LegatoError(f"--remote {self.url}: task {task!r}: {e}") from None
+                self.chunks -= 1  # a check, not a chunk the arm runs
+                self.task_checks += 1
+        finally:
+            self._task = keep
 
     def denoise(self, eps: np.ndarray, prev_tail: np.ndarray | None, req: ChunkRequest) -> np.ndarray:
         """The next chunk (h, a) raw joint targets, from the server; raises ChunkUnavailable."""
@@ -201,11 +251,11 @@ class RemoteDenoiser:
             "d": int(req.d),
             "s": int(req.s),
             "r": int(req.r),
-            "noise": np.asarray(eps, np.float32).reshape(h, a),
+            "noise": np.asarray(eps, np.float32).reshape(self.noise_shape[1:]),
         }
         if prev_tail is not None:
             leg["prev_tail"] = np.asarray(prev_tail, np.float32)
-        data = wire.packb({**self._obs, "legato": leg})
+        data = wire.packb({**self._request_obs(), "legato": leg})
         t1 = time.perf_counter_ns()  # the send is the network's: a thread switch there must not split it
         try:
             self._ws.send(data)
@@ -285,6 +335,7 @@ class RemoteDenoiser:
             "remote.disconnects": self.disconnects,
             "remote.reconnects": self.reconnects,
             "remote.unavailable": self.unavailable,
+            "remote.task_checks": self.task_checks,
             "remote.server": self.server_id,
             "remote.servers_seen": sorted(self.servers_seen),
             "remote.url": self.url,
@@ -309,6 +360,27 @@ def _reply_fields(rep: Any, h: int, a: int) -> tuple[int | None, np.ndarray, dic
     if rid is not None and (isinstance(rid, bool) or not isinstance(rid, int)):
         raise LegatoError(f"legato.chunk_id {rid!r} is not an integer")
     return rid, act, leg
+
+
+def _cameras(meta: dict[str, Any], schema: dict[str, Any], spec: ModelSpec, url: str
+             ) -> tuple[CameraSpec, ...]:  # fmt: skip
+    """The served policy's cameras in its order (``input``: the request key), from the metadata's
+    ``cameras``; a server without that list has one camera, ``observation.image``, named "camera"."""
+    listed = meta.get("cameras")
+    if listed is None:
+        if protocol.IMAGE not in schema:
+            raise RemoteMismatch(f"--remote {url}: the server names no cameras and takes no {protocol.IMAGE}")
+        return (CameraSpec("camera", protocol.IMAGE, *spec.image_hw),)
+    try:
+        cams = tuple(
+            CameraSpec(str(c["name"]), str(c["key"]), int(c["height"]), int(c["width"])) for c in listed
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise RemoteMismatch(f"--remote {url}: the metadata's cameras are not a list of name, key, height, "
+                             f"width ({type(e).__name__}: {e})") from None  # fmt: skip
+    if not cams:  # a state-only policy still sends its (empty) observation.image
+        return (CameraSpec("camera", protocol.IMAGE, *spec.image_hw),)
+    return cams
 
 
 def _identity(meta: dict[str, Any]) -> Any:
@@ -336,10 +408,38 @@ class RemoteModel:
 
     remote = True  # the runtime reports ``path`` (the server's URL) as it is
 
-    def __init__(self, url: str, meta: dict[str, Any], spec: ModelSpec) -> None:
+    def __init__(
+        self, url: str, meta: dict[str, Any], spec: ModelSpec, den: RemoteDenoiser | None = None
+    ) -> None:
         self.path, self.spec = url, spec
         self.data: dict[str, Any] = {"model": meta["model"], "name": meta["policy"]["name"], "remote": url}
         self.name = str(meta["policy"]["name"])
+        self.den = den
+        self.cameras = den.cameras if den is not None else ()
+
+    def instruction(self, tokens: str | None, prompt: str | None) -> np.ndarray:
+        """The ids the robot's frames carry for ``--tokens`` / ``--prompt`` (one line where the
+        server's policy takes the other); with a prompt they are placeholders: the text goes to
+        the server (:meth:`RemoteDenoiser.set_task`, which launch calls)."""
+        from edge.launch import parse_tokens
+
+        den = self.den
+        assert den is not None  # made by load_remote
+        if tokens is not None and prompt is not None:
+            raise UsageError("give the instruction as --prompt or as --tokens, not both")
+        if prompt is not None:
+            if not den.takes_prompt:
+                raise UsageError(f"the policy served at {self.path} takes token ids: give --tokens")
+            if not prompt.strip():
+                raise UsageError("--prompt is empty")
+            return np.zeros(self.spec.max_tokens, np.int64)
+        if not den.takes_tokens:
+            how = ", not as --tokens" if tokens is not None else ""
+            raise UsageError(f"the policy served at {self.path} writes each observation's state into its "
+                             f"prompt (pi0.5): give the task as --prompt \"...\"{how}")  # fmt: skip
+        rng = den.schema[protocol.TOKENS]
+        vocab = rng.range[1] + 1 if isinstance(rng, protocol.TensorSpec) and rng.range else None
+        return parse_tokens(tokens, self.spec.max_tokens, vocab)
 
 
 def load_remote(
@@ -368,4 +468,4 @@ def load_remote(
     except BaseException:
         den.close()
         raise
-    return RemoteModel(url, den.meta, den.spec), prof, den
+    return RemoteModel(url, den.meta, den.spec, den), prof, den

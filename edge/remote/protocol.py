@@ -22,10 +22,13 @@ maps so that openpi-client works unchanged and a Legato client gets continuation
 
 Observation keys follow LeRobot's feature names: ``observation.image`` (H, W, 3) uint8 RGB (or
 ``observation.images.<camera>`` for each of several cameras), ``observation.state`` (state_dim,)
-float32 raw proprio (joint positions, then velocities, rad and rad/s), ``observation.language.tokens``
-(max_tokens,) int64 instruction token ids, or ``prompt``, the task string, for a policy whose prompt
-the server builds from it and the state (pi0.5); :func:`observation_schema` reads them off the
-bundle's adapter.
+float32 raw proprio (joint positions, then velocities, rad and rad/s), and the instruction:
+``observation.language.tokens`` (max_tokens,) int64 token ids, or ``prompt``, openpi's task string,
+which the server tokenizes with the bundle's tokenizer (so a robot without the bundle needs no
+tokenizer); a request carries one of the two where the bundle has a tokenizer (the metadata marks
+each with ``"or"``: the other key), and only ``prompt`` for a policy whose prompt the server builds
+from the task and each request's state (pi0.5). :func:`observation_schema` reads them off the
+bundle's adapter; ``metadata["cameras"]`` names the cameras in the policy's order.
 """
 
 from __future__ import annotations
@@ -64,11 +67,14 @@ class TensorSpec:
     shape: tuple[int, ...]
     dtype: str  # numpy dtype.str: "|u1", "<f4", "<i8"
     range: tuple[int, int] | None = None  # inclusive bounds of every element (token ids: the vocabulary)
+    alternative: str | None = None  # the key a request may send instead of this one (one of the two)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"shape": list(self.shape), "dtype": self.dtype}
         if self.range is not None:
             d["range"] = list(self.range)
+        if self.alternative is not None:
+            d["or"] = self.alternative
         return d
 
     @property
@@ -81,9 +87,13 @@ class TextSpec:
     """A string in the request (the task as ``prompt``), at most ``max_chars`` characters."""
 
     max_chars: int
+    alternative: str | None = None  # the key a request may send instead of this one (one of the two)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "text", "max_chars": self.max_chars}
+        d: dict[str, Any] = {"type": "text", "max_chars": self.max_chars}
+        if self.alternative is not None:
+            d["or"] = self.alternative
+        return d
 
     @property
     def nbytes(self) -> int:
@@ -95,8 +105,9 @@ def observation_schema(adapter: Any) -> dict[str, TensorSpec | TextSpec]:
     LeRobot's feature names: ``observation.image`` for a policy with one camera (or none),
     ``observation.images.<camera>`` for each of several; ``observation.state`` raw (a policy that
     writes its state into its prompt, pi0.5, needs it too); the instruction as
-    ``observation.language.tokens`` ids, or as ``prompt``, the task string openpi's clients send,
-    for a policy whose prompt the server builds from the task and the state."""
+    ``observation.language.tokens`` ids or, where the bundle carries a tokenizer, as ``prompt``,
+    the task string openpi's clients send (one of the two); only as ``prompt`` for a policy whose
+    prompt the server builds from the task and the state."""
     spec, obs = adapter.spec, adapter.observation
     u8, f4, i8 = (np.dtype(t).str for t in (np.uint8, np.float32, np.int64))
     out: dict[str, TensorSpec | TextSpec] = {}
@@ -111,8 +122,21 @@ def observation_schema(adapter: Any) -> dict[str, TensorSpec | TextSpec]:
         out[PROMPT] = TextSpec(MAX_PROMPT_CHARS)
     elif lang is not None:
         vocab = (0, lang.vocab_size - 1) if lang.vocab_size else None
-        out[TOKENS] = TensorSpec((lang.max_tokens,), i8, vocab)
+        either = lang.tokenizer is not None  # the server can tokenize the task itself
+        out[TOKENS] = TensorSpec((lang.max_tokens,), i8, vocab, PROMPT if either else None)
+        if either:
+            out[PROMPT] = TextSpec(MAX_PROMPT_CHARS, TOKENS)
     return out
+
+
+def policy_cameras(adapter: Any) -> list[dict[str, Any]]:
+    """The policy's cameras in its order, as the metadata lists them: name, height, width and the
+    request key of each (what a robot needs to open its cameras by the profile's names)."""
+    keys = camera_keys(adapter)
+    return [
+        {"name": c.name, "height": c.height, "width": c.width, "key": keys[c.name] if keys else IMAGE}
+        for c in adapter.observation.cameras
+    ]
 
 
 def camera_keys(adapter: Any) -> dict[str, str] | None:
@@ -122,19 +146,28 @@ def camera_keys(adapter: Any) -> dict[str, str] | None:
     return {c.name: IMAGES + c.name for c in cams} if len(cams) > 1 else None
 
 
-def parse_schema(d: Any, source: str) -> dict[str, TensorSpec]:
-    """The arrays of a metadata map's ``observation`` (what :func:`observation_schema` wrote);
+def parse_schema(d: Any, source: str) -> dict[str, TensorSpec | TextSpec]:
+    """A metadata map's ``observation`` (what :func:`observation_schema` wrote) back as specs;
     one line (LegatoError) where it is not such a map."""
+
+    def one(v: Any) -> TensorSpec | TextSpec:
+        alt = str(v["or"]) if v.get("or") is not None else None
+        if v.get("type") == "text":
+            return TextSpec(int(v["max_chars"]), alt)
+        rng = tuple(int(r) for r in v["range"]) if "range" in v else None
+        return TensorSpec(tuple(int(n) for n in v["shape"]), str(np.dtype(v["dtype"]).str), rng, alt)  # type: ignore[arg-type]
+
     try:
-        return {
-            str(k): TensorSpec(tuple(int(n) for n in v["shape"]), str(np.dtype(v["dtype"]).str),
-                               tuple(int(r) for r in v["range"]) if "range" in v else None)  # type: ignore[arg-type]
-            for k, v in d.items()
-        }  # fmt: skip
+        out = {str(k): one(v) for k, v in d.items()}
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise LegatoError(
-            f"{source}: the metadata's observation is not a map of arrays ({type(e).__name__}: {e})"
+            f"{source}: the metadata's observation is not a map of arrays and texts ({type(e).__name__}: {e})"
         ) from None
+    for k, t in out.items():
+        if t.alternative is not None and out.get(t.alternative, t).alternative != k:
+            raise LegatoError(f"{source}: the metadata's observation {k} names {t.alternative!r} as its "
+                              "alternative, which does not name it back")  # fmt: skip
+    return out
 
 
 def metadata(
@@ -145,7 +178,7 @@ def metadata(
     model = man.data["model"]
     obs = observation_schema(man.adapter)
     h, a = spec.horizon, spec.action_dim
-    largest = sum(t.nbytes for t in obs.values()) + 2 * h * a * 4 + 4096
+    largest = sum(t.nbytes for t in obs.values()) + 2 * h * a * 4 + 4096  # both alternatives: an upper bound
     limit = max_message or max(DEFAULT_MAX_MESSAGE, 4 * largest)
     joints = model.get("task", {}).get("arm", {}).get("joint_names")
     return {
@@ -164,11 +197,14 @@ def metadata(
             "precision": man.precision,
         },
         "observation": {k: t.to_dict() for k, t in obs.items()},
-        # None: token ids (observation.language.tokens); else the task string the server writes
-        # into the policy's prompt with each request's state (pi0.5)
-        "prompt": None
-        if PROMPT not in obs
-        else {"key": PROMPT, "template": man.adapter.observation.language.prompt.template},
+        "cameras": policy_cameras(man.adapter),
+        # None: token ids only (observation.language.tokens); else the task string the server
+        # tokenizes, written into the policy's prompt with each request's state where the template
+        # is not None (pi0.5)
+        "prompt": None if PROMPT not in obs else {"key": PROMPT, "template": _template(man.adapter)},
+        # the token ids are the simulator's own words (sim.language), as `legato run --sim` gives
+        # them; otherwise --sim sends each episode's instruction as the prompt
+        "sim_token_ids": TOKENS in obs and _speaks_sim_ids(man),
         "action": {
             "horizon": h,
             "dim": a,
@@ -186,8 +222,20 @@ def metadata(
         "ramp": prof.control.ramp,
         "request": {"legato": dict(LEGATO_REQUEST)},
         "max_message_bytes": int(limit),
+        "spec": spec.to_dict(),  # the sampler's view (edge.policy.ModelSpec): the robot's loop reads it
         "model": model,
     }
+
+
+def _speaks_sim_ids(man: Any) -> bool:
+    from edge.simrig import speaks_sim_ids
+
+    return speaks_sim_ids(man.path, man.adapter.observation.language)
+
+
+def _template(adapter: Any) -> str | None:
+    prompt = adapter.observation.language.prompt
+    return prompt.template if prompt is not None else None
 
 
 @dataclass
@@ -201,6 +249,18 @@ class Request:
     s: int
     r: int
     noise: np.ndarray | None
+
+
+def _either(schema: dict[str, TensorSpec | TextSpec], keys: list[str]) -> list[str]:
+    """Keys for a message, two alternatives as one "a or b" (each pair once)."""
+    out: list[str] = []
+    for k in keys:
+        alt = schema[k].alternative
+        if alt is None:
+            out.append(k)
+        elif f"{alt} or {k}" not in out:
+            out.append(f"{k} or {alt}")
+    return out
 
 
 def _int(v: Any, name: str) -> int:
@@ -228,16 +288,21 @@ def parse_request(
     if not isinstance(msg, dict):
         raise Refusal(f"a request is a msgpack map, got {type(msg).__name__}")
     keys = {k for k in msg if k != "legato"}
-    missing, unknown = sorted(set(schema) - keys), sorted(str(k) for k in keys - set(schema))
+    both = sorted(k for k, t in schema.items() if t.alternative is not None and {k, t.alternative} <= keys)
+    if both:
+        raise Refusal(f"send {both[0]} or {schema[both[0]].alternative}, not both")
+    missing = sorted(k for k, t in schema.items() if k not in keys and t.alternative not in keys)
+    unknown = sorted(str(k) for k in keys - set(schema))
     if missing or unknown:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+        parts = ([f"missing {', '.join(_either(schema, missing))}"] if missing else []) + (
             [f"unknown {', '.join(unknown)}"] if unknown else []
         )
-        raise Refusal(
-            f"observation keys do not match the bundle: {'; '.join(parts)} (expected {', '.join(schema)})"
-        )
+        expected = ", ".join(_either(schema, list(schema)))
+        raise Refusal(f"observation keys do not match the bundle: {'; '.join(parts)} (expected {expected})")
     obs: dict[str, Any] = {}
     for k, t in schema.items():
+        if k not in msg:  # the other one of two alternatives came
+            continue
         x = msg[k]
         if isinstance(t, TextSpec):
             if not isinstance(x, str) or not x.strip() or len(x) > t.max_chars:

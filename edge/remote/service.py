@@ -84,11 +84,10 @@ class PolicyService:
         self.meta_bytes = wire.packb(self.meta)
         self.schema = protocol.observation_schema(man.adapter)
         self._cams = protocol.camera_keys(man.adapter)
-        self._prompt = None  # pi0.5: the prompt built here from each request's task and state
-        if protocol.PROMPT in self.schema:
-            from edge.language import PromptBuilder
-
-            self._prompt = PromptBuilder(man.path, man.adapter.observation.language)
+        self._prompt: Any = None  # the task string tokenized here (pi0.5: with each request's state)
+        self._checked: set[str] = set()  # tasks already checked to fit at every state
+        if protocol.PROMPT in self.schema and protocol.TOKENS not in self.schema:
+            self._prompt = self._prompter()  # the prompt is the only way in: its library is needed now
         self.h, self.a = den.spec.horizon, den.spec.action_dim
         self.default_s = prof.control.execution_horizon
         self.delay_s = delay_s
@@ -121,15 +120,22 @@ class PolicyService:
         req = protocol.parse_request(msg, self.schema, self.h, self.a, self.default_s, self._eps.shape[-1])
         den, obs = self.den, req.obs
         image = obs[protocol.IMAGE] if self._cams is None else {n: obs[k] for n, k in self._cams.items()}
-        tokens = obs.get(protocol.TOKENS)
-        if self._prompt is not None:
+        tokens, mask = obs.get(protocol.TOKENS), None
+        if protocol.PROMPT in obs:
+            task = obs[protocol.PROMPT]
             try:
-                tokens = self._prompt(obs[protocol.PROMPT], obs[protocol.STATE])[0]
+                if self._prompt is None:  # ids or a prompt: the tokenizer only once a prompt comes
+                    self._prompt = self._prompter()
+                if task not in self._checked:  # refused whatever the state, not at some states only
+                    self._prompt.check(task)
+                    if len(self._checked) < self._prompt.CACHE:
+                        self._checked.add(task)
+                tokens, mask = self._prompt(task, obs[protocol.STATE])
             except UsageError as e:  # a task whose prompt does not fit the model
                 raise Refusal(str(e)) from None
         with self._lock:
             t0 = time.monotonic()
-            den.set_observation(image, tokens, obs[protocol.STATE])
+            den.set_observation(image, tokens, obs[protocol.STATE], mask)
             if req.noise is not None:
                 self._eps[0] = req.noise
             else:
@@ -164,6 +170,11 @@ class PolicyService:
             },
         }
         return wire.packb(reply)
+
+    def _prompter(self) -> Any:
+        from edge.language import PromptBuilder
+
+        return PromptBuilder(self.man.path, self.man.adapter.observation.language)
 
     def stats(self) -> dict[str, Any]:
         return {

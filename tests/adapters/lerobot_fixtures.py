@@ -63,12 +63,13 @@ def fixture_profile(tmp_path: Path, base: str = "x86-cpu", **settings: str) -> P
     return path
 
 
-def golden_request(schema: dict, o: dict, noise: np.ndarray, rec: dict, i: int) -> dict:
+def golden_request(schema: dict, o: dict, noise: np.ndarray, rec: dict, i: int, prompt: bool = False) -> dict:
     """The request `legato serve` takes for golden observation ``o`` (number ``i``) and its noise,
     built from the metadata's ``schema``: each camera and the state, then the task as openpi's
-    ``prompt`` or LeRobot's token ids (padded on the right with id 0 to the bundle's length)."""
+    ``prompt`` or LeRobot's token ids (padded on the right with id 0 to the bundle's length): the
+    ids where the bundle takes them, unless ``prompt`` (the server tokenizes the task)."""
     req = {k: o[k][0] for k in schema if k.startswith("observation.images.") or k == "observation.state"}
-    if "prompt" in schema:
+    if "prompt" in schema and (prompt or "observation.language.tokens" not in schema):
         req["prompt"] = o["task"][0]
     else:
         ids = np.zeros(schema["observation.language.tokens"]["shape"], np.int64)

@@ -159,6 +159,106 @@ def test_legato_run_builds_each_observations_prompt_from_the_arms_state(
     assert not any(np.array_equal(st, np.zeros_like(st)) for _, st in seen[1:])
 
 
+def _emulated_so101() -> tuple[object, str]:
+    """Six SO-101 servos (the Feetech emulator, so101-follower's calibration) on a pty: (process, port)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    cal = root / "profiles" / "so101-follower.calibration.json"
+    emu = subprocess.Popen([sys.executable, "-m", "legato.cli", "firmware", "emulate", "--bus", "feetech",
+                            "--calibration", str(cal), "--duration", "300"], cwd=root, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert emu.stdout is not None
+    port = emu.stdout.readline().strip()
+    assert port.startswith("/dev/pts/"), emu.stderr.read() if emu.poll() is not None else port  # type: ignore[union-attr]
+    return emu, port
+
+
+def _served(bundle: Path, profile: Path) -> tuple[object, object]:
+    """The bundle behind `legato serve`'s service in a thread of this process (the remote tests'
+    ServerThread): (service, server)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "remote"))
+    from remote_helpers import ServerThread
+
+    from edge.assembly import load
+    from edge.remote.service import PolicyService
+
+    service = PolicyService(*load(str(bundle), str(profile)))
+    return service, ServerThread(service)
+
+
+def test_legato_run_remote_sends_the_task_and_each_camera_and_the_server_builds_each_prompt(
+    bundle, tmp_path, capsys, monkeypatch
+):
+    """`legato run --remote --port --prompt` against a served pi0.5 (the robot holds no tokenizer
+    and no bundle): the robot sends both cameras by LeRobot's keys, the state and the task as
+    openpi's prompt; the server builds every chunk's prompt from that request's joint state, so
+    the prompt follows the arm; the task is checked against the server's model before the motors."""
+    import sys
+
+    from edge.bundle import verify
+    from edge.denoiser import ChunkDenoiser
+    from edge.language import PromptBuilder
+
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    real = ChunkDenoiser.set_observation
+
+    def spy(self, image, tokens, state, mask=None):
+        if sys._getframe(1).f_code.co_filename.endswith("service.py"):  # a request's, not load's check
+            assert set(image) == {"base_0_rgb", "left_wrist_0_rgb"}
+            seen.append((np.array(tokens), np.array(state)))
+        return real(self, image, tokens, state, mask)
+
+    monkeypatch.setattr(ChunkDenoiser, "set_observation", spy)
+    profile = _so101_profile(tmp_path)
+    service, server = _served(bundle, profile)
+    man = json.loads((bundle / "manifest.json").read_text())
+    cams = [a for v in _videos(tmp_path, man) for a in ("--camera", v)]
+    emu, port = _emulated_so101()
+    try:
+        summary = tmp_path / "summary.json"
+        url = server.url  # type: ignore[attr-defined]
+        rc = main(["run", "--remote", url, "--profile", str(profile), "--port", port, *cams,
+                   "--prompt", "pick_up the cube", "--seconds", "3", "--quiet",
+                   "--summary-json", str(summary)])  # fmt: skip
+        err = capsys.readouterr().err
+    finally:
+        emu.terminate()  # type: ignore[attr-defined]
+        emu.communicate(timeout=30)  # type: ignore[attr-defined]
+        server.stop()  # type: ignore[attr-defined]
+    assert rc == 0, err
+    s = json.loads(summary.read_text())
+    assert s["shutdown"] == "completed" and s["errors"] == [] and s["nan_setpoints"] == 0
+    assert s["remote.task_checks"] == 1 and s["remote.chunks"] >= 3 and s["remote.errors"] == []
+    assert len(seen) >= s["remote.chunks"] + 1  # the check, every chunk (and one asked as the run ended)
+    build = PromptBuilder(bundle, verify(bundle).adapter.observation.language)
+    for tokens, state in seen:
+        np.testing.assert_array_equal(tokens, build("pick up the cube", state)[0])
+    assert len({t.tobytes() for t, _ in seen[1:]}) >= 2  # the arm moved: its prompt changed
+
+
+def test_a_remote_pi05_run_whose_task_the_server_cannot_take_stops_before_the_motors(
+    bundle, tmp_path, capsys
+):
+    """The served model's limits are the server's: a task too long for its tokens (at some state)
+    is refused by the server at the start, and --tokens (ids would drop the state) by the robot;
+    each in one line, before the port (which does not exist) is opened."""
+    profile = _so101_profile(tmp_path)
+    _, server = _served(bundle, profile)
+    try:
+        args = ["run", "--remote", server.url, "--profile", str(profile), "--port", "/dev/null-x"]  # type: ignore[attr-defined]
+        for extra, match in ((["--prompt", "go " * 40], "the bundle's model takes at most 64"),
+                             (["--tokens", "2,3"], "not as --tokens")):  # fmt: skip
+            assert main([*args, *extra]) != 0
+            err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+            assert len(err) == 1 and match in err[0], err
+    finally:
+        server.stop()  # type: ignore[attr-defined]
+
+
 def test_a_pi05_run_without_its_task_is_refused_before_the_motors(bundle, tmp_path, capsys):
     """The task must come as --prompt (the state goes into it): --tokens is refused in one line,
     before any port is opened (this one does not exist)."""

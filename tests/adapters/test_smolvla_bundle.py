@@ -77,8 +77,9 @@ def _bundle_infer_equals_lerobot(bundle: Path, tmp_path: Path) -> None:
 
 def _served_equals_lerobot(bundle: Path, tmp_path: Path) -> None:
     """`legato serve` of the bundle: the metadata names each camera by LeRobot's key, and a
-    request of LeRobot's token ids (padded to the bundle's length), the golden observation and
-    noise gets LeRobot's own chunk."""
+    request of LeRobot's token ids (padded to the bundle's length) or of the task as openpi's
+    ``prompt`` (tokenized on the server), the golden observation and noise gets LeRobot's own
+    chunk."""
     import numpy as np
     from lerobot_fixtures import golden, golden_request
 
@@ -88,10 +89,14 @@ def _served_equals_lerobot(bundle: Path, tmp_path: Path) -> None:
 
     service = PolicyService(*load(str(bundle), str(fixture_profile(tmp_path))))
     cams = ["observation.images.top", "observation.images.wrist"]
-    keys = [*cams, "observation.state", "observation.language.tokens"]
-    assert list(service.meta["observation"]) == keys and service.meta["prompt"] is None
+    keys = [*cams, "observation.state", "observation.language.tokens", "prompt"]
+    assert list(service.meta["observation"]) == keys
+    assert service.meta["prompt"] == {"key": "prompt", "template": None}
+    assert service.meta["sim_token_ids"] is False  # --sim sends each episode's instruction as text
     obs, noise, rec = golden("smolvla")
-    for i, o in enumerate(obs):
-        req = golden_request(service.meta["observation"], o, noise, rec, i)
-        reply = wire.unpackb(service.infer(wire.packb(req), 0.0, None), 1 << 24)
-        assert np.abs(reply["actions"] - rec["actions"][i]).max() <= 1e-4
+    for prompt in (False, True):
+        for i, o in enumerate(obs):
+            req = golden_request(service.meta["observation"], o, noise, rec, i, prompt=prompt)
+            assert ("prompt" in req) == prompt
+            reply = wire.unpackb(service.infer(wire.packb(req), 0.0, None), 1 << 24)
+            assert np.abs(reply["actions"] - rec["actions"][i]).max() <= 1e-4

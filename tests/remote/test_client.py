@@ -211,23 +211,52 @@ def test_unreachable_server_and_wrong_key_are_one_line_at_start():
         RemoteDenoiser("http://127.0.0.1:8000")
 
 
-def test_a_server_whose_policy_takes_other_keys_is_one_line_at_start():
-    """A LeRobot policy served (several cameras, the task as a prompt: pi0.5) is for a client that
-    sends its keys; the robot's remote denoiser sends one image, the state and token ids."""
+def test_a_server_whose_policy_takes_what_a_robot_cannot_send_is_one_line_at_start():
+    """A robot sends its cameras by name, the state and the instruction (ids or a prompt): a
+    served policy that takes anything else (here a depth map) stops `legato run --remote` at the
+    start, in one line, before any motor."""
     from edge.remote import wire
 
     service = make_service()
-    obs = dict(service.meta["observation"])
-    obs.pop("observation.language.tokens")
-    service.meta["observation"] = obs | {"prompt": {"type": "text", "max_chars": 1000}}
-    service.meta["policy"] = {**service.meta["policy"], "adapter": "pi05"}
+    depth = {"observation.depth": {"shape": [48, 64], "dtype": "<f4"}}
+    service.meta["observation"] = dict(service.meta["observation"]) | depth
     service.meta_bytes = wire.packb(service.meta)
     s = ServerThread(service)
     try:
-        sends = "observation.image, observation.state, observation.language.tokens"
-        words = rf"the server's policy \(pi05\) takes .*prompt; legato run --remote sends {sends}"
+        words = r"the server expects observation .*observation\.depth.*a robot sends"
         with pytest.raises(RemoteMismatch, match=words) as e:
             RemoteDenoiser(s.url)
         assert "\n" not in str(e.value)
     finally:
         s.stop()
+
+
+def test_a_served_policy_with_a_tokenizer_takes_the_task_as_openpis_prompt_or_as_ids():
+    """The reference bundle carries a tokenizer: its server takes the instruction as token ids or
+    as openpi's ``prompt`` string (one of the two, tokenized on the server), and both give the
+    same chunk; both at once, or neither, is one line."""
+    pytest.importorskip("tokenizers", reason="the language extra (tokenizers) is not installed")
+    from edge.remote import protocol, wire
+    from sim.language import tokenize
+
+    service = make_service()
+    obs_meta = service.meta["observation"]
+    assert obs_meta["prompt"] == {"type": "text", "max_chars": 1000, "or": "observation.language.tokens"}
+    assert obs_meta["observation.language.tokens"]["or"] == "prompt"
+    assert service.meta["sim_token_ids"] is True and service.meta["cameras"][0]["key"] == "observation.image"
+    rng = np.random.default_rng(0)
+    base = {
+        "observation.image": rng.integers(0, 255, (48, 64, 3), dtype=np.uint8),
+        "observation.state": rng.normal(size=6).astype(np.float32),
+    }
+    task = "reach the red target"
+    ids = tokenize(task, obs_meta["observation.language.tokens"]["shape"][0])
+    leg = {"legato": {"noise": rng.normal(size=(16, 3)).astype(np.float32)}}
+    a = wire.unpackb(service.infer(wire.packb({**base, "prompt": task, **leg}), 0.0, None), 1 << 24)
+    by_ids = {**base, "observation.language.tokens": ids, **leg}
+    b = wire.unpackb(service.infer(wire.packb(by_ids), 0.0, None), 1 << 24)
+    np.testing.assert_array_equal(a["actions"], b["actions"])
+    for bad, match in (({"prompt": task, "observation.language.tokens": ids}, "not both"),
+                       ({}, "missing observation.language.tokens or prompt")):  # fmt: skip
+        with pytest.raises(protocol.Refusal, match=match):
+            service.infer(wire.packb({**base, **bad, **leg}), 0.0, None)

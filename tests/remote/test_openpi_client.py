@@ -32,6 +32,10 @@ CLIENT = textwrap.dedent(
     for _ in range(3):
         obs = {}
         for k, t in meta["observation"].items():
+            if t.get("type") == "text":  # openpi's prompt; skipped where token ids may go instead
+                if "or" not in t:
+                    obs[k] = "reach the red target"
+                continue
             dt = np.dtype(t["dtype"])
             lo, hi = t.get("range", (0, 255))
             obs[k] = (rng.integers(lo, hi + 1, t["shape"]) if dt.kind in "iu"

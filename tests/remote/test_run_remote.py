@@ -3,12 +3,20 @@ holding without a jump while the server is slow, killed, or restarted."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import select
 import signal
+import subprocess
+import sys
 import time
 
-from remote_helpers import RemoteRun, start_serve, stop
+import numpy as np
+import pytest
+from remote_helpers import ROOT, RemoteRun, start_serve, stop
 
 from edge.remote.client import RemoteDenoiser
+from legato.cli import main
 
 
 def _wait_chunks(den: RemoteDenoiser, n: int, timeout_s: float = 30.0) -> None:
@@ -83,3 +91,43 @@ def test_a_server_slower_than_the_horizon_underruns_and_holds_without_a_jump():
     assert s["underruns"] > 0 and s["chunks"] >= 3 and s["errors"] == []
     assert s["delay_estimate"] == 4  # clipped to d_max
     assert s["nan_setpoints"] == 0 and s["faults"] == 0
+
+
+def _emulated_controller(link) -> subprocess.Popen:
+    """`legato firmware emulate --joints 3 --link LINK`, returned once its pty is up."""
+    cmd = [sys.executable, "-m", "legato.cli", "firmware", "emulate", "--joints", "3", "--duration", "120",
+           "--link", str(link)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
+    ready, _, _ = select.select([proc.stdout], [], [], 60.0)
+    assert ready and proc.stdout is not None and proc.stdout.readline().strip(), "the emulator did not start"
+    return proc
+
+
+def test_run_port_remote_drives_the_controller_with_the_servers_chunks(server, tmp_path, capsys):
+    """`legato run --remote --port`: the robot's own camera (a video file, opened by the camera name
+    the server's metadata gives) and joint state go to the server, its chunks to the emulated
+    controller; the instruction as token ids, and as a prompt the server tokenizes."""
+    cv2 = pytest.importorskip("cv2")
+    video = str(tmp_path / "cam.avi")
+    w = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for k in range(5):
+        w.write(np.full((48, 64, 3), 40 * k, np.uint8))
+    w.release()
+    langs: list[list[str]] = [["--tokens", "2,5,13"]]
+    if importlib.util.find_spec("tokenizers") is not None:  # the server tokenizes: its language extra
+        langs.append(["--prompt", "reach the red target"])
+    for lang in langs:
+        link, out = tmp_path / "ttyCTL", tmp_path / "s.json"
+        emu = _emulated_controller(link)
+        try:
+            rc = main(["run", "--remote", server.url, "--profile", "x86-cpu", "--port", str(link),
+                       "--camera", f"top={video}", *lang, "--seconds", "2", "--quiet",
+                       "--summary-json", str(out)])  # fmt: skip
+            err = capsys.readouterr().err
+        finally:
+            stop(emu)
+        assert rc == 0, err
+        s = json.loads(out.read_text())
+        assert s["shutdown"] == "completed" and s["hold_sent"] and s["nan_setpoints"] == 0
+        assert s["remote.chunks"] > 5 and s["remote.errors"] == [] and s["chunks_unavailable"] == 0
+        assert s["remote.task_checks"] == (1 if lang[0] == "--prompt" else 0)

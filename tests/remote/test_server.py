@@ -25,6 +25,10 @@ def request_from(meta, rng, **legato):
     """A conforming request built from the metadata alone."""
     obs = {}
     for key, t in meta["observation"].items():
+        if t.get("type") == "text":  # the task as text: where ids may go instead, the ids
+            if "or" not in t:
+                obs[key] = "reach the red target"
+            continue
         dt = np.dtype(t["dtype"])
         lo, hi = t.get("range", (0, 255))
         obs[key] = (
@@ -67,9 +71,15 @@ def test_metadata_describes_what_it_serves_and_a_request_built_from_it_gets_a_ch
                 "shape": [pol["max_tokens"]],
                 "dtype": "<i8",
                 "range": [0, pol["vocab_size"] - 1],
+                "or": "prompt",  # the bundle carries a tokenizer: the task as text works too
             },
+            "prompt": {"type": "text", "max_chars": 1000, "or": "observation.language.tokens"},
         }
-        assert meta["prompt"] is None
+        assert meta["prompt"] == {"key": "prompt", "template": None}
+        cam = manifest["adapter"]["observation"]["cameras"][0]["name"]  # "top"
+        assert meta["cameras"] == [{"name": cam, "height": pol["image_hw"][0], "width": pol["image_hw"][1],
+                                    "key": "observation.image"}]  # fmt: skip
+        assert meta["spec"]["horizon"] == pol["horizon"] and meta["sim_token_ids"] is True
         assert meta["action"]["horizon"] == pol["horizon"] and meta["action"]["dim"] == pol["action_dim"]
         assert meta["action"]["units"] == "rad"
         assert (meta["num_steps"], meta["d_max"]) == (
