@@ -88,12 +88,13 @@ def _version() -> str:
 
 
 def policy_cameras(man: Any) -> list[dict[str, Any]] | None:
-    """The bundle's cameras (its adapter's, in the policy's order): name, height, width; None where
-    the policy names none (a remote policy: one image of the spec's size, its name unknown here)."""
-    cams = getattr(getattr(getattr(man, "adapter", None), "observation", None), "cameras", None)
-    if cams is None:
+    """The policy's cameras in its order (a bundle's adapter's, or a policy server's metadata):
+    name, height, width; None for a model that declares none."""
+    from edge.launch import policy_cameras as cameras
+
+    if not (getattr(man, "remote", False) or hasattr(man, "adapter")):
         return None
-    return [{"name": c.name, "height": int(c.height), "width": int(c.width)} for c in cams]
+    return [{"name": c.name, "height": int(c.height), "width": int(c.width)} for c in cameras(man)]
 
 
 def run_metadata(

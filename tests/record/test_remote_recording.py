@@ -32,7 +32,8 @@ def test_a_remote_run_records_and_replays_through_the_served_bundle(tmp_path, ca
     rec = read_recording(path)
     assert rec.complete and len(rec.chunks) == s["chunks"]
     assert rec.meta["bundle"]["manifest_sha256"] is None and rec.meta["denoiser"]["remote"] is True
-    assert rec.meta["denoiser"]["fused"] is None and rec.meta["cameras"] is None
+    assert rec.meta["denoiser"]["fused"] is None  # the server chose its graph
+    assert rec.meta["cameras"] == [{"name": "top", "height": 48, "width": 64}]  # named by the server
     assert rec.chunks[0].frame().shape == (48, 64, 3)
     capsys.readouterr()
     assert main(["replay", str(path), "--bundle", str(BUNDLE), "--out", str(tmp_path / "rep")]) == 0
