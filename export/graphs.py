@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from export.onnx_files import save_graph
 from legato.adapters import ExportGraph
 
 
@@ -53,4 +54,4 @@ def _static_output_shapes(g: ExportGraph, path: str | Path) -> None:
             o.type.tensor_type.shape.dim.add().dim_value = int(s)
         changed = True
     if changed:
-        onnx.save(model, str(path))
+        save_graph(model, Path(path))  # with external data past 2 GB, as every writer of a graph

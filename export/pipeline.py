@@ -15,7 +15,6 @@ refusal is one line; nothing is written for it.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from edge.engine import Engine
 from edge.errors import BundleError, OutputError, UsageError
 from edge.outputs import MARKER, atomic_folder, check_target
 from edge.profiles import Profile, load_profile
+from export.onnx_files import copy_graph
 
 GRAPHS = ("prefix", "flow_head", "fused")
 
@@ -477,8 +477,8 @@ def export_bundle(opt: ExportOptions) -> Path:
             "attention": "onnxruntime com.microsoft.MultiHeadAttention" if fused_attn else "standard ops",
         }
         with atomic_folder(out, "bundle", replace=opt.force, meta={"precision": precision}) as tmp:
-            for name in graphs:
-                shutil.copyfile(final_dir / f"{name}.onnx", tmp / f"{name}.onnx")
+            for name in graphs:  # with the external data files each graph names (past 2 GB)
+                copy_graph(final_dir / f"{name}.onnx", tmp / f"{name}.onnx")
             engines: dict[str, Any] = {}
             if opt.engines:
                 engines = _engines(profile, tmp, say)

@@ -11,6 +11,8 @@
   of MatMul/Gemm, activations quantized on the fly.
 - int8, TensorRT: explicit QDQ (per-channel weights, per-tensor activations) calibrated on
   simulator observations, for TensorRT's strongly typed mode.
+
+Each result is written as export.onnx_files writes any graph: with external data past 2 GB.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 import onnx
 
 from edge.errors import UsageError
+from export.onnx_files import needs_external_data, save_graph, weight_bytes
 
 FP16_KEEP_FP32 = ("LayerNormalization", "ReduceMean", "Softmax", "Pow", "Sqrt")
 QUANT_OPS = ("MatMul", "Gemm")
@@ -61,7 +64,7 @@ def to_fp16(src: Path, dst: Path, keep_fp32: tuple[str, ...] = FP16_KEEP_FP32) -
             model, keep_io_types=True, op_block_list=list(keep_fp32), node_block_list=blocked
         )
     toposort(m16.graph)
-    onnx.save(m16, str(dst))
+    save_graph(m16, dst)
     return list(keep_fp32)
 
 
@@ -100,8 +103,14 @@ def to_dynamic_int8(src: Path, dst: Path, activation_matmuls: bool = False) -> i
             per_channel=True,
             op_types_to_quantize=list(QUANT_OPS),
             extra_options={"MatMulConstBOnly": not activation_matmuls},
+            use_external_data_format=_large(src),
         )
     return fuse_fast_gelu(dst)
+
+
+def _large(path: Path) -> bool:
+    """The graph's weights pass the external-data threshold (read without its data)."""
+    return needs_external_data(weight_bytes(onnx.load(str(path), load_external_data=False)))
 
 
 def fuse_fast_gelu(path: Path) -> int:
@@ -125,7 +134,7 @@ def fuse_fast_gelu(path: Path) -> int:
     toposort(om.model.graph)  # the fusion appends its nodes at the end
     if not any(o.domain == "com.microsoft" for o in om.model.opset_import):
         om.model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
-    onnx.save(om.model, str(path))
+    save_graph(om.model, path)
     return fused
 
 
@@ -199,4 +208,5 @@ def to_qdq_int8(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]], source
             op_types_to_quantize=list(QUANT_OPS),
             nodes_to_exclude=excluded,
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            use_external_data_format=_large(src),
         )

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from export.onnx_files import needs_external_data
 from legato.adapters.legato_flow import LegatoHead
 from legato.adapters.pi05 import Pi05, resize_with_pad_centred
 from legato.adapters.smolvla import time_embedding
@@ -111,7 +112,7 @@ def export(policy, head: LegatoHead, obs: dict, out: Path, opset: int = 17) -> d
     s = policy.spec
     x, t, omega = torch.randn(1, s.chunk, s.max_action_dim), torch.tensor([1.0]), torch.zeros(1, s.chunk)
     paths = {"prefix": out / "prefix.onnx", "step": out / "step.onnx"}
-    large = sum(p.numel() for p in model.parameters()) * 4 > 1.8e9
+    large = needs_external_data(sum(p.numel() for p in model.parameters()) * 4)  # fp32 bytes
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(

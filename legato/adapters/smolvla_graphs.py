@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from export.onnx_files import needs_external_data
 from legato.adapters.legato_flow import LegatoHead
 from legato.adapters.smolvla import SmolVLA, _residual_block, resize_with_pad, time_embedding
 
@@ -184,7 +185,7 @@ def export(policy, head: LegatoHead, obs: dict, out: Path, opset: int = 17) -> d
     t = torch.tensor([1.0])
     omega = torch.zeros(1, spec.chunk)
     paths = {"prefix": out / "prefix.onnx", "step": out / "step.onnx"}
-    large = sum(p.numel() for p in model.parameters()) * 4 > 1.8e9
+    large = needs_external_data(sum(p.numel() for p in model.parameters()) * 4)  # fp32 bytes
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(

@@ -279,7 +279,7 @@ def test_unwritable_output(tmp_path, tiny_checkpoints, export_tiny):
 
 
 def test_disk_full_mid_write_leaves_nothing(tmp_path, tiny_checkpoints, export_tiny, monkeypatch):
-    import export.pipeline as pipeline
+    import export.onnx_files as onnx_files  # every graph (and its external data) is copied there
 
     real, calls = shutil.copyfile, []
 
@@ -289,7 +289,7 @@ def test_disk_full_mid_write_leaves_nothing(tmp_path, tiny_checkpoints, export_t
             raise OSError(errno.ENOSPC, "No space left on device", str(dst))
         return real(src, dst, *a, **kw)
 
-    monkeypatch.setattr(pipeline.shutil, "copyfile", copy_then_fill)
+    monkeypatch.setattr(onnx_files.shutil, "copyfile", copy_then_fill)
     _refused(export_tiny, tmp_path, OutputError, "No space left on device", tiny_checkpoints["legato"])
 
 
