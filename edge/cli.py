@@ -260,11 +260,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
         import numpy as np
 
         man, prof, den = _load(args)
+        if getattr(man, "remote", False) and (args.prompt is not None or not den.takes_tokens):
+            man.instruction(args.tokens, args.prompt)  # one line where the server takes the other
+            den.set_task(lambda: str(args.prompt))
+            den.check_tasks([args.prompt])
         obs = None
         if args.observations:
             with np.load(args.observations) as z:
                 obs = {k: z[k] for k in ("image", "tokens", "state")}
-        rows, names = synthetic(den, args.seconds, args.latency_ms / 1000.0, args.seed, obs)
+        rows, names = synthetic(den, man, args.seconds, args.latency_ms / 1000.0, args.seed, obs)
         ticks = np.zeros((0, 9))
         summary = latency_summary(ticks, rows, names, 1.0 / prof.control.rate_hz)
         extra.update({"source": "synthetic", "bundle": str(man.path), "profile": prof.name,

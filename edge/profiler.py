@@ -329,18 +329,31 @@ def write_report(out: Path, summary: dict[str, Any], ticks: np.ndarray, chunks: 
     write_png(out / "profile.png", ticks, chunks, stage_names)
 
 
-def synthetic(den: Any, seconds: float, latency_pad_s: float = 0.0, seed: int = 0,
+def _token_vocab(man: Any, den: Any) -> int | None:
+    """How many token ids the policy takes (None: it takes none as ids)."""
+    if getattr(man, "remote", False):
+        from edge.remote.protocol import TOKENS, TensorSpec
+
+        t = den.schema.get(TOKENS)
+        return (t.range[1] + 1 if t.range else 10) if isinstance(t, TensorSpec) else None
+    lang = man.adapter.observation.language
+    return None if lang is None else int(lang.vocab_size)
+
+
+def synthetic(den: Any, man: Any, seconds: float, latency_pad_s: float = 0.0, seed: int = 0,
               observations: dict[str, np.ndarray] | None = None
               ) -> tuple[np.ndarray, tuple[str, ...]]:  # fmt: skip
     """Time the denoiser alone, back to back, on random (or given) observations: chunk rows in
-    the loop's chunk-record layout (so the same summary, trace and picture apply)."""
+    the loop's chunk-record layout (so the same summary, trace and picture apply). ``man``: the
+    bundle's Manifest, or a policy server's model (`--remote`: the server's cameras and ids)."""
+    from edge.launch import policy_cameras
     from edge.policy import ChunkRequest, default_ramp
 
     spec = den.spec
     rng = np.random.default_rng(seed)
     h, a = spec.horizon, spec.action_dim
-    cams = den.adapter.observation.cameras  # each camera at its own size (the adapter's)
-    lang = den.adapter.observation.language
+    cams = policy_cameras(man)  # each camera at its own size (the adapter's)
+    vocab = _token_vocab(man, den)  # None: no ids (no language, or a server that takes the prompt)
     rows = []
     s = h // 2
     d = min(1, spec.d_max)
@@ -356,7 +369,7 @@ def synthetic(den: Any, seconds: float, latency_pad_s: float = 0.0, seed: int = 
         else:
             imgs = {c.name: rng.integers(0, 255, (c.height, c.width, 3), dtype=np.uint8) for c in cams}
             img = imgs if len(imgs) != 1 else next(iter(imgs.values()))
-            tok = None if lang is None else rng.integers(0, min(10, lang.vocab_size), lang.max_tokens)
+            tok = None if vocab is None else rng.integers(0, min(10, vocab), spec.max_tokens)
             st = rng.normal(size=spec.state_dim).astype(np.float32)
         t_cap = time.monotonic()
         den.set_observation(img, tok, st)

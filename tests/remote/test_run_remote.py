@@ -131,3 +131,20 @@ def test_run_port_remote_drives_the_controller_with_the_servers_chunks(server, t
         assert s["shutdown"] == "completed" and s["hold_sent"] and s["nan_setpoints"] == 0
         assert s["remote.chunks"] > 5 and s["remote.errors"] == [] and s["chunks_unavailable"] == 0
         assert s["remote.task_checks"] == (1 if lang[0] == "--prompt" else 0)
+
+
+def test_profile_synthetic_remote_times_the_server_with_ids_or_a_prompt(server, tmp_path, capsys):
+    """`legato profile --remote --synthetic` (it read the bundle's adapter, which a robot without
+    the bundle has not, and stopped with AttributeError): random frames by the server's cameras,
+    the instruction as random ids, or the --prompt tokenized by the server; the server's own
+    stages in the table."""
+    langs: list[list[str]] = [[]]
+    if importlib.util.find_spec("tokenizers") is not None:  # the server tokenizes: its language extra
+        langs.append(["--prompt", "reach the red target"])
+    for lang in langs:
+        out = tmp_path / f"p{len(lang)}"
+        rc = main(["profile", "--remote", server.url, "--profile", "x86-cpu", "--synthetic", "--seconds", "1",
+                   *lang, "--out", str(out)])  # fmt: skip
+        assert rc == 0, capsys.readouterr().err
+        s = json.loads((out / "summary.json").read_text())
+        assert s["source"] == "synthetic" and s["chunks"] >= 10 and s["chunk.server_ms.p50"] > 0
