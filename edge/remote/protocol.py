@@ -129,7 +129,7 @@ def observation_schema(adapter: Any) -> dict[str, TensorSpec | TextSpec]:
     return out
 
 
-def policy_cameras(adapter: Any) -> list[dict[str, Any]]:
+def metadata_cameras(adapter: Any) -> list[dict[str, Any]]:
     """The policy's cameras in its order, as the metadata lists them: name, height, width and the
     request key of each (what a robot needs to open its cameras by the profile's names)."""
     keys = camera_keys(adapter)
@@ -197,7 +197,7 @@ def metadata(
             "precision": man.precision,
         },
         "observation": {k: t.to_dict() for k, t in obs.items()},
-        "cameras": policy_cameras(man.adapter),
+        "cameras": metadata_cameras(man.adapter),
         # None: token ids only (observation.language.tokens); else the task string the server
         # tokenizes, written into the policy's prompt with each request's state where the template
         # is not None (pi0.5)
