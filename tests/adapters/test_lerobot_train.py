@@ -191,3 +191,23 @@ def test_pi05_fine_tunes_with_legato_on_a_dataset_of_its_features(tmp_path, hf_o
     )
     assert json.loads((out / "legato.json").read_text())["num_steps"] == 10
     assert Pi05Policy.load(out).spec.chunk == 10  # the run folder loads (sizes.json travelled with it)
+
+
+def test_a_fresh_smolvla_is_drawn_at_unit_gain(tmp_path):
+    """A fresh model from a config (--init CONFIG.json): every matrix N(0, 1/fan_in), biases 0,
+    norm scales 1 (legato.adapters.lerobot_new.unit_gain_), not transformers' N(0, 0.02^2), under
+    which the reduced SmolVLA trained on the simulator never used its camera (docs/lerobot.md)."""
+    from safetensors.numpy import load_file
+
+    from legato.adapters.lerobot_new import fresh_policy_folder
+    from legato.lerobot_dataset import open_dataset
+
+    folder = fresh_policy_folder("smolvla", CONFIG, open_dataset(DATASET), tmp_path / "fresh", seed=0)
+    w = load_file(str(folder / "model.safetensors"))
+    matrices = {k: v for k, v in w.items() if v.ndim >= 2 and not k.endswith("lm_head.weight")}
+    assert len(matrices) > 50
+    for k, v in matrices.items():
+        fan_in = v[0].size
+        assert abs(v.std() * fan_in**0.5 - 1) < 0.25, (k, v.std(), fan_in)
+    assert all(not v.any() for k, v in w.items() if k.endswith(".bias"))
+    assert all((v == 1).all() for k, v in w.items() if v.ndim == 1 and "norm" in k and k.endswith(".weight"))
