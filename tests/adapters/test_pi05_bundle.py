@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -106,13 +107,43 @@ def _videos(tmp: Path, man: dict) -> list[str]:
     return out
 
 
+def _emulated_so101() -> tuple[Any, str]:
+    """Six SO-101 servos (the Feetech emulator, so101-follower's calibration) on a pty: (process, port)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    cal = root / "profiles" / "so101-follower.calibration.json"
+    emu = subprocess.Popen([sys.executable, "-m", "legato.cli", "firmware", "emulate", "--bus", "feetech",
+                            "--calibration", str(cal), "--duration", "300"], cwd=root, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert emu.stdout is not None
+    port = emu.stdout.readline().strip()
+    assert port.startswith("/dev/pts/"), emu.stderr.read() if emu.poll() is not None else port
+    return emu, port
+
+
+def _served(bundle: Path, profile: Path) -> tuple[Any, Any]:
+    """The bundle behind `legato serve`'s service in a thread of this process (the remote tests'
+    ServerThread): (service, server)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "remote"))
+    from remote_helpers import ServerThread
+
+    from edge.assembly import load
+    from edge.remote.service import PolicyService
+
+    service = PolicyService(*load(str(bundle), str(profile)))
+    return service, ServerThread(service)
+
+
 def test_legato_run_builds_each_observations_prompt_from_the_arms_state(
     bundle, tmp_path, capsys, monkeypatch
 ):
     """`legato run --port --prompt` of the pi0.5 bundle on six emulated SO-101 servos: every chunk's
     tokens are the prompt of the task and of the joint state that chunk was sampled from (the
     state the policy sees, read from the bus), so the prompt follows the arm as it moves."""
-    import subprocess
     import sys
 
     from edge.bundle import verify
@@ -130,15 +161,8 @@ def test_legato_run_builds_each_observations_prompt_from_the_arms_state(
     monkeypatch.setattr(ChunkDenoiser, "set_observation", spy)
     man = json.loads((bundle / "manifest.json").read_text())
     cams = [a for v in _videos(tmp_path, man) for a in ("--camera", v)]
-    cal = Path(__file__).resolve().parents[2] / "profiles" / "so101-follower.calibration.json"
-    emu = subprocess.Popen([sys.executable, "-m", "legato.cli", "firmware", "emulate", "--bus", "feetech",
-                            "--calibration", str(cal), "--duration", "300"],
-                           cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    emu, port = _emulated_so101()
     try:
-        assert emu.stdout is not None
-        port = emu.stdout.readline().strip()
-        assert port.startswith("/dev/pts/"), emu.stderr.read() if emu.poll() is not None else port
         summary = tmp_path / "summary.json"
         rc = main(["run", "--bundle", str(bundle), "--profile", str(_so101_profile(tmp_path)), "--port", port,
                    *cams, "--prompt", "pick_up the cube", "--seconds", "3", "--quiet",
@@ -157,37 +181,6 @@ def test_legato_run_builds_each_observations_prompt_from_the_arms_state(
     # the arm moved under the (random-weight) policy: its state, so its prompt, changed
     assert len({t.tobytes() for t, _ in seen}) >= 2
     assert not any(np.array_equal(st, np.zeros_like(st)) for _, st in seen[1:])
-
-
-def _emulated_so101() -> tuple[object, str]:
-    """Six SO-101 servos (the Feetech emulator, so101-follower's calibration) on a pty: (process, port)."""
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parents[2]
-    cal = root / "profiles" / "so101-follower.calibration.json"
-    emu = subprocess.Popen([sys.executable, "-m", "legato.cli", "firmware", "emulate", "--bus", "feetech",
-                            "--calibration", str(cal), "--duration", "300"], cwd=root, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)  # fmt: skip
-    assert emu.stdout is not None
-    port = emu.stdout.readline().strip()
-    assert port.startswith("/dev/pts/"), emu.stderr.read() if emu.poll() is not None else port  # type: ignore[union-attr]
-    return emu, port
-
-
-def _served(bundle: Path, profile: Path) -> tuple[object, object]:
-    """The bundle behind `legato serve`'s service in a thread of this process (the remote tests'
-    ServerThread): (service, server)."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "remote"))
-    from remote_helpers import ServerThread
-
-    from edge.assembly import load
-    from edge.remote.service import PolicyService
-
-    service = PolicyService(*load(str(bundle), str(profile)))
-    return service, ServerThread(service)
 
 
 def test_legato_run_remote_sends_the_task_and_each_camera_and_the_server_builds_each_prompt(
@@ -220,15 +213,15 @@ def test_legato_run_remote_sends_the_task_and_each_camera_and_the_server_builds_
     emu, port = _emulated_so101()
     try:
         summary = tmp_path / "summary.json"
-        url = server.url  # type: ignore[attr-defined]
+        url = server.url
         rc = main(["run", "--remote", url, "--profile", str(profile), "--port", port, *cams,
                    "--prompt", "pick_up the cube", "--seconds", "3", "--quiet",
                    "--summary-json", str(summary)])  # fmt: skip
         err = capsys.readouterr().err
     finally:
-        emu.terminate()  # type: ignore[attr-defined]
-        emu.communicate(timeout=30)  # type: ignore[attr-defined]
-        server.stop()  # type: ignore[attr-defined]
+        emu.terminate()
+        emu.communicate(timeout=30)
+        server.stop()
     assert rc == 0, err
     s = json.loads(summary.read_text())
     assert s["shutdown"] == "completed" and s["errors"] == [] and s["nan_setpoints"] == 0
@@ -249,14 +242,14 @@ def test_a_remote_pi05_run_whose_task_the_server_cannot_take_stops_before_the_mo
     profile = _so101_profile(tmp_path)
     _, server = _served(bundle, profile)
     try:
-        args = ["run", "--remote", server.url, "--profile", str(profile), "--port", "/dev/null-x"]  # type: ignore[attr-defined]
+        args = ["run", "--remote", server.url, "--profile", str(profile), "--port", "/dev/null-x"]
         for extra, match in ((["--prompt", "go " * 40], "the bundle's model takes at most 64"),
                              (["--tokens", "2,3"], "not as --tokens")):  # fmt: skip
             assert main([*args, *extra]) != 0
             err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
             assert len(err) == 1 and match in err[0], err
     finally:
-        server.stop()  # type: ignore[attr-defined]
+        server.stop()
 
 
 def test_a_pi05_run_without_its_task_is_refused_before_the_motors(bundle, tmp_path, capsys):
