@@ -262,8 +262,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         man, prof, den = _load(args)
         if getattr(man, "remote", False) and (args.prompt is not None or not den.takes_tokens):
             man.instruction(args.tokens, args.prompt)  # one line where the server takes the other
-            den.set_task(lambda: str(args.prompt))
-            den.check_tasks([args.prompt])
+            den.set_task(lambda: str(args.prompt), [args.prompt])
         obs = None
         if args.observations:
             with np.load(args.observations) as z:

@@ -161,8 +161,9 @@ def launch(bundle: str, profile: str, *, port: str | None = None, sim: bool = Fa
         cfg = loop_config(man, rig.prof, latency_ms, ramp, max_step, seed)
         rden: Any = den  # edge.remote.client.RemoteDenoiser where remote
         if remote and (prompt is not None or (sim and not rden.sim_ids)):
-            rden.set_task(task_of)  # the task as text, tokenized by the server (pi0.5: with the state)
-            rden.check_tasks(tasks)  # a task the server's model cannot take stops here, in one line
+            # the task as text, tokenized by the server (pi0.5: with the state); a task the server's
+            # model cannot take stops here, in one line
+            rden.set_task(task_of, tasks)
         if not sim:
             rig.camera = open_camera(camera, man, ids, rig.prof.cameras)
         recorder = record(man, rig.prof, cfg, den) if record is not None else None

@@ -187,13 +187,15 @@ class RemoteDenoiser:
         return ChunkUnavailable(line)
 
     # ---- the denoiser interface --------------------------------------------------------------
-    def set_task(self, task: Callable[[], str]) -> None:
+    def set_task(self, task: Callable[[], str], tasks: list[str]) -> None:
         """Send the instruction as text: ``task()`` (this episode's, the --prompt) with every
-        request, tokenized by the server (a robot without the bundle has no tokenizer)."""
+        request, tokenized by the server (a robot without the bundle has no tokenizer); every one
+        of ``tasks`` (all ``task()`` will give) is checked against the server's model now."""
         if not self.takes_prompt:
             raise RemoteMismatch(f"--remote {self.url}: the server's policy takes token ids, not a prompt "
                                  "(give --tokens)")  # fmt: skip
         self._task = task
+        self._check_tasks(tasks)
 
     def set_observation(self, image: np.ndarray | Mapping[str, np.ndarray], tokens: np.ndarray | None,
                         state: np.ndarray) -> None:  # fmt: skip
@@ -216,11 +218,9 @@ class RemoteDenoiser:
         obs[protocol.PROMPT] = self._task()
         return obs
 
-    def check_tasks(self, tasks: list[str]) -> None:
+    def _check_tasks(self, tasks: list[str]) -> None:
         """Before the motors start: one request per distinct task (a blank observation), so a task
         the server's model cannot take stops the run in one line now, not as holds later."""
-        if self._task is None:
-            return
         keep = self._task
         eps = np.zeros(self.noise_shape, np.float32)
         try:
