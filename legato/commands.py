@@ -122,7 +122,8 @@ def sim_demos(a: argparse.Namespace) -> int:
     else:
         demos.save(data, a.out, replace=a.force)
     desc = data.describe()
-    print(f"wrote {a.out}: {desc['episodes']} episodes, {desc['steps']} steps, "
+    kept = f" ({int(data.success.sum())} successful ones written)" if lerobot else ""
+    print(f"wrote {a.out}: {desc['episodes']} episodes{kept}, {desc['steps']} steps, "
           f"expert success {desc['expert_success']:.3f}, left {desc['left_fraction']:.3f}")  # fmt: skip
     return 0
 

@@ -73,7 +73,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--loss-weighting", default=d.loss_weighting, choices=["omega2", "mean"], help="loss weights"
     )
     p.add_argument(
-        "--aux-weight", type=float_in(0.0), default=d.aux_weight, help="auxiliary position loss weight"
+        "--aux-weight",
+        type=float_in(0.0),
+        default=d.aux_weight,
+        help="auxiliary position loss weight (LeRobot policies: "
+        "predicting the dataset's observation.environment_state, where it has one)",
     )
     for flag, text, kind in AUGMENTATION_OPTIONS:
         default = getattr(d, flag[2:].replace("-", "_"))

@@ -130,15 +130,24 @@ def test_sim_demos_written_as_a_lerobot_dataset(tmp_path, capsys):
     from sim.task import TaskConfig
 
     out = tmp_path / "sim-ds"
+    # Seed 18's second expert episode clips the obstacle: only the other two are written.
     assert (
-        main(["sim", "demos", "--episodes", "3", "--seed", "5", "--format", "lerobot", "--out", str(out)])
+        main(["sim", "demos", "--episodes", "3", "--seed", "18", "--format", "lerobot", "--out", str(out)])
         == 0
     )
+    assert "(2 successful ones written)" in capsys.readouterr().out
     ds = open_dataset(out)
-    ref = demo_io.generate(TaskConfig(), seed=5, episodes=3)
-    assert [e.length for e in ds.episodes] == list(np.diff(ref.offsets))
-    assert np.array_equal(ds.columns["action"], ref.action)
-    assert np.array_equal(ds.columns["observation.state"], np.concatenate([ref.q, ref.qd], -1))
+    ref = demo_io.generate(TaskConfig(), seed=18, episodes=3)
+    assert ref.success.tolist() == [True, False, True]
+    keep = np.concatenate([np.arange(ref.offsets[e], ref.offsets[e + 1]) for e in (0, 2)])
+    assert [e.length for e in ds.episodes] == [int(n) for n in np.diff(ref.offsets)[[0, 2]]]
+    assert np.array_equal(ds.columns["action"], ref.action[keep])
+    assert np.array_equal(ds.columns["observation.state"], np.concatenate([ref.q, ref.qd], -1)[keep])
+    # The privileged scene state (the aux probe's target): the instructed goal and the obstacle.
+    env = ds.columns["observation.environment_state"]
+    first = ds.episodes[1].start
+    assert np.allclose(env[first], np.concatenate([ref.scenes.goal[2], ref.scenes.obstacle[2]]), atol=1e-6)
+    assert np.allclose(env[first], env[first + ds.episodes[1].length - 1])
     assert ds.frames("observation.images.top", ds.episodes[0]).shape == (ds.episodes[0].length, 48, 64, 3)
     # A foreign folder is never written into; our own is replaced only with --force.
     foreign = tmp_path / "foreign"

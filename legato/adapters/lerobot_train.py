@@ -9,6 +9,13 @@ r_max, schedule shape, omega_dim, velocity form, time convention) and, for resum
 optimizer.safetensors + trainer.json + log.jsonl. d and r are drawn per example as
 legato.objectives draws them; N is the checkpoint's num_steps, fixed and recorded.
 
+Where the dataset has `observation.environment_state` (privileged scene state: the simulator
+writes the target's and obstacle's positions) and --aux-weight > 0, a training-only probe
+predicts it from the prefix (AuxProbe), as the reference model's auxiliary head does: without
+it the policy can lower the flow loss from the joint state alone and let what the camera says
+about the scene fade. The probe is saved beside the policy (aux.safetensors, for --resume);
+LeRobot, the export and the robot never read it.
+
 --init is a LeRobot policy folder (fine-tuning: its weights and its normalisation statistics)
 or a LeRobot policy config JSON (a fresh model: sizes from the file, features and statistics
 from the dataset; `configs/smolvla-reduced.json`).
@@ -40,6 +47,8 @@ from legato.lerobot_dataset import LeRobotDataset, LeRobotDatasetError, open_dat
 from legato.objectives import build_example, weighted_mse
 
 LEGATO_FILE, OPTIMIZER, TRAINER, LOG = "legato.json", "optimizer.safetensors", "trainer.json", "log.jsonl"
+AUX = "aux.safetensors"
+ENV_STATE = "observation.environment_state"
 POLICIES = ("smolvla", "pi05")
 
 
@@ -96,6 +105,7 @@ class LeRobotChunkSampler:
     horizon: int
     cameras: tuple[str, ...]
     seed: int
+    env_state: bool = False  # also return observation.environment_state (the aux probe's target)
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
@@ -109,6 +119,8 @@ class LeRobotChunkSampler:
         obs: dict[str, Any] = {c: self.frames[c][rows] for c in self.cameras}
         obs["observation.state"] = self.ds.columns["observation.state"][rows].astype(np.float32)
         obs["task"] = [self.ds.task_of(r) for r in rows]
+        if self.env_state:
+            obs[ENV_STATE] = self.ds.columns[ENV_STATE][rows].astype(np.float32)
         return obs, self.ds.columns["action"][self.chunk_rows[rows]].astype(np.float32)
 
 
@@ -126,8 +138,17 @@ def legato_meta(cfg: TrainConfig, policy, head: LegatoHead) -> dict[str, Any]:
     }
 
 
-def save_run(out: Path, policy, meta: dict[str, Any], opt, step: int, log: str, replace: bool) -> None:
-    """A LeRobot policy folder + legato.json + resume state, swapped in atomically."""
+def save_run(
+    out: Path,
+    policy,
+    meta: dict[str, Any],
+    opt,
+    step: int,
+    log: str,
+    replace: bool,
+    aux: AuxProbe | None = None,
+) -> None:
+    """A LeRobot policy folder + legato.json + resume state (+ the aux probe), swapped in atomically."""
     from safetensors.torch import save_file
 
     from legato.checkpoint import flatten_optimizer
@@ -136,9 +157,14 @@ def save_run(out: Path, policy, meta: dict[str, Any], opt, step: int, log: str, 
     weights = lerobot_state_dict(policy)
     with atomic_folder(out, "run", replace=replace, also=("checkpoint",)) as tmp:
         for f in src.iterdir():  # config, processors, statistics, a vlm/ folder
-            if f.name in ("model.safetensors", LEGATO_FILE, OPTIMIZER, TRAINER, LOG) or f.name.startswith(
-                "."
-            ):
+            if f.name in (
+                "model.safetensors",
+                LEGATO_FILE,
+                OPTIMIZER,
+                TRAINER,
+                LOG,
+                AUX,
+            ) or f.name.startswith("."):
                 continue
             if f.is_dir():
                 shutil.copytree(f, tmp / f.name)
@@ -149,6 +175,8 @@ def save_run(out: Path, policy, meta: dict[str, Any], opt, step: int, log: str, 
         save_file(flatten_optimizer(opt), str(tmp / OPTIMIZER))
         (tmp / TRAINER).write_text(json.dumps({"step": step}))
         (tmp / LOG).write_text(log)
+        if aux is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in aux.state_dict().items()}, str(tmp / AUX))
 
 
 def lerobot_state_dict(policy) -> dict[str, torch.Tensor]:
@@ -227,15 +255,26 @@ def train(
     head = LegatoHead(spec.num_steps, omega_dim, velocity_form)
     relative = relative_actions(source, ds, spec.chunk, action_norm, policy_kind)
     model = policy.model.to(dev).train()
+    aux = aux_probe(ds, model, cfg, source if resume else None)
+    if aux is not None:
+        aux.to(dev)
+        if rank == 0:
+            print(f"aux: the prefix predicts {ENV_STATE} ({aux.dim} values), weight {cfg.aux_weight:g} "
+                  "(training only; --aux-weight 0 turns it off)")  # fmt: skip
     trainable = _trainable(policy)
-    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt_params = trainable + ([] if aux is None else list(aux.parameters()))
+    opt = torch.optim.AdamW(opt_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, log_text = 0, ""
     if resume:
         start, log_text = _resume(out, cfg, opt, ds)
-    step_module = TrainStep(model, head, _prefix_trains(policy), cfg.draws)
+    step_module = TrainStep(model, head, _prefix_trains(policy), cfg.draws, aux)
     net = torch.nn.parallel.DistributedDataParallel(step_module) if distributed else step_module
     sampler = LeRobotChunkSampler(
-        ds, spec.chunk, tuple(k for k, _ in spec.cameras), seed=cfg.seed * 1000 + rank + start
+        ds,
+        spec.chunk,
+        tuple(k for k, _ in spec.cameras),
+        seed=cfg.seed * 1000 + rank + start,
+        env_state=aux is not None,
     )
     rng = np.random.default_rng([cfg.seed, rank, start])
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank + start)
@@ -276,24 +315,27 @@ def train(
         act = torch.nn.functional.pad(act, (0, spec.max_action_dim - a)).repeat_interleave(cfg.draws, 0)
         eps = torch.randn(act.shape, generator=gen)
         ex = to_lerobot(build_example(act, eps, cfg, spec.num_steps, rng, action_std)).to(dev)
-        v = net(policy.prefix_inputs(obs), ex.y, ex.t[:, 0], ex.omega)  # per-example flow time
+        env = None if aux is None else torch.from_numpy(obs[ENV_STATE]).to(dev)
+        v, aux_loss = net(policy.prefix_inputs(obs), ex.y, ex.t[:, 0], ex.omega, env)  # per-example flow time
         ex_a = type(ex)(ex.y, ex.t, ex.omega, ex.target[..., :a], ex.weight)
-        loss = weighted_mse(v[..., :a], ex_a)
+        flow_loss = weighted_mse(v[..., :a], ex_a)
+        loss = flow_loss + cfg.aux_weight * aux_loss
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss became {loss.item()} at step {step}; lower --lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(opt_params, cfg.grad_clip)
         opt.step()
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        ema = flow_loss.item() if ema is None else 0.98 * ema + 0.02 * flow_loss.item()
         if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps - 1):
             bar.set_postfix(loss=f"{ema:.4f}", lr=f"{lr_at(step, cfg):.1e}")
             log_lines.append(
                 json.dumps(
                     {
                         "step": step,
-                        "loss": loss.item(),
+                        "loss": flow_loss.item(),
                         "loss_ema": ema,
+                        **({} if aux is None else {"aux_loss": aux_loss.item()}),
                         "lr": lr_at(step, cfg),
                         "elapsed_s": time.time() - t0,
                     }
@@ -302,7 +344,16 @@ def train(
             )
         if rank == 0 and ((step + 1) % cfg.ckpt_every == 0 or step == cfg.steps - 1):
             stats = {"step": step + 1, "loss_ema": ema, "wall_s": time.time() - t0}
-            save_run(out, policy, meta | {"training": stats}, opt, step + 1, "".join(log_lines), replace=True)
+            save_run(
+                out,
+                policy,
+                meta | {"training": stats},
+                opt,
+                step + 1,
+                "".join(log_lines),
+                replace=True,
+                aux=aux,
+            )
             policy.folder = _refolder(policy.folder, out)
     if distributed:
         dist.barrier()
@@ -333,19 +384,91 @@ def relative_actions(
     return Normalizer.fit(states, ds.columns["action"][chunk_rows(ds, horizon)].astype(np.float32))
 
 
+class AuxProbe(torch.nn.Module):
+    """Training only: the prefix's last hidden states (b, p, width), mean-pooled over its valid
+    tokens -> the environment state (b, dim), normalised by the dataset's mean and std; its loss
+    is the mean squared error in those units. Its gradient makes the prefix (hence the K/V cache the
+    expert reads) carry where things are."""
+
+    def __init__(self, width: int, mean: np.ndarray, std: np.ndarray) -> None:
+        super().__init__()
+        self.dim = len(mean)
+        self.norm = torch.nn.LayerNorm(width)
+        self.proj = torch.nn.Linear(width, self.dim)
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(np.maximum(std, 1e-6), dtype=torch.float32))
+
+    def loss(self, hidden: torch.Tensor, pad: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        w = pad.to(hidden.dtype)[..., None]
+        pooled = (hidden * w).sum(1) / w.sum(1).clamp_min(1.0)
+        return torch.mean((self.proj(self.norm(pooled)) - (target - self.mean) / self.std) ** 2)
+
+
+def aux_probe(
+    ds: LeRobotDataset, model: torch.nn.Module, cfg: TrainConfig, resume_from: Path | None
+) -> AuxProbe | None:
+    """The run's probe: None without an environment state in the dataset or with --aux-weight 0;
+    restored from the run folder on --resume."""
+    if cfg.aux_weight <= 0 or ENV_STATE not in ds.features:
+        return None
+    if not hasattr(model, "prefix_hidden"):
+        raise UsageError(
+            f"--aux-weight: {type(model).__name__} exposes no prefix hidden states; pass --aux-weight 0"
+        )
+    col = ds.columns[ENV_STATE].astype(np.float64)
+    probe = AuxProbe(int(model.prefix_width), col.mean(0), col.std(0))
+    if resume_from is not None:
+        from safetensors.torch import load_file
+
+        path = resume_from / AUX
+        if not path.is_file():
+            raise UsageError(
+                f"--resume: {resume_from} was trained without the aux probe; pass --aux-weight 0"
+            )
+        probe.load_state_dict(load_file(str(path)))
+    return probe
+
+
 class TrainStep(torch.nn.Module):
     """One training forward as a module (so DDP sees it): the prefix of b observations once,
-    shared by its `draws` flow inputs; the Legato head on the expert's velocity."""
+    shared by its `draws` flow inputs; the Legato head on the expert's velocity; the aux probe's
+    loss on the prefix (0 without one)."""
 
-    def __init__(self, model: torch.nn.Module, head: LegatoHead, prefix_trains: bool, draws: int) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        head: LegatoHead,
+        prefix_trains: bool,
+        draws: int,
+        aux: AuxProbe | None = None,
+    ) -> None:
         super().__init__()
-        self.model, self.head, self.prefix_trains, self.draws = model, head, prefix_trains, draws
+        self.model, self.head, self.prefix_trains, self.draws, self.aux = (
+            model,
+            head,
+            prefix_trains,
+            draws,
+            aux,
+        )
 
-    def forward(self, inputs: tuple, y: torch.Tensor, t: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        inputs: tuple,
+        y: torch.Tensor,
+        t: torch.Tensor,
+        omega: torch.Tensor,
+        env: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.set_grad_enabled(self.prefix_trains and torch.is_grad_enabled()):
-            keys, values, pad = self.model.prefix(*inputs)
+            if self.aux is None:
+                keys, values, pad = self.model.prefix(*inputs)
+                aux_loss = y.new_zeros(())
+            else:
+                keys, values, pad, hidden = self.model.prefix_hidden(*inputs)
+                aux_loss = self.aux.loss(hidden, pad, env)
         keys, values, pad = (x.repeat_interleave(self.draws, 0) for x in (keys, values, pad))
-        return self.head.velocity(lambda x, tt: self.model.velocity(x, tt, keys, values, pad), y, t, omega)
+        v = self.head.velocity(lambda x, tt: self.model.velocity(x, tt, keys, values, pad), y, t, omega)
+        return v, aux_loss
 
 
 def _refolder(folder, out: Path):

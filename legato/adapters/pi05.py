@@ -155,6 +155,7 @@ class Pi05(nn.Module):
         self.vision_tower = SiglipVisionModel(v)
         self.projector = PaliGemmaMultiModalProjector(pcfg)
         self.vlm = GemmaModel(pcfg.text_config)
+        self.prefix_width = pcfg.text_config.hidden_size  # prefix_hidden's last dimension
         ecfg = gemma_config(sizes["expert"], sizes["vocab_size"])
         self.expert = GemmaModel(ecfg)
         self.expert.embed_tokens = None
@@ -202,6 +203,17 @@ class Pi05(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """pixels [(b, 3, S, S)] in [-1, 1], tokens / token_mask (b, l) -> keys, values
         (b, L, kv_heads, p, head_dim) after RoPE, prefix pad mask (b, p)."""
+        return self.prefix_hidden(pixels, img_masks, tokens, token_mask)[:3]
+
+    def prefix_hidden(
+        self,
+        pixels: list[torch.Tensor],
+        img_masks: list[torch.Tensor],
+        tokens: torch.Tensor,
+        token_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`prefix` and the last layer's output (b, p, width), which only training's auxiliary
+        probe reads (legato.adapters.lerobot_train.AuxProbe)."""
         embs, pads = [], []
         for img, m in zip(pixels, img_masks, strict=True):
             e = self.projector(self.vision_tower(img).last_hidden_state)
@@ -221,7 +233,7 @@ class Pi05(nn.Module):
             values.append(v)
             h = h + layer.self_attn.o_proj(self._attend(layer, q, k, v, bias))
             h = h + layer.mlp(layer.post_attention_layernorm(h))
-        return torch.stack(keys, 1), torch.stack(values, 1), pad
+        return torch.stack(keys, 1), torch.stack(values, 1), pad, h
 
     def velocity(
         self,

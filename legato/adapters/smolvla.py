@@ -163,6 +163,7 @@ class SmolVLA(nn.Module):
                 layer.self_attn.k_proj = nn.Linear(kv_in, kv_out, bias=bias)
                 layer.self_attn.v_proj = nn.Linear(kv_in, kv_out, bias=bias)
         self.width, self.expert_width = text.hidden_size, expert_cfg.hidden_size
+        self.prefix_width = self.width  # prefix_hidden's last dimension
         self.heads, self.kv_heads, self.head_dim = (
             text.num_attention_heads,
             text.num_key_value_heads,
@@ -233,6 +234,18 @@ class SmolVLA(nn.Module):
         state: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> keys, values (b, L, p, kv_heads, head_dim) after RoPE, and the prefix pad mask (b, p)."""
+        return self.prefix_hidden(pixels, img_masks, tokens, token_mask, state)[:3]
+
+    def prefix_hidden(
+        self,
+        pixels: list[torch.Tensor],
+        img_masks: list[torch.Tensor],
+        tokens: torch.Tensor,
+        token_mask: torch.Tensor,
+        state: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`prefix` and the last layer's output (b, p, width), which only training's auxiliary
+        probe reads (legato.adapters.lerobot_train.AuxProbe)."""
         h, pad, ar = self.embed_prefix(pixels, img_masks, tokens, token_mask, state)
         mask = attention_2d(pad, ar)
         pos = torch.cumsum(pad.long(), 1) - 1
@@ -246,7 +259,7 @@ class SmolVLA(nn.Module):
             keys.append(k)
             values.append(v)
             h = _residual_block(layer, h, attend(q, k, v, mask, self.heads // self.kv_heads))
-        return torch.stack(keys, 1), torch.stack(values, 1), pad
+        return torch.stack(keys, 1), torch.stack(values, 1), pad, h
 
     # -- velocity: N times per chunk
     def velocity(

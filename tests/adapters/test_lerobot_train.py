@@ -211,3 +211,53 @@ def test_a_fresh_smolvla_is_drawn_at_unit_gain(tmp_path):
         assert abs(v.std() * fan_in**0.5 - 1) < 0.25, (k, v.std(), fan_in)
     assert all(not v.any() for k, v in w.items() if k.endswith(".bias"))
     assert all((v == 1).all() for k, v in w.items() if v.ndim == 1 and "norm" in k and k.endswith(".weight"))
+
+
+def test_aux_probe_pools_only_the_valid_prefix_tokens():
+    import numpy as np
+    import torch
+
+    from legato.adapters.lerobot_train import AuxProbe
+
+    probe = AuxProbe(8, mean=np.array([1.0, -1.0]), std=np.array([2.0, 0.5]))
+    hidden = torch.randn(3, 5, 8)
+    pad = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    target = torch.randn(3, 2)
+    garbage = hidden.clone()
+    garbage[~pad] = 1e6  # what padded tokens hold never reaches the probe
+    assert torch.allclose(probe.loss(hidden, pad, target), probe.loss(garbage, pad, target))
+    # The target is compared in the dataset's normalised units.
+    pooled = (hidden * pad[..., None]).sum(1) / pad.sum(1, keepdim=True)
+    want = torch.mean((probe.proj(probe.norm(pooled)) - (target - probe.mean) / probe.std) ** 2)
+    assert torch.allclose(probe.loss(hidden, pad, target), want)
+
+
+def test_environment_state_in_the_dataset_trains_an_aux_probe_on_the_prefix(tmp_path, hf_offline, capsys):
+    """The simulator's dataset carries observation.environment_state: the prefix learns to predict
+    it (log's aux_loss), the probe is kept beside the LeRobot folder for --resume, the folder still
+    loads, and --aux-weight 0 trains without it."""
+    from legato.adapters.smolvla import SmolVLAPolicy
+
+    data = tmp_path / "sim-ds"
+    assert (
+        main(["sim", "demos", "--episodes", "2", "--seed", "5", "--format", "lerobot", "--out", str(data)])
+        == 0
+    )
+    out = tmp_path / "run"
+    args = ["train", "--policy", "smolvla", "--data", str(data), "--out", str(out), *SMALL]
+    assert main([*args, "--init", str(CONFIG), "--steps", "2"]) == 0
+    assert "aux: the prefix predicts observation.environment_state (4 values)" in capsys.readouterr().out
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all(r["aux_loss"] > 0 for r in logged)
+    assert (out / "aux.safetensors").is_file()
+    assert main([*args, "--resume", "--steps", "3"]) == 0
+    assert json.loads((out / "trainer.json").read_text()) == {"step": 3}
+    assert SmolVLAPolicy.load(out).spec.chunk == 16
+    plain = tmp_path / "no-aux"
+    no_aux = [a if a != str(out) else str(plain) for a in args]
+    assert main([*no_aux, "--init", str(CONFIG), "--steps", "1", "--aux-weight", "0"]) == 0
+    assert not (plain / "aux.safetensors").exists()
+    assert "aux_loss" not in (plain / "log.jsonl").read_text()
+    # A run trained without the probe cannot resume with one (its optimizer holds no probe state).
+    assert main([*no_aux, "--resume", "--steps", "2"]) == 2
+    assert "trained without the aux probe" in capsys.readouterr().err
