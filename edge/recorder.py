@@ -87,14 +87,14 @@ def _version() -> str:
         return "unknown"
 
 
-def policy_cameras(man: Any) -> list[dict[str, Any]] | None:
-    """The policy's cameras in its order (a bundle's adapter's, or a policy server's metadata):
-    name, height, width; None for a model that declares none."""
-    from edge.launch import policy_cameras as cameras
+def camera_records(man: Any) -> list[dict[str, Any]] | None:
+    """The policy's cameras (edge.launch.policy_cameras) as a recording's metadata writes them:
+    name, height, width in its order; None for a model that declares none."""
+    from edge.launch import policy_cameras
 
     if not (getattr(man, "remote", False) or hasattr(man, "adapter")):
         return None
-    return [{"name": c.name, "height": int(c.height), "width": int(c.width)} for c in cameras(man)]
+    return [{"name": c.name, "height": int(c.height), "width": int(c.width)} for c in policy_cameras(man)]
 
 
 def run_metadata(
@@ -132,7 +132,7 @@ def run_metadata(
             **identify().to_dict(),
         },
         "spec": {**asdict(man.spec), "image_hw": list(man.spec.image_hw)},
-        "cameras": policy_cameras(man),
+        "cameras": camera_records(man),
         "loop": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
         # a remote policy (--remote) has no local graphs: fused null, the server's stage names
         "denoiser": {

@@ -38,7 +38,7 @@ def load_for_replay(
     in the recording's sampler mode and graph (fused or stepwise) unless told otherwise."""
     from edge.assembly import load
     from edge.profiles import list_profiles
-    from edge.recorder import policy_cameras
+    from edge.recorder import camera_records
 
     d = rec.meta.get("denoiser", {})
     prof = profile or rec.meta.get("profile", {}).get("name")
@@ -49,7 +49,7 @@ def load_for_replay(
         )
     fused = d.get("fused") if graph is None else graph == "fused"  # None (a remote run): the profile's
     man, prof_obj, den = load(bundle, prof, mode or d.get("mode"), fused)
-    mine, theirs = policy_cameras(man), rec.meta.get("cameras")
+    mine, theirs = camera_records(man), rec.meta.get("cameras")
     if None not in (mine, theirs) and mine != theirs:  # older and remote recordings: the spec's check
         raise UsageError(
             f"bundle {bundle} has cameras {_said(mine)}, the recording {rec.path} has {_said(theirs)}: "
