@@ -217,8 +217,14 @@ def checkpoint_info(a: argparse.Namespace) -> int:
 
 def checkpoint_publish(a: argparse.Namespace) -> int:
     from legato import checkpoint
+    from legato.adapters.lerobot_files import is_lerobot_policy
 
-    dst = checkpoint.publish(a.path, a.to, replace=a.force)
-    size = sum(f.stat().st_size for f in Path(dst).iterdir())
+    if is_lerobot_policy(a.path):  # a LeRobot policy run (legato train --policy)
+        from legato.adapters.lerobot_train import publish
+
+        dst = publish(a.path, a.to, replace=a.force)
+    else:
+        dst = checkpoint.publish(a.path, a.to, replace=a.force)
+    size = sum(f.stat().st_size for f in Path(dst).rglob("*") if f.is_file())
     print(f"published {a.path} -> {dst} ({size / 1e6:.2f} MB, verified)")
     return 0

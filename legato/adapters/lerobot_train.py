@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from edge.errors import UsageError
+from edge.errors import OutputError, UsageError
 from edge.outputs import atomic_folder, check_target, is_kind
 from legato.adapters.legato_flow import TIME_CONVENTION, LegatoHead, to_lerobot
 from legato.adapters.lerobot_files import LeRobotCheckpointError
@@ -177,6 +177,33 @@ def save_run(
         (tmp / LOG).write_text(log)
         if aux is not None:
             save_file({k: v.detach().cpu().contiguous() for k, v in aux.state_dict().items()}, str(tmp / AUX))
+
+
+def publish(src: str | Path, dst: str | Path, replace: bool = False) -> Path:
+    """`legato checkpoint publish` of a LeRobot run: the policy folder (config, weights,
+    processors and their statistics, the VLM's files, legato.json) without the resume state
+    (optimizer, trainer step, aux probe, log), verified by loading both the source and the copy
+    before the swap, under the same rules for dst as the reference checkpoints'."""
+    from legato.adapters.lerobot_files import policy_type
+
+    src, dst = Path(src), Path(dst)
+    kind = policy_type(src)
+    if kind not in POLICIES:
+        raise UsageError(f"{src}: a LeRobot {kind} policy; publish takes {', '.join(POLICIES)}")
+    check_target(dst, "checkpoint", replace=replace, also=("run",))
+    load_policy(kind, src)
+    if src.resolve() == dst.resolve():
+        raise OutputError(f"{dst} is the checkpoint being published; choose another --to")
+    with atomic_folder(dst, "checkpoint", replace=replace, also=("run",)) as tmp:
+        for f in src.iterdir():
+            if f.name in (OPTIMIZER, TRAINER, AUX, LOG) or f.name.startswith("."):
+                continue
+            if f.is_dir():
+                shutil.copytree(f, tmp / f.name)
+            else:
+                shutil.copyfile(f, tmp / f.name)
+        load_policy(kind, tmp)  # the copy, not just the source
+    return dst
 
 
 def lerobot_state_dict(policy) -> dict[str, torch.Tensor]:

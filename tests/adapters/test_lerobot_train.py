@@ -253,6 +253,19 @@ def test_environment_state_in_the_dataset_trains_an_aux_probe_on_the_prefix(tmp_
     assert main([*args, "--resume", "--steps", "3"]) == 0
     assert json.loads((out / "trainer.json").read_text()) == {"step": 3}
     assert SmolVLAPolicy.load(out).spec.chunk == 16
+    # Published for inference: the LeRobot folder and legato.json, none of the resume state.
+    pub = tmp_path / "published"
+    assert main(["checkpoint", "publish", str(out), "--to", str(pub)]) == 0
+    names = {f.name for f in pub.iterdir()}
+    assert {"config.json", "model.safetensors", "legato.json", "vlm"} <= names
+    assert not names & {"optimizer.safetensors", "trainer.json", "aux.safetensors", "log.jsonl"}
+    assert (pub / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+    _harness_chunk_equals_the_adapter(pub)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert main(["checkpoint", "publish", str(out), "--to", str(foreign)]) == 2
+    assert (foreign / "notes.txt").read_text() == "mine"
     plain = tmp_path / "no-aux"
     no_aux = [a if a != str(out) else str(plain) for a in args]
     assert main([*no_aux, "--init", str(CONFIG), "--steps", "1", "--aux-weight", "0"]) == 0
