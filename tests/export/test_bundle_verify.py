@@ -165,10 +165,17 @@ def test_nan_or_inf_weights_are_refused_by_verify_flash_and_run(tiny_bundle, tmp
     assert "is not finite on a fixed input" in err[-1] and err[-1].startswith("legato: error:")
 
 
-def test_the_committed_bundle_is_the_committed_checkpoints_export():
-    """Not a re-read of the recorded numbers: verify models/legato-x86-cpu fully (hashes, graphs,
-    a forward pass) and recompute its parity against models/legato in torch on held-out samples."""
+@pytest.mark.parametrize(
+    "checkpoint, bundle",
+    [("legato", "legato-x86-cpu"), ("smolvla-reduced-legato", "smolvla-reduced-legato-x86-cpu")],
+)
+def test_the_committed_bundle_is_the_committed_checkpoints_export(checkpoint, bundle):
+    """Not a re-read of the recorded numbers: verify the committed bundle fully (hashes, graphs,
+    a forward pass) and recompute its parity against its checkpoint in torch on held-out samples
+    (the reference model, and the reduced SmolVLA trained with Legato on the simulator)."""
     pytest.importorskip("torch")
+    if checkpoint.startswith("smolvla"):
+        pytest.importorskip("transformers", reason="the vla extra (transformers) is not installed")
     from pathlib import Path
 
     from edge.bundle_policy import BundlePolicy
@@ -176,10 +183,10 @@ def test_the_committed_bundle_is_the_committed_checkpoints_export():
     from legato import adapters
 
     root = Path(__file__).resolve().parents[2]
-    m = verify(root / "models/legato-x86-cpu")
-    lp = adapters.load(root / "models/legato")
+    m = verify(root / "models" / bundle)
+    lp = adapters.load(root / "models" / checkpoint)
     assert m.adapter.to_dict() == lp.spec.to_dict()  # the same declaration as exporting it now
     samples = lp.samples(3)
-    for fused in (False, True):
+    for fused in (False, True)[: 1 + ("fused" in m.graphs)]:  # LeRobot bundles: stepwise only
         res = parity.compare(lp.reference_policy(threads=1), BundlePolicy(m, fused=fused), samples)
         assert res["max_abs"] <= parity.FP32_MAX_ABS, res
