@@ -194,16 +194,9 @@ class Pi05(nn.Module):
         q, k = apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1)
         return q, k, v  # (b, heads, n, d), (b, kv, n, d) x 2
 
-    def prefix(
-        self,
-        pixels: list[torch.Tensor],
-        img_masks: list[torch.Tensor],
-        tokens: torch.Tensor,
-        token_mask: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """pixels [(b, 3, S, S)] in [-1, 1], tokens / token_mask (b, l) -> keys, values
-        (b, L, kv_heads, p, head_dim) after RoPE, prefix pad mask (b, p)."""
-        return self.prefix_hidden(pixels, img_masks, tokens, token_mask)[:3]
+    def prefix(self, *inputs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The K/V cache of :meth:`prefix_hidden` (same inputs): keys, values, pad mask."""
+        return self.prefix_hidden(*inputs)[:3]
 
     def prefix_hidden(
         self,
@@ -212,8 +205,10 @@ class Pi05(nn.Module):
         tokens: torch.Tensor,
         token_mask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`prefix` and the last layer's output (b, p, width), which only training's auxiliary
-        probe reads (legato.adapters.lerobot_train.AuxProbe)."""
+        """pixels [(b, 3, S, S)] in [-1, 1], tokens / token_mask (b, l) -> keys, values
+        (b, L, kv_heads, p, head_dim) after RoPE, prefix pad mask (b, p), and the last layer's
+        output (b, p, width), which only training's auxiliary probe reads
+        (legato.adapters.lerobot_train.AuxProbe)."""
         embs, pads = [], []
         for img, m in zip(pixels, img_masks, strict=True):
             e = self.projector(self.vision_tower(img).last_hidden_state)

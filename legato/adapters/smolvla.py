@@ -225,16 +225,9 @@ class SmolVLA(nn.Module):
         ar[:, -1] = 1  # image and language do not attend to the state token
         return emb, pad, ar
 
-    def prefix(
-        self,
-        pixels: list[torch.Tensor],
-        img_masks: list[torch.Tensor],
-        tokens: torch.Tensor,
-        token_mask: torch.Tensor,
-        state: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> keys, values (b, L, p, kv_heads, head_dim) after RoPE, and the prefix pad mask (b, p)."""
-        return self.prefix_hidden(pixels, img_masks, tokens, token_mask, state)[:3]
+    def prefix(self, *inputs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The K/V cache of :meth:`prefix_hidden` (same inputs): keys, values, pad mask."""
+        return self.prefix_hidden(*inputs)[:3]
 
     def prefix_hidden(
         self,
@@ -244,8 +237,9 @@ class SmolVLA(nn.Module):
         token_mask: torch.Tensor,
         state: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`prefix` and the last layer's output (b, p, width), which only training's auxiliary
-        probe reads (legato.adapters.lerobot_train.AuxProbe)."""
+        """-> keys, values (b, L, p, kv_heads, head_dim) after RoPE, the prefix pad mask (b, p), and
+        the last layer's output (b, p, width), which only training's auxiliary probe reads
+        (legato.adapters.lerobot_train.AuxProbe)."""
         h, pad, ar = self.embed_prefix(pixels, img_masks, tokens, token_mask, state)
         mask = attention_2d(pad, ar)
         pos = torch.cumsum(pad.long(), 1) - 1
