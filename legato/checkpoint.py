@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,16 +216,32 @@ def load(path: str | Path) -> Checkpoint:
 
 
 def publish(src: str | Path, dst: str | Path, replace: bool = False) -> Path:
-    """Copy a checkpoint's config and weights (not the optimizer) into dst, verified by loading
-    both the source and the copy before the swap. dst must be absent, empty, or (with
-    `replace`) a checkpoint: never a folder of other files, a file or a link."""
+    """Copy a checkpoint's config and weights (not the optimizer) into dst (publish_folder)."""
+
+    def copy(src: Path, tmp: Path) -> None:
+        for name in (CONFIG, WEIGHTS):
+            shutil.copyfile(src / name, tmp / name)
+
+    return publish_folder(src, dst, copy, load, replace)
+
+
+def publish_folder(
+    src: str | Path,
+    dst: str | Path,
+    copy: Callable[[Path, Path], None],
+    verify: Callable[[Path], Any],
+    replace: bool = False,
+) -> Path:
+    """`legato checkpoint publish`: ``copy(src, tmp)`` what inference needs into a new folder,
+    verified by loading (``verify``) both the source and the copy before the swap. dst must be
+    absent, empty, or (with `replace`) a checkpoint: never a folder of other files, a file or a
+    link."""
     src, dst = Path(src), Path(dst)
     check_target(dst, "checkpoint", replace=replace, also=("run",))
-    load(src)
+    verify(src)
     if src.resolve() == dst.resolve():
         raise OutputError(f"{dst} is the checkpoint being published; choose another --to")
     with atomic_folder(dst, "checkpoint", replace=replace, also=("run",)) as tmp:
-        for name in (CONFIG, WEIGHTS):
-            shutil.copyfile(src / name, tmp / name)
-        load(tmp)  # the copy, not just the source
+        copy(src, tmp)
+        verify(tmp)  # the copy, not just the source
     return dst

@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from edge.errors import OutputError, UsageError
+from edge.errors import UsageError
 from edge.outputs import atomic_folder, check_target, is_kind
 from legato.adapters.legato_flow import TIME_CONVENTION, LegatoHead, to_lerobot
 from legato.adapters.lerobot_files import LeRobotCheckpointError
@@ -156,20 +156,8 @@ def save_run(
     src = policy.folder.path
     weights = lerobot_state_dict(policy)
     with atomic_folder(out, "run", replace=replace, also=("checkpoint",)) as tmp:
-        for f in src.iterdir():  # config, processors, statistics, a vlm/ folder
-            if f.name in (
-                "model.safetensors",
-                LEGATO_FILE,
-                OPTIMIZER,
-                TRAINER,
-                LOG,
-                AUX,
-            ) or f.name.startswith("."):
-                continue
-            if f.is_dir():
-                shutil.copytree(f, tmp / f.name)
-            else:
-                shutil.copyfile(f, tmp / f.name)
+        # config, processors, statistics, a vlm/ folder
+        copy_entries(src, tmp, ("model.safetensors", LEGATO_FILE, OPTIMIZER, TRAINER, LOG, AUX))
         save_file(weights, str(tmp / "model.safetensors"))
         (tmp / LEGATO_FILE).write_text(json.dumps(meta, indent=1))
         save_file(flatten_optimizer(opt), str(tmp / OPTIMIZER))
@@ -179,31 +167,36 @@ def save_run(
             save_file({k: v.detach().cpu().contiguous() for k, v in aux.state_dict().items()}, str(tmp / AUX))
 
 
+def copy_entries(src: Path, dst: Path, skip: tuple[str, ...]) -> None:
+    """Copy src's files and folders into dst, except the names in ``skip`` and hidden entries
+    (edge.outputs' markers)."""
+    for f in src.iterdir():
+        if f.name in skip or f.name.startswith("."):
+            continue
+        if f.is_dir():
+            shutil.copytree(f, dst / f.name)
+        else:
+            shutil.copyfile(f, dst / f.name)
+
+
 def publish(src: str | Path, dst: str | Path, replace: bool = False) -> Path:
     """`legato checkpoint publish` of a LeRobot run: the policy folder (config, weights,
     processors and their statistics, the VLM's files, legato.json) without the resume state
-    (optimizer, trainer step, aux probe, log), verified by loading both the source and the copy
-    before the swap, under the same rules for dst as the reference checkpoints'."""
+    (optimizer, trainer step, aux probe, log), verified and swapped in as the reference
+    checkpoints are (legato.checkpoint.publish_folder)."""
     from legato.adapters.lerobot_files import policy_type
+    from legato.checkpoint import publish_folder
 
-    src, dst = Path(src), Path(dst)
     kind = policy_type(src)
     if kind not in POLICIES:
         raise UsageError(f"{src}: a LeRobot {kind} policy; publish takes {', '.join(POLICIES)}")
-    check_target(dst, "checkpoint", replace=replace, also=("run",))
-    load_policy(kind, src)
-    if src.resolve() == dst.resolve():
-        raise OutputError(f"{dst} is the checkpoint being published; choose another --to")
-    with atomic_folder(dst, "checkpoint", replace=replace, also=("run",)) as tmp:
-        for f in src.iterdir():
-            if f.name in (OPTIMIZER, TRAINER, AUX, LOG) or f.name.startswith("."):
-                continue
-            if f.is_dir():
-                shutil.copytree(f, tmp / f.name)
-            else:
-                shutil.copyfile(f, tmp / f.name)
-        load_policy(kind, tmp)  # the copy, not just the source
-    return dst
+    return publish_folder(
+        src,
+        dst,
+        lambda s, tmp: copy_entries(s, tmp, (OPTIMIZER, TRAINER, AUX, LOG)),
+        lambda path: load_policy(kind, path),
+        replace,
+    )
 
 
 def lerobot_state_dict(policy) -> dict[str, torch.Tensor]:
