@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import UsageError
-from legato.episode_metrics import EPISODE_KEYS
+from legato.episode_metrics import EPISODE_KEYS, LATER_KEYS
 
 EXPERT = "expert"  # one cell per s (d = 0): pairs with every d
 
@@ -58,16 +58,26 @@ def load_report(path: str | Path) -> ReportCells:
         ) from None
     except (OSError, ValueError, KeyError) as e:
         raise UsageError(f"{path}: unreadable report ({e})") from None
-    if columns != list(EPISODE_KEYS):
+    known = [k for k in EPISODE_KEYS if k not in LATER_KEYS]
+    if not set(known) <= set(columns) <= set(EPISODE_KEYS):
         raise UsageError(
             f"{path}: episodes.npz has columns {columns}, this version reads {list(EPISODE_KEYS)}"
         )
     tables = {}
     for cell in report["cells"]:
         key = (cell["method"], int(cell["d"]), int(cell["s"]))
-        tables[key] = arrays[f"{key[0]}_d{key[1]}_s{key[2]}"]
+        tables[key] = _in_key_order(arrays[f"{key[0]}_d{key[1]}_s{key[2]}"], columns)
     cfg = report["config"]
     return ReportCells(path, int(cfg["seed"]), int(cfg["episodes"]), _task_of(report), tables)
+
+
+def _in_key_order(table: np.ndarray, columns: list[str]) -> np.ndarray:
+    """(episodes, len(EPISODE_KEYS)): a report's table in this version's column order, NaN in the
+    columns its version did not write (legato.episode_metrics.LATER_KEYS)."""
+    out = np.full((len(table), len(EPISODE_KEYS)), np.nan)
+    for j, k in enumerate(columns):
+        out[:, EPISODE_KEYS.index(k)] = table[:, j]
+    return out
 
 
 def check_same_episodes(a: ReportCells, b: ReportCells) -> None:

@@ -17,8 +17,10 @@ from legato import metrics as M
 EPISODE_KEYS: tuple[str, ...] = (
     "success", "completion_s", "steps", "boundary_jump", "boundary_ratio", "overlap_rmse", "nsparc_cmd",
     "nsparc_exec", "ldj_cmd", "ldj_exec", "msj_cmd", "msj_exec", "mode_switches", "stall_fraction",
-    "collided",
+    "collided", "route",
 )  # fmt: skip
+# Added after the first reports were written: legato.cross_compare reads older reports without them.
+LATER_KEYS: frozenset[str] = frozenset({"route"})
 
 
 def episode_metrics(res, i: int, control_hz: float) -> dict[str, float]:
@@ -53,6 +55,10 @@ def episode_metrics(res, i: int, control_hz: float) -> dict[str, float]:
         "mode_switches": float(M.mode_switches(np.array(labels))),
         "stall_fraction": M.stall_fraction(ee, dt, until=until),
         "collided": float(res.collided[i]),
+        # The route the episode committed to: its last chunk's plan while the choice was open
+        # (+1 left, -1 right; NaN if the choice never opened). Completion times of two methods
+        # mean little unless they took the same route (push-wall's right detour is ~50 % longer).
+        "route": float(labels[-1]) if labels else math.nan,
     }
 
 
@@ -64,7 +70,8 @@ def episode_table(res, control_hz: float) -> np.ndarray:
 
 def aggregate(table: np.ndarray, dt: float) -> dict[str, float]:
     """Means over a cell's episodes (NaN entries skipped), the success rate with its Wilson 95 %
-    interval, the collision rate and the throughput. table: episode_table's (episodes, k)."""
+    interval, the collision rate, the throughput and the share of routed episodes that went left.
+    table: episode_table's (episodes, k)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (e.g. no successes)
         out = {k: float(np.nanmean(table[:, j])) for j, k in enumerate(EPISODE_KEYS)}
@@ -74,5 +81,8 @@ def aggregate(table: np.ndarray, dt: float) -> dict[str, float]:
     steps = int(table[:, EPISODE_KEYS.index("steps")].sum())
     out.update(success_rate=wins / n, success_ci_low=lo, success_ci_high=hi, episodes=float(n))
     out.update(collision_rate=out.pop("collided"), throughput_per_min=M.throughput(wins, steps, dt))
-    del out["success"]
+    route = table[:, EPISODE_KEYS.index("route")]
+    routed = route[np.isfinite(route)]
+    out["left_route"] = float(np.mean(routed > 0)) if len(routed) else math.nan
+    del out["success"], out["route"]
     return out

@@ -236,8 +236,11 @@ def _read_partial(part: Path, key: str) -> dict[Cell, tuple[CellResult, np.ndarr
         except ValueError:
             continue  # a line cut by the interruption
         if rec.get("key") == key and "episodes" in rec:
+            table = np.array(rec["episodes"], dtype=np.float64)
+            if table.ndim != 2 or table.shape[1] != len(EPISODE_KEYS):
+                continue  # written by a version with other per-episode metrics: run it again
             c = CellResult(rec["method"], rec["d"], rec["s"], rec["r"], rec["values"])
-            done[(c.method, c.d, c.s)] = (c, np.array(rec["episodes"], dtype=np.float64))
+            done[(c.method, c.d, c.s)] = (c, table)
     return done
 
 

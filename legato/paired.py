@@ -8,6 +8,9 @@ replacement: a paired bootstrap, 95 % percentile interval.
 - success: mean over episodes of (success_A - success_B), in points of success rate / 100.
 - completion: ratio mean(completion_A) / mean(completion_B) over the episodes both methods
   completed (each resample recomputes both means on its own common successes).
+- completion, same route: the same ratio over the episodes both completed on the same route
+  (legato.episode_metrics "route"), so a method that picks the short route more often does not
+  look faster for it.
 - mode switches, boundary jump, stall fraction: mean of per-episode differences (episodes
   where both are defined; the jump is undefined for an episode with a single chunk).
 """
@@ -50,9 +53,10 @@ def mean_difference(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def mean_ratio(a: np.ndarray, b: np.ndarray) -> float:
-    """mean(a) / mean(b) over the entries where both are finite (NaN if none)."""
+    """mean(a) / mean(b) over the entries where both are finite (NaN if none, or if mean(b) = 0)."""
     ok = np.isfinite(a) & np.isfinite(b)
-    return float(np.mean(a[ok]) / np.mean(b[ok])) if ok.any() else math.nan
+    den = float(np.mean(b[ok])) if ok.any() else 0.0
+    return float(np.mean(a[ok])) / den if den != 0 else math.nan
 
 
 COMPARISONS: tuple[tuple[str, str, Statistic], ...] = (
@@ -75,4 +79,9 @@ def compare(
     for key, _, stat in COMPARISONS:
         j = EPISODE_KEYS.index(key)
         out[key] = list(bootstrap_interval(table_a[:, j], table_b[:, j], stat, resamples, seed))
+    # Masking per episode before resampling keeps the pairing: the mask travels with the episode.
+    r, c = EPISODE_KEYS.index("route"), EPISODE_KEYS.index("completion_s")
+    same = table_a[:, r] == table_b[:, r]  # NaN routes never match
+    a, b = np.where(same, table_a[:, c], math.nan), np.where(same, table_b[:, c], math.nan)
+    out["completion_same_route"] = list(bootstrap_interval(a, b, mean_ratio, resamples, seed))
     return out

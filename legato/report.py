@@ -22,6 +22,7 @@ METRICS: dict[str, str] = {
     "mode_switches": "mode switches per episode",
     "stall_fraction": "stall fraction",
     "collision_rate": "collision rate (planar: ends the episode; push-wall: wall contact)",
+    "left_route": "share of episodes that went left (push-wall: the short route)",
 }
 
 COLUMNS = [
@@ -37,6 +38,7 @@ COLUMNS = [
     ("mode_switches", "switches", "{:.3f}"),
     ("stall_fraction", "stall", "{:.3f}"),
     ("collision_rate", "collided", "{:.3f}"),
+    ("left_route", "left", "{:.2f}"),
     ("chunk_ms", "chunk ms", "{:.1f}"),
 ]
 
@@ -81,9 +83,9 @@ def markdown_table(report: dict[str, Any]) -> str:
 def paired_table(paired: list[dict[str, Any]]) -> str:
     """The paired comparisons: estimate [95 % paired bootstrap interval] per metric."""
     lines = ["\n### Paired comparisons (same episodes and noise; 95 % paired bootstrap intervals)\n",
-             "| A vs B | s | d | success A - B | completion A / B | switches A - B | jump A - B "
-             "| stall A - B |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| A vs B | s | d | success A - B | completion A / B | same route | switches A - B "
+             "| jump A - B | stall A - B |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
 
     def ci(v: list[float] | None, fmt: str) -> str:
         if v is None:  # a report written before this metric was compared
@@ -93,7 +95,8 @@ def paired_table(paired: list[dict[str, Any]]) -> str:
     for p in paired:
         lines.append(
             f"| {p['a']} vs {p['b']} | {p['s']} | {p['d']} | {ci(p['success'], '{:+.3f}')} | "
-            f"{ci(p['completion_s'], '{:.3f}')} | {ci(p['mode_switches'], '{:+.3f}')} | "
+            f"{ci(p['completion_s'], '{:.3f}')} | {ci(p.get('completion_same_route'), '{:.3f}')} | "
+            f"{ci(p['mode_switches'], '{:+.3f}')} | "
             f"{ci(p['boundary_jump'], '{:+.4f}')} | {ci(p.get('stall_fraction'), '{:+.3f}')} |"
         )
     return "\n".join(lines)

@@ -34,6 +34,7 @@ def test_harness_writes_results_table_and_plots(tiny_checkpoints, tmp_path, work
         assert c["method"] == "expert" or c["chunk_ms"] > 0
     expert = [c for c in cells if c["method"] == "expert"]
     assert all(c["success_rate"] >= 0.75 and c["mode_switches"] == 0 for c in expert)
+    assert all(0.0 <= c["left_route"] <= 1.0 for c in expert)  # the expert always commits to a side
     # paired comparisons at every (d, s): the expert's one cell pairs with each d
     pairs = {(p["a"], p["b"], p["d"], p["s"]) for p in report["paired"]}
     assert len(pairs) == 2 * 2 * 2

@@ -56,6 +56,22 @@ def test_compare_reports_success_difference_and_completion_ratio():
     assert out["completion_s"][:3] == pytest.approx([0.9, 0.9, 0.9])
 
 
+def test_completion_on_the_same_route_is_not_fooled_by_a_preference_for_the_short_one():
+    """A goes the short way (1 s) on 70 episodes, B on 40; on each route they are equally fast."""
+    k = len(EPISODE_KEYS)
+    a, b = np.zeros((100, k)), np.zeros((100, k))
+    r, c = EPISODE_KEYS.index("route"), EPISODE_KEYS.index("completion_s")
+    a[:, r] = np.where(np.arange(100) < 70, 1.0, -1.0)
+    b[:, r] = np.where(np.arange(100) < 40, 1.0, -1.0)
+    for t in (a, b):
+        t[:, c] = np.where(t[:, r] > 0, 1.0, 1.5)
+    out = compare(a, b, resamples=300)
+    assert out["completion_s"][0] == pytest.approx(1.15 / 1.3)  # the mix makes A look 12 % faster
+    assert out["completion_same_route"][:3] == pytest.approx([1.0, 1.0, 1.0])
+    a[:, r] = np.nan  # never routed: nothing to compare
+    assert np.isnan(compare(a, b, resamples=100)["completion_same_route"][0])
+
+
 def test_compare_reports_the_stall_fraction_difference():
     """Stall ("hesitates more than the expert") is compared per episode like the switches."""
     k = len(EPISODE_KEYS)
