@@ -167,12 +167,14 @@ def route_of(plan: np.ndarray, x_hand: np.ndarray) -> np.ndarray:
     """Which end of the wall each planned hand path goes round: +1 left, -1 right, 0 undecided.
 
     plan (b, h, >= 2) hand targets (x, y, ...) in m; x_hand (b,) the hand's x now. The side is
-    where the plan crosses the wall's line (y = WALL_Y), left or right of the wall's centre; a
-    plan that does not reach the wall is labelled by its lateral motion (more than 3 cm from
-    the hand's x towards one end); anything else is undecided.
+    where the plan first reaches the wall's line (y >= WALL_Y), left or right of the wall's
+    centre, also when its first target is already there (the hand at an end of the wall: the
+    rest of such a plan turns back towards the goal, which is no change of route); a plan that
+    does not reach the wall is labelled by its lateral motion (more than 3 cm from the hand's x
+    towards one end); anything else is undecided.
     """
     x, y = plan[..., 0], plan[..., 1]
-    crosses = (y >= WALL_Y).any(-1) & (y < WALL_Y).any(-1)
+    crosses = (y >= WALL_Y).any(-1)
     first = np.argmax(y >= WALL_Y, axis=-1)
     x_cross = x[np.arange(len(x)), first]
     centre = 0.5 * (WALL_X[0] + WALL_X[1])

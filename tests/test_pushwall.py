@@ -73,8 +73,12 @@ def test_route_of_reads_where_the_plan_crosses_the_wall_or_its_lateral_motion():
     moving_left = np.stack([np.linspace(0.0, -0.05, 10), short], -1)
     moving_right = np.stack([np.linspace(0.0, 0.05, 10), short], -1)
     still = np.stack([np.linspace(0.0, 0.01, 10), short], -1)
-    plans = np.stack([cross_left, cross_right, moving_left, moving_right, still])
-    assert route_of(plans, np.zeros(5)).tolist() == [LEFT, RIGHT, LEFT, RIGHT, 0]
+    # Round the right end already, heading back left to the goal: still the right route (read
+    # by lateral motion alone it looked like a switch to the left in most episodes).
+    past_right = np.stack([np.linspace(0.33, -0.02, 10), np.linspace(0.78, 0.98, 10)], -1)
+    plans = np.stack([cross_left, cross_right, moving_left, moving_right, still, past_right])
+    x_hand = np.r_[np.zeros(5), 0.31]
+    assert route_of(plans, x_hand).tolist() == [LEFT, RIGHT, LEFT, RIGHT, 0, RIGHT]
 
 
 def test_nan_targets_hold_and_are_counted():
