@@ -33,6 +33,8 @@ class ReportCells:
 
 
 def _task_of(report: dict[str, Any]) -> str | None:
+    from sim.tasks import canonical_task
+
     task = report.get("task")
     if task is None:  # reports written before the task was recorded: ask the checkpoints
         for ck in report.get("config", {}).get("checkpoints", ()):
@@ -41,7 +43,12 @@ def _task_of(report: dict[str, Any]) -> str | None:
                 break
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-    return None if task is None else json.dumps(task, sort_keys=True)
+    if task is None:
+        return None
+    try:
+        return canonical_task(task)
+    except (ValueError, KeyError, TypeError):
+        return json.dumps(task, sort_keys=True)  # a task this version does not know: compare as written
 
 
 def load_report(path: str | Path) -> ReportCells:

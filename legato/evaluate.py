@@ -168,6 +168,7 @@ def plan_cells(cfg: EvalConfig) -> list[tuple[str, int, int]]:
     has one cell per s (d = 0): it neither waits for nor continues chunks."""
     from edge.policy import INFERENCE_METHODS, ChunkRequest, ModelSpec, check_held_out, check_request
     from legato.checkpoint import read_config
+    from sim.tasks import canonical_task
 
     specs: dict[str, tuple[str, ModelSpec, int | None]] = {}
     tasks = set()
@@ -177,7 +178,7 @@ def plan_cells(cfg: EvalConfig) -> list[tuple[str, int, int]]:
         train_seed = conf.get("data", {}).get("seed") if isinstance(conf.get("data"), dict) else None
         check_held_out(train_seed, cfg.seed, str(path))
         specs[spec.method] = (str(path), spec, train_seed)
-        tasks.add(json.dumps(conf["task"], sort_keys=True))
+        tasks.add(canonical_task(conf["task"]))
     if len(tasks) > 1:
         raise UsageError("--checkpoints were trained on different tasks; evaluate one task at a time")
     cells, bad = [], []

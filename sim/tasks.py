@@ -55,6 +55,14 @@ def task_from_dict(d: dict[str, Any]) -> Any:
     raise UnknownTask(f"unknown task {name!r}; this version knows {', '.join(TASK_NAMES)}")
 
 
+def canonical_task(d: dict[str, Any]) -> str:
+    """A task's JSON form as one comparable string: checkpoints written before tasks had names
+    (no "name" = planar-reach) compare equal to today's of the same task."""
+    import json
+
+    return json.dumps(task_from_dict(d).to_dict(), sort_keys=True)
+
+
 def make_env(task: Any, scenes: Any, templates: np.ndarray | None = None, stop_on_success: bool = True):
     """A batched environment for b episodes of the task."""
     if task_name(task) == PUSH_WALL:

@@ -66,6 +66,17 @@ def test_reports_of_other_episodes_are_refused(tmp_path, other, match):
         cross_compare(a, "legato", b, "rtc")
 
 
+def test_a_report_of_a_checkpoint_from_before_task_names_pairs_with_todays(tmp_path):
+    from sim.task import TaskConfig
+
+    today = TaskConfig().to_dict()
+    old = {k: v for k, v in today.items() if k != "name"}
+    t = _table(np.ones(50), np.ones(50))
+    a = load_report(_report(tmp_path / "a", {("legato", 2, 8): t}, task=today))
+    b = load_report(_report(tmp_path / "b", {("rtc", 2, 8): t}, task=old))
+    assert [r["d"] for r in cross_compare(a, "legato", b, "rtc", resamples=100)] == [2]
+
+
 def test_no_common_cell_and_unfinished_reports_are_one_line_errors(tmp_path):
     t = _table(np.ones(50), np.ones(50))
     a = load_report(_report(tmp_path / "a", {("legato", 2, 8): t}))

@@ -135,3 +135,12 @@ def test_env_never_sends_nan_and_clamps_targets():
 
 def test_task_config_round_trips_through_json_dict():
     assert TaskConfig.from_dict(TASK.to_dict()) == TASK
+
+
+def test_a_task_written_before_tasks_had_names_is_the_same_planar_task():
+    from sim.tasks import canonical_task
+
+    old = {k: v for k, v in TASK.to_dict().items() if k != "name"}  # the committed planar checkpoints
+    assert canonical_task(old) == canonical_task(TASK.to_dict())
+    other = TASK.to_dict() | {"max_steps": TASK.max_steps + 1}
+    assert canonical_task(other) != canonical_task(TASK.to_dict())
