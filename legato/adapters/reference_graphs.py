@@ -117,7 +117,6 @@ class FlowHeadGraph(nn.Module):
         self.n = policy.cfg.num_steps
         self.heads = policy.cfg.heads
         self.fused = fused_attention
-        self.factored = policy.cfg.velocity_form == "factored"
 
     def forward(self, y, t, omega, kv, mod, cond):
         head = self.head
@@ -127,10 +126,8 @@ class FlowHeadGraph(nn.Module):
         x = head.in_proj(torch.cat([y[0], omega[0][:, None]], -1)) + cond[0]  # (h, c)
         for i, blk in enumerate(head.blocks):
             x = head_block(blk, x, m[6 * i : 6 * i + 6], kv[:, i, 0], kv[:, i, 1], self.heads, self.fused)
-        v = head.out(head.norm(x))[None]  # (1, h, a)
-        if self.factored:
-            v = v * (1 - omega * self.n * (1 - t))[..., None]
-        return v
+        # FlowHead.velocity: the one place each velocity_form's output becomes the velocity.
+        return head.velocity(head.out(head.norm(x))[None], t, omega)  # (1, h, a)
 
 
 class FusedGraph(nn.Module):

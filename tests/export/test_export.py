@@ -113,14 +113,21 @@ def test_reference_evaluator_onnxruntime_and_torch_agree(tiny_checkpoints, tiny_
         np.testing.assert_allclose(o, t.numpy(), atol=2e-5, rtol=1e-4)
 
 
-def test_rewritten_graphs_equal_the_original_model(tiny_checkpoints):
-    """adaLN hoist + standard-op attention: the head's velocity is the original FlowHead's."""
+@pytest.mark.parametrize("velocity_form", ["factored", "direct", "corrective"])
+def test_rewritten_graphs_equal_the_original_model(tiny_checkpoints, velocity_form):
+    """adaLN hoist + standard-op attention: the head's velocity is the original FlowHead's, for
+    every velocity form (the corrective head's two outputs per token included)."""
+    from dataclasses import replace
+
     import torch
 
     from legato.adapters.reference_graphs import FlowHeadGraph, PrefixGraph
     from legato.checkpoint import load
+    from legato.model import Policy
 
-    pol = load(tiny_checkpoints["legato"]).model.eval()
+    trained = load(tiny_checkpoints["legato"]).model
+    torch.manual_seed(0)
+    pol = Policy(replace(trained.cfg, velocity_form=velocity_form)).eval()
     cfg = pol.cfg
     g = torch.Generator().manual_seed(1)
     image = torch.randint(0, 255, (1, *cfg.image_hw, 3), dtype=torch.uint8, generator=g)
