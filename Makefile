@@ -32,9 +32,14 @@ $(DEMOS): | setup
 
 demos: $(DEMOS)
 
+# Legato's round-3 recipe (docs/training.md): a reference that may be wrong, the corrective head,
+# half the examples without a reference; the other methods never read these options.
+LEGATO_RECIPE ?= --reference-target recover --velocity-form corrective --p-no-prefix 0.5
+
 train: setup $(DEMOS)
 	for m in legato rtc-train plain; do \
-	  $(LEGATO) train --data $(DEMOS) --method $$m --steps $(TRAIN_STEPS) --out runs/$$m --force || exit 1; \
+	  extra=""; [ $$m = legato ] && extra="$(LEGATO_RECIPE)"; \
+	  $(LEGATO) train --data $(DEMOS) --method $$m --steps $(TRAIN_STEPS) $$extra --out runs/$$m --force || exit 1; \
 	  $(LEGATO) checkpoint publish runs/$$m --to models/$$m --force || exit 1; \
 	done
 
