@@ -174,14 +174,15 @@ def route_of(plan: np.ndarray, x_hand: np.ndarray) -> np.ndarray:
     towards one end); anything else is undecided.
     """
     x, y = plan[..., 0], plan[..., 1]
-    crosses = (y >= WALL_Y).any(-1)
-    first = np.argmax(y >= WALL_Y, axis=-1)
+    at_wall = y >= WALL_Y
+    reaches = at_wall.any(-1)
+    first = np.argmax(at_wall, axis=-1)
     x_cross = x[np.arange(len(x)), first]
     centre = 0.5 * (WALL_X[0] + WALL_X[1])
     by_cross = np.where(x_cross < centre, LEFT, RIGHT)
     lo, hi = x.min(-1) - x_hand, x.max(-1) - x_hand
     by_motion = np.where(-lo > np.maximum(hi, 0.03), LEFT, np.where(hi > np.maximum(-lo, 0.03), RIGHT, 0))
-    return np.where(crosses, by_cross, by_motion).astype(np.int64)
+    return np.where(reaches, by_cross, by_motion).astype(np.int64)
 
 
 @dataclass(frozen=True)

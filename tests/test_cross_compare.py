@@ -105,13 +105,10 @@ def test_legato_compare_prints_the_paired_table(tmp_path, capsys):
 
 def test_a_report_written_before_routes_were_recorded_still_pairs(tmp_path):
     old_keys = [k for k in EPISODE_KEYS if k != "route"]
-    folder = _report(tmp_path / "old", {})
     t = _table(np.ones(50), np.full(50, 2.0))
+    folder = _report(tmp_path / "old", {("rtc", 2, 8): t})
     np.savez_compressed(folder / "episodes.npz", columns=np.array(old_keys),
                         rtc_d2_s8=np.delete(t, EPISODE_KEYS.index("route"), axis=1))  # fmt: skip
-    report = json.loads((folder / "results.json").read_text())
-    report["cells"] = [{"method": "rtc", "d": 2, "s": 8, "r": 0}]
-    (folder / "results.json").write_text(json.dumps(report))
     b = load_report(folder)
     assert np.isnan(b.tables[("rtc", 2, 8)][:, EPISODE_KEYS.index("route")]).all()
     a = load_report(_report(tmp_path / "new", {("legato", 2, 8): _table(np.ones(50), np.full(50, 1.8))}))
