@@ -127,6 +127,23 @@ def cross_compare(a: ReportCells, method_a: str, b: ReportCells, method_b: str, 
     return rows
 
 
+def trade_off(r: ReportCells, method: str) -> list[dict[str, float]]:
+    """The success / consistency trade-off of one method in one report, the two axes
+    `legato compare --plot` draws: per (s, d) cell, sorted, {"s", "d", "success" (rate),
+    "overlap_rmse" (mean over the episodes that had an overlap, action units)}."""
+    rows = []
+    for (m, d, s), t in sorted(r.tables.items(), key=lambda kv: (kv[0][2], kv[0][1])):
+        if m != method:
+            continue
+        overlap = t[:, EPISODE_KEYS.index("overlap_rmse")]
+        finite = overlap[np.isfinite(overlap)]
+        rows.append({"s": s, "d": d, "success": float(np.mean(t[:, EPISODE_KEYS.index("success")])),
+                     "overlap_rmse": float(np.mean(finite)) if len(finite) else float("nan")})  # fmt: skip
+    if not rows:
+        raise UsageError(f"{r.path} has no {method} cells")
+    return rows
+
+
 def parse_side(text: str) -> tuple[Path, str]:
     """ "reports/x:legato" -> (Path("reports/x"), "legato")."""
     path, sep, method = text.rpartition(":")

@@ -65,23 +65,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--resamples", type=int_in(100, 1_000_000), default=4000, help="paired bootstrap resamples"
     )
+    c.add_argument(
+        "--plot", type=Path, metavar="FILE.png",
+        help="also draw success against overlap inconsistency of every method named, through its delays",
+    )  # fmt: skip
+    c.add_argument("--force", action="store_true", help="replace an existing --plot file")
     c.set_defaults(func=run_compare)
 
 
 def run_compare(a: argparse.Namespace) -> int:
     """Print A against each B, paired on the same episodes (legato.cross_compare)."""
+    from edge.outputs import atomic_file, check_file_target
     from legato.cross_compare import cross_compare, load_report, parse_side
     from legato.report import paired_table
 
+    if a.plot is not None:  # a target that cannot be written fails before the bootstrap runs
+        check_file_target(a.plot, replace=a.force, what="plot")
     path_a, method_a = parse_side(a.a)
     rep_a = load_report(path_a)
-    rows = []
+    rows, lines = [], {}
     for side in a.b:
         path_b, method_b = parse_side(side)
+        rep_b = load_report(path_b)
         names = {"label_a": f"{path_a.name}:{method_a}", "label_b": f"{path_b.name}:{method_b}"}
-        rows += cross_compare(rep_a, method_a, load_report(path_b), method_b, a.resamples, **names)
+        rows += cross_compare(rep_a, method_a, rep_b, method_b, a.resamples, **names)
+        lines.setdefault(names["label_b"], (rep_b, method_b))
     print(f"Episodes: {rep_a.episodes} (seed {rep_a.seed}), paired across reports")
     print(paired_table(rows))
+    if a.plot is not None:
+        from legato.cross_compare import trade_off
+        from legato.plots import plot_trade_off
+
+        drawn = {f"{path_a.name}:{method_a}": trade_off(rep_a, method_a)}
+        drawn.update({label: trade_off(r, m) for label, (r, m) in lines.items() if label not in drawn})
+        atomic_file(a.plot, plot_trade_off(drawn), replace=a.force, what="plot")
+        print(f"wrote {a.plot}")
     return 0
 
 

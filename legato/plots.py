@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -134,3 +135,31 @@ def plot_metric_vs_delay(
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def plot_trade_off(lines: dict[str, list[dict[str, float]]]) -> bytes:
+    """PNG: success rate against overlap inconsistency, one line per method (legend label ->
+    legato.cross_compare.trade_off rows) through its delays, one panel per execution horizon.
+    Up and to the left is better; each point is labelled with its delay d."""
+    horizons = sorted({int(r["s"]) for rows in lines.values() for r in rows})
+    fig, axes = plt.subplots(1, len(horizons), figsize=(6 * len(horizons) + 3, 4.2), squeeze=False)
+    for ax, s in zip(axes[0], horizons, strict=True):
+        for label, rows in lines.items():
+            pts = [(r["overlap_rmse"], r["success"], int(r["d"])) for r in rows if int(r["s"]) == s]
+            if not pts:
+                continue
+            x, y, _ = zip(*pts, strict=True)
+            (line,) = ax.plot(x, y, "o-", label=label, ms=4)
+            for xi, yi, d in pts:
+                ax.annotate(str(d), (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=7,
+                            color=line.get_color())  # fmt: skip
+        ax.set_title(f"s = {s} (labels: delay d)")
+        ax.set_xlabel("overlap inconsistency (RMSE, lower is more consistent)")
+        ax.set_ylabel("success rate")
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()

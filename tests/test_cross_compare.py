@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from edge.errors import UsageError
-from legato.cross_compare import cross_compare, load_report, parse_side
+from legato.cross_compare import cross_compare, load_report, parse_side, trade_off
 from legato.episode_metrics import EPISODE_KEYS
 
 TASK = {"name": "planar-reach", "obstacle": True}
 S, C = EPISODE_KEYS.index("success"), EPISODE_KEYS.index("completion_s")
+O = EPISODE_KEYS.index("overlap_rmse")
 
 
 def _report(folder, cells, seed=1000, episodes=50, task=TASK):
@@ -118,3 +119,36 @@ def test_a_report_written_before_routes_were_recorded_still_pairs(tmp_path):
     np.savez_compressed(folder / "episodes.npz", columns=np.array(old_keys[1:]), rtc_d2_s8=t[:, 2:])
     with pytest.raises(UsageError, match="has columns"):
         load_report(folder)
+
+
+def test_the_trade_off_is_each_cells_success_rate_and_mean_overlap_through_its_delays(tmp_path):
+    t2, t4 = _table(np.r_[np.ones(40), np.zeros(10)], np.ones(50)), _table(np.ones(50), np.ones(50))
+    t2[:, O] = np.r_[np.full(49, 0.02), np.nan]  # an episode with no overlap does not count
+    t4[:, O] = 0.01
+    r = load_report(_report(tmp_path / "a", {("legato", 4, 8): t4, ("legato", 2, 8): t2, ("rtc", 2, 8): t4}))
+    rows = trade_off(r, "legato")
+    assert [(x["s"], x["d"]) for x in rows] == [(8, 2), (8, 4)]
+    assert rows[0]["success"] == pytest.approx(0.8) and rows[0]["overlap_rmse"] == pytest.approx(0.02)
+    assert rows[1]["overlap_rmse"] == pytest.approx(0.01)
+    with pytest.raises(UsageError, match="no sync cells"):
+        trade_off(r, "sync")
+
+
+def test_legato_compare_plots_the_trade_off_and_keeps_an_existing_plot(tmp_path, capsys):
+    from legato.cli import main
+
+    t = _table(np.ones(50), np.full(50, 2.0))
+    t[:, O] = 0.01
+    _report(tmp_path / "new", {("legato", 2, 8): t, ("legato", 4, 8): t})
+    _report(tmp_path / "base", {("rtc", 2, 8): t, ("rtc", 4, 8): t})
+    sides = [f"{tmp_path}/new:legato", f"{tmp_path}/base:rtc"]
+    plot = tmp_path / "plots" / "trade-off.png"
+    assert main(["compare", *sides, "--plot", str(plot)]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = plot.read_bytes()
+    capsys.readouterr()
+    assert main(["compare", *sides, "--plot", str(plot)]) == 2  # refused before any table is printed
+    out, err = capsys.readouterr()
+    assert "exists; pass --force" in err and "new:legato vs base:rtc" not in out
+    assert plot.read_bytes() == before
+    assert main(["compare", *sides, "--plot", str(plot), "--force"]) == 0
