@@ -34,8 +34,8 @@ demos: $(DEMOS)
 
 # Legato's round-3 recipe (docs/training.md): a reference that may be wrong, the corrective head,
 # half the examples without a reference; the other methods never read these options. Seed 1:
-# the committed models/legato is this recipe's second training seed, the better of two measured
-# on held-out episodes (docs/evaluation.md "Round 4"); seed 0 is 2-4 points lower at d = 2-4.
+# the committed models/legato is this recipe's second training seed, the better of the two
+# measured on two held-out sets (docs/evaluation.md "round 4"; not bit-identical on retraining).
 LEGATO_RECIPE ?= --reference-target recover --velocity-form corrective --p-no-prefix 0.5 --seed 1
 
 train: setup $(DEMOS)
