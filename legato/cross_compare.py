@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import UsageError
-from legato.episode_metrics import EPISODE_KEYS, LATER_KEYS
+from legato.episode_metrics import EPISODE_KEYS, LATER_KEYS, aggregate
 
 EXPERT = "expert"  # one cell per s (d = 0): pairs with every d
 
@@ -135,10 +135,8 @@ def trade_off(r: ReportCells, method: str) -> list[dict[str, float]]:
     for (m, d, s), t in sorted(r.tables.items(), key=lambda kv: (kv[0][2], kv[0][1])):
         if m != method:
             continue
-        overlap = t[:, EPISODE_KEYS.index("overlap_rmse")]
-        finite = overlap[np.isfinite(overlap)]
-        rows.append({"s": s, "d": d, "success": float(np.mean(t[:, EPISODE_KEYS.index("success")])),
-                     "overlap_rmse": float(np.mean(finite)) if len(finite) else float("nan")})  # fmt: skip
+        cell = aggregate(t, dt=1.0)  # results.md's own means; dt scales only the throughput, not drawn
+        rows.append({"s": s, "d": d, "success": cell["success_rate"], "overlap_rmse": cell["overlap_rmse"]})
     if not rows:
         raise UsageError(f"{r.path} has no {method} cells")
     return rows

@@ -76,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_compare(a: argparse.Namespace) -> int:
     """Print A against each B, paired on the same episodes (legato.cross_compare)."""
     from edge.outputs import atomic_file, check_file_target
-    from legato.cross_compare import cross_compare, load_report, parse_side
+    from legato.cross_compare import cross_compare, load_report, parse_side, trade_off
     from legato.report import paired_table
 
     if a.plot is not None:  # a target that cannot be written fails before the bootstrap runs
@@ -93,8 +93,7 @@ def run_compare(a: argparse.Namespace) -> int:
     print(f"Episodes: {rep_a.episodes} (seed {rep_a.seed}), paired across reports")
     print(paired_table(rows))
     if a.plot is not None:
-        from legato.cross_compare import trade_off
-        from legato.plots import plot_trade_off
+        from legato.plots import plot_trade_off  # matplotlib only when a plot is asked for
 
         drawn = {f"{path_a.name}:{method_a}": trade_off(rep_a, method_a)}
         drawn.update({label: trade_off(r, m) for label, (r, m) in lines.items() if label not in drawn})
