@@ -33,12 +33,13 @@ from sim.tasks import task_from_dict
 
 FORMAT_VERSION = 1
 TRAINING_ONLY = ("aux.",)  # parameters that inference never uses
-CONFIG, WEIGHTS, OPTIMIZER, TRAINER, LOG = (
+CONFIG, WEIGHTS, OPTIMIZER, TRAINER, LOG, TRAIN_WEIGHTS = (
     "config.json",
     "model.safetensors",
     "optimizer.safetensors",
     "trainer.json",
     "log.jsonl",
+    "train_weights.safetensors",  # a run with --ema-decay: the un-averaged weights --resume continues
 )
 
 
@@ -104,15 +105,23 @@ def save(
     log: str | None = None,
     replace: bool = True,
     flag: str = "--force",
+    train_weights: Policy | None = None,
 ) -> None:
     """Write a checkpoint (or, with an optimizer, a training run: + optimizer, trainer state and
-    log.jsonl, so the folder never exists without its log) in one atomic swap."""
+    log.jsonl, so the folder never exists without its log) in one atomic swap. `model` is what
+    inference loads; train_weights, in a run whose `model` is a weight average, are the weights
+    the optimizer steps."""
     cfg = config_dict(model.cfg, train_cfg, norm, task, meta)
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    weights = _tensors(model)
     files: dict[str, Any] = {
         CONFIG: json.dumps(cfg, indent=1).encode(),
         WEIGHTS: lambda p: save_file(weights, str(p)),
     }
+    if train_weights is not None:
+        if optimizer is None:
+            raise ValueError("train_weights belong to a training run: pass its optimizer too")
+        raw = _tensors(train_weights)
+        files[TRAIN_WEIGHTS] = lambda p: save_file(raw, str(p))
     if optimizer is not None:
         files[OPTIMIZER] = lambda p: save_file(flatten_optimizer(optimizer), str(p))
         files[TRAINER] = json.dumps(trainer_state or {}).encode()
@@ -125,6 +134,10 @@ def save(
                 content(tmp / name)
             else:
                 (tmp / name).write_bytes(content)
+
+
+def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
 def flatten_optimizer(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:

@@ -82,6 +82,10 @@ class TrainConfig:
     reference_target: Literal["reference", "recover"] = "reference"
     p_own_reference: float = 0.0  # recover only: fraction of examples referencing the model's own chunk
     own_reference_s: int = 8  # ... planned this many steps before the example's observation
+    # Weights saved as an exponential moving average of the training weights, updated after every
+    # optimizer step (0 = the last step's weights). openpi trains pi0 with 0.99, diffusion_policy
+    # with a warmed-up ~0.9999: the average smooths the last steps' minibatch noise.
+    ema_decay: float = 0.0
     seed: int = 0
     log_every: int = 20  # steps between progress-bar loss updates
     ckpt_every: int = 500  # steps between checkpoints
@@ -107,6 +111,8 @@ class TrainConfig:
             raise ValueError(
                 f"prefix_noise and recovery must be >= 0, got {self.prefix_noise}, {self.recovery}"
             )
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.d_max < 0 or self.r_max < 0:
             raise ValueError(f"d_max and r_max must be >= 0, got {self.d_max}, {self.r_max}")
 

@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from edge.errors import UsageError
@@ -92,6 +95,7 @@ def train(
     start, log_text = 0, ""
     if resume:
         start, log_text = _resume_into(out, cfg, data_sha, model, opt)
+    averaged = weight_average(model, cfg.ema_decay, out if resume else None, start)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     sampler = ChunkSampler(demos, None, pcfg.horizon, seed=cfg.seed * 1000 + rank + start)
     norm = sampler.norm
@@ -128,6 +132,8 @@ def train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         seen += actions.shape[0]
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps - 1):
@@ -139,12 +145,35 @@ def train(
         last = step == cfg.steps - 1
         if rank == 0 and ((step + 1) % cfg.ckpt_every == 0 or last):
             stats = {"step": step + 1, "loss_ema": ema, "wall_s": time.time() - t0, "world_size": _world()}
-            checkpoint.save(out, model, cfg, norm, demos.task, {**meta, "training": stats}, opt,
-                            {"step": step + 1}, log="".join(log_lines), replace=True)  # fmt: skip
+            saved = model if averaged is None else averaged.module
+            checkpoint.save(out, saved, cfg, norm, demos.task, {**meta, "training": stats}, opt,
+                            {"step": step + 1}, log="".join(log_lines), replace=True,
+                            train_weights=None if averaged is None else model)  # fmt: skip
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
     return out
+
+
+def weight_average(model: Policy, decay: float, run: Path | None, start: int) -> AveragedModel | None:
+    """The exponential moving average of `model`'s weights (torch's AveragedModel: after each
+    step avg = decay * avg + (1 - decay) * weights; the first update copies), or None for decay 0.
+    Resuming (`run` given), the average continues from the run's saved one, and `model`, which
+    _resume_into loaded from that same average, gets the run's un-averaged weights back."""
+    if decay == 0:
+        return None
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    if run is not None:
+        raw = run / checkpoint.TRAIN_WEIGHTS
+        if not raw.exists():
+            raise CheckpointError(f"--resume: {run} was trained without --ema-decay (no {raw.name}); "
+                                  "resume it without --ema-decay")  # fmt: skip
+        try:
+            model.load_state_dict(load_file(str(raw)), strict=False)
+        except (SafetensorError, OSError, RuntimeError) as e:
+            raise CheckpointError(f"--resume: {raw} is unreadable ({e})") from None
+        averaged.n_averaged.fill_(start)  # nonzero: the next update averages instead of copying
+    return averaged
 
 
 @torch.no_grad()
@@ -189,6 +218,9 @@ def _resume_into(out: Path, cfg: TrainConfig, data_sha: str, model: Policy, opt)
         raise UsageError(
             f"--resume: {out} is a {ck.train_cfg.method} run; it cannot continue as --method {cfg.method}"
         )
+    if ck.train_cfg.ema_decay != cfg.ema_decay:
+        raise UsageError(f"--resume: {out} was trained with --ema-decay {ck.train_cfg.ema_decay}; "
+                         f"resume it with the same, not {cfg.ema_decay}")  # fmt: skip
     recorded = ck.meta.get("data", {}).get("sha256")
     if recorded and recorded != data_sha:
         raise UsageError(f"--resume: {out} was trained on data with sha256 {recorded[:12]}..., "

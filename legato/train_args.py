@@ -91,6 +91,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["factored", "direct", "corrective"],
         help="flow head output: A - eps times Legato's known factor, or the whole target",
     )
+    p.add_argument("--ema-decay", type=float_in(0.0, 0.99999), default=d.ema_decay,
+                   help="save an exponential moving average of the weights with this decay per step "
+                        "(e.g. 0.999; 0 = the last step's weights)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="torch device for the model, e.g. cuda (default cpu)")
     p.add_argument("--seed", type=int_in(0), default=d.seed, help="training seed")
     p.add_argument("--ckpt-every", type=int_in(1), default=d.ckpt_every, help="steps between checkpoints")

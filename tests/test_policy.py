@@ -281,3 +281,30 @@ def test_every_method_produces_finite_chunks_in_a_rollout(tiny_checkpoints):
         # holds while it is computed and starts it at index 0 when it takes over.
         assert second.start == 2 + 6 + 2
         assert second.start - second.origin == (0 if method == "sync" else 2)
+
+
+def test_ema_run_saves_the_average_and_resume_continues_it(demos_path, tmp_path, tiny):
+    """With --ema-decay the checkpoint inference loads is the moving average of the weights the
+    optimizer stepped (kept beside it for --resume): after one step the two are equal (the first
+    update copies), one resumed step later the average is decay * w1 + (1 - decay) * w2."""
+    from safetensors.torch import load_file
+
+    def cfg(steps: int, decay: float = 0.25) -> TrainConfig:
+        return TrainConfig(method="plain", steps=steps, batch_obs=4, draws=2, warmup=2, ckpt_every=1,
+                           ema_decay=decay)  # fmt: skip
+
+    out = train(demos_path, tmp_path / "run", cfg(1), tiny, show_progress=False)
+    w1 = load_file(str(out / checkpoint.TRAIN_WEIGHTS))
+    for k, v in checkpoint.load(out).model.state_dict().items():
+        assert torch.equal(v, w1[k]), k
+    train(demos_path, out, cfg(2), tiny, resume=True, show_progress=False)
+    w2 = load_file(str(out / checkpoint.TRAIN_WEIGHTS))
+    averaged = checkpoint.load(out).model.state_dict()
+    moved = [k for k in w2 if not torch.equal(w1[k], w2[k])]
+    assert moved, "the second step changed no weight"
+    for k in moved:
+        torch.testing.assert_close(averaged[k], 0.25 * w1[k] + 0.75 * w2[k])
+    with pytest.raises(Exception, match="--ema-decay 0.25"):
+        train(demos_path, out, cfg(3, decay=0.0), tiny, resume=True, show_progress=False)
+    pub = checkpoint.publish(out, tmp_path / "pub")  # what inference needs: the average alone
+    assert checkpoint.TRAIN_WEIGHTS not in {p.name for p in pub.iterdir()}
