@@ -196,13 +196,23 @@ def load(path: str | Path) -> Checkpoint:
         task = task_from_dict(cfg["task"])
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, SimError) as e:
         raise CheckpointError(f"checkpoint {path}: {CONFIG} is invalid ({type(e).__name__}: {e})") from None
-    try:
-        weights = load_file(str(path / WEIGHTS))
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} has no {WEIGHTS}") from None
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path}: {WEIGHTS} is corrupt ({e})") from None
     model = Policy(policy_cfg)
+    load_weights(path, WEIGHTS, model)
+    model.eval()
+    meta = {k: v for k, v in cfg.items() if k not in ("policy", "train", "normalization", "task", "schedule")}
+    return Checkpoint(path, policy_cfg, train_cfg, norm, task, meta, model)
+
+
+def load_weights(path: Path, name: str, model: Policy) -> None:
+    """Load the weights file `name` of checkpoint `path` into `model`, checked against it first:
+    no missing (but training-only) or extra names, the config's shapes, finite values. Any problem
+    raises CheckpointError with a one-line reason."""
+    try:
+        weights = load_file(str(path / name))
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} has no {name}") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: {name} is corrupt ({e})") from None
     expected = model.state_dict()
     # The auxiliary head is training-only: checkpoints trained without it load for inference.
     missing = sorted(k for k in set(expected) - set(weights) if not k.startswith(TRAINING_ONLY))
@@ -223,9 +233,6 @@ def load(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path}: non-finite weights in {', '.join(bad[:3])}"
                               f"{' and more' if len(bad) > 3 else ''}")  # fmt: skip
     model.load_state_dict(weights, strict=False)
-    model.eval()
-    meta = {k: v for k, v in cfg.items() if k not in ("policy", "train", "normalization", "task", "schedule")}
-    return Checkpoint(path, policy_cfg, train_cfg, norm, task, meta, model)
 
 
 def publish(src: str | Path, dst: str | Path, replace: bool = False) -> Path:

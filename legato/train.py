@@ -17,8 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
@@ -163,15 +161,8 @@ def weight_average(model: Policy, decay: float, run: Path | None, start: int) ->
     if decay == 0:
         return None
     averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-    if run is not None:
-        raw = run / checkpoint.TRAIN_WEIGHTS
-        if not raw.exists():
-            raise CheckpointError(f"--resume: {run} was trained without --ema-decay (no {raw.name}); "
-                                  "resume it without --ema-decay")  # fmt: skip
-        try:
-            model.load_state_dict(load_file(str(raw)), strict=False)
-        except (SafetensorError, OSError, RuntimeError) as e:
-            raise CheckpointError(f"--resume: {raw} is unreadable ({e})") from None
+    if run is not None:  # the checkpoint's own checks: names, shapes, finite values
+        checkpoint.load_weights(run, checkpoint.TRAIN_WEIGHTS, model)
         averaged.n_averaged.fill_(start)  # nonzero: the next update averages instead of copying
     return averaged
 

@@ -304,7 +304,9 @@ def test_ema_run_saves_the_average_and_resume_continues_it(demos_path, tmp_path,
     assert moved, "the second step changed no weight"
     for k in moved:
         torch.testing.assert_close(averaged[k], 0.25 * w1[k] + 0.75 * w2[k])
-    with pytest.raises(Exception, match="--ema-decay 0.25"):
+    from edge.errors import UsageError
+
+    with pytest.raises(UsageError, match="--ema-decay 0.25"):
         train(demos_path, out, cfg(3, decay=0.0), tiny, resume=True, show_progress=False)
     pub = checkpoint.publish(out, tmp_path / "pub")  # what inference needs: the average alone
     assert checkpoint.TRAIN_WEIGHTS not in {p.name for p in pub.iterdir()}
