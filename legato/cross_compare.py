@@ -3,7 +3,10 @@
 Every report of one held-out set (same task, --seed and --episodes) runs episode k with the same
 scene and, at each (d, s), the same sampling-noise seed, whatever its checkpoints or --ramp. So
 a new checkpoint's cells pair episode by episode with another report's cells without rerunning
-the other methods (RTC, the expensive one, runs once). The statistics are legato.paired's.
+the other methods (RTC, the expensive one, runs once). Reports of several held-out sets pool
+(`REPORT1:METHOD+REPORT2:METHOD`): the i-th report of one side pairs with the i-th of the
+other, and their episodes are concatenated, one larger sample of the same scene distribution.
+The statistics are legato.paired's.
 """
 
 from __future__ import annotations
@@ -101,6 +104,28 @@ def check_same_episodes(a: ReportCells, b: ReportCells) -> None:
         raise UsageError(f"{a.path} and {b.path} evaluated different tasks")
 
 
+def pool(parts_a: list[ReportCells], parts_b: list[ReportCells]) -> tuple[ReportCells, ReportCells]:
+    """Two sides of held-out sets as two reports: part i of a pairs with part i of b (same
+    episodes, checked), and each (method, d, s) cell that every part of a side ran is the
+    concatenation of its parts' episodes, in order. Seed and task are the first part's."""
+    if len(parts_a) != len(parts_b):
+        raise UsageError(f"pooling pairs report i of one side with report i of the other: "
+                         f"{len(parts_a)} against {len(parts_b)} reports")  # fmt: skip
+    for a, b in zip(parts_a, parts_b, strict=True):  # lengths checked above
+        check_same_episodes(a, b)
+    return pooled_report(parts_a), pooled_report(parts_b)
+
+
+def pooled_report(parts: list[ReportCells]) -> ReportCells:
+    """Held-out sets of one side as one report (see pool); one part is returned as it is."""
+    if len(parts) == 1:
+        return parts[0]
+    keys = set.intersection(*(set(p.tables) for p in parts))
+    tables = {k: np.concatenate([p.tables[k] for p in parts]) for k in sorted(keys)}
+    path = Path("+".join(str(p.path) for p in parts))
+    return ReportCells(path, parts[0].seed, sum(p.episodes for p in parts), parts[0].task, tables)
+
+
 def _cell(r: ReportCells, method: str, d: int, s: int) -> np.ndarray | None:
     return r.tables.get((method, 0, s) if method == EXPERT else (method, d, s))
 
@@ -142,9 +167,16 @@ def trade_off(r: ReportCells, method: str) -> list[dict[str, float]]:
     return rows
 
 
-def parse_side(text: str) -> tuple[Path, str]:
-    """ "reports/x:legato" -> (Path("reports/x"), "legato")."""
-    path, sep, method = text.rpartition(":")
-    if not sep or not path or not method:
-        raise UsageError(f"expected REPORT:METHOD (e.g. reports/round3:legato), got {text!r}")
-    return Path(path), method
+def parse_side(text: str) -> tuple[list[Path], str]:
+    """ "reports/x:legato" -> ([Path("reports/x")], "legato"); "reports/x:legato+reports/y:legato"
+    -> ([Path("reports/x"), Path("reports/y")], "legato") (held-out sets to pool, one method)."""
+    paths, methods = [], set()
+    for part in text.split("+"):
+        path, sep, method = part.rpartition(":")
+        if not sep or not path or not method:
+            raise UsageError(f"expected REPORT:METHOD (e.g. reports/round3:legato), got {part!r}")
+        paths.append(Path(path))
+        methods.add(method)
+    if len(methods) > 1:
+        raise UsageError(f"{text!r}: pooled reports name one method, got {sorted(methods)}")
+    return paths, methods.pop()

@@ -59,8 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
     c = sub.add_parser("compare", help="paired comparisons across two eval reports of the same episodes")
     c.add_argument(
-        "a", metavar="REPORT:METHOD", help="method A and the report it ran in, e.g. reports/new:legato"
-    )
+        "a", metavar="REPORT:METHOD",
+        help="method A and the report it ran in, e.g. reports/new:legato; R1:legato+R2:legato pools "
+        "held-out sets (the i-th report of each side pairs with the i-th of A's)",
+    )  # fmt: skip
     c.add_argument("b", nargs="+", metavar="REPORT:METHOD", help="one or more methods B to compare A against")
     c.add_argument(
         "--resamples", type=int_in(100, 1_000_000), default=4000, help="paired bootstrap resamples"
@@ -76,26 +78,37 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_compare(a: argparse.Namespace) -> int:
     """Print A against each B, paired on the same episodes (legato.cross_compare)."""
     from edge.outputs import atomic_file, check_file_target
-    from legato.cross_compare import cross_compare, load_report, parse_side, trade_off
+    from legato.cross_compare import (
+        ReportCells,
+        cross_compare,
+        load_report,
+        parse_side,
+        pool,
+        pooled_report,
+        trade_off,
+    )
     from legato.report import paired_table
 
     if a.plot is not None:  # a target that cannot be written fails before the bootstrap runs
         check_file_target(a.plot, replace=a.force, what="plot")
-    path_a, method_a = parse_side(a.a)
-    rep_a = load_report(path_a)
-    rows, lines = [], {}
+    paths_a, method_a = parse_side(a.a)
+    parts_a = [load_report(p) for p in paths_a]
+    label_a = f"{'+'.join(p.name for p in paths_a)}:{method_a}"
+    rows: list[dict] = []
+    lines: dict[str, tuple[ReportCells, str]] = {}
     for side in a.b:
-        path_b, method_b = parse_side(side)
-        rep_b = load_report(path_b)
-        names = {"label_a": f"{path_a.name}:{method_a}", "label_b": f"{path_b.name}:{method_b}"}
+        paths_b, method_b = parse_side(side)
+        rep_a, rep_b = pool(parts_a, [load_report(p) for p in paths_b])
+        names = {"label_a": label_a, "label_b": f"{'+'.join(p.name for p in paths_b)}:{method_b}"}
         rows += cross_compare(rep_a, method_a, rep_b, method_b, a.resamples, **names)
         lines.setdefault(names["label_b"], (rep_b, method_b))
-    print(f"Episodes: {rep_a.episodes} (seed {rep_a.seed}), paired across reports")
+    seeds = ", ".join(str(p.seed) for p in parts_a)
+    print(f"Episodes: {sum(p.episodes for p in parts_a)} (seed {seeds}), paired across reports")
     print(paired_table(rows))
     if a.plot is not None:
         from legato.plots import plot_trade_off  # matplotlib only when a plot is asked for
 
-        drawn = {f"{path_a.name}:{method_a}": trade_off(rep_a, method_a)}
+        drawn = {label_a: trade_off(pooled_report(parts_a), method_a)}
         drawn.update({label: trade_off(r, m) for label, (r, m) in lines.items() if label not in drawn})
         atomic_file(a.plot, plot_trade_off(drawn), replace=a.force, what="plot")
         print(f"wrote {a.plot}")

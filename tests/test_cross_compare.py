@@ -152,3 +152,37 @@ def test_legato_compare_plots_the_trade_off_and_keeps_an_existing_plot(tmp_path,
     assert "exists; pass --force" in err and "new:legato vs base:rtc" not in out
     assert plot.read_bytes() == before
     assert main(["compare", *sides, "--plot", str(plot), "--force"]) == 0
+
+
+def test_held_out_sets_pool_part_by_part_into_one_paired_sample(tmp_path):
+    from legato.cross_compare import pool
+
+    win, lose = _table(np.ones(50), np.full(50, 2.0)), _table(np.zeros(50), np.full(50, 2.0))
+    a1 = load_report(_report(tmp_path / "a1", {("legato", 2, 8): win}))
+    a2 = load_report(_report(tmp_path / "a2", {("legato", 2, 8): win}, seed=2000, episodes=50))
+    b1 = load_report(_report(tmp_path / "b1", {("rtc", 2, 8): lose}))
+    b2 = load_report(_report(tmp_path / "b2", {("rtc", 2, 8): win}, seed=2000, episodes=50))
+    pa, pb = pool([a1, a2], [b1, b2])
+    assert pa.episodes == pb.episodes == 100 and pa.tables[("legato", 2, 8)].shape[0] == 100
+    row = cross_compare(pa, "legato", pb, "rtc", resamples=200)[0]
+    assert row["success"][0] == pytest.approx(0.5)  # +1 on the first set, 0 on the second
+    with pytest.raises(UsageError, match="not the same episodes"):
+        pool([a1, a2], [b2, b1])  # part i must be the same held-out set as part i
+    with pytest.raises(UsageError, match="2 against 1"):
+        pool([a1, a2], [b1])
+
+
+def test_a_pooled_side_names_one_method_and_legato_compare_prints_it(tmp_path, capsys):
+    from legato.cli import main
+
+    assert parse_side("r1:legato+r2:legato")[1] == "legato"
+    with pytest.raises(UsageError, match="one method"):
+        parse_side("r1:legato+r2:rtc")
+    t = _table(np.ones(50), np.full(50, 2.0))
+    for name, seed in (("n1", 1000), ("n2", 2000)):
+        _report(tmp_path / name, {("legato", 2, 8): t}, seed=seed)
+        _report(tmp_path / f"b{name}", {("rtc", 2, 8): t}, seed=seed)
+    argv = ["compare", f"{tmp_path}/n1:legato+{tmp_path}/n2:legato", f"{tmp_path}/bn1:rtc+{tmp_path}/bn2:rtc"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Episodes: 100 (seed 1000, 2000)" in out and "| n1+n2:legato vs bn1+bn2:rtc | 8 | 2 |" in out
