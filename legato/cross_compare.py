@@ -104,20 +104,19 @@ def check_same_episodes(a: ReportCells, b: ReportCells) -> None:
         raise UsageError(f"{a.path} and {b.path} evaluated different tasks")
 
 
-def pool(parts_a: list[ReportCells], parts_b: list[ReportCells]) -> tuple[ReportCells, ReportCells]:
-    """Two sides of held-out sets as two reports: part i of a pairs with part i of b (same
-    episodes, checked), and each (method, d, s) cell that every part of a side ran is the
-    concatenation of its parts' episodes, in order. Seed and task are the first part's."""
+def check_paired_sets(parts_a: list[ReportCells], parts_b: list[ReportCells]) -> None:
+    """Refuse two sides of held-out sets unless part i of a ran the same episodes as part i of b."""
     if len(parts_a) != len(parts_b):
         raise UsageError(f"pooling pairs report i of one side with report i of the other: "
                          f"{len(parts_a)} against {len(parts_b)} reports")  # fmt: skip
     for a, b in zip(parts_a, parts_b, strict=True):  # lengths checked above
         check_same_episodes(a, b)
-    return pooled_report(parts_a), pooled_report(parts_b)
 
 
 def pooled_report(parts: list[ReportCells]) -> ReportCells:
-    """Held-out sets of one side as one report (see pool); one part is returned as it is."""
+    """Held-out sets of one side as one report: each (method, d, s) cell that every part ran is
+    the concatenation of its parts' episodes, in order; seed and task are the first part's. One
+    part is returned as it is. Pair two sides only after check_paired_sets."""
     if len(parts) == 1:
         return parts[0]
     keys = set.intersection(*(set(p.tables) for p in parts))

@@ -80,10 +80,10 @@ def run_compare(a: argparse.Namespace) -> int:
     from edge.outputs import atomic_file, check_file_target
     from legato.cross_compare import (
         ReportCells,
+        check_paired_sets,
         cross_compare,
         load_report,
         parse_side,
-        pool,
         pooled_report,
         trade_off,
     )
@@ -93,26 +93,32 @@ def run_compare(a: argparse.Namespace) -> int:
         check_file_target(a.plot, replace=a.force, what="plot")
     paths_a, method_a = parse_side(a.a)
     parts_a = [load_report(p) for p in paths_a]
-    label_a = f"{'+'.join(p.name for p in paths_a)}:{method_a}"
+    rep_a, label_a = pooled_report(parts_a), _side_label(paths_a, method_a)
     rows: list[dict] = []
     lines: dict[str, tuple[ReportCells, str]] = {}
     for side in a.b:
         paths_b, method_b = parse_side(side)
-        rep_a, rep_b = pool(parts_a, [load_report(p) for p in paths_b])
-        names = {"label_a": label_a, "label_b": f"{'+'.join(p.name for p in paths_b)}:{method_b}"}
-        rows += cross_compare(rep_a, method_a, rep_b, method_b, a.resamples, **names)
-        lines.setdefault(names["label_b"], (rep_b, method_b))
+        parts_b = [load_report(p) for p in paths_b]
+        check_paired_sets(parts_a, parts_b)
+        rep_b, label_b = pooled_report(parts_b), _side_label(paths_b, method_b)
+        rows += cross_compare(rep_a, method_a, rep_b, method_b, a.resamples, label_a=label_a, label_b=label_b)
+        lines.setdefault(label_b, (rep_b, method_b))
     seeds = ", ".join(str(p.seed) for p in parts_a)
-    print(f"Episodes: {sum(p.episodes for p in parts_a)} (seed {seeds}), paired across reports")
+    print(f"Episodes: {rep_a.episodes} (seed {seeds}), paired across reports")
     print(paired_table(rows))
     if a.plot is not None:
         from legato.plots import plot_trade_off  # matplotlib only when a plot is asked for
 
-        drawn = {label_a: trade_off(pooled_report(parts_a), method_a)}
+        drawn = {label_a: trade_off(rep_a, method_a)}
         drawn.update({label: trade_off(r, m) for label, (r, m) in lines.items() if label not in drawn})
         atomic_file(a.plot, plot_trade_off(drawn), replace=a.force, what="plot")
         print(f"wrote {a.plot}")
     return 0
+
+
+def _side_label(paths: list[Path], method: str) -> str:
+    """ "round6-seed1000+round6-seed2000:legato": the folder names of one side's reports."""
+    return f"{'+'.join(p.name for p in paths)}:{method}"
 
 
 def run(a: argparse.Namespace) -> int:

@@ -155,21 +155,22 @@ def test_legato_compare_plots_the_trade_off_and_keeps_an_existing_plot(tmp_path,
 
 
 def test_held_out_sets_pool_part_by_part_into_one_paired_sample(tmp_path):
-    from legato.cross_compare import pool
+    from legato.cross_compare import check_paired_sets, pooled_report
 
     win, lose = _table(np.ones(50), np.full(50, 2.0)), _table(np.zeros(50), np.full(50, 2.0))
     a1 = load_report(_report(tmp_path / "a1", {("legato", 2, 8): win}))
     a2 = load_report(_report(tmp_path / "a2", {("legato", 2, 8): win}, seed=2000, episodes=50))
     b1 = load_report(_report(tmp_path / "b1", {("rtc", 2, 8): lose}))
     b2 = load_report(_report(tmp_path / "b2", {("rtc", 2, 8): win}, seed=2000, episodes=50))
-    pa, pb = pool([a1, a2], [b1, b2])
+    check_paired_sets([a1, a2], [b1, b2])
+    pa, pb = pooled_report([a1, a2]), pooled_report([b1, b2])
     assert pa.episodes == pb.episodes == 100 and pa.tables[("legato", 2, 8)].shape[0] == 100
     row = cross_compare(pa, "legato", pb, "rtc", resamples=200)[0]
     assert row["success"][0] == pytest.approx(0.5)  # +1 on the first set, 0 on the second
     with pytest.raises(UsageError, match="not the same episodes"):
-        pool([a1, a2], [b2, b1])  # part i must be the same held-out set as part i
+        check_paired_sets([a1, a2], [b2, b1])  # part i must be the same held-out set as part i
     with pytest.raises(UsageError, match="2 against 1"):
-        pool([a1, a2], [b1])
+        check_paired_sets([a1, a2], [b1])
 
 
 def test_a_pooled_side_names_one_method_and_legato_compare_prints_it(tmp_path, capsys):
