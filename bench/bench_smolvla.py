@@ -1,15 +1,27 @@
 """Full-size SmolVLA (published sizes, random weights) on this CPU, torch eager against
 onnxruntime side by side in one run at one thread: prefix and per-step latency (medians), the
-chunk (prefix + N steps), FLOPs and the fraction of the one-thread matmul peak, int8 (dynamic)
+chunk (prefix + N steps), FLOPs and the fraction of the one-thread matmul peak (the faster of
+torch's and onnxruntime's 1024^3 GEMM) and of the rate the expert's own MLP shapes reach in
+onnxruntime (the step's ceiling), an op-type profile of the fp32 step, int8 (dynamic)
 at its gate, both onnxruntime's default (weight MatMuls only: "int8") and with attention's
 activation x activation MatMuls too ("int8attn", what `legato export` does for SmolVLA), and peak
-memory. Also the memory table of SmolVLA and pi0.5 per precision.
+memory. The fp32 graphs are what `legato export` writes for a CPU profile (tanh GELU fused into
+onnxruntime's FastGelu). Also the memory table of SmolVLA and pi0.5 per precision.
 
     .venv/bin/python bench/bench_smolvla.py --out reports/bench-smolvla.json      # ~15 min, ~7 GB
     .venv/bin/python bench/bench_smolvla.py --memory-table                         # seconds
 
 Needs the vla extra. Run it alone (it holds ~7 GB at its peak: the fp32 model, its ONNX
 export and one session at a time).
+
+With `--lerobot-policy DIR` (a LeRobot SmolVLA folder, e.g. scripts/make_full_smolvla.py's) both
+sides load that folder's weights and each round also times LeRobot's own code in torch eager
+(its prepare_images + embed_prefix + cache fill, and one denoise_step), in a worker process
+inside LeRobot's throwaway environment (bench/lerobot_smolvla_worker.py; $LEROBOT_ENV, made by
+`scripts/make_lerobot_fixtures.py setup`), and checks its velocity against this project's step:
+
+    .venv/bin/python scripts/make_full_smolvla.py --data DEMOS --out /tmp/smolvla-full
+    .venv/bin/python bench/bench_smolvla.py --lerobot-policy /tmp/smolvla-full --graphs DIR --out X.json
 """
 
 from __future__ import annotations
@@ -19,10 +31,12 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +65,158 @@ def flops_of(fn) -> int:
     return int(fc.get_total_flops())
 
 
+class LeRobotWorker:
+    """LeRobot's SmolVLA timed in its own environment (bench/lerobot_smolvla_worker.py)."""
+
+    def __init__(self, env: Path, policy: Path, inputs: Path) -> None:
+        py = env / "bin" / "python"
+        if not py.exists():
+            raise SystemExit(
+                f"bench_smolvla: no LeRobot environment at {env} "
+                "(make it with: python scripts/make_lerobot_fixtures.py setup, or set LEROBOT_ENV)"
+            )
+        worker = Path(__file__).with_name("lerobot_smolvla_worker.py")
+        self.proc = subprocess.Popen(
+            [str(py), str(worker), str(policy), str(inputs)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.params = self._answer()["params"]
+
+    def _answer(self) -> Any:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("@@ "):
+                return json.loads(line[3:])
+        raise SystemExit(f"bench_smolvla: the LeRobot worker ended (exit {self.proc.wait()})")
+
+    def call(self, command: str) -> Any:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._answer()
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def weights_source(graphs: Path, source: str) -> None:
+    """A reused --graphs folder must hold graphs of the same weights (refuse a mix)."""
+    marker = graphs / "source.json"
+    if marker.exists():
+        had = json.loads(marker.read_text())["weights"]
+        if had != source:
+            raise SystemExit(f"bench_smolvla: {graphs} holds graphs of {had}, not of {source}")
+    else:
+        graphs.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"weights": source}) + "\n")
+
+
+def cpu_name() -> str:
+    """The CPU as /proc/cpuinfo names it, with its family and model (Linux; 'unknown CPU' elsewhere)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    fields = dict(
+        (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in info.splitlines()[:30])
+    )
+    name, family, model = (fields.get(k, "?") for k in ("model name", "cpu family", "model"))
+    return f"{name} (family {family}, model {model})"
+
+
+def ort_session(graph: Any, threads: int = 1) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = threads
+    return ort.InferenceSession(graph.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def onnx_gemm(n: int = 1024) -> tuple[Any, dict]:
+    """onnxruntime's own GEMM ceiling: one (n, n) x (n, n) fp32 MatMul, B a constant (prepacked,
+    as every weight of the exported graphs)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    b = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "gemm",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
+        [numpy_helper.from_array(b, "b")],
+    )
+    feeds = {"a": np.random.default_rng(2).standard_normal((n, n)).astype(np.float32)}
+    return ort_session(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])), feeds
+
+
+def onnx_mlp_chain(tokens: int, width: int, ff: int, layers: int) -> tuple[Any, dict, int]:
+    """The expert's SwiGLU MLPs alone, in onnxruntime, at the step's token count: `layers` blocks
+    x + down(silu(x gate) * (x up)) with distinct weights of the expert's sizes (so they stream
+    from memory as the step's do). Returns (session, feeds, FLOPs): the rate onnxruntime's
+    GEMMs reach on the step's own matrix shapes, the step's realistic ceiling."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    nodes, inits, cur = [], [], "x"
+    for i in range(layers):
+        for name, shape in ((f"g{i}", (width, ff)), (f"u{i}", (width, ff)), (f"d{i}", (ff, width))):
+            w = rng.standard_normal(shape) / np.sqrt(shape[0])
+            inits.append(numpy_helper.from_array(w.astype(np.float32), name))
+        nodes += [
+            helper.make_node("MatMul", [cur, f"g{i}"], [f"hg{i}"]),
+            helper.make_node("MatMul", [cur, f"u{i}"], [f"hu{i}"]),
+            helper.make_node("Sigmoid", [f"hg{i}"], [f"sg{i}"]),
+            helper.make_node("Mul", [f"hg{i}", f"sg{i}"], [f"ag{i}"]),
+            helper.make_node("Mul", [f"ag{i}", f"hu{i}"], [f"m{i}"]),
+            helper.make_node("MatMul", [f"m{i}", f"d{i}"], [f"o{i}"]),
+            helper.make_node("Add", [cur, f"o{i}"], [f"r{i}"]),
+        ]
+        cur = f"r{i}"
+    g = helper.make_graph(
+        nodes,
+        "mlp_chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, tokens, width])],
+        [helper.make_tensor_value_info(cur, TensorProto.FLOAT, [1, tokens, width])],
+        inits,
+    )
+    feeds = {"x": rng.standard_normal((1, tokens, width)).astype(np.float32)}
+    flops = layers * 3 * 2 * tokens * width * ff
+    return ort_session(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])), feeds, flops
+
+
+def op_profile(graph: Path, feeds: dict, runs: int = 10) -> dict:
+    """onnxruntime's profiler on one graph: milliseconds per run by op type (profiling adds
+    its own overhead; read the shares, not the sum)."""
+    import collections
+
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    so.enable_profiling = True
+    so.profile_file_prefix = str(graph.parent / f"{graph.stem}-profile")
+    sess = ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
+    for _ in range(runs + 1):
+        sess.run(None, feeds)
+    trace = Path(sess.end_profiling())
+    per_op: collections.Counter = collections.Counter()
+    for e in json.loads(trace.read_text()):
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_op[e["args"]["op_name"]] += e["dur"]
+    trace.unlink()
+    total = sum(per_op.values())
+    matmul = sum(v for k, v in per_op.items() if k in ("MatMul", "FusedMatMul", "Gemm"))
+    return {
+        "ms_per_run": {k: v / (runs + 1) / 1e3 for k, v in per_op.most_common()},
+        "matmul_share": matmul / total,
+    }
+
+
 def memory_table() -> dict:
     from legato.adapters.published import parameter_groups, pi05_module, smolvla_module, weight_bytes
 
@@ -70,7 +236,17 @@ def main() -> int:
     ap.add_argument("--memory-table", action="store_true", help="only the parameter / weight-byte table")
     ap.add_argument("--repeats", type=int, default=3, help="timed rounds (after one warm-up round)")
     ap.add_argument(
-        "--graphs", default=None, help="folder of this script's exported graphs to reuse (same seed)"
+        "--graphs", default=None, help="folder of this script's exported graphs to reuse (same weights)"
+    )
+    ap.add_argument(
+        "--lerobot-policy",
+        default=None,
+        help="a LeRobot SmolVLA folder: both sides load its weights, LeRobot's own eager code is timed too",
+    )
+    ap.add_argument(
+        "--lerobot-env",
+        default=os.environ.get("LEROBOT_ENV", "/work/lerobot-env"),
+        help="LeRobot's throwaway environment (scripts/make_lerobot_fixtures.py setup)",
     )
     a = ap.parse_args()
     if a.memory_table:
@@ -79,7 +255,8 @@ def main() -> int:
     import onnxruntime as ort
     import torch
 
-    from export.precision import to_dynamic_int8
+    from export.pipeline import onnxruntime_ops
+    from export.precision import fuse_fast_gelu, to_dynamic_int8
     from legato.adapters.legato_flow import LegatoHead
     from legato.adapters.published import smolvla_module
     from legato.adapters.smolvla_graphs import PREFIX_OUTPUTS, PrefixGraph, StepGraph
@@ -87,8 +264,16 @@ def main() -> int:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     load_start = os.getloadavg()
-    res: dict = {"machine": "2-core x86 VM (AVX-512 VNNI), 1 thread; load average recorded"}
-    model = smolvla_module().eval()
+    res: dict = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, 1 thread; load average recorded"}
+    if a.lerobot_policy:
+        from legato.adapters.smolvla import SmolVLAPolicy
+
+        source = str(Path(a.lerobot_policy).resolve())
+        model = SmolVLAPolicy.load(source).model.eval()
+    else:
+        source = "smolvla_module(), torch.manual_seed(0)"
+        model = smolvla_module().eval()
+    res["weights"] = source
     spec = model.spec
     res["params"] = sum(p.numel() for p in model.parameters())
     rng = np.random.default_rng(0)
@@ -111,6 +296,27 @@ def main() -> int:
         v_ref = step(x, t, omega, *ctx).numpy()
     res["peak_rss_gb_eager"] = peak_rss_gb()
     tmp = Path(a.graphs) if a.graphs else Path(tempfile.mkdtemp(prefix="bench-smolvla-"))
+    weights_source(tmp, source)
+    worker = None
+    if a.lerobot_policy:
+        inputs = tmp / "lerobot-inputs.npz"
+        np.savez(
+            inputs,
+            frame=frame.numpy(),
+            tokens=tokens.numpy(),
+            token_mask=mask.numpy(),
+            state=state.numpy(),
+            x=x.numpy(),
+            t=t.numpy(),
+        )
+        worker = LeRobotWorker(Path(a.lerobot_env), Path(source), inputs)
+        worker.call("prefix")
+        v_lr = np.load(worker.call(f"velocity {tmp / 'lerobot-velocity.npy'}"))
+        res["lerobot_params"] = worker.params
+        res["lerobot_velocity"] = {  # LeRobot's step from its own prefix against this project's
+            "max_abs": float(np.abs(v_lr - v_ref).max()),
+            "max_abs_ref": float(np.abs(v_ref).max()),
+        }
     names = ["image_cam0", "tokens", "token_mask", "state"]
     if not (tmp / "step.onnx").exists():
         t0 = time.perf_counter()
@@ -133,7 +339,12 @@ def main() -> int:
                 opset_version=17,
                 dynamo=False,
             )
+        for g in ("prefix", "step"):  # as `legato export` writes fp32 for a CPU profile
+            fuse_fast_gelu(tmp / f"{g}.onnx")
         res["export_s"] = time.perf_counter() - t0
+    res["onnxruntime_ops"] = onnxruntime_ops(tmp, ("prefix", "step"))
+    if "FastGelu" not in res["onnxruntime_ops"].get("prefix", {}):
+        raise SystemExit(f"bench_smolvla: {tmp}/prefix.onnx has no FastGelu (older graphs): new --graphs")
     for g in ("prefix", "step"):
         if not (tmp / f"{g}-int8.onnx").exists():
             to_dynamic_int8(tmp / f"{g}.onnx", tmp / f"{g}-int8.onnx")
@@ -171,20 +382,49 @@ def main() -> int:
         times.setdefault(key, []).append(time.perf_counter() - t0)
 
     a_mm, b_mm = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    gemm_sess, gemm_feeds = onnx_gemm()
+    expert = model.expert.config
+    mlp_sess, mlp_feeds, mlp_flops = onnx_mlp_chain(
+        spec.chunk, expert.hidden_size, expert.intermediate_size, expert.num_hidden_layers
+    )
+    res["mlp_chain"] = {
+        "tokens": spec.chunk,
+        "width": expert.hidden_size,
+        "ff": expert.intermediate_size,
+        "layers": expert.num_hidden_layers,
+        "flops": mlp_flops,
+    }
     with torch.no_grad():
         for _ in range(a.repeats + 1):
             once("matmul", lambda: a_mm @ b_mm)
+            once("matmul_onnx", lambda: gemm_sess.run(None, gemm_feeds))
+            once("mlp_chain_onnx", lambda: mlp_sess.run(None, mlp_feeds))
             once("eager_prefix", lambda: prefix(*args))
             once("eager_step", lambda: step(x, t, omega, *ctx))
+            if worker is not None:  # timed inside the worker: no pipe in the number
+                times.setdefault("lerobot_prefix", []).append(worker.call("prefix"))
+                times.setdefault("lerobot_step", []).append(worker.call("step"))
             for prec, (sp, ss) in sessions.items():
                 once(f"onnx_{prec}_prefix", lambda sp=sp: sp.run(None, feeds_prefix))
                 once(f"onnx_{prec}_step", lambda ss=ss, prec=prec: ss.run(None, feeds[prec]))
     med = {k: statistics.median(v[1:]) for k, v in times.items()}  # the first round warms up
-    res["matmul_peak_gflops"] = 2 * 1024**3 / med["matmul"] / 1e9
+    # The one-thread GEMM ceiling is the faster library's: torch's MKL and onnxruntime's MLAS
+    # differ by 2x on some CPUs (MKL takes a slower path on AMD's AVX-512 parts).
+    res["matmul_gflops"] = {
+        "torch": 2 * 1024**3 / med["matmul"] / 1e9,
+        "onnxruntime": 2 * 1024**3 / med["matmul_onnx"] / 1e9,
+    }
+    res["matmul_peak_gflops"] = max(res["matmul_gflops"].values())
+    res["mlp_chain_gflops"] = mlp_flops / med["mlp_chain_onnx"] / 1e9
     for k in ("eager", "onnx_fp32", "onnx_int8", "onnx_int8attn"):
         res[f"{k}_s"] = {"prefix": med[f"{k}_prefix"], "step": med[f"{k}_step"]}
     n = spec.num_steps
     kinds = ("eager_s", "onnx_fp32_s", "onnx_int8_s", "onnx_int8attn_s")
+    if worker is not None:
+        res["lerobot_eager_s"] = {"prefix": med["lerobot_prefix"], "step": med["lerobot_step"]}
+        res["peak_rss_gb_lerobot"] = worker.call("rss")
+        worker.close()
+        kinds = ("lerobot_eager_s", *kinds)
     chunk = {k: res[k]["prefix"] + n * res[k]["step"] for k in kinds}
     res["chunk_s"] = chunk
     res["speedup"] = {
@@ -194,6 +434,16 @@ def main() -> int:
         "chunk_int8": chunk["eager_s"] / chunk["onnx_int8_s"],
         "chunk_int8attn": chunk["eager_s"] / chunk["onnx_int8attn_s"],
     }
+    if "lerobot_eager_s" in res:  # against LeRobot's own eager code, what users run today
+        lr = res["lerobot_eager_s"]
+        res["speedup_vs_lerobot"] = {
+            "step_fp32": lr["step"] / res["onnx_fp32_s"]["step"],
+            "step_int8attn": lr["step"] / res["onnx_int8attn_s"]["step"],
+            "prefix_fp32": lr["prefix"] / res["onnx_fp32_s"]["prefix"],
+            "chunk_fp32": chunk["lerobot_eager_s"] / chunk["onnx_fp32_s"],
+            "chunk_int8attn": chunk["lerobot_eager_s"] / chunk["onnx_int8attn_s"],
+            "step_this_eager": lr["step"] / res["eager_s"]["step"],
+        }
     res["load_average"] = {"start": load_start, "end": os.getloadavg()}
     # what `legato export --precision int8` does for this adapter (int8attn: attention's MatMuls too)
     from legato.adapters.smolvla_adapter import SmolVLALoaded
@@ -202,9 +452,23 @@ def main() -> int:
     peak = res["matmul_peak_gflops"]
     res["fraction_of_peak"] = {
         f"{k}_{g}": res["flops"][g] / res[k][g] / 1e9 / peak
-        for k in ("eager_s", "onnx_fp32_s")
+        for k in ("eager_s", "onnx_fp32_s", "lerobot_eager_s")
         for g in ("prefix", "step")
+        if k in res
     }
+    # The step's own ceiling: its FLOPs at the rate the expert's MLP shapes reach in onnxruntime.
+    res["step_bound"] = {
+        "onnx_fp32_step_at_mlp_chain_rate_s": res["flops"]["step"] / res["mlp_chain_gflops"] / 1e9,
+        "max_speedup_over_eager": res["eager_s"]["step"]
+        * res["mlp_chain_gflops"]
+        * 1e9
+        / res["flops"]["step"],
+    }
+    if "lerobot_eager_s" in res:
+        res["step_bound"]["max_speedup_over_lerobot"] = (
+            res["lerobot_eager_s"]["step"] * res["mlp_chain_gflops"] * 1e9 / res["flops"]["step"]
+        )
+    res["onnx_fp32_step_profile"] = op_profile(tmp / "step.onnx", feeds["fp32"])
     print(json.dumps(res, indent=1))
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

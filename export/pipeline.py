@@ -18,6 +18,7 @@ import json
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,13 +318,31 @@ def _stage_printer(say: Callable[[str], None]) -> Callable[[int, str], None]:
     return lambda i, text: say(f"[{i}/7 {time.perf_counter() - t0:6.1f}s] {text}")
 
 
-def _export_fp32(lp: Any, graphs: dict[str, Any], folder: Path) -> None:
+def _export_fp32(lp: Any, graphs: dict[str, Any], folder: Path, onnxruntime_fusions: bool) -> None:
+    """The fp32 graphs; with ``onnxruntime_fusions`` (every graph on onnxruntime's CPU provider)
+    tanh GELU chains become onnxruntime's FastGelu, as in its dynamic int8 graphs (-7 % on
+    full-size SmolVLA's fp32 prefix, docs/performance.md); the parity gate then checks them."""
     from export.graphs import export_graph
+    from export.precision import fuse_fast_gelu
 
     for name, g in graphs.items():
         export_graph(g, folder / f"{name}.onnx")
+        if onnxruntime_fusions:
+            fuse_fast_gelu(folder / f"{name}.onnx")
         check_graph(folder / f"{name}.onnx")
     write_manifest(folder, lp, "fp32", dict.fromkeys(graphs, "fp32"), {})
+
+
+def onnxruntime_ops(folder: Path, graphs: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """The onnxruntime-only (com.microsoft) ops each graph holds, counted in its file: what the
+    bundle needs beyond standard ONNX (graphs with none)."""
+    out = {}
+    for name in graphs:
+        model = onnx.load(str(folder / f"{name}.onnx"), load_external_data=False)
+        ops = Counter(n.op_type for n in model.graph.node if n.domain == "com.microsoft")
+        if ops:
+            out[name] = dict(sorted(ops.items()))
+    return out
 
 
 def _label(graph: str) -> str:
@@ -380,8 +399,13 @@ def export_bundle(opt: ExportOptions) -> Path:
         fused_attn = attention_kind(profile, opt.attention, precision) == "onnxruntime"
         to_export = lp.graphs(fused_attn)
         graphs = tuple(to_export)
-        stage(3, f"exporting fp32 graphs ({', '.join(graphs)}); onnx.checker + shape inference")
-        _export_fp32(lp, to_export, fp32_dir)
+        stage(
+            3,
+            f"exporting fp32 graphs ({', '.join(graphs)}); "
+            + ("onnxruntime's fused ops; " if fused_attn else "")
+            + "onnx.checker + shape inference",
+        )
+        _export_fp32(lp, to_export, fp32_dir, onnxruntime_fusions=fused_attn)
         stage(4, f"fp32 parity against torch on {opt.parity_samples} held-out observations")
         samples = lp.samples(opt.parity_samples)
         torch_pol = lp.reference_policy(threads=opt.threads)
@@ -474,8 +498,15 @@ def export_bundle(opt: ExportOptions) -> Path:
             "profile": {"name": profile.name, "sha256": sha256_file(profile.path), "data": profile.to_dict()},
             "quantization": quant,
             "parity": parity_rec,
-            "attention": "onnxruntime com.microsoft.MultiHeadAttention" if fused_attn else "standard ops",
         }
+        # What the graphs hold, not what was asked: an adapter may have no fused attention.
+        ort_ops = onnxruntime_ops(final_dir, graphs)
+        extra["onnxruntime_ops"] = ort_ops
+        extra["attention"] = (
+            "onnxruntime com.microsoft.MultiHeadAttention"
+            if any("MultiHeadAttention" in ops for ops in ort_ops.values())
+            else "standard ops"
+        )
         with atomic_folder(out, "bundle", replace=opt.force, meta={"precision": precision}) as tmp:
             for name in graphs:  # with the external data files each graph names (past 2 GB)
                 copy_graph(final_dir / f"{name}.onnx", tmp / f"{name}.onnx")

@@ -36,6 +36,10 @@ def test_export_detects_smolvla_gates_and_verifies(tmp_path, hf_offline, capsys)
     assert [c["name"] for c in ad["observation"]["cameras"]] == ["top", "wrist"]
     assert (out / "tokenizer.json").is_file()
     assert man["parity"]["fp32"]["flow_head"]["max_abs"] <= 1e-4
+    # A CPU profile: the fp32 graphs carry onnxruntime's FastGelu (one per SigLIP layer and
+    # camera: 2 x 2 here), gated above; SmolVLA's attention stays standard ops, and says so.
+    assert man["onnxruntime_ops"] == {"prefix": {"FastGelu": 4}}
+    assert man["attention"] == "standard ops"
     assert main(["bundle", "verify", str(out)]) == 0
     _bundle_infer_equals_lerobot(out, tmp_path)
     _served_equals_lerobot(out, tmp_path)

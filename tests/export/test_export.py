@@ -342,6 +342,10 @@ def test_cpu_fused_attention_matches_standard_ops(tiny_bundle, tiny_standard_bun
 
     ops = {n.op_type for n in onnx.load(str(tiny_bundle / f"{name}.onnx")).graph.node}
     assert "MultiHeadAttention" in ops and "Softmax" not in ops
+    recorded = load_manifest(tiny_bundle).data
+    assert "MultiHeadAttention" in recorded["onnxruntime_ops"][name]  # counted in the files
+    assert "FastGelu" not in recorded["onnxruntime_ops"][name]  # the reference model's GELU is erf
+    assert recorded["attention"] == "onnxruntime com.microsoft.MultiHeadAttention"
     feeds = _feeds(tiny_bundle, name)
     a, b = (
         ort.InferenceSession(str(d / f"{name}.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
@@ -514,6 +518,7 @@ def test_cli_attention_flag_reaches_the_export(tmp_path, tiny_checkpoints, capsy
             "--parity-samples", "2", "--attention", "standard"]  # fmt: skip
     assert main(argv) == 0
     assert load_manifest(out).data["attention"] == "standard ops"
+    assert load_manifest(out).data["onnxruntime_ops"] == {}
     ops = {n.op_type for n in onnx.load(str(out / "flow_head.onnx")).graph.node}
     assert "MultiHeadAttention" not in ops and "Softmax" in ops
     with pytest.raises(SystemExit):
