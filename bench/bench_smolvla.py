@@ -18,7 +18,8 @@ With `--lerobot-policy DIR` (a LeRobot SmolVLA folder, e.g. scripts/make_full_sm
 sides load that folder's weights and each round also times LeRobot's own code in torch eager
 (its prepare_images + embed_prefix + cache fill, and one denoise_step), in a worker process
 inside LeRobot's throwaway environment (bench/lerobot_smolvla_worker.py; $LEROBOT_ENV, made by
-`scripts/make_lerobot_fixtures.py setup`), and checks its velocity against this project's step:
+`scripts/make_lerobot_fixtures.py setup`; about 4 GB more at the peak), and checks its velocity
+against this project's step:
 
     .venv/bin/python scripts/make_full_smolvla.py --data DEMOS --out /tmp/smolvla-full
     .venv/bin/python bench/bench_smolvla.py --lerobot-policy /tmp/smolvla-full --graphs DIR --out X.json

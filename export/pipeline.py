@@ -335,7 +335,7 @@ def _export_fp32(lp: Any, graphs: dict[str, Any], folder: Path, onnxruntime_fusi
 
 def onnxruntime_ops(folder: Path, graphs: tuple[str, ...]) -> dict[str, dict[str, int]]:
     """The onnxruntime-only (com.microsoft) ops each graph holds, counted in its file: what the
-    bundle needs beyond standard ONNX (graphs with none)."""
+    bundle needs beyond standard ONNX (a graph without any is left out)."""
     out = {}
     for name in graphs:
         model = onnx.load(str(folder / f"{name}.onnx"), load_external_data=False)
