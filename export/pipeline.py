@@ -87,18 +87,20 @@ def write_manifest(folder: Path, lp: Any, precision: str, graph_precision: dict[
     """Write the adapter's extra files and manifest.json (format 2) for the graphs in ``folder``:
     every file of the folder listed with its sha256, each graph's I/O and memory (export.memory;
     the per-precision estimates from the fp32 graph, in ``fp32_dir`` when the graphs here are not
-    fp32)."""
+    fp32), the onnxruntime-only ops each graph holds and the attention they imply."""
     from export.memory import graph_memory
 
     for rel, data in lp.bundle_files().items():
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).write_bytes(data)
-    graphs, files = {}, {}
+    graphs, files, ort_ops = {}, {}, {}
     for name in GRAPHS:
         p = folder / f"{name}.onnx"
         if not p.exists():
             continue
         model = onnx.load(str(p), load_external_data=False)
+        if ops := onnxruntime_ops(model):
+            ort_ops[name] = ops
         ins, outs = _io(model)
         mem = graph_memory(p, estimates=graph_precision[name] == "fp32")
         if "by_precision" not in mem and fp32_dir is not None and (fp32_dir / p.name).exists():
@@ -145,6 +147,11 @@ def write_manifest(folder: Path, lp: Any, precision: str, graph_precision: dict[
         "graphs": graphs,
         "files": files,
         "engines": {},
+        # What the graphs hold, not what was asked: an adapter may have no fused attention.
+        "onnxruntime_ops": ort_ops,
+        "attention": "onnxruntime com.microsoft.MultiHeadAttention"
+        if any("MultiHeadAttention" in ops for ops in ort_ops.values())
+        else "standard ops",
         **extra,
     }
     (folder / MANIFEST).write_text(json.dumps(data, indent=1) + "\n")
@@ -333,16 +340,10 @@ def _export_fp32(lp: Any, graphs: dict[str, Any], folder: Path, onnxruntime_fusi
     write_manifest(folder, lp, "fp32", dict.fromkeys(graphs, "fp32"), {})
 
 
-def onnxruntime_ops(folder: Path, graphs: tuple[str, ...]) -> dict[str, dict[str, int]]:
-    """The onnxruntime-only (com.microsoft) ops each graph holds, counted in its file: what the
-    bundle needs beyond standard ONNX (a graph without any is left out)."""
-    out = {}
-    for name in graphs:
-        model = onnx.load(str(folder / f"{name}.onnx"), load_external_data=False)
-        ops = Counter(n.op_type for n in model.graph.node if n.domain == "com.microsoft")
-        if ops:
-            out[name] = dict(sorted(ops.items()))
-    return out
+def onnxruntime_ops(model: onnx.ModelProto) -> dict[str, int]:
+    """The onnxruntime-only (com.microsoft) ops a graph holds, by op type: what it needs beyond
+    standard ONNX."""
+    return dict(sorted(Counter(n.op_type for n in model.graph.node if n.domain == "com.microsoft").items()))
 
 
 def _label(graph: str) -> str:
@@ -499,14 +500,6 @@ def export_bundle(opt: ExportOptions) -> Path:
             "quantization": quant,
             "parity": parity_rec,
         }
-        # What the graphs hold, not what was asked: an adapter may have no fused attention.
-        ort_ops = onnxruntime_ops(final_dir, graphs)
-        extra["onnxruntime_ops"] = ort_ops
-        extra["attention"] = (
-            "onnxruntime com.microsoft.MultiHeadAttention"
-            if any("MultiHeadAttention" in ops for ops in ort_ops.values())
-            else "standard ops"
-        )
         with atomic_folder(out, "bundle", replace=opt.force, meta={"precision": precision}) as tmp:
             for name in graphs:  # with the external data files each graph names (past 2 GB)
                 copy_graph(final_dir / f"{name}.onnx", tmp / f"{name}.onnx")
