@@ -102,7 +102,13 @@ def to_dynamic_int8(src: Path, dst: Path, activation_matmuls: bool = False) -> i
             weight_type=QuantType.QInt8,
             per_channel=True,
             op_types_to_quantize=list(QUANT_OPS),
-            extra_options={"MatMulConstBOnly": not activation_matmuls},
+            # CPU profiles' fp32 graphs already hold FastGelu (com.microsoft), whose output type
+            # ONNX shape inference leaves unknown: the quantizer then cannot type the MatMul after
+            # it and refuses the graph. Every activation here is float32.
+            extra_options={
+                "MatMulConstBOnly": not activation_matmuls,
+                "DefaultTensorType": onnx.TensorProto.FLOAT,
+            },
             use_external_data_format=_large(src),
         )
     return fuse_fast_gelu(dst)

@@ -104,3 +104,18 @@ def _served_equals_lerobot(bundle: Path, tmp_path: Path) -> None:
             assert ("prompt" in req) == prompt
             reply = wire.unpackb(service.infer(wire.packb(req), 0.0, None), 1 << 24)
             assert np.abs(reply["actions"] - rec["actions"][i]).max() <= 1e-4
+
+
+def test_int8_export_for_a_cpu_profile_quantizes_the_fast_gelu_graphs(tmp_path, hf_offline, capsys):
+    """`--precision int8` on a CPU profile: dynamic int8 of the fp32 graphs, which already hold
+    FastGelu there; gated by chunk cosine and verified."""
+    out = tmp_path / "bundle"
+    args = ["export", "--checkpoint", str(FIXTURES / "smolvla"), "--profile", str(fixture_profile(tmp_path)),
+            "--precision", "int8", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    man = json.loads((out / "manifest.json").read_text())
+    assert {g["precision"] for g in man["graphs"].values()} == {"int8"}
+    assert man["quantization"]["method"] == "dynamic-int8"
+    assert man["onnxruntime_ops"]["prefix"]["FastGelu"] == 4
+    assert min(r["cosine_min"] for r in man["parity"]["int8"].values()) >= man["parity"]["gate"]["cosine_min"]
+    assert main(["bundle", "verify", str(out)]) == 0
