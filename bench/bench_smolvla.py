@@ -1,6 +1,6 @@
 """Full-size SmolVLA (published sizes, random weights) on this CPU, torch eager against
-onnxruntime side by side in one run at one thread: prefix and per-step latency (medians), the
-chunk (prefix + N steps), FLOPs and the fraction of the one-thread matmul peak (the faster of
+onnxruntime side by side in one run at one thread (or `--threads N`): prefix and per-step latency
+(medians), the chunk (prefix + N steps), FLOPs and the fraction of the matmul peak (the faster of
 torch's and onnxruntime's 1024^3 GEMM) and of the rate the expert's own MLP shapes reach in
 onnxruntime (the step's ceiling), an op-type profile of the fp32 step, int8 (dynamic)
 at its gate, both onnxruntime's default (weight MatMuls only: "int8") and with attention's
@@ -23,6 +23,12 @@ against this project's step:
 
     .venv/bin/python scripts/make_full_smolvla.py --data DEMOS --out /tmp/smolvla-full
     .venv/bin/python bench/bench_smolvla.py --lerobot-policy /tmp/smolvla-full --graphs DIR --out X.json
+
+`--threads N` runs every side at N threads instead (torch, each onnxruntime session, the GEMM
+ceilings, LeRobot's worker): the issue's "today" numbers were taken at two threads, and a Jetson's
+CPU has 6-12 cores. Then onnxruntime's idle threads do not spin (each session's
+`session.intra_op.allow_spinning` = 0) and every timed call starts after a 0.2 s pause: a pool left
+spinning by the call before takes a core from the next one (a step measured 1.26x slower).
 """
 
 from __future__ import annotations
@@ -69,7 +75,7 @@ def flops_of(fn) -> int:
 class LeRobotWorker:
     """LeRobot's SmolVLA timed in its own environment (bench/lerobot_smolvla_worker.py)."""
 
-    def __init__(self, env: Path, policy: Path, inputs: Path) -> None:
+    def __init__(self, env: Path, policy: Path, inputs: Path, threads: int) -> None:
         py = env / "bin" / "python"
         if not py.exists():
             raise SystemExit(
@@ -78,7 +84,7 @@ class LeRobotWorker:
             )
         worker = Path(__file__).with_name("lerobot_smolvla_worker.py")
         self.proc = subprocess.Popen(
-            [str(py), str(worker), str(policy), str(inputs)],
+            [str(py), str(worker), str(policy), str(inputs), str(threads)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -130,13 +136,14 @@ def cpu_name() -> str:
     return f"{name} (family {family}, model {model})"
 
 
-def ort_session(model: str | bytes, profile_prefix: str | None = None) -> Any:
-    """A one-thread onnxruntime CPU session of a graph file or a serialised model (profiling on
-    where ``profile_prefix`` is given)."""
+def ort_session(model: str | bytes, threads: int, profile_prefix: str | None = None) -> Any:
+    """An onnxruntime CPU session of a graph file or a serialised model at ``threads`` intra-op
+    threads, idle threads not spinning (profiling on where ``profile_prefix`` is given)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile_prefix is not None:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
@@ -149,7 +156,7 @@ def _serialised(graph: Any) -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
-def onnx_gemm(n: int = 1024) -> tuple[Any, dict]:
+def onnx_gemm(threads: int, n: int = 1024) -> tuple[Any, dict]:
     """onnxruntime's own GEMM ceiling: one (n, n) x (n, n) fp32 MatMul, B a constant (prepacked,
     as every weight of the exported graphs)."""
     from onnx import TensorProto, helper, numpy_helper
@@ -163,10 +170,10 @@ def onnx_gemm(n: int = 1024) -> tuple[Any, dict]:
         [numpy_helper.from_array(b, "b")],
     )
     feeds = {"a": np.random.default_rng(2).standard_normal((n, n)).astype(np.float32)}
-    return ort_session(_serialised(g)), feeds
+    return ort_session(_serialised(g), threads), feeds
 
 
-def onnx_mlp_chain(tokens: int, width: int, ff: int, layers: int) -> tuple[Any, dict, int]:
+def onnx_mlp_chain(tokens: int, width: int, ff: int, layers: int, threads: int) -> tuple[Any, dict, int]:
     """The expert's SwiGLU MLPs alone, in onnxruntime, at the step's token count: `layers` blocks
     x + down(silu(x gate) * (x up)) with distinct weights of the expert's sizes (so they stream
     from memory as the step's do). Returns (session, feeds, FLOPs): the rate onnxruntime's
@@ -198,15 +205,15 @@ def onnx_mlp_chain(tokens: int, width: int, ff: int, layers: int) -> tuple[Any, 
     )
     feeds = {"x": rng.standard_normal((1, tokens, width)).astype(np.float32)}
     flops = layers * 3 * 2 * tokens * width * ff
-    return ort_session(_serialised(g)), feeds, flops
+    return ort_session(_serialised(g), threads), feeds, flops
 
 
-def op_profile(graph: Path, feeds: dict, runs: int = 10) -> dict:
+def op_profile(graph: Path, feeds: dict, threads: int, runs: int = 10) -> dict:
     """onnxruntime's profiler on one graph: milliseconds per run by op type (profiling adds
     its own overhead; read the shares, not the sum)."""
     import collections
 
-    sess = ort_session(str(graph), profile_prefix=str(graph.parent / f"{graph.stem}-profile"))
+    sess = ort_session(str(graph), threads, profile_prefix=str(graph.parent / f"{graph.stem}-profile"))
     for _ in range(runs + 1):
         sess.run(None, feeds)
     trace = Path(sess.end_profiling())
@@ -241,6 +248,7 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="also write the results as JSON")
     ap.add_argument("--memory-table", action="store_true", help="only the parameter / weight-byte table")
     ap.add_argument("--repeats", type=int, default=3, help="timed rounds (after one warm-up round)")
+    ap.add_argument("--threads", type=int, default=1, help="threads of every side (default 1)")
     ap.add_argument(
         "--graphs", default=None, help="folder of this script's exported graphs to reuse (same weights)"
     )
@@ -255,6 +263,8 @@ def main() -> int:
         help="LeRobot's throwaway environment (scripts/make_lerobot_fixtures.py setup)",
     )
     a = ap.parse_args()
+    if a.threads < 1:
+        ap.error(f"--threads must be at least 1, not {a.threads}")
     if a.memory_table:
         print(json.dumps(memory_table(), indent=1))
         return 0
@@ -267,10 +277,15 @@ def main() -> int:
     from legato.adapters.published import smolvla_module
     from legato.adapters.smolvla_graphs import PREFIX_OUTPUTS, PrefixGraph, StepGraph
 
-    torch.set_num_threads(1)
+    threads = a.threads
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     load_start = os.getloadavg()
-    res: dict = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, 1 thread; load average recorded"}
+    res: dict = {
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores, {threads} thread{'s' if threads > 1 else ''}; "
+        "load average recorded",
+        "threads": threads,
+    }
     if a.lerobot_policy:
         from legato.adapters.smolvla import SmolVLAPolicy
 
@@ -315,7 +330,7 @@ def main() -> int:
             x=x.numpy(),
             t=t.numpy(),
         )
-        worker = LeRobotWorker(Path(a.lerobot_env), Path(source), inputs)
+        worker = LeRobotWorker(Path(a.lerobot_env), Path(source), inputs, threads)
         worker.call("prefix")
         v_lr = np.load(worker.call(f"velocity {tmp / 'lerobot-velocity.npy'}"))
         res["lerobot_params"] = worker.params
@@ -363,7 +378,7 @@ def main() -> int:
     feeds_prefix = {n: v.numpy() for n, v in zip(names, args, strict=True)}
     sessions, feeds = {}, {}
     for precision, suffix in (("fp32", ""), ("int8", "-int8"), ("int8attn", "-int8attn")):
-        sp, ss = (ort_session(str(tmp / f"{g}{suffix}.onnx")) for g in ("prefix", "step"))
+        sp, ss = (ort_session(str(tmp / f"{g}{suffix}.onnx"), threads) for g in ("prefix", "step"))
         ctx_o = sp.run(None, feeds_prefix)
         f = {
             "x": x.numpy(),
@@ -382,16 +397,21 @@ def main() -> int:
     # changes during the run changes all of them alike; medians over the rounds.
     times: dict[str, list[float]] = {}
 
+    def settle() -> None:  # let the previous call's thread pool go idle (see the docstring)
+        if threads > 1:
+            time.sleep(0.2)
+
     def once(key: str, fn) -> None:
+        settle()
         t0 = time.perf_counter()
         fn()
         times.setdefault(key, []).append(time.perf_counter() - t0)
 
     a_mm, b_mm = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    gemm_sess, gemm_feeds = onnx_gemm()
+    gemm_sess, gemm_feeds = onnx_gemm(threads)
     expert = model.expert.config
     mlp_sess, mlp_feeds, mlp_flops = onnx_mlp_chain(
-        spec.chunk, expert.hidden_size, expert.intermediate_size, expert.num_hidden_layers
+        spec.chunk, expert.hidden_size, expert.intermediate_size, expert.num_hidden_layers, threads
     )
     res["mlp_chain"] = {
         "tokens": spec.chunk,
@@ -408,13 +428,14 @@ def main() -> int:
             once("eager_prefix", lambda: prefix(*args))
             once("eager_step", lambda: step(x, t, omega, *ctx))
             if worker is not None:  # timed inside the worker: no pipe in the number
-                times.setdefault("lerobot_prefix", []).append(worker.call("prefix"))
-                times.setdefault("lerobot_step", []).append(worker.call("step"))
+                for part in ("prefix", "step"):
+                    settle()
+                    times.setdefault(f"lerobot_{part}", []).append(worker.call(part))
             for prec, (sp, ss) in sessions.items():
                 once(f"onnx_{prec}_prefix", lambda sp=sp: sp.run(None, feeds_prefix))
                 once(f"onnx_{prec}_step", lambda ss=ss, prec=prec: ss.run(None, feeds[prec]))
     med = {k: statistics.median(v[1:]) for k, v in times.items()}  # the first round warms up
-    # The one-thread GEMM ceiling is the faster library's: torch's MKL and onnxruntime's MLAS
+    # The GEMM ceiling is the faster library's: torch's MKL and onnxruntime's MLAS
     # differ by 2x on some CPUs (MKL takes a slower path on AMD's AVX-512 parts).
     res["matmul_gflops"] = {
         "torch": 2 * 1024**3 / med["matmul"] / 1e9,
@@ -468,7 +489,7 @@ def main() -> int:
     for k, label in (("eager_s", "eager"), ("lerobot_eager_s", "lerobot")):
         if k in res:
             res["step_bound"][f"max_speedup_over_{label}"] = res[k]["step"] / floor_s
-    res["onnx_fp32_step_profile"] = op_profile(tmp / "step.onnx", feeds["fp32"])
+    res["onnx_fp32_step_profile"] = op_profile(tmp / "step.onnx", feeds["fp32"], threads)
     print(json.dumps(res, indent=1))
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -3,14 +3,14 @@ baseline column of bench/bench_smolvla.py (`--lerobot-policy DIR`). Never import
 project: bench_smolvla.py starts it with that environment's Python
 ($LEROBOT_ENV/bin/python, made by `scripts/make_lerobot_fixtures.py setup`).
 
-    $LEROBOT_ENV/bin/python bench/lerobot_smolvla_worker.py POLICY_DIR INPUTS.npz
+    $LEROBOT_ENV/bin/python bench/lerobot_smolvla_worker.py POLICY_DIR INPUTS.npz [THREADS]
 
 POLICY_DIR is a LeRobot SmolVLA folder (scripts/make_full_smolvla.py writes one at the published
 sizes; its VLM config in POLICY_DIR/vlm). INPUTS.npz holds the bench's observation and noise:
 frame uint8 (1, H, W, 3), tokens int64 (1, l), token_mask int64 (1, l), state float32
 (1, max_state_dim) normalised and padded, x float32 (1, chunk, max_action_dim), t float32 (1,).
-One thread. Commands on stdin, one per line; each answer is one stdout line starting "@@ "
-(LeRobot prints to stdout too):
+THREADS torch threads (default 1). Commands on stdin, one per line; each answer is one stdout line
+starting "@@ " (LeRobot prints to stdout too):
     prefix        -> seconds of LeRobot's prefix: prepare_images (resize-with-pad, [-1, 1]),
                      embed_prefix and the VLM forward that fills the K/V cache, as sample_actions
     step          -> seconds of one denoise_step on that cache (LeRobot crops it back after)
@@ -42,7 +42,7 @@ def main() -> int:
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy, make_att_2d_masks
 
     folder, inputs = Path(sys.argv[1]), np.load(sys.argv[2])
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 1)
     cfg = PreTrainedConfig.from_pretrained(folder)
     cfg.vlm_model_name = str(folder / "vlm")  # the folder's own VLM config, never the hub
     policy = SmolVLAPolicy.from_pretrained(folder, config=cfg).eval()
