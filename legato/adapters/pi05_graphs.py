@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from export.onnx_files import needs_external_data
+from legato.adapters.attention import grouped_attention
 from legato.adapters.legato_flow import LegatoHead
 from legato.adapters.pi05 import Pi05, resize_with_pad_centred
 from legato.adapters.smolvla import time_embedding
@@ -73,7 +74,7 @@ class StepGraph(nn.Module):
         cond = self.cond_table[torch.round((1.0 - t) * m.spec.num_steps).long()]  # (1, width)
         h = m.action_in_proj(x)
         c, s = cos[:, None], sin[:, None]  # (1, 1, H, d)
-        full_bias = torch.cat([bias.expand(1, 1, n, bias.shape[-1]), torch.zeros(1, 1, n, n)], -1)
+        full_bias = torch.cat([bias, torch.zeros(1, 1, 1, n)], -1)  # the same for every action token
         for i, layer in enumerate(m.expert.layers):
             y, gate = layer.input_layernorm(h, cond)
             shape = (b, n, -1, layer.self_attn.head_dim)
@@ -82,7 +83,8 @@ class StepGraph(nn.Module):
             v = layer.self_attn.v_proj(y).view(shape).transpose(1, 2)
             q, k = q * c + _rotate_half(q) * s, k * c + _rotate_half(k) * s
             k, v = torch.cat([kv[i, 0], k], 2), torch.cat([kv[i, 1], v], 2)
-            h = h + layer.self_attn.o_proj(Pi05._attend(layer, q, k, v, full_bias)) * gate
+            att = grouped_attention(q, k, v, full_bias, layer.self_attn.scaling)
+            h = h + layer.self_attn.o_proj(att) * gate
             y, gate = layer.post_attention_layernorm(h, cond)
             h = h + layer.mlp(y) * gate
         return m.action_out_proj(m.expert.norm(h, cond)[0])

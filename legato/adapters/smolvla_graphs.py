@@ -3,12 +3,14 @@
 prefix: camera frames uint8 (1, H, W, 3) each (the resize-with-pad and [-1, 1] scaling are in
     the graph), token ids (1, l) int64 with their mask (1, l) int64, the normalised padded state
     (1, max_state_dim) -> the context of every expert layer, computed once per chunk:
-      self_kv  (n_self, 2, 1, p, kv_heads, head_dim)  the VLM's post-RoPE K/V of the layers whose
+      self_kv  (n_self, 2, 1, kv_heads, p, head_dim)  the VLM's post-RoPE K/V of the layers whose
                                                       expert self-attends over [prefix; actions]
-      cross_kv (n_cross, 2, 1, p, kv_heads, head_dim) the cross-attention layers' K/V after the
+      cross_kv (n_cross, 2, 1, kv_heads, p, head_dim) the cross-attention layers' K/V after the
                                                       expert's own k_proj / v_proj: hoisted out
                                                       of the denoising loop (they depend on the
                                                       prefix only)
+      (heads first, as the step's grouped attention reads them: the step neither repeats nor
+      transposes the cache)
       prefix_bias (1, 1, p) float: 0 for a valid prefix token, -1e30 for padding
       rope_cos, rope_sin (1, H, 1, head_dim / 2): the action tokens' rotary angles in the
                                                       self-attention layers (positions start
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from export.onnx_files import needs_external_data
+from legato.adapters.attention import group_rows, grouped_attention
 from legato.adapters.legato_flow import LegatoHead
 from legato.adapters.smolvla import SmolVLA, _residual_block, resize_with_pad, time_embedding
 
@@ -62,12 +65,12 @@ class PrefixGraph(nn.Module):
             if layer is None:
                 continue
             if m._is_self_attn(i):
-                self_kv.append(torch.stack([keys[:, i], values[:, i]]))
+                self_kv.append(torch.stack([keys[:, i].transpose(1, 2), values[:, i].transpose(1, 2)]))
             else:
                 kp, vp = keys[:, i].flatten(2), values[:, i].flatten(2)
                 k = layer.self_attn.k_proj(kp).view(1, kp.shape[1], -1, m.head_dim)
                 v = layer.self_attn.v_proj(vp).view(1, vp.shape[1], -1, m.head_dim)
-                cross_kv.append(torch.stack([k, v]))
+                cross_kv.append(torch.stack([k.transpose(1, 2), v.transpose(1, 2)]))
         bias = torch.where(pad, 0.0, MASKED)[:, None, :]
         n = spec.chunk
         pos = pad.float().sum(1, keepdim=True) + torch.arange(n, dtype=torch.float32)[None]  # (1, H)
@@ -121,7 +124,8 @@ class StepGraph(nn.Module):
         self_bias = torch.cat(
             [bias.expand(1, n, bias.shape[-1]), torch.where(self.causal, 0.0, MASKED)[None]], 2
         )
-        groups = m.heads // m.kv_heads
+        self_bias = group_rows(self_bias[:, None], m.heads // m.kv_heads)
+        scale = 1.0 / math.sqrt(m.head_dim)
         i_self = i_cross = 0
         for i in range(m.num_layers):
             layer = m.expert_layer(i)
@@ -132,13 +136,14 @@ class StepGraph(nn.Module):
             if m._is_self_attn(i):
                 k = _rope_cs(layer.self_attn.k_proj(y).view(1, n, -1, m.head_dim), cos, sin)
                 v = layer.self_attn.v_proj(y).view(1, n, -1, m.head_dim)
-                k = torch.cat([self_kv[i_self, 0], k], 1)
-                v = torch.cat([self_kv[i_self, 1], v], 1)
-                out = _attend_bias(_rope_cs(q, cos, sin), k, v, self_bias, groups)
+                k = torch.cat([self_kv[i_self, 0], k.transpose(1, 2)], 2)
+                v = torch.cat([self_kv[i_self, 1], v.transpose(1, 2)], 2)
+                q = _rope_cs(q, cos, sin).transpose(1, 2)
+                out = grouped_attention(q, k, v, self_bias, scale)
                 i_self += 1
             else:
-                k, v = cross_kv[i_cross, 0], cross_kv[i_cross, 1]
-                out = _attend_bias(_rope_cs(q, self.cross_cos, self.cross_sin), k, v, bias, groups)
+                q = _rope_cs(q, self.cross_cos, self.cross_sin).transpose(1, 2)
+                out = grouped_attention(q, cross_kv[i_cross, 0], cross_kv[i_cross, 1], bias[:, None], scale)
                 i_cross += 1
             h = _residual_block(layer, h, out)
         return m.action_out_proj(m.expert.norm(h))
@@ -147,16 +152,6 @@ class StepGraph(nn.Module):
         return self.head.velocity(
             lambda xx, tt: self.net(xx, tt, self_kv, cross_kv, bias, cos, sin), x, t, omega
         )
-
-
-def _attend_bias(q, k, v, bias, groups: int) -> torch.Tensor:
-    """q (1, n, h, d), k/v (1, m, kv, d), additive bias (1, n or 1, m) -> (1, n, h * d)."""
-    b, n, h, d = q.shape
-    if groups > 1:
-        k, v = k.repeat_interleave(groups, 2), v.repeat_interleave(groups, 2)
-    logits = torch.matmul(q.transpose(1, 2), k.permute(0, 2, 3, 1)) * (1.0 / math.sqrt(d)) + bias[:, None]
-    probs = torch.softmax(logits, -1)
-    return torch.matmul(probs, v.transpose(1, 2)).transpose(1, 2).reshape(b, n, h * d)
 
 
 def example_inputs(policy, obs: dict) -> tuple[tuple[torch.Tensor, ...], list[str]]:
