@@ -5,7 +5,8 @@ scene and, at each (d, s), the same sampling-noise seed, whatever its checkpoint
 a new checkpoint's cells pair episode by episode with another report's cells without rerunning
 the other methods (RTC, the expensive one, runs once). Reports of several held-out sets pool
 (`REPORT1:METHOD+REPORT2:METHOD`): the i-th report of one side pairs with the i-th of the
-other, and their episodes are concatenated, one larger sample of the same scene distribution.
+other, and their episodes are concatenated, one larger sample of the same scene distribution;
+the bootstrap resamples within each set (legato.paired's strata), so each keeps its size.
 The statistics are legato.paired's.
 """
 
@@ -33,6 +34,11 @@ class ReportCells:
     episodes: int
     task: str | None  # the task as canonical JSON (None when neither report nor checkpoint says)
     tables: dict[tuple[str, int, int], np.ndarray]
+    parts: tuple[int, ...] = ()  # episodes per held-out set of a pooled report (() for one set)
+
+    def strata(self) -> np.ndarray | None:
+        """(episodes,) the held-out set of each episode of a pooled report; None for one set."""
+        return np.repeat(np.arange(len(self.parts)), self.parts) if len(self.parts) > 1 else None
 
 
 def _task_of(report: dict[str, Any]) -> str | None:
@@ -95,6 +101,9 @@ def check_same_episodes(a: ReportCells, b: ReportCells) -> None:
     if (a.seed, a.episodes) != (b.seed, b.episodes):
         raise UsageError(f"{a.path} ran --seed {a.seed} --episodes {a.episodes}, {b.path} --seed {b.seed} "
                          f"--episodes {b.episodes}: not the same episodes")  # fmt: skip
+    if a.parts != b.parts:
+        raise UsageError(f"{a.path} pools held-out sets of {list(a.parts)} episodes, {b.path} of "
+                         f"{list(b.parts)}: not the same episodes")  # fmt: skip
     if a.task is None or b.task is None:
         missing = a.path if a.task is None else b.path
         raise UsageError(
@@ -115,14 +124,16 @@ def check_paired_sets(parts_a: list[ReportCells], parts_b: list[ReportCells]) ->
 
 def pooled_report(parts: list[ReportCells]) -> ReportCells:
     """Held-out sets of one side as one report: each (method, d, s) cell that every part ran is
-    the concatenation of its parts' episodes, in order; seed and task are the first part's. One
-    part is returned as it is. Pair two sides only after check_paired_sets."""
+    the concatenation of its parts' episodes, in order, and `parts` their sizes (the bootstrap's
+    strata); seed and task are the first part's. One part is returned as it is. Pair two sides
+    only after check_paired_sets."""
     if len(parts) == 1:
         return parts[0]
     keys = set.intersection(*(set(p.tables) for p in parts))
     tables = {k: np.concatenate([p.tables[k] for p in parts]) for k in sorted(keys)}
     path = Path("+".join(str(p.path) for p in parts))
-    return ReportCells(path, parts[0].seed, sum(p.episodes for p in parts), parts[0].task, tables)
+    sizes = tuple(n for p in parts for n in (p.parts or (p.episodes,)))
+    return ReportCells(path, parts[0].seed, sum(sizes), parts[0].task, tables, sizes)
 
 
 def _cell(r: ReportCells, method: str, d: int, s: int) -> np.ndarray | None:
@@ -144,7 +155,7 @@ def cross_compare(a: ReportCells, method_a: str, b: ReportCells, method_b: str, 
         ta, tb = _cell(a, method_a, d, s), _cell(b, method_b, d, s)
         if ta is None or tb is None:
             continue
-        res = compare(ta, tb, resamples, seed=a.seed + d + 1000 * s)
+        res = compare(ta, tb, resamples, seed=a.seed + d + 1000 * s, strata=a.strata())
         rows.append({"a": label_a or method_a, "b": label_b or method_b, "d": d, "s": s, **res})
     if not rows:
         raise UsageError(f"no (d, s) cell has both {method_a} in {a.path} and {method_b} in {b.path}")

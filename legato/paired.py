@@ -3,7 +3,9 @@
 Every cell of the evaluation runs the same held-out episodes with the same noise seed for
 each method, so episode k of method A and episode k of method B differ only by the method.
 The interval on a difference resamples episodes (indices shared by both methods) with
-replacement: a paired bootstrap, 95 % percentile interval.
+replacement: a paired bootstrap, 95 % percentile interval. Episodes pooled from several held-out
+sets resample within each set (strata), so every resample keeps each set's size, as the
+evaluation's design fixed it.
 
 - success: mean over episodes of (success_A - success_B), in points of success rate / 100.
 - completion: ratio mean(completion_A) / mean(completion_B) over the episodes both methods
@@ -27,16 +29,30 @@ from legato.episode_metrics import EPISODE_KEYS
 Statistic = Callable[[np.ndarray, np.ndarray], float]
 
 
+def resample_indices(strata: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(resamples, n) episode indices drawn with replacement within each stratum: resample k
+    holds, for each stratum, as many of its own episodes as it has. strata: (n,) labels."""
+    groups = [np.flatnonzero(strata == g) for g in np.unique(strata)]
+    draws = [g[rng.integers(len(g), size=(resamples, len(g)))] for g in groups]
+    return np.concatenate(draws, axis=1)
+
+
 def bootstrap_interval(a: np.ndarray, b: np.ndarray, stat: Statistic, resamples: int = 4000, seed: int = 0,
-                       level: float = 0.95) -> tuple[float, float, float]:  # fmt: skip
+                       level: float = 0.95, strata: np.ndarray | None = None) -> tuple[float, float, float]:  # fmt: skip
     """(estimate, low, high) of stat(a, b) and its paired bootstrap percentile interval.
-    a, b: (n,) per-episode values of the two methods on the same n episodes."""
+    a, b: (n,) per-episode values of the two methods on the same n episodes; strata: (n,) labels
+    of the held-out set each episode belongs to (None: one set)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"paired samples need equal 1-D shapes, got {a.shape} and {b.shape}")
+    if strata is not None and np.shape(strata) != a.shape:
+        raise ValueError(f"strata need one label per episode: {np.shape(strata)} for {a.shape}")
     est = stat(a, b)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(len(a), size=(resamples, len(a)))
+    if strata is None:
+        idx = rng.integers(len(a), size=(resamples, len(a)))
+    else:
+        idx = resample_indices(np.asarray(strata), resamples, rng)
     draws = np.array([stat(a[k], b[k]) for k in idx])
     draws = draws[np.isfinite(draws)]
     if len(draws) == 0:
@@ -69,19 +85,21 @@ COMPARISONS: tuple[tuple[str, str, Statistic], ...] = (
 
 
 def compare(
-    table_a: np.ndarray, table_b: np.ndarray, resamples: int = 4000, seed: int = 0
-) -> dict[str, list]:
+    table_a: np.ndarray, table_b: np.ndarray, resamples: int = 4000, seed: int = 0,
+    strata: np.ndarray | None = None,
+) -> dict[str, list]:  # fmt: skip
     """{metric: [estimate, low, high]} of method A against method B on the same episodes.
-    table_a, table_b: legato.episode_metrics.episode_table of each method, same episode order."""
+    table_a, table_b: legato.episode_metrics.episode_table of each method, same episode order;
+    strata: (episodes,) held-out set labels of a pooled sample (bootstrap_interval)."""
     if table_a.shape != table_b.shape:
         raise ValueError(f"the two cells ran different episodes: {table_a.shape} vs {table_b.shape}")
     out = {}
     for key, _, stat in COMPARISONS:
         j = EPISODE_KEYS.index(key)
-        out[key] = list(bootstrap_interval(table_a[:, j], table_b[:, j], stat, resamples, seed))
+        out[key] = list(bootstrap_interval(table_a[:, j], table_b[:, j], stat, resamples, seed, strata=strata))
     # Masking per episode before resampling keeps the pairing: the mask travels with the episode.
     r, c = EPISODE_KEYS.index("route"), EPISODE_KEYS.index("completion_s")
     same = table_a[:, r] == table_b[:, r]  # NaN routes never match
     a, b = np.where(same, table_a[:, c], math.nan), np.where(same, table_b[:, c], math.nan)
-    out["completion_same_route"] = list(bootstrap_interval(a, b, mean_ratio, resamples, seed))
+    out["completion_same_route"] = list(bootstrap_interval(a, b, mean_ratio, resamples, seed, strata=strata))
     return out

@@ -165,8 +165,13 @@ def test_held_out_sets_pool_part_by_part_into_one_paired_sample(tmp_path):
     check_paired_sets([a1, a2], [b1, b2])
     pa, pb = pooled_report([a1, a2]), pooled_report([b1, b2])
     assert pa.episodes == pb.episodes == 100 and pa.tables[("legato", 2, 8)].shape[0] == 100
+    assert pa.parts == pb.parts == (50, 50)
     row = cross_compare(pa, "legato", pb, "rtc", resamples=200)[0]
-    assert row["success"][0] == pytest.approx(0.5)  # +1 on the first set, 0 on the second
+    # +1 on the first set, 0 on the second; every resample keeps 50 episodes of each set, so the
+    # interval is exactly the estimate (an unstratified resample would spread it)
+    assert row["success"] == pytest.approx([0.5, 0.5, 0.5])
+    with pytest.raises(UsageError, match="not the same episodes"):
+        cross_compare(pa, "legato", pooled_report([b1]), "rtc")  # a pooled side against one set
     with pytest.raises(UsageError, match="not the same episodes"):
         check_paired_sets([a1, a2], [b2, b1])  # part i must be the same held-out set as part i
     with pytest.raises(UsageError, match="2 against 1"):

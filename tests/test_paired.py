@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from legato.episode_metrics import EPISODE_KEYS
-from legato.paired import bootstrap_interval, compare, mean_difference, mean_ratio
+from legato.paired import bootstrap_interval, compare, mean_difference, mean_ratio, resample_indices
 
 
 def test_identical_methods_differ_by_exactly_zero():
@@ -92,3 +92,25 @@ def test_the_paired_table_shows_stall_and_reads_reports_without_it():
     assert paired_table([row]).splitlines()[-1].endswith("| n/a |")
     row["stall_fraction"] = [0.25, 0.2, 0.3]
     assert paired_table([row]).splitlines()[-1].endswith("| +0.250 [+0.200, +0.300] |")
+
+
+def test_stratified_resamples_keep_each_held_out_sets_size():
+    strata = np.repeat([0, 1, 2], [30, 50, 20])
+    idx = resample_indices(strata, 500, np.random.default_rng(0))
+    assert idx.shape == (500, 100)
+    for g, n in ((0, 30), (1, 50), (2, 20)):
+        assert (np.sum(strata[idx] == g, axis=1) == n).all()
+    assert len(np.unique(idx[:, :30])) == 30  # with replacement, over the whole stratum
+
+
+def test_a_stratified_interval_is_narrower_when_the_sets_differ():
+    """Set 0: A wins every episode; set 1: a tie. Pooled, the success difference is 0.5 in every
+    stratified resample; unstratified, the mix of the two sets varies and so does the mean."""
+    a = np.ones(100)
+    b = np.r_[np.zeros(50), np.ones(50)]
+    strata = np.repeat([0, 1], 50)
+    assert bootstrap_interval(a, b, mean_difference, strata=strata) == pytest.approx((0.5, 0.5, 0.5))
+    _, lo, hi = bootstrap_interval(a, b, mean_difference)
+    assert lo < 0.45 and hi > 0.55
+    with pytest.raises(ValueError, match="one label per episode"):
+        bootstrap_interval(a, b, mean_difference, strata=strata[:10])
