@@ -37,8 +37,15 @@ def resample_indices(strata: np.ndarray, resamples: int, rng: np.random.Generato
     return np.concatenate(draws, axis=1)
 
 
-def bootstrap_interval(a: np.ndarray, b: np.ndarray, stat: Statistic, resamples: int = 4000, seed: int = 0,
-                       level: float = 0.95, strata: np.ndarray | None = None) -> tuple[float, float, float]:  # fmt: skip
+def bootstrap_interval(
+    a: np.ndarray,
+    b: np.ndarray,
+    stat: Statistic,
+    resamples: int = 4000,
+    seed: int = 0,
+    level: float = 0.95,
+    strata: np.ndarray | None = None,
+) -> tuple[float, float, float]:
     """(estimate, low, high) of stat(a, b) and its paired bootstrap percentile interval.
     a, b: (n,) per-episode values of the two methods on the same n episodes; strata: (n,) labels
     of the held-out set each episode belongs to (None: one set)."""
@@ -96,7 +103,8 @@ def compare(
     out = {}
     for key, _, stat in COMPARISONS:
         j = EPISODE_KEYS.index(key)
-        out[key] = list(bootstrap_interval(table_a[:, j], table_b[:, j], stat, resamples, seed, strata=strata))
+        ci = bootstrap_interval(table_a[:, j], table_b[:, j], stat, resamples, seed, strata=strata)
+        out[key] = list(ci)
     # Masking per episode before resampling keeps the pairing: the mask travels with the episode.
     r, c = EPISODE_KEYS.index("route"), EPISODE_KEYS.index("completion_s")
     same = table_a[:, r] == table_b[:, r]  # NaN routes never match
