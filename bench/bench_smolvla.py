@@ -208,6 +208,22 @@ def onnx_mlp_chain(tokens: int, width: int, ff: int, layers: int, threads: int) 
     return ort_session(_serialised(g), threads), feeds, flops
 
 
+def step_bounds(step_flops: float, chain_gflops: float, gemm_gflops: float, eager_steps: dict) -> dict:
+    """The fp32 step's floors and the largest speedups they allow: its FLOPs at the rate the
+    expert's MLP shapes reach in onnxruntime (the chain: a ceiling where the step's GEMMs run no
+    faster than it, as on the Zen 5 host) and at onnxruntime's 1024^3 GEMM rate (the ceiling of
+    any fp32 graph on that library). eager_steps: {label: seconds per eager step}."""
+    out: dict = {}
+    for name, gflops in (("mlp_chain_rate", chain_gflops), ("gemm_peak", gemm_gflops)):
+        floor_s = step_flops / gflops / 1e9
+        out[f"onnx_fp32_step_at_{name}_s"] = floor_s
+        for label, eager_s in eager_steps.items():
+            out[f"max_speedup_over_{label}" + ("" if name == "mlp_chain_rate" else "_at_gemm_peak")] = (
+                eager_s / floor_s
+            )
+    return out
+
+
 def op_profile(graph: Path, feeds: dict, threads: int, runs: int = 10) -> dict:
     """onnxruntime's profiler on one graph: milliseconds per run by op type (profiling adds
     its own overhead; read the shares, not the sum)."""
@@ -483,12 +499,11 @@ def main() -> int:
         for g in ("prefix", "step")
         if k in res
     }
-    # The step's own ceiling: its FLOPs at the rate the expert's MLP shapes reach in onnxruntime.
-    floor_s = res["flops"]["step"] / res["mlp_chain_gflops"] / 1e9
-    res["step_bound"] = {"onnx_fp32_step_at_mlp_chain_rate_s": floor_s}
-    for k, label in (("eager_s", "eager"), ("lerobot_eager_s", "lerobot")):
-        if k in res:
-            res["step_bound"][f"max_speedup_over_{label}"] = res[k]["step"] / floor_s
+    sides = (("eager_s", "eager"), ("lerobot_eager_s", "lerobot"))
+    eager_steps = {label: res[k]["step"] for k, label in sides if k in res}
+    res["step_bound"] = step_bounds(
+        res["flops"]["step"], res["mlp_chain_gflops"], res["matmul_gflops"]["onnxruntime"], eager_steps
+    )
     res["onnx_fp32_step_profile"] = op_profile(tmp / "step.onnx", feeds["fp32"], threads)
     print(json.dumps(res, indent=1))
     if a.out:

@@ -63,3 +63,17 @@ def test_a_graphs_folder_of_other_weights_is_refused(bench, tmp_path):
 def test_threads_below_one_are_refused_before_any_work():
     r = subprocess.run([sys.executable, str(BENCH), "--threads", "0"], capture_output=True, text=True)
     assert r.returncode == 2 and "--threads must be at least 1, not 0" in r.stderr
+
+
+def test_the_step_bounds_divide_its_flops_by_each_ceiling(bench):
+    b = bench.step_bounds(
+        10e9, chain_gflops=100.0, gemm_gflops=250.0, eager_steps={"eager": 0.2, "lerobot": 0.25}
+    )
+    assert b["onnx_fp32_step_at_mlp_chain_rate_s"] == pytest.approx(0.1)
+    assert b["onnx_fp32_step_at_gemm_peak_s"] == pytest.approx(0.04)
+    assert b["max_speedup_over_eager"] == pytest.approx(2.0)  # the chain's floor, the older key
+    assert b["max_speedup_over_lerobot_at_gemm_peak"] == pytest.approx(6.25)
+    assert bench.step_bounds(10e9, 100.0, 250.0, {}).keys() == {
+        "onnx_fp32_step_at_mlp_chain_rate_s",
+        "onnx_fp32_step_at_gemm_peak_s",
+    }
