@@ -102,8 +102,8 @@ def check_same_episodes(a: ReportCells, b: ReportCells) -> None:
         raise UsageError(f"{a.path} ran --seed {a.seed} --episodes {a.episodes}, {b.path} --seed {b.seed} "
                          f"--episodes {b.episodes}: not the same episodes")  # fmt: skip
     if a.parts != b.parts:
-        raise UsageError(f"{a.path} pools held-out sets of {list(a.parts)} episodes, {b.path} of "
-                         f"{list(b.parts)}: not the same episodes")  # fmt: skip
+        raise UsageError(f"{a.path} pools held-out sets of {list(a.parts or (a.episodes,))} episodes, "
+                         f"{b.path} of {list(b.parts or (b.episodes,))}: not the same episodes")  # fmt: skip
     if a.task is None or b.task is None:
         missing = a.path if a.task is None else b.path
         raise UsageError(
@@ -148,6 +148,7 @@ def cross_compare(a: ReportCells, method_a: str, b: ReportCells, method_b: str, 
 
     check_same_episodes(a, b)
     grid = sorted({(s, d) for (m, d, s) in [*a.tables, *b.tables] if m in (method_a, method_b)})
+    strata = a.strata()  # b's are the same (check_same_episodes)
     rows = []
     for s, d in grid:
         if method_a == EXPERT and method_b == EXPERT and d != 0:
@@ -155,7 +156,7 @@ def cross_compare(a: ReportCells, method_a: str, b: ReportCells, method_b: str, 
         ta, tb = _cell(a, method_a, d, s), _cell(b, method_b, d, s)
         if ta is None or tb is None:
             continue
-        res = compare(ta, tb, resamples, seed=a.seed + d + 1000 * s, strata=a.strata())
+        res = compare(ta, tb, resamples, seed=a.seed + d + 1000 * s, strata=strata)
         rows.append({"a": label_a or method_a, "b": label_b or method_b, "d": d, "s": s, **res})
     if not rows:
         raise UsageError(f"no (d, s) cell has both {method_a} in {a.path} and {method_b} in {b.path}")

@@ -170,8 +170,10 @@ def test_held_out_sets_pool_part_by_part_into_one_paired_sample(tmp_path):
     # +1 on the first set, 0 on the second; every resample keeps 50 episodes of each set, so the
     # interval is exactly the estimate (an unstratified resample would spread it)
     assert row["success"] == pytest.approx([0.5, 0.5, 0.5])
-    with pytest.raises(UsageError, match="not the same episodes"):
-        cross_compare(pa, "legato", pooled_report([b1]), "rtc")  # a pooled side against one set
+    # the same seed and episode count, but one set of 100 against two of 50: refused on the split
+    one = load_report(_report(tmp_path / "one", {("rtc", 2, 8): lose[np.r_[0:50, 0:50]]}, episodes=100))
+    with pytest.raises(UsageError, match=r"sets of \[50, 50\] episodes, .* of \[100\]: not the same"):
+        cross_compare(pa, "legato", one, "rtc")
     with pytest.raises(UsageError, match="not the same episodes"):
         check_paired_sets([a1, a2], [b2, b1])  # part i must be the same held-out set as part i
     with pytest.raises(UsageError, match="2 against 1"):
